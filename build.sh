@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|fmt|fmt-check|deps]...
+#   (no action)  install missing Debian packages, configure and build into build/ (bin: build/bin)
+#   test         ctest (labels unit+integration; LOKI_TEST_LABELS overrides)
+#   bench        microbenchmarks, JSON into build/bench/
+#   run          the newcomer tour on examples/traffic_analysis.yaml
+#   fmt          clang-format -i over the tree; fmt-check fails on any difference
+# Build types: debug (default) -> build/, release -> build-release/, asan -> build-asan/,
+# tsan -> build-tsan/. LOKI_BUILD_DIR overrides the folder.
+set -euo pipefail
+cd "$(dirname "$0")"
+top=$(pwd)
+
+type=debug
+actions=()
+for a in "$@"; do
+    case "$a" in
+    debug | release | asan | tsan) type=$a ;;
+    test | bench | run | fmt | fmt-check | deps | build) actions+=("$a") ;;
+    -h | --help)
+        sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "build.sh: unknown argument '$a' (try --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+case $type in
+debug) bdir=build; cmtype=Debug; san= ;;
+release) bdir=build-release; cmtype=Release; san= ;;
+asan) bdir=build-asan; cmtype=Debug; san=asan ;;
+tsan) bdir=build-tsan; cmtype=Debug; san=tsan ;;
+esac
+bdir=${LOKI_BUILD_DIR:-$bdir}
+
+# Debian packages the build, tests and tour need. Installed only when missing.
+pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libmsgpack-dev
+    libyaml-dev libcmocka-dev clang clang-format python3 python3-msgpack redis-server)
+
+deps() {
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "build.sh: installing ${missing[*]}"
+    local sudo=
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+    deps
+    if [ ! -f "$bdir/CMakeCache.txt" ]; then
+        cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=$cmtype -DLOKI_SANITIZE="$san" >/dev/null
+    fi
+    cmake --build "$bdir" -j"$(nproc)" -- --no-print-directory 2>&1 | grep -v -E '^\[|^(Consolidate|Scanning)' || true
+    # grep swallowed the exit status: check the build really succeeded
+    cmake --build "$bdir" -j"$(nproc)" >/dev/null
+}
+
+san_env() {
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+}
+
+do_test() {
+    san_env
+    local labels=${LOKI_TEST_LABELS:-'unit|integration'}
+    (cd "$bdir" && ctest --output-on-failure -L "$labels" -j"$(nproc)")
+}
+
+do_bench() {
+    mkdir -p "$bdir/bench"
+    local ran=0
+    for b in "$bdir"/bin/bench_*; do
+        [ -x "$b" ] || continue
+        echo "== $(basename "$b")"
+        "$b" --out "$bdir/bench" || exit 1
+        ran=1
+    done
+    [ $ran -eq 1 ] || echo "build.sh: no benchmarks built"
+}
+
+do_run() {
+    if [ -x tools/tour.sh ]; then
+        LOKI_BUILD_DIR=$bdir tools/tour.sh
+    else
+        "$bdir/bin/loki" topology check examples/traffic_analysis.yaml
+    fi
+}
+
+fmt_files() { git ls-files '*.c' '*.h' | grep -v '^tests/fuzz/corpus/'; }
+
+[ ${#actions[@]} -eq 0 ] && actions=(build)
+for a in "${actions[@]}"; do
+    case $a in
+    deps) deps ;;
+    build) build ;;
+    test) build && do_test ;;
+    bench) build && do_bench ;;
+    run) build && do_run ;;
+    fmt) fmt_files | xargs clang-format -i ;;
+    fmt-check) fmt_files | xargs clang-format --dry-run -Werror ;;
+    esac
+done

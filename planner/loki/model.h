@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The in-memory pipeline model: what a topology file describes (GPUs,
+ * pipelines as DAGs of tasks, variants with profiles and fan-outs, planner
+ * and frontend settings). The loader in runtime/config fills it; planner/,
+ * the router and the replay harness only read it. Plain fixed-size arrays so
+ * the model is one allocation (about 2 MB: always on the heap) that never
+ * needs freeing piecemeal.
+ */
+#ifndef LOKI_MODEL_H
+#define LOKI_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LOKI_NAME_MAX 64
+#define LOKI_PATH_MAX 256
+#define LOKI_MAX_PIPELINES 4
+#define LOKI_MAX_TASKS 16        /* per pipeline */
+#define LOKI_MAX_VARIANTS 16     /* per task */
+#define LOKI_MAX_CHILDREN 8      /* per task */
+#define LOKI_MAX_BATCHES 16      /* profiled batch sizes per variant */
+#define LOKI_MAX_SHARES 8        /* profiled shares per variant */
+#define LOKI_MAX_PATH_ACC 512    /* rows of a measured path-accuracy table */
+#define LOKI_MAX_STATIC 64       /* entries of a static plan */
+#define LOKI_MAX_UIDS 16
+
+enum loki_backend_kind {
+    LOKI_BACKEND_SIM = 0,
+    LOKI_BACKEND_CUDA,
+    LOKI_BACKEND_PLUGIN, /* path in loki_variant.backend_path */
+};
+
+enum loki_fanout_dist {
+    LOKI_FANOUT_POISSON = 0, /* default: counts drawn from Poisson(mean) */
+    LOKI_FANOUT_CONSTANT,    /* floor(mean) or ceil(mean), preserving the mean */
+    LOKI_FANOUT_GEOMETRIC,   /* heavy-ish tail with the given mean */
+};
+
+enum loki_policy {
+    LOKI_POLICY_LOKI = 0,
+    LOKI_POLICY_INFERLINE,
+    LOKI_POLICY_PROTEUS,
+    LOKI_POLICY_STATIC,
+};
+
+struct loki_fanout {
+    double mean;                /* expected sub-queries per query, >= 0 */
+    enum loki_fanout_dist dist;
+};
+
+struct loki_variant {
+    char name[LOKI_NAME_MAX];
+    double accuracy;   /* 0..100, normalised: best of the task = 100 */
+    double mem_mb;     /* GPU memory footprint of one instance */
+    double startup_ms; /* time from spawn to ready */
+    int n_batches;
+    int batches[LOKI_MAX_BATCHES]; /* ascending, >= 1 */
+    int n_shares;
+    double shares[LOKI_MAX_SHARES]; /* descending; shares[0] == 1.0 always */
+    /* latency_ms[s][b]: ms per batch of batches[b] at shares[s]; > 0 */
+    double latency_ms[LOKI_MAX_SHARES][LOKI_MAX_BATCHES];
+    bool share_scaled; /* shares other than 1 were derived, not measured */
+    struct loki_fanout fanout[LOKI_MAX_CHILDREN]; /* indexed like task.children */
+    enum loki_backend_kind backend;
+    char backend_path[LOKI_PATH_MAX]; /* plugin .so for LOKI_BACKEND_PLUGIN */
+};
+
+struct loki_task {
+    char name[LOKI_NAME_MAX];
+    int n_variants;
+    struct loki_variant variants[LOKI_MAX_VARIANTS];
+    int n_children;
+    int children[LOKI_MAX_CHILDREN]; /* task indexes in the same pipeline */
+};
+
+/* One row of a measured path-accuracy table: variant index per task on a
+ * root-to-leaf chain (-1 for tasks not on the chain). */
+struct loki_path_accuracy {
+    int variant[LOKI_MAX_TASKS];
+    double accuracy; /* 0..100 */
+};
+
+struct loki_pipeline {
+    char name[LOKI_NAME_MAX];
+    double slo_ms;
+    int root; /* task index */
+    int n_tasks;
+    struct loki_task tasks[LOKI_MAX_TASKS];
+    int n_path_acc;
+    struct loki_path_accuracy path_acc[LOKI_MAX_PATH_ACC];
+};
+
+struct loki_gpus {
+    int count;
+    double mem_mb;         /* per GPU */
+    int mps_max_clients;   /* per GPU; 48 on Volta+ MPS */
+    double share_granularity; /* 1 = whole GPUs only; 0.25 = quarters */
+};
+
+struct loki_static_entry {
+    int pipeline, task, variant;
+    int instances, batch;
+    double share;
+};
+
+struct loki_planner_cfg {
+    enum loki_policy policy;
+    double interval_ms;     /* re-plan period; default 1000 */
+    double headroom;        /* h: path latency <= h * SLO; default 0.5 */
+    double beta;            /* over-provisioning factor on demand; default 1.05 */
+    double ewma_alpha;      /* default 0.385 (com = 1.6) */
+    int ewma_windows;       /* default 20 */
+    double hysteresis;      /* relative objective gain needed to switch; default 0.02 */
+    double min_dwell_s;     /* a variant stays at least this long; default 10 */
+    double time_limit_ms;   /* GLPK time limit per solve; default 200 */
+    double mip_gap;         /* relative gap; default 0.01 */
+    bool early_drop;        /* default true */
+    bool reroute;           /* default true */
+    int n_static;
+    struct loki_static_entry static_plan[LOKI_MAX_STATIC];
+};
+
+struct loki_frontend_cfg {
+    char socket_path[LOKI_PATH_MAX]; /* default /run/loki/loki.sock */
+    unsigned mode;                   /* default 0660 */
+    int n_uids;                      /* 0: any uid allowed by mode */
+    unsigned uids[LOKI_MAX_UIDS];
+    uint32_t max_payload;            /* bytes; default 1 MiB */
+    uint32_t max_inflight;           /* accepted, unanswered queries; default 65536 */
+};
+
+struct loki_topology {
+    char source[LOKI_PATH_MAX]; /* file it was loaded from */
+    struct loki_gpus gpus;
+    int n_pipelines;
+    struct loki_pipeline pipelines[LOKI_MAX_PIPELINES];
+    struct loki_planner_cfg planner;
+    struct loki_frontend_cfg frontend;
+};
+
+/* Fill @cfg with defaults (the values documented in docs/topology.md). */
+void loki_topology_defaults(struct loki_topology *t);
+
+/*
+ * Latency of @v for batch size @batch at share @share, in ms. Batch sizes
+ * between profiled points are interpolated linearly; above the largest
+ * profiled batch the result is < 0 (not allowed). A share that is not
+ * profiled returns < 0. Pure; any thread.
+ */
+double loki_variant_latency(const struct loki_variant *v, int batch, double share);
+
+/* Index of share @share in @v->shares, or -1. */
+int loki_variant_share_index(const struct loki_variant *v, double share);
+
+/* Throughput of one instance in queries/s at (batch, share); 0 if not allowed. */
+double loki_variant_throughput(const struct loki_variant *v, int batch, double share);
+
+/* Minimum batch-1 whole-GPU latency over the variants of @t (fastest). */
+double loki_task_min_latency(const struct loki_task *t);
+
+/*
+ * Root-to-leaf chains of tasks. A chain is a list of task indexes starting
+ * at the root and ending at a task with no children. Returns the number of
+ * chains (<= @max) written to @chains, each of length @len[i].
+ */
+int loki_pipeline_chains(const struct loki_pipeline *p, int chains[][LOKI_MAX_TASKS], int *len,
+                         int max);
+
+/* Find a task by name; -1 if none. */
+int loki_pipeline_task_index(const struct loki_pipeline *p, const char *name);
+/* Find a variant by name; -1 if none. */
+int loki_task_variant_index(const struct loki_task *t, const char *name);
+/* Find a pipeline by name; -1 if none. */
+int loki_topology_pipeline_index(const struct loki_topology *t, const char *name);
+
+/* Index of the child task @child in @t->children, or -1. */
+int loki_task_child_slot(const struct loki_task *t, int child);
+
+/* Most accurate variant of a task (ties: the faster). */
+int loki_task_best_variant(const struct loki_task *t);
+
+const char *loki_policy_name(enum loki_policy p);
+int loki_policy_parse(const char *s, enum loki_policy *out);
+
+#endif
