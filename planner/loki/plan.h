@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A plan: the planner's output and the router's and supervisor's input.
+ * Per variant how many instances at which batch size and share; per instance
+ * its GPU; per (task, incoming parent variant) the routing split over the
+ * task's variants; and what the planner predicts for it. Plain data, heap
+ * allocated (about 200 KB), copied with memcpy.
+ */
+#ifndef LOKI_PLAN_H
+#define LOKI_PLAN_H
+
+#include "loki/model.h"
+
+#define LOKI_MAX_INSTANCES 1024
+
+enum loki_plan_mode {
+    LOKI_MODE_HARDWARE = 0, /* best variants only, fewest GPUs */
+    LOKI_MODE_ACCURACY,     /* all variants, maximise accuracy on all GPUs */
+    LOKI_MODE_SERVED,       /* cannot carry demand: maximise served fraction */
+    LOKI_MODE_STATIC,       /* fixed plan from the topology */
+};
+
+struct loki_plan_instance {
+    int pipeline, task, variant;
+    int batch;    /* planned (maximum) batch size */
+    double share; /* fraction of one GPU */
+    int gpu;      /* 0..gpus.count-1 */
+};
+
+struct loki_plan_variant {
+    int instances;
+    int batch;
+    double share;
+    double capacity_qps; /* instances * throughput(batch, share) */
+    double load_qps;     /* predicted arrivals at this variant under the plan */
+};
+
+struct loki_plan {
+    enum loki_policy policy;
+    enum loki_plan_mode mode;
+    double demand_qps[LOKI_MAX_PIPELINES]; /* root demand planned for */
+    double served_fraction[LOKI_MAX_PIPELINES]; /* 1 unless MODE_SERVED */
+    double accuracy[LOKI_MAX_PIPELINES];   /* predicted, per root query (branches equal) */
+    double accuracy_subquery[LOKI_MAX_PIPELINES]; /* predicted, each sub-query weighs one */
+    double objective;
+    double gpus_used;  /* sum of shares */
+    int gpus_active;   /* GPUs hosting at least one instance */
+    double solve_ms;
+    double gap;        /* relative MIP gap reported by the solver; 0 if optimal */
+    int n_instances;
+    struct loki_plan_instance inst[LOKI_MAX_INSTANCES];
+    struct loki_plan_variant var[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    /*
+     * split[p][t][u][v]: fraction of the queries arriving at task t whose
+     * parent task was served by variant u that go to variant v of t
+     * (root task: u = 0). Sums to 1 over v for every u that carries traffic.
+     */
+    float split[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_VARIANTS];
+    /* worst planned latency (ms) over the variant paths in use, per chain */
+    int n_chains[LOKI_MAX_PIPELINES];
+    double chain_latency_ms[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
+};
+
+#endif

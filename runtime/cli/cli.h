@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Subcommands of the `loki` tool. Each lives in its own runtime/cli/cmd_*.c,
+ * takes argc/argv starting at the subcommand's own name (argv[0] = "plan"),
+ * prints to stdout/stderr and returns the process exit status.
+ */
+#ifndef LOKI_CLI_H
+#define LOKI_CLI_H
+
+int loki_cli_topology(int argc, char **argv); /* topology check | import-loki */
+int loki_cli_plan(int argc, char **argv);     /* plan --topology F --demand QPS */
+int loki_cli_capacity(int argc, char **argv); /* capacity --topology F */
+
+#endif
