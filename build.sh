@@ -58,9 +58,8 @@ deps() {
 
 build() {
     deps
-    if [ ! -f "$bdir/CMakeCache.txt" ]; then
-        cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=$cmtype -DLOKI_SANITIZE="$san" >/dev/null
-    fi
+    # configure every time (cheap): picks up modules added since the last build
+    cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=$cmtype -DLOKI_SANITIZE="$san" >/dev/null
     cmake --build "$bdir" -j"$(nproc)" -- --no-print-directory 2>&1 | grep -v -E '^\[|^(Consolidate|Scanning)' || true
     # grep swallowed the exit status: check the build really succeeded
     cmake --build "$bdir" -j"$(nproc)" >/dev/null

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `loki topology check FILE...`: load each file, print the errors or a
+ * human summary (tasks, variants, fastest and most accurate variant paths
+ * with their batch-1 latency and accuracy). Exit 0 when all files load.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "loki/topology.h"
+
+/* Per-chain summary of one variant choice per task (fastest or most accurate). */
+static void print_path(const struct loki_pipeline *p, const char *what, int which[])
+{
+    int chains[64][LOKI_MAX_TASKS], len[64];
+    int n = loki_pipeline_chains(p, chains, len, 64);
+    double worst = 0;
+    printf("  %s path:\n", what);
+    for (int c = 0; c < n; c++) {
+        double ms = 0, acc = 1;
+        printf("    ");
+        for (int i = 0; i < len[c]; i++) {
+            const struct loki_task *t = &p->tasks[chains[c][i]];
+            const struct loki_variant *v = &t->variants[which[chains[c][i]]];
+            ms += loki_variant_latency(v, 1, 1.0);
+            acc *= v->accuracy / 100.0;
+            printf("%s%s/%s", i ? " -> " : "", t->name, v->name);
+        }
+        printf("   %.1f ms at batch 1, accuracy %.1f\n", ms, acc * 100);
+        if (ms > worst)
+            worst = ms;
+    }
+    printf("    end to end: %.1f ms of the %.0f ms SLO\n", worst, p->slo_ms);
+}
+
+static void summarise(const struct loki_topology *t)
+{
+    printf("%s: ok\n", t->source);
+    printf("  gpus: %d x %.0f MiB, share granularity %g, MPS clients %d; policy %s\n",
+           t->gpus.count, t->gpus.mem_mb, t->gpus.share_granularity, t->gpus.mps_max_clients,
+           loki_policy_name(t->planner.policy));
+    for (int pi = 0; pi < t->n_pipelines; pi++) {
+        const struct loki_pipeline *p = &t->pipelines[pi];
+        int fastest[LOKI_MAX_TASKS], best[LOKI_MAX_TASKS];
+        printf("pipeline %s: SLO %.0f ms, %d tasks, root %s\n", p->name, p->slo_ms, p->n_tasks,
+               p->tasks[p->root].name);
+        for (int ti = 0; ti < p->n_tasks; ti++) {
+            const struct loki_task *tk = &p->tasks[ti];
+            printf("  task %s (%d variants)%s", tk->name, tk->n_variants,
+                   tk->n_children ? " -> " : "\n");
+            for (int c = 0; c < tk->n_children; c++)
+                printf("%s%s", p->tasks[tk->children[c]].name,
+                       c + 1 < tk->n_children ? ", " : "\n");
+            fastest[ti] = 0;
+            for (int vi = 0; vi < tk->n_variants; vi++) {
+                const struct loki_variant *v = &tk->variants[vi];
+                double l1 = loki_variant_latency(v, 1, 1.0);
+                if (l1 < loki_variant_latency(&tk->variants[fastest[ti]], 1, 1.0))
+                    fastest[ti] = vi;
+                printf("    %-24s acc %6.2f  %7.2f ms @b1  %7.2f ms @b%-3d  %zu share%s%s\n",
+                       v->name, v->accuracy, l1, v->latency_ms[0][v->n_batches - 1],
+                       v->batches[v->n_batches - 1], (size_t)v->n_shares,
+                       v->n_shares > 1 ? "s" : "", v->share_scaled ? " (scaled)" : "");
+            }
+            best[ti] = loki_task_best_variant(tk);
+        }
+        print_path(p, "fastest", fastest);
+        print_path(p, "most accurate", best);
+        if (p->n_path_acc)
+            printf("  measured path-accuracy table: %d rows\n", p->n_path_acc);
+    }
+}
+
+static int check(int argc, char **argv)
+{
+    if (argc < 1) {
+        fprintf(stderr, "usage: loki topology check FILE...\n");
+        return 2;
+    }
+    int bad = 0;
+    for (int i = 0; i < argc; i++) {
+        struct loki_topology *t = NULL;
+        char err[8192];
+        if (loki_topology_load(argv[i], &t, err, sizeof(err))) {
+            fprintf(stderr, "%s\n", err);
+            bad = 1;
+            continue;
+        }
+        summarise(t);
+        free(t);
+    }
+    return bad;
+}
+
+int loki_cli_topology(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "check"))
+        return check(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[1], "import-loki")) {
+        fprintf(stderr, "loki topology import-loki: run tools/import_loki.py --help (the converter "
+                        "from the Loki artifact's profile CSVs)\n");
+        return 2;
+    }
+    fprintf(stderr, "usage: loki topology check FILE...\n");
+    return 2;
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `loki`: the operator's tool. A table of subcommands, each implemented in
+ * its own cmd_*.c; this file only dispatches and prints usage.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct subcommand {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *usage;
+};
+
+static const struct subcommand cmds[] = {
+    {"topology", loki_cli_topology,
+     "topology check FILE...            validate topology files and summarise them\n"
+     "  topology import-loki ...        see tools/import_loki.py"},
+#ifdef LOKI_HAVE_CMD_PLAN
+    {"plan", loki_cli_plan,
+     "plan --topology F --demand QPS [--policy P] [--json]   print the plan for a demand"},
+    {"capacity", loki_cli_capacity,
+     "capacity --topology F [--policy P] [--accuracy-floor A] [--json]   largest demand served"},
+#endif
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: loki COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        fprintf(f, "  %s\n", cmds[i].usage);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "loki: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
