@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* lokid's options and entry point (main.c parses, lokid.c runs). */
+#ifndef LOKID_H
+#define LOKID_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loki/model.h"
+
+struct lokid_options {
+    const char *topology;
+    const char *socket;     /* overrides frontend.socket */
+    bool policy_set;
+    enum loki_policy policy; /* overrides planner.policy */
+    double initial_demand;  /* qps the first plan is solved for */
+    uint64_t seed;
+    unsigned arena_mb;
+    bool fixed_plan;        /* never re-plan (ablation, tests) */
+    bool quiet;             /* warnings and errors only */
+    int ready_fd;           /* write "ready\n" here once serving; -1 none */
+};
+
+/* Run the daemon until SIGTERM/SIGINT has drained it. Returns the exit status. */
+int lokid_run(const struct lokid_options *opt);
+
+#endif

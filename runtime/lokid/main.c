@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lokid's command line. The same binary is also the worker process
+ * (`lokid --worker ...`, spawned by the supervisor), so a deployment has one
+ * executable to install and pin.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lokid.h"
+#include "supervisor.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: lokid --topology FILE [options]\n"
+               "  --socket PATH          listen here instead of frontend.socket\n"
+               "  --policy P             loki | inferline | proteus | static (overrides the file)\n"
+               "  --initial-demand QPS   demand the first plan is solved for (default 10)\n"
+               "  --fixed-plan           keep the initial plan (no re-planning)\n"
+               "  --seed N               seed of the sim backends (default 1)\n"
+               "  --arena-mb N           payload arena size, power of two (default 64)\n"
+               "  --ready-fd FD          write \"ready\" to FD once serving\n"
+               "  --quiet                log warnings and errors only\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--worker"))
+        return loki_worker_process_main(argc, argv);
+    struct lokid_options o = {.initial_demand = 10, .seed = 1, .ready_fd = -1};
+    static const struct option lo[] = {
+        {"topology", required_argument, 0, 't'}, {"socket", required_argument, 0, 's'},
+        {"policy", required_argument, 0, 'p'},   {"initial-demand", required_argument, 0, 'd'},
+        {"fixed-plan", no_argument, 0, 'f'},     {"seed", required_argument, 0, 'S'},
+        {"arena-mb", required_argument, 0, 'a'}, {"ready-fd", required_argument, 0, 'r'},
+        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "t:s:p:d:fS:a:r:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            o.topology = optarg;
+            break;
+        case 's':
+            o.socket = optarg;
+            break;
+        case 'p':
+            if (loki_policy_parse(optarg, &o.policy)) {
+                fprintf(stderr, "lokid: unknown policy '%s'\n", optarg);
+                return 2;
+            }
+            o.policy_set = true;
+            break;
+        case 'd':
+            o.initial_demand = atof(optarg);
+            break;
+        case 'f':
+            o.fixed_plan = true;
+            break;
+        case 'S':
+            o.seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'a':
+            o.arena_mb = (unsigned)atoi(optarg);
+            break;
+        case 'r':
+            o.ready_fd = atoi(optarg);
+            break;
+        case 'q':
+            o.quiet = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!o.topology || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (o.arena_mb && (o.arena_mb & (o.arena_mb - 1))) {
+        fprintf(stderr, "lokid: --arena-mb must be a power of two\n");
+        return 2;
+    }
+    return lokid_run(&o);
+}

@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Supervisor (see supervisor.h).
+ *
+ *   lokid (loop thread)                       worker process (one per instance)
+ *   ───────────────────                       ─────────────────────────────────
+ *   req ring  [producer] ── memfd fd 3 ──▶   [consumer] waits: spin, then futex
+ *   res ring  [consumer] ◀── memfd fd 4 ──   [producer] writes eventfd fd 6
+ *   payload arena (alloc/free here) ─ fd 5 ─▶ read-only use of payload refs
+ *   one eventfd for all result rings: uv_poll wakes the loop once, and the
+ *   loop drains every ring, then re-arms each (arm returning 1 = drain again)
+ *
+ * A worker is exec'd (not just forked) so it starts with a clean address
+ * space and the same binary can be pinned and given CUDA/MPS environment.
+ * Rings are single use: a restarted worker gets fresh ones.
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "loki/arena.h"
+#include "loki/error.h"
+#include "loki/ring.h"
+#include "loki/topology.h"
+#include "loki/worker.h"
+#include "placement.h"
+
+#define MAX_INST 4096
+
+struct worker {
+    bool used, stopping, ready;
+    int inst;
+    struct loki_plan_instance pi;
+    int req_fd, res_fd;
+    struct loki_ring *req, *res;
+    uv_process_t proc;
+    bool proc_live;
+    struct loki_sup *sup;
+};
+
+struct loki_sup {
+    uv_loop_t *loop;
+    const struct loki_topology *topo;
+    struct loki_sup_config cfg;
+    struct loki_sup_ops ops;
+    void *ctx;
+    struct loki_placement *place;
+    int arena_fd, efd;
+    struct loki_arena *arena;
+    uv_poll_t poll;
+    struct worker *w[MAX_INST];
+    int slots[256]; /* per GPU (+1 for none): next placement slot */
+    int alive;
+};
+
+static void drain(struct loki_sup *s)
+{
+    for (int again = 1; again;) {
+        again = 0;
+        for (int i = 0; i < MAX_INST; i++) {
+            struct worker *w = s->w[i];
+            if (!w || !w->res)
+                continue;
+            const void *rec;
+            size_t len;
+            while (w->res && loki_ring_peek(w->res, &rec, &len) == 0) {
+                struct loki_batch_view v;
+                int rc = loki_batch_decode(rec, len, &v);
+                if (rc == 0 && v.kind == LOKI_BATCH_KIND_RESULT) {
+                    if (v.batch_id == LOKI_WORKER_READY_BATCH) {
+                        w->ready = true;
+                        loki_ring_consume(w->res);
+                        s->ops.ready(s->ctx, w->inst);
+                        continue;
+                    }
+                    s->ops.result(s->ctx, w->inst, &v);
+                }
+                /* a corrupt record is skipped; the batch it answered fails when the
+                 * worker is restarted (the router re-runs in-flight batches) */
+                if (w->res)
+                    loki_ring_consume(w->res);
+            }
+            if (w->res && loki_ring_notify_arm(w->res, 0) == 1)
+                again = 1;
+        }
+    }
+}
+
+static void on_efd(uv_poll_t *h, int status, int events)
+{
+    struct loki_sup *s = h->data;
+    uint64_t v;
+    if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return;
+    drain(s);
+}
+
+int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
+                    const struct loki_sup_config *cfg, const struct loki_sup_ops *ops, void *ctx,
+                    struct loki_sup **out)
+{
+    struct loki_sup *s = calloc(1, sizeof(*s));
+    int rc;
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->topo = topo;
+    s->cfg = *cfg;
+    s->ops = *ops;
+    s->ctx = ctx;
+    s->arena_fd = s->efd = -1;
+    if ((rc = loki_placement_create(&s->place)))
+        goto err;
+    s->arena_fd = memfd_create("loki-arena", MFD_CLOEXEC);
+    if (s->arena_fd < 0) {
+        rc = -errno;
+        goto err;
+    }
+    if ((rc = loki_arena_create(s->arena_fd, cfg->arena_bytes, &s->arena)))
+        goto err;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->efd < 0) {
+        rc = -errno;
+        goto err;
+    }
+    if ((rc = uv_poll_init(loop, &s->poll, s->efd)))
+        goto err;
+    s->poll.data = s;
+    uv_poll_start(&s->poll, UV_READABLE, on_efd);
+    *out = s;
+    return 0;
+err:
+    if (s->arena)
+        loki_arena_destroy(s->arena);
+    if (s->arena_fd >= 0)
+        close(s->arena_fd);
+    if (s->efd >= 0)
+        close(s->efd);
+    loki_placement_destroy(s->place);
+    free(s);
+    return rc;
+}
+
+static void free_rings(struct worker *w)
+{
+    loki_ring_destroy(w->req);
+    loki_ring_destroy(w->res);
+    w->req = w->res = NULL;
+    if (w->req_fd >= 0)
+        close(w->req_fd);
+    if (w->res_fd >= 0)
+        close(w->res_fd);
+    w->req_fd = w->res_fd = -1;
+}
+
+static void on_proc_closed(uv_handle_t *h)
+{
+    struct worker *w = h->data;
+    free(w);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    struct worker *w = p->data;
+    struct loki_sup *s = w->sup;
+    bool expected = w->stopping;
+    int inst = w->inst;
+    /* results it published before dying are still delivered first */
+    if (w->res)
+        drain(s);
+    s->alive--;
+    free_rings(w);
+    s->w[inst] = NULL;
+    w->proc_live = false;
+    uv_close((uv_handle_t *)&w->proc, on_proc_closed);
+    s->ops.exited(s->ctx, inst, status, sig, expected);
+}
+
+static int make_ring(size_t bytes, enum loki_ring_role role, int *fd, struct loki_ring **r)
+{
+    *fd = memfd_create("loki-ring", 0); /* inherited by the exec'd worker */
+    if (*fd < 0)
+        return -errno;
+    int rc = loki_ring_create(*fd, bytes, role, r);
+    if (rc) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
+}
+
+int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi)
+{
+    if (inst < 0 || inst >= MAX_INST || s->w[inst])
+        return -EINVAL;
+    struct worker *w = calloc(1, sizeof(*w));
+    int rc;
+    if (!w)
+        return -ENOMEM;
+    w->inst = inst;
+    w->pi = *pi;
+    w->sup = s;
+    w->req_fd = w->res_fd = -1;
+    if ((rc = make_ring(s->cfg.ring_bytes, LOKI_RING_PRODUCER, &w->req_fd, &w->req)) ||
+        (rc = make_ring(s->cfg.ring_bytes, LOKI_RING_CONSUMER, &w->res_fd, &w->res)))
+        goto err;
+    loki_ring_set_notify(w->res, s->efd, -1);
+    loki_ring_notify_arm(w->res, 0);
+
+    char a_pipe[16], a_task[16], a_var[16], a_batch[16], a_share[32], a_gpu[16], a_inst[16],
+        a_seed[32];
+    snprintf(a_pipe, sizeof(a_pipe), "%d", pi->pipeline);
+    snprintf(a_task, sizeof(a_task), "%d", pi->task);
+    snprintf(a_var, sizeof(a_var), "%d", pi->variant);
+    snprintf(a_batch, sizeof(a_batch), "%d", pi->batch);
+    snprintf(a_share, sizeof(a_share), "%.6f", pi->share);
+    snprintf(a_gpu, sizeof(a_gpu), "%d", pi->gpu);
+    snprintf(a_inst, sizeof(a_inst), "%d", inst);
+    snprintf(a_seed, sizeof(a_seed), "%llu",
+             (unsigned long long)(s->cfg.seed * 1000003ull + (uint64_t)inst));
+    char *args[] = {(char *)s->cfg.self_exe,
+                    "--worker",
+                    "--topology",
+                    (char *)s->cfg.topology_path,
+                    "--pipeline",
+                    a_pipe,
+                    "--task",
+                    a_task,
+                    "--variant",
+                    a_var,
+                    "--batch",
+                    a_batch,
+                    "--share",
+                    a_share,
+                    "--gpu",
+                    a_gpu,
+                    "--instance",
+                    a_inst,
+                    "--seed",
+                    a_seed,
+                    NULL};
+
+    /* environment: ours plus the GPU and MPS variables for this instance */
+    extern char **environ;
+    int n_env = 0;
+    while (environ[n_env])
+        n_env++;
+    char **env = calloc((size_t)n_env + 5, sizeof(char *));
+    char e_dev[64], e_mps[64], e_order[] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
+    if (!env) {
+        rc = -ENOMEM;
+        goto err;
+    }
+    int k = 0;
+    for (int i = 0; i < n_env; i++)
+        if (strncmp(environ[i], "CUDA_VISIBLE_DEVICES=", 21) &&
+            strncmp(environ[i], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=", 34))
+            env[k++] = environ[i];
+    if (pi->gpu >= 0) {
+        snprintf(e_dev, sizeof(e_dev), "CUDA_VISIBLE_DEVICES=%d", pi->gpu);
+        env[k++] = e_dev;
+        env[k++] = e_order;
+        if (s->cfg.mps && pi->share < 1.0) {
+            snprintf(e_mps, sizeof(e_mps), "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=%d",
+                     (int)(pi->share * 100 + 0.5));
+            env[k++] = e_mps;
+        }
+    }
+    env[k] = NULL;
+
+    uv_stdio_container_t stdio[7];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = 1;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_INHERIT_FD;
+    stdio[3].data.fd = w->req_fd;
+    stdio[4].flags = UV_INHERIT_FD;
+    stdio[4].data.fd = w->res_fd;
+    stdio[5].flags = UV_INHERIT_FD;
+    stdio[5].data.fd = s->arena_fd;
+    stdio[6].flags = UV_INHERIT_FD;
+    stdio[6].data.fd = s->efd;
+    uv_process_options_t o = {
+        .exit_cb = on_exit_cb,
+        .file = s->cfg.self_exe,
+        .args = args,
+        .env = env,
+        .stdio_count = 7,
+        .stdio = stdio,
+    };
+    w->proc.data = w;
+    rc = uv_spawn(s->loop, &w->proc, &o);
+    free(env);
+    if (rc) {
+        /* libuv wants the handle closed even when spawning failed; w goes with it */
+        free_rings(w);
+        uv_close((uv_handle_t *)&w->proc, on_proc_closed);
+        return rc;
+    }
+    w->proc_live = true;
+    w->used = true;
+    s->w[inst] = w;
+    s->alive++;
+
+    char cpus[64];
+    int gslot = pi->gpu >= 0 && pi->gpu < 255 ? pi->gpu + 1 : 0;
+    if (loki_placement_core_for(s->place, pi->gpu, s->slots[gslot]++, cpus, sizeof(cpus)) == 0)
+        loki_placement_bind(s->place, w->proc.pid, cpus); /* best effort: pinning is a hint */
+    return 0;
+err:
+    free_rings(w);
+    free(w);
+    return rc;
+}
+
+int loki_sup_stop(struct loki_sup *s, int inst)
+{
+    if (inst < 0 || inst >= MAX_INST || !s->w[inst])
+        return -ENOENT;
+    struct worker *w = s->w[inst];
+    w->stopping = true;
+    /* detaching our producer side tells the worker to exit once drained */
+    loki_ring_destroy(w->req);
+    w->req = NULL;
+    return 0;
+}
+
+int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d)
+{
+    if (inst < 0 || inst >= MAX_INST || !s->w[inst] || !s->w[inst]->req)
+        return -ENOENT;
+    int rc = loki_batch_desc_send(s->w[inst]->req, d);
+    if (rc == 0)
+        return 0;
+    int peer = loki_ring_peer_check(s->w[inst]->req);
+    return peer ? peer : rc;
+}
+
+struct loki_arena *loki_sup_arena(struct loki_sup *s)
+{
+    return s->arena;
+}
+
+int loki_sup_pid(const struct loki_sup *s, int inst)
+{
+    if (inst < 0 || inst >= MAX_INST || !s->w[inst])
+        return -1;
+    return s->w[inst]->proc.pid;
+}
+
+int loki_sup_alive(const struct loki_sup *s)
+{
+    return s->alive;
+}
+
+void loki_sup_destroy(struct loki_sup *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < MAX_INST; i++) {
+        struct worker *w = s->w[i];
+        if (!w)
+            continue;
+        uv_process_kill(&w->proc, SIGKILL);
+        free_rings(w);
+        w->proc.exit_cb = NULL;
+        uv_close((uv_handle_t *)&w->proc, on_proc_closed);
+        s->w[i] = NULL;
+    }
+    uv_close((uv_handle_t *)&s->poll, NULL);
+    uv_run(s->loop, UV_RUN_NOWAIT);
+    loki_arena_destroy(s->arena);
+    close(s->arena_fd);
+    close(s->efd);
+    loki_placement_destroy(s->place);
+    free(s);
+}
+
+/* ---- the worker side ------------------------------------------------------------------------ */
+
+static int int_arg(const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+int loki_worker_process_main(int argc, char **argv)
+{
+    const char *topo_path = NULL;
+    long pipeline = -1, task = -1, variant = -1, batch = 1, gpu = -1, inst = 0;
+    double share = 1;
+    unsigned long long seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(k, "--worker"))
+            continue;
+        if (!v) {
+            fprintf(stderr, "lokid worker: %s needs a value\n", k);
+            return 2;
+        }
+        i++;
+        if (!strcmp(k, "--topology"))
+            topo_path = v;
+        else if (!strcmp(k, "--pipeline"))
+            bad = int_arg(v, 0, LOKI_MAX_PIPELINES - 1, &pipeline);
+        else if (!strcmp(k, "--task"))
+            bad = int_arg(v, 0, LOKI_MAX_TASKS - 1, &task);
+        else if (!strcmp(k, "--variant"))
+            bad = int_arg(v, 0, LOKI_MAX_VARIANTS - 1, &variant);
+        else if (!strcmp(k, "--batch"))
+            bad = int_arg(v, 1, LOKI_BATCH_MAX_QUERIES, &batch);
+        else if (!strcmp(k, "--gpu"))
+            bad = int_arg(v, -1, 1023, &gpu);
+        else if (!strcmp(k, "--instance"))
+            bad = int_arg(v, 0, MAX_INST - 1, &inst);
+        else if (!strcmp(k, "--share"))
+            share = atof(v);
+        else if (!strcmp(k, "--seed"))
+            seed = strtoull(v, NULL, 10);
+        else
+            bad = 1;
+        if (bad) {
+            fprintf(stderr, "lokid worker: bad argument %s %s\n", k, v);
+            return 2;
+        }
+    }
+    char err[8192];
+    struct loki_topology *t;
+    if (!topo_path || loki_topology_load(topo_path, &t, err, sizeof(err))) {
+        fprintf(stderr, "lokid worker: %s\n", topo_path ? err : "--topology missing");
+        return 2;
+    }
+    if (pipeline < 0 || pipeline >= t->n_pipelines || task < 0 ||
+        task >= t->pipelines[pipeline].n_tasks || variant < 0 ||
+        variant >= t->pipelines[pipeline].tasks[task].n_variants) {
+        fprintf(stderr, "lokid worker: pipeline/task/variant index out of range\n");
+        free(t);
+        return 2;
+    }
+    struct loki_worker_args a = {
+        .req_fd = 3,
+        .res_fd = 4,
+        .arena_fd = 5,
+        .notify_fd = 6,
+        .topo = t,
+        .pipeline = (int)pipeline,
+        .task = (int)task,
+        .variant = (int)variant,
+        .batch = (int)batch,
+        .share = share,
+        .gpu = (int)gpu,
+        .instance_id = (uint32_t)inst,
+        .seed = seed,
+    };
+    int rc = loki_worker_run(&a, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "lokid worker %ld (%s): %s\n", inst,
+                t->pipelines[pipeline].tasks[task].variants[variant].name, err);
+    free(t);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The supervisor: one worker process per instance, spawned from lokid's own
+ * executable (`lokid --worker ...`), pinned with hwloc near its GPU, wired
+ * to lokid by two shared-memory rings (batches in, results out) and the
+ * shared payload arena, and reaped through libuv. Runs on lokid's loop
+ * thread; every callback runs there too.
+ */
+#ifndef LOKI_SUPERVISOR_H
+#define LOKI_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "loki/batch.h"
+#include "loki/model.h"
+#include "loki/plan.h"
+
+struct loki_sup;
+struct loki_arena;
+
+struct loki_sup_ops {
+    /* Worker @inst announced it is ready (its backend loaded). */
+    void (*ready)(void *ctx, int inst);
+    /* One result record of @inst (decoded view); valid during the call. */
+    void (*result)(void *ctx, int inst, struct loki_batch_view *v);
+    /* Worker @inst exited; @expected when loki_sup_stop() asked for it. */
+    void (*exited)(void *ctx, int inst, int64_t status, int term_signal, bool expected);
+};
+
+struct loki_sup_config {
+    const char *self_exe;      /* the lokid binary to exec as a worker */
+    const char *topology_path; /* workers load the same file */
+    size_t arena_bytes;        /* payload arena (power of two) */
+    size_t ring_bytes;         /* per ring (power of two) */
+    uint64_t seed;             /* base seed for the sim backends */
+    bool mps;                  /* set MPS share variables for CUDA workers */
+};
+
+/* Create the supervisor on @loop. Returns 0, -ENOMEM, or the arena/eventfd error. */
+int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
+                    const struct loki_sup_config *cfg, const struct loki_sup_ops *ops, void *ctx,
+                    struct loki_sup **out);
+
+/* Kill every worker still running (SIGKILL), unmap, close. Loop must then run to close handles. */
+void loki_sup_destroy(struct loki_sup *s);
+
+/* Spawn the worker for instance id @inst (any non-negative id < 4096). Returns 0 or negative. */
+int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi);
+
+/* Ask worker @inst to exit once its ring is drained (detach). Returns 0 or -ENOENT. */
+int loki_sup_stop(struct loki_sup *s, int inst);
+
+/* Send batch @d to worker @inst. Returns 0, -EAGAIN (ring full), -ENOENT, LOKI_EPEERDEAD. */
+int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d);
+
+/* The payload arena the router allocates query inputs in (single allocator: the loop thread). */
+struct loki_arena *loki_sup_arena(struct loki_sup *s);
+
+/* Pid of worker @inst, or -1. */
+int loki_sup_pid(const struct loki_sup *s, int inst);
+
+/* Workers alive now. */
+int loki_sup_alive(const struct loki_sup *s);
+
+/* Worker main: parse `--worker` arguments and run; returns the process exit status. */
+int loki_worker_process_main(int argc, char **argv);
+
+#endif

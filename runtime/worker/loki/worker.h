@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The worker process: one per instance. It attaches to its two rings
+ * (batches in, results out) and the router's payload arena, initialises its
+ * backend, announces itself ready with an empty result (batch id 0), then
+ * runs batches until the router detaches or dies. A worker never holds
+ * queries of its own: the router keeps them until a batch is formed.
+ */
+#ifndef LOKI_WORKER_H
+#define LOKI_WORKER_H
+
+#include <stdint.h>
+
+#include "loki/backend.h"
+#include "loki/model.h"
+
+struct loki_worker_args {
+    int req_fd, res_fd, arena_fd; /* memfds inherited from lokid */
+    int notify_fd;                /* router's eventfd to wake on results; -1: futex only */
+    const struct loki_topology *topo;
+    int pipeline, task, variant;
+    int batch;    /* planned batch size */
+    double share; /* GPU share */
+    int gpu;      /* -1 without GPU */
+    uint32_t instance_id;
+    uint64_t seed;
+    const struct loki_backend_v1 *backend; /* NULL: chosen from the variant's backend key */
+};
+
+/* Batch id of the empty result a worker sends once its backend is ready. */
+#define LOKI_WORKER_READY_BATCH 0
+
+/*
+ * Run the worker loop until the router goes away. Returns 0 when the router
+ * detached cleanly, or a negative error (attach failure, backend init
+ * failure, corrupted ring). Blocks; the calling thread owns the rings.
+ * @err receives a message on failure.
+ */
+int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen);
+
+#endif

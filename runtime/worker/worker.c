@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Worker loop (see loki/worker.h). Per batch: wait for a descriptor (spin,
+ * then park on the futex), decode it in place, map every payload reference
+ * through the arena (a stale reference fails that query, not the worker),
+ * run the backend, send one result record, then consume the descriptor.
+ * Payload blocks belong to the router, which frees them when the root query
+ * is answered, so a worker that dies mid-batch leaks nothing and the router
+ * can re-run the batch elsewhere.
+ */
+#include "loki/worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loki/arena.h"
+#include "loki/batch.h"
+#include "loki/error.h"
+#include "loki/ring.h"
+
+struct wstate {
+    struct loki_ring *req, *res;
+    struct loki_arena *arena;
+    const struct loki_backend_v1 *be;
+    void *be_state;
+    int max_batch;
+    struct loki_backend_query *q;
+    struct loki_backend_result *r;
+    struct loki_batch_result_query *rq;
+};
+
+static int send_result(struct wstate *w, const struct loki_batch_result *res)
+{
+    for (;;) {
+        int rc = loki_batch_result_send(w->res, res);
+        if (rc != -EAGAIN)
+            return rc;
+        rc = loki_ring_wait(w->res, loki_batch_result_max_size(res), -1);
+        if (rc)
+            return rc;
+    }
+}
+
+static int run_batch(struct wstate *w, const void *rec, size_t len)
+{
+    struct loki_batch_view v;
+    int rc = loki_batch_decode(rec, len, &v);
+    if (rc)
+        return rc;
+    if (v.kind != LOKI_BATCH_KIND_DESC || v.n_queries == 0 || (int)v.n_queries > w->max_batch)
+        return LOKI_ECORRUPT;
+    struct loki_batch_query bq;
+    int n = 0;
+    while ((rc = loki_batch_next_query(&v, &bq)) == 1) {
+        struct loki_backend_query *q = &w->q[n];
+        q->id = bq.query_id;
+        q->payload = NULL;
+        q->payload_len = bq.payload.len;
+        w->rq[n].status = 0;
+        if (bq.payload.len) {
+            void *p;
+            int g = loki_arena_get(w->arena, bq.payload, &p);
+            if (g) {
+                w->rq[n].status = g; /* stale or bad reference: this query fails alone */
+                q->payload_len = 0;
+            } else {
+                q->payload = p;
+            }
+        }
+        n++;
+    }
+    if (rc < 0)
+        return rc;
+    rc = w->be->infer(w->be_state, w->q, n, w->r);
+    for (int i = 0; i < n; i++) {
+        struct loki_batch_result_query *o = &w->rq[i];
+        const struct loki_backend_result *r = &w->r[i];
+        o->query_id = w->q[i].id;
+        if (o->status == 0)
+            o->status = rc ? rc : r->status;
+        o->out_kind = LOKI_BATCH_OUT_NONE;
+        o->n_fanout = 0;
+        if (o->status == 0) {
+            uint32_t olen = r->output_len < LOKI_BATCH_INLINE_MAX ? r->output_len
+                                                                  : LOKI_BATCH_INLINE_MAX;
+            if (olen) {
+                o->out_kind = LOKI_BATCH_OUT_INLINE;
+                o->inline_data = r->output;
+                o->inline_len = olen;
+            }
+            o->n_fanout = r->n_children < LOKI_BATCH_MAX_CHILDREN ? r->n_children
+                                                                  : LOKI_BATCH_MAX_CHILDREN;
+            memcpy(o->fanout, r->fanout, sizeof(uint32_t) * o->n_fanout);
+        }
+    }
+    struct loki_batch_result res = {.batch_id = v.batch_id, .instance_id = v.instance_id,
+                                    .n_queries = (uint32_t)n, .queries = w->rq};
+    return send_result(w, &res);
+}
+
+int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen)
+{
+    struct wstate w = {0};
+    const struct loki_pipeline *p = &a->topo->pipelines[a->pipeline];
+    const struct loki_task *t = &p->tasks[a->task];
+    const struct loki_variant *var = &t->variants[a->variant];
+    int rc;
+
+    w.max_batch = a->batch;
+    if ((rc = loki_ring_attach(a->req_fd, LOKI_RING_CONSUMER, &w.req))) {
+        snprintf(err, errlen, "attach batch ring: %s", loki_strerror(rc));
+        return rc;
+    }
+    if ((rc = loki_ring_attach(a->res_fd, LOKI_RING_PRODUCER, &w.res))) {
+        snprintf(err, errlen, "attach result ring: %s", loki_strerror(rc));
+        goto out_req;
+    }
+    if (a->notify_fd >= 0)
+        loki_ring_set_notify(w.res, -1, a->notify_fd);
+    if ((rc = loki_arena_attach(a->arena_fd, &w.arena))) {
+        snprintf(err, errlen, "attach payload arena: %s", loki_strerror(rc));
+        goto out_res;
+    }
+    w.q = calloc((size_t)a->batch, sizeof(*w.q));
+    w.r = calloc((size_t)a->batch, sizeof(*w.r));
+    w.rq = calloc((size_t)a->batch, sizeof(*w.rq));
+    if (!w.q || !w.r || !w.rq) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto out_mem;
+    }
+
+    w.be = a->backend;
+    if (!w.be) {
+        if (var->backend == LOKI_BACKEND_PLUGIN) {
+            rc = loki_backend_load_plugin(var->backend_path, &w.be, err, errlen);
+            if (rc)
+                goto out_mem;
+        } else if (var->backend == LOKI_BACKEND_CUDA) {
+            rc = -ENOTSUP;
+            snprintf(err, errlen, "variant %s asks for the cuda backend, not built in this lokid",
+                     var->name);
+            goto out_mem;
+        } else {
+            w.be = loki_backend_sim();
+        }
+    }
+    int s = loki_variant_share_index(var, a->share);
+    if (s < 0) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "variant %s has no profile at share %g", var->name, a->share);
+        goto out_mem;
+    }
+    double means[LOKI_MAX_CHILDREN];
+    int dists[LOKI_MAX_CHILDREN];
+    for (int c = 0; c < t->n_children; c++) {
+        means[c] = var->fanout[c].mean;
+        dists[c] = (int)var->fanout[c].dist;
+    }
+    struct loki_backend_config cfg = {
+        .pipeline = p->name,
+        .task = t->name,
+        .variant = var->name,
+        .max_batch = a->batch,
+        .share = a->share,
+        .gpu = a->gpu,
+        .n_batches = var->n_batches,
+        .batches = var->batches,
+        .latency_ms = var->latency_ms[s],
+        .n_children = t->n_children,
+        .fanout_mean = means,
+        .fanout_dist = dists,
+        .seed = a->seed,
+        .args = getenv("LOKI_BACKEND_ARGS"),
+    };
+    if ((rc = w.be->init(&cfg, &w.be_state))) {
+        snprintf(err, errlen, "backend %s init for %s: %s", w.be->name, var->name,
+                 loki_strerror(rc));
+        goto out_mem;
+    }
+    struct loki_batch_result ready = {.batch_id = LOKI_WORKER_READY_BATCH,
+                                      .instance_id = a->instance_id};
+    if ((rc = send_result(&w, &ready))) {
+        snprintf(err, errlen, "announce ready: %s", loki_strerror(rc));
+        goto out_be;
+    }
+    for (;;) {
+        rc = loki_ring_wait(w.req, 0, -1);
+        if (rc == -EPIPE || rc == LOKI_EPEERDEAD) {
+            rc = 0; /* the router went away: nothing left to do */
+            break;
+        }
+        if (rc) {
+            snprintf(err, errlen, "wait for batch: %s", loki_strerror(rc));
+            break;
+        }
+        const void *rec;
+        size_t len;
+        if ((rc = loki_ring_peek(w.req, &rec, &len))) {
+            snprintf(err, errlen, "read batch: %s", loki_strerror(rc));
+            break;
+        }
+        rc = run_batch(&w, rec, len);
+        loki_ring_consume(w.req);
+        if (rc == -EPIPE || rc == LOKI_EPEERDEAD) {
+            rc = 0;
+            break;
+        }
+        if (rc) {
+            snprintf(err, errlen, "batch: %s", loki_strerror(rc));
+            break;
+        }
+    }
+out_be:
+    w.be->fini(w.be_state);
+out_mem:
+    free(w.q);
+    free(w.r);
+    free(w.rq);
+    loki_arena_destroy(w.arena);
+out_res:
+    loki_ring_destroy(w.res);
+out_req:
+    loki_ring_destroy(w.req);
+    return rc;
+}
