@@ -10,5 +10,7 @@
 int loki_cli_topology(int argc, char **argv); /* topology check | import-loki */
 int loki_cli_plan(int argc, char **argv);     /* plan --topology F --demand QPS */
 int loki_cli_capacity(int argc, char **argv); /* capacity --topology F */
+int loki_cli_load(int argc, char **argv);     /* load --socket S --trace CSV */
+int loki_cli_replay(int argc, char **argv);   /* replay --topology F --trace CSV */
 
 #endif

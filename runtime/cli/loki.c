@@ -24,6 +24,16 @@ static const struct subcommand cmds[] = {
     {"capacity", loki_cli_capacity,
      "capacity --topology F [--policy P] [--accuracy-floor A] [--json]   largest demand served"},
 #endif
+#ifdef LOKI_HAVE_CMD_REPLAY
+    {"replay", loki_cli_replay,
+     "replay --topology F --trace CSV [--policy P[,P]] [--json] [--csv OUT] [--plot OUT.svg]   "
+     "replay a trace"},
+#endif
+#ifdef LOKI_HAVE_CMD_LOAD
+    {"load", loki_cli_load,
+     "load --socket S --trace CSV [--rate-scale X] [--time-scale Y] [--seed N] [--json] ...\n"
+     "                                  replay a demand trace against lokid"},
+#endif
 };
 
 static void usage(FILE *f)

@@ -34,6 +34,7 @@
 #include "frontend.h"
 #include "loki/arena.h"
 #include "loki/clock.h"
+#include "loki/compiler.h"
 #include "loki/error.h"
 #include "loki/planner.h"
 #include "loki/proto.h"
@@ -48,6 +49,7 @@
 
 struct root {
     bool used;
+    uint32_t gen; /* bumped per use: a late result for a finished root is recognised */
     struct loki_frontend_conn *conn;
     uint64_t id;
     struct loki_arena_ref payload;
@@ -59,7 +61,7 @@ struct root {
 struct inflight {
     uint64_t batch_id;
     int task, n;
-    uint32_t cookies[LOKI_BATCH_MAX_QUERIES > 512 ? 512 : LOKI_BATCH_MAX_QUERIES];
+    uint64_t cookies[512]; /* slot | gen << 32 of each query's root */
 };
 
 struct inst {
@@ -152,12 +154,12 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
     f->task = b->task;
     f->n = b->n;
     for (int i = 0; i < b->n; i++) {
-        uint32_t c = (uint32_t)b->items[i].cookie;
+        uint64_t c = b->items[i].cookie;
         f->cookies[i] = c;
         q[i].query_id = b->items[i].query_id;
         q[i].sub_query_id = b->items[i].sub;
         q[i].deadline_ns = 0;
-        q[i].payload = d->roots[c].payload;
+        q[i].payload = d->roots[(uint32_t)c].payload;
     }
     struct loki_batch_desc desc = {.batch_id = b->batch_id,
                                    .instance_id = (uint32_t)b->instance,
@@ -244,6 +246,7 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     uint32_t slot = (uint32_t)c->cookie;
     struct root *r = &d->roots[slot];
     struct loki_reply *rep = &d->reply;
+    LOKI_BUG_ON(!r->used || r->gen != (uint32_t)(c->cookie >> 32));
     memset(rep, 0, offsetof(struct loki_reply, outputs));
     rep->status = map_status(c->status);
     rep->accuracy = c->accuracy;
@@ -331,13 +334,15 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
     struct loki_batch_result_query q;
     int i = 0, n_children = 0;
     while (i < f.n && loki_batch_next_result(v, &q) == 1) {
-        struct root *r = &d->roots[f.cookies[i]];
+        struct root *r = &d->roots[(uint32_t)f.cookies[i]];
+        /* a sibling may have been dropped already: its root is answered (and maybe reused) */
+        bool current = r->used && r->gen == (uint32_t)(f.cookies[i] >> 32);
         failed[i] = q.status != 0;
         n_children = (int)q.n_fanout;
         for (uint32_t c = 0; c < q.n_fanout && c < LOKI_MAX_CHILDREN; c++)
             children[i * LOKI_MAX_CHILDREN + c] = (uint16_t)(q.fanout[c] > 65535 ? 65535 : q.fanout[c]);
         /* leaf outputs become the reply's outputs */
-        if (q.status == 0 && q.n_fanout == 0 && q.out_kind == LOKI_BATCH_OUT_INLINE &&
+        if (current && q.status == 0 && q.n_fanout == 0 && q.out_kind == LOKI_BATCH_OUT_INLINE &&
             r->n_out < ROOT_OUT_MAX) {
             memcpy(r->out[r->n_out], q.inline_data, q.inline_len);
             r->out_len[r->n_out] = (uint8_t)q.inline_len;
@@ -410,6 +415,7 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
     uint32_t slot = d->free_roots[--d->n_free];
     struct root *r = &d->roots[slot];
     r->used = true;
+    r->gen++;
     r->conn = conn;
     r->id = req->id;
     r->n_out = 0;
@@ -433,7 +439,8 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
     uint64_t deadline = 0;
     if (req->has_deadline)
         deadline = loki_now_ns() + (uint64_t)(req->deadline_ms * 1e6);
-    int rc = loki_router_submit(d->router, req->pipeline_index, req->id, slot, deadline);
+    uint64_t cookie = slot | (uint64_t)r->gen << 32;
+    int rc = loki_router_submit(d->router, req->pipeline_index, req->id, cookie, deadline);
     if (rc && rc != LOKI_EOVERLOADED) {
         /* no completion was delivered for an invalid submission: answer here */
         memset(rep, 0, offsetof(struct loki_reply, outputs));
@@ -473,7 +480,7 @@ static int fe_metrics(void *ctx, struct loki_metric *out, int max)
         {"loki_instances", (double)n_inst},
         {"loki_gpus_in_use", gpus},
         {"loki_demand_qps", d->demand_est[0]},
-        {"loki_plan_accuracy", d->plan_cur ? d->plan_cur->accuracy[0] : 0},
+        {"loki_plan_accuracy", d->plan_cur ? 100 * d->plan_cur->accuracy[0] : 0},
         {"loki_plan_mode", d->plan_cur ? (double)d->plan_cur->mode : -1},
         {"loki_planner_solve_ms", d->plan_cur ? d->plan_cur->solve_ms : 0},
         {"loki_plans_applied_total", (double)d->plan_applied},
@@ -510,19 +517,25 @@ static void apply_plan(struct lokid *d, struct loki_plan *p, const char *why)
     logf_(d, "info",
           "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, demand "
           "%.1f qps, solve %.1f ms",
-          why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, p->accuracy[0],
+          why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, 100 * p->accuracy[0],
           p->demand_qps[0], p->solve_ms);
 }
 
+/* Whether applying @b would change anything workers or routing see. */
 static bool plan_differs(const struct loki_plan *a, const struct loki_plan *b)
 {
     if (!a || !b)
         return true;
-    if (a->n_instances != b->n_instances || a->mode != b->mode)
+    if (a->n_instances != b->n_instances || memcmp(a->split, b->split, sizeof(a->split)) ||
+        memcmp(a->served_fraction, b->served_fraction, sizeof(a->served_fraction)))
         return true;
-    if (memcmp(a->var, b->var, sizeof(a->var)) || memcmp(a->split, b->split, sizeof(a->split)))
-        return true;
-    return memcmp(a->inst, b->inst, sizeof(a->inst[0]) * (size_t)a->n_instances) != 0;
+    for (int i = 0; i < a->n_instances; i++) {
+        const struct loki_plan_instance *x = &a->inst[i], *y = &b->inst[i];
+        if (x->pipeline != y->pipeline || x->task != y->task || x->variant != y->variant ||
+            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu)
+            return true;
+    }
+    return false;
 }
 
 static void plan_after(uv_work_t *w, int status)

@@ -108,7 +108,10 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
     const struct loki_variant *var = &t->variants[a->variant];
     int rc;
 
-    w.max_batch = a->batch;
+    /* the router may raise the batch cap in place (a plan change without a restart):
+     * size for the largest batch the variant is profiled for */
+    w.max_batch = a->batch > var->batches[var->n_batches - 1] ? a->batch
+                                                              : var->batches[var->n_batches - 1];
     if ((rc = loki_ring_attach(a->req_fd, LOKI_RING_CONSUMER, &w.req))) {
         snprintf(err, errlen, "attach batch ring: %s", loki_strerror(rc));
         return rc;
@@ -123,9 +126,9 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
         snprintf(err, errlen, "attach payload arena: %s", loki_strerror(rc));
         goto out_res;
     }
-    w.q = calloc((size_t)a->batch, sizeof(*w.q));
-    w.r = calloc((size_t)a->batch, sizeof(*w.r));
-    w.rq = calloc((size_t)a->batch, sizeof(*w.rq));
+    w.q = calloc((size_t)w.max_batch, sizeof(*w.q));
+    w.r = calloc((size_t)w.max_batch, sizeof(*w.r));
+    w.rq = calloc((size_t)w.max_batch, sizeof(*w.rq));
     if (!w.q || !w.r || !w.rq) {
         rc = -ENOMEM;
         snprintf(err, errlen, "out of memory");
@@ -163,7 +166,7 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
         .pipeline = p->name,
         .task = t->name,
         .variant = var->name,
-        .max_batch = a->batch,
+        .max_batch = w.max_batch,
         .share = a->share,
         .gpu = a->gpu,
         .n_batches = var->n_batches,

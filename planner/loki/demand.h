@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Demand estimates for the planner: an EWMA of root arrivals over one-second
+ * windows (the original Loki used pandas ewm(com=1.6) over the last 20
+ * windows, i.e. alpha = 1/(1+com) = 0.385 with adjust=True weights), and an
+ * online EWMA of the observed fan-out per (variant, child task) that falls
+ * back to the topology's mean until enough queries were seen. Plain data in
+ * the caller's memory; no allocation, no clock: callers pass the time.
+ */
+#ifndef LOKI_DEMAND_H
+#define LOKI_DEMAND_H
+
+#include "loki/model.h"
+
+#define LOKI_DEMAND_MAX_WINDOWS 128
+
+struct loki_demand {
+    double alpha;    /* weight of the newest window */
+    int windows;     /* how many closed windows the estimate looks at */
+    double window_s; /* 1.0 */
+    long cur;        /* index of the open window (floor(t / window_s)); -1 before any */
+    double cur_count;
+    int n_hist; /* closed windows kept, newest at hist[(head - 1) mod max] */
+    int head;
+    double hist[LOKI_DEMAND_MAX_WINDOWS]; /* arrivals per second of closed windows */
+};
+
+/*
+ * Initialise @d: @alpha in (0,1] (0 picks 0.385), @windows in 1..128 (0 picks 20).
+ * Caller's memory; any thread, but one thread at a time per object.
+ */
+void loki_demand_init(struct loki_demand *d, double alpha, int windows);
+
+/*
+ * Record @count arrivals at time @now_s (seconds, monotonic, non-decreasing).
+ * Windows that passed without arrivals are recorded as zero.
+ */
+void loki_demand_observe(struct loki_demand *d, double now_s, double count);
+
+/*
+ * Estimated arrival rate (queries/s) at @now_s: the adjusted EWMA (weights
+ * (1-alpha)^i, newest first, normalised) over the last @windows closed
+ * one-second windows. Before the first window closes, the rate of the open
+ * window so far (0 if nothing was observed). Closes windows up to @now_s.
+ */
+double loki_demand_estimate(struct loki_demand *d, double now_s);
+
+/* Online fan-out estimate per (pipeline, task, variant, child slot). */
+struct loki_fanout_est {
+    double alpha;    /* EWMA weight of one observation batch; default 0.1 */
+    int min_queries; /* observations needed before the estimate replaces the model; default 20 */
+    double mean[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_CHILDREN];
+    double seen[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_CHILDREN];
+};
+
+/* Reset @f to "nothing observed" with @alpha (0 picks 0.1) and @min_queries (0 picks 20). */
+void loki_fanout_est_init(struct loki_fanout_est *f, double alpha, int min_queries);
+
+/*
+ * Record that @n_queries queries served by variant @v of task @t in pipeline
+ * @p produced @n_children sub-queries for child slot @slot (index into
+ * task.children). Out-of-range indexes are ignored (returns -EINVAL).
+ */
+int loki_fanout_est_observe(struct loki_fanout_est *f, int p, int t, int v, int slot,
+                            double n_queries, double n_children);
+
+/*
+ * Fan-out mean to use for planning: the EWMA once @min_queries queries of the
+ * variant were observed, otherwise the topology's mean. @f may be NULL.
+ */
+double loki_fanout_est_get(const struct loki_fanout_est *f, const struct loki_topology *topo, int p,
+                           int t, int v, int slot);
+
+#endif

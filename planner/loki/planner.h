@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The planner: from a topology, a root demand per pipeline and the current
+ * plan, produce the next plan (struct loki_plan) under the topology's policy
+ * (Loki's MILP or a baseline: inferline, proteus, static). Also the
+ * independent plan checker and the plan diff the supervisor applies. Pure
+ * library: no I/O, no threads, no logging; one planner object per thread.
+ */
+#ifndef LOKI_PLANNER_H
+#define LOKI_PLANNER_H
+
+#include <stddef.h>
+
+#include "loki/demand.h"
+#include "loki/plan.h"
+
+struct loki_planner;
+
+/*
+ * Create a planner for @topo (borrowed: must outlive the planner and not
+ * change while it lives). Returns 0, -EINVAL for an empty topology, -ENOMEM.
+ * Release with loki_planner_destroy(). The planner thread owns it.
+ */
+int loki_planner_create(const struct loki_topology *topo, struct loki_planner **out);
+
+/* Release @pl and everything it allocated. NULL is a no-op. */
+void loki_planner_destroy(struct loki_planner *pl);
+
+/*
+ * The planner's fan-out estimator: feed it with loki_fanout_est_observe() from
+ * the planner thread; solves use its estimates (topology means until observed).
+ */
+struct loki_fanout_est *loki_planner_fanout(struct loki_planner *pl);
+
+/*
+ * Plan for @demand (root queries/s, one per pipeline, >= 0) under the
+ * topology's policy (topology.planner.policy).
+ * @current: the plan now applied (NULL at start). Loki's MILP is warm started
+ *           from it, and hysteresis keeps it (out->kept = true, loads
+ *           re-evaluated) unless the new plan improves accuracy or GPU use by
+ *           planner.hysteresis (relative) or @current cannot carry @demand;
+ *           a plan that would stop a variant younger than planner.min_dwell_s
+ *           is not applied while @current still carries demand.
+ * @now_s:   planner clock, seconds (for dwell times; any origin).
+ * @out:     the next plan; may alias nothing else. Always placeable.
+ * Never fails for lack of capacity: it degrades to accuracy scaling, then to
+ * a served fraction < 1 (mode LOKI_MODE_SERVED) that admission control
+ * enforces. Returns 0, -EINVAL on bad arguments, -ENOMEM, LOKI_ESOLVER when
+ * GLPK fails outright, LOKI_EINFEASIBLE for a static plan that cannot be
+ * placed.
+ */
+int loki_planner_solve(struct loki_planner *pl, const double *demand,
+                       const struct loki_plan *current, double now_s, struct loki_plan *out);
+
+/* As loki_planner_solve() with @policy instead of the topology's (for comparisons). */
+int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
+                              const double *demand, const struct loki_plan *current, double now_s,
+                              struct loki_plan *out);
+
+/*
+ * Independent check of @plan against @topo for root @demand (per pipeline;
+ * the plan's served_fraction is applied): placement (GPU index, shares <= 1,
+ * MPS clients, memory per GPU; instance list agrees with the per-variant
+ * counts), splits sum to 1 where traffic flows, capacity >= load at every
+ * variant with the load propagated through the plan's split and the
+ * topology's fan-outs, and every variant path that can carry traffic within
+ * headroom x SLO. Returns 0 or LOKI_EINFEASIBLE with a reason in @why
+ * (may be NULL). Pure; any thread.
+ */
+int loki_plan_check(const struct loki_topology *topo, const struct loki_plan *plan,
+                    const double *demand, char *why, size_t len);
+
+/*
+ * Loads under @plan's split for root @demand (served fraction applied) with
+ * fan-outs from @fan (NULL: topology means): writes @load[p][t][v] in qps.
+ * Returns 0, or LOKI_EINFEASIBLE if some variant's load exceeds its capacity.
+ */
+int loki_plan_loads(const struct loki_topology *topo, const struct loki_plan *plan,
+                    const double *demand, const struct loki_fanout_est *fan,
+                    double load[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS]);
+
+enum loki_action_kind {
+    LOKI_ACTION_START = 0, /* variant goes from 0 to n instances */
+    LOKI_ACTION_RESIZE,    /* instance count, batch size or share changes */
+    LOKI_ACTION_RESPLIT,   /* routing split of (task, parent variant) changes */
+    LOKI_ACTION_STOP,      /* variant goes to 0 instances */
+};
+
+struct loki_plan_action {
+    enum loki_action_kind kind;
+    int pipeline, task, variant; /* RESPLIT: variant = incoming parent variant u */
+    int from_instances, to_instances;
+    int from_batch, to_batch;
+    double from_share, to_share;
+};
+
+/*
+ * Actions turning @from (NULL: nothing running) into @to, in a
+ * make-before-break order: starts, resizes, re-splits, then stops. Splits
+ * differing by less than 1e-3 are equal. Writes at most @max actions and
+ * returns how many there are in total (> @max: the array was too small).
+ */
+int loki_plan_diff(const struct loki_plan *from, const struct loki_plan *to,
+                   struct loki_plan_action *acts, int max);
+
+/* "start", "resize", "resplit", "stop". */
+const char *loki_action_name(enum loki_action_kind k);
+
+/* "hardware", "accuracy", "served", "static". */
+const char *loki_plan_mode_name(enum loki_plan_mode m);
+
+#endif

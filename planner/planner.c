@@ -1,0 +1,870 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Policies on top of the MILP (milp.c): Loki's mode ladder (hardware
+ * scaling, then accuracy scaling, then served-fraction maximisation), the
+ * inferline, proteus and static baselines, placement by first-fit
+ * decreasing (re-solving with a smaller GPU budget when it fails), plan
+ * evaluation under the router's split, hysteresis and minimum dwell.
+ */
+#include "loki/planner.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "loki/error.h"
+
+struct loki_planner {
+    const struct loki_topology *topo;
+    struct loki_fanout_est fan;
+    struct loki__milp_res res;
+    struct loki_plan scratch;
+};
+
+int loki_planner_create(const struct loki_topology *topo, struct loki_planner **out)
+{
+    if (!topo || !out || topo->n_pipelines <= 0 || topo->gpus.count <= 0)
+        return -EINVAL;
+    struct loki_planner *pl = calloc(1, sizeof(*pl));
+    if (!pl)
+        return -ENOMEM;
+    pl->topo = topo;
+    loki_fanout_est_init(&pl->fan, 0, 0);
+    *out = pl;
+    return 0;
+}
+
+void loki_planner_destroy(struct loki_planner *pl)
+{
+    free(pl);
+}
+
+struct loki_fanout_est *loki_planner_fanout(struct loki_planner *pl)
+{
+    return &pl->fan;
+}
+
+const char *loki_action_name(enum loki_action_kind k)
+{
+    static const char *const n[] = {"start", "resize", "resplit", "stop"};
+    return (unsigned)k < 4 ? n[k] : "?";
+}
+
+const char *loki_plan_mode_name(enum loki_plan_mode m)
+{
+    static const char *const n[] = {"hardware", "accuracy", "served", "static"};
+    return (unsigned)m < 4 ? n[m] : "?";
+}
+
+/* ---- evaluation under the router's split ---- */
+
+struct eval {
+    double load[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    int n_chains[LOKI_MAX_PIPELINES];
+    double chain_lat[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
+    double acc_root[LOKI_MAX_PIPELINES], acc_sub[LOKI_MAX_PIPELINES];
+    bool cap_ok, lat_ok;
+    char why[512];
+};
+
+static double fanout(const struct loki_topology *topo, const struct loki_fanout_est *fan, int p,
+                     int t, int v, int slot)
+{
+    return fan ? loki_fanout_est_get(fan, topo, p, t, v, slot)
+               : topo->pipelines[p].tasks[t].variants[v].fanout[slot].mean;
+}
+
+static void flow(const struct loki_topology *topo, const struct loki_plan *pl,
+                 const struct loki_fanout_est *fan, int p, int t, struct eval *e)
+{
+    const struct loki_task *task = &topo->pipelines[p].tasks[t];
+    for (int c = 0; c < task->n_children; c++) {
+        int ch = task->children[c];
+        const struct loki_task *ct = &topo->pipelines[p].tasks[ch];
+        for (int u = 0; u < task->n_variants; u++) {
+            double arr = e->load[p][t][u] * fanout(topo, fan, p, t, u, c);
+            if (arr <= 0)
+                continue;
+            for (int v = 0; v < ct->n_variants; v++)
+                e->load[p][ch][v] += arr * pl->split[p][ch][u][v];
+        }
+        flow(topo, pl, fan, p, ch, e);
+    }
+}
+
+struct walk {
+    const struct loki_topology *topo;
+    const struct loki_plan *pl;
+    const struct loki_fanout_est *fan;
+    int p, len;
+    const int *chain;
+    int var[LOKI_MAX_TASKS];
+    double worst, acc, sub_n, sub_d;
+    bool lat_ok;
+    char *why;
+};
+
+static void walk_paths(struct walk *w, int pos, double prob, double lat, double mult)
+{
+    const struct loki_pipeline *pp = &w->topo->pipelines[w->p];
+    if (pos == w->len) {
+        w->worst = fmax(w->worst, lat);
+        double a = loki__path_accuracy(pp, w->chain, w->len, w->var);
+        w->acc += prob * a;
+        w->sub_n += prob * mult * a;
+        w->sub_d += prob * mult;
+        double budget = w->topo->planner.headroom * pp->slo_ms;
+        if (lat > budget * (1 + 1e-9) + 1e-9 && w->lat_ok) {
+            w->lat_ok = false;
+            int o = snprintf(w->why, 256, "path");
+            for (int i = 0; i < w->len && o < 200; i++)
+                o += snprintf(w->why + o, (size_t)(256 - o), " %s",
+                              pp->tasks[w->chain[i]].variants[w->var[w->chain[i]]].name);
+            snprintf(w->why + o, (size_t)(256 - (o < 256 ? o : 255)), " takes %.2f ms > %.2f ms",
+                     lat, budget);
+        }
+        return;
+    }
+    int t = w->chain[pos];
+    int u = pos > 0 ? w->var[w->chain[pos - 1]] : 0;
+    double m2 = mult;
+    if (pos > 0) {
+        int par = w->chain[pos - 1];
+        int slot = loki_task_child_slot(&pp->tasks[par], t);
+        m2 *= slot >= 0 ? fanout(w->topo, w->fan, w->p, par, u, slot) : 0;
+    }
+    for (int v = 0; v < pp->tasks[t].n_variants; v++) {
+        double s = w->pl->split[w->p][t][u][v];
+        if (s <= 1e-6)
+            continue;
+        const struct loki_plan_variant *pv = &w->pl->var[w->p][t][v];
+        double l = pv->instances > 0
+                       ? loki_variant_latency(&pp->tasks[t].variants[v], pv->batch, pv->share)
+                       : -1;
+        if (l < 0) {
+            if (w->lat_ok)
+                snprintf(w->why, 256, "split sends traffic to %s/%s which does not run",
+                         pp->tasks[t].name, pp->tasks[t].variants[v].name);
+            w->lat_ok = false;
+            continue;
+        }
+        w->var[t] = v;
+        walk_paths(w, pos + 1, prob * s, lat + l, m2);
+    }
+}
+
+static void evaluate(const struct loki_topology *topo, const struct loki_plan *pl,
+                     const double *demand, const struct loki_fanout_est *fan, struct eval *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->cap_ok = e->lat_ok = true;
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        const struct loki_task *root = &pp->tasks[pp->root];
+        double d = demand[p] * pl->served_fraction[p];
+        for (int v = 0; v < root->n_variants; v++)
+            e->load[p][pp->root][v] = d * pl->split[p][pp->root][0][v];
+        flow(topo, pl, fan, p, pp->root, e);
+        for (int t = 0; t < pp->n_tasks && e->cap_ok; t++)
+            for (int v = 0; v < pp->tasks[t].n_variants; v++) {
+                double cap = pl->var[p][t][v].capacity_qps;
+                if (e->load[p][t][v] > cap * (1 + 1e-6) + 1e-6) {
+                    e->cap_ok = false;
+                    snprintf(e->why, sizeof(e->why),
+                             "%s/%s/%s: load %.2f qps exceeds capacity %.2f qps", pp->name,
+                             pp->tasks[t].name, pp->tasks[t].variants[v].name, e->load[p][t][v],
+                             cap);
+                    break;
+                }
+            }
+        int chains[LOKI_MAX_TASKS * 4][LOKI_MAX_TASKS], len[LOKI_MAX_TASKS * 4];
+        int nc = loki_pipeline_chains(pp, chains, len, LOKI_MAX_TASKS * 4);
+        e->n_chains[p] = nc;
+        double sub_n = 0, sub_d = 0;
+        for (int k = 0; k < nc; k++) {
+            struct walk w = {.topo = topo,
+                             .pl = pl,
+                             .fan = fan,
+                             .p = p,
+                             .len = len[k],
+                             .chain = chains[k],
+                             .lat_ok = true};
+            char why[256] = "";
+            w.why = why;
+            walk_paths(&w, 0, 1, 0, 1);
+            if (k < LOKI_MAX_TASKS)
+                e->chain_lat[p][k] = w.worst;
+            e->acc_root[p] += w.acc / nc;
+            sub_n += w.sub_n;
+            sub_d += w.sub_d;
+            if (!w.lat_ok && e->lat_ok) {
+                e->lat_ok = false;
+                if (e->cap_ok)
+                    snprintf(e->why, sizeof(e->why), "%s: %s", pp->name, why);
+            }
+        }
+        e->acc_sub[p] = sub_d > 0 ? sub_n / sub_d : e->acc_root[p];
+    }
+}
+
+int loki_plan_loads(const struct loki_topology *topo, const struct loki_plan *plan,
+                    const double *demand, const struct loki_fanout_est *fan,
+                    double load[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS])
+{
+    struct eval *e = malloc(sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    evaluate(topo, plan, demand, fan, e);
+    memcpy(load, e->load, sizeof(e->load));
+    int rc = e->cap_ok ? 0 : LOKI_EINFEASIBLE;
+    free(e);
+    return rc;
+}
+
+/* Recompute everything derived from the per-variant choice and the split. */
+static int finish(const struct loki_topology *topo, const double *demand,
+                  const struct loki_fanout_est *fan, struct loki_plan *pl)
+{
+    struct eval *e = malloc(sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    pl->gpus_used = 0;
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        pl->demand_qps[p] = demand[p];
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int v = 0; v < pp->tasks[t].n_variants; v++) {
+                struct loki_plan_variant *pv = &pl->var[p][t][v];
+                pv->capacity_qps =
+                    pv->instances > 0
+                        ? pv->instances * loki_variant_throughput(&pp->tasks[t].variants[v],
+                                                                  pv->batch, pv->share)
+                        : 0;
+                pl->gpus_used += pv->instances * pv->share;
+            }
+    }
+    evaluate(topo, pl, demand, fan, e);
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int v = 0; v < pp->tasks[t].n_variants; v++)
+                pl->var[p][t][v].load_qps = e->load[p][t][v];
+        pl->n_chains[p] = e->n_chains[p];
+        memcpy(pl->chain_latency_ms[p], e->chain_lat[p], sizeof(pl->chain_latency_ms[p]));
+        pl->accuracy[p] = e->acc_root[p];
+        pl->accuracy_subquery[p] = e->acc_sub[p];
+    }
+    free(e);
+    return 0;
+}
+
+/* First-fit decreasing by share, then memory. Returns 0 or -ENOSPC. */
+static int place(const struct loki_topology *topo, struct loki_plan *pl)
+{
+    int n = 0;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl->var[p][t][v];
+                for (int i = 0; i < pv->instances; i++) {
+                    if (n >= LOKI_MAX_INSTANCES)
+                        return -ENOSPC;
+                    pl->inst[n++] = (struct loki_plan_instance){.pipeline = p,
+                                                                .task = t,
+                                                                .variant = v,
+                                                                .batch = pv->batch,
+                                                                .share = pv->share,
+                                                                .gpu = -1};
+                }
+            }
+    pl->n_instances = n;
+    /* Insertion sort: share desc, memory desc (n is small). */
+    for (int i = 1; i < n; i++) {
+        struct loki_plan_instance x = pl->inst[i];
+        double mx = topo->pipelines[x.pipeline].tasks[x.task].variants[x.variant].mem_mb;
+        int j = i - 1;
+        while (j >= 0) {
+            const struct loki_plan_instance *y = &pl->inst[j];
+            double my = topo->pipelines[y->pipeline].tasks[y->task].variants[y->variant].mem_mb;
+            if (y->share > x.share + 1e-12 || (fabs(y->share - x.share) <= 1e-12 && my >= mx))
+                break;
+            pl->inst[j + 1] = pl->inst[j];
+            j--;
+        }
+        pl->inst[j + 1] = x;
+    }
+    int G = topo->gpus.count;
+    double used[G > 0 ? G : 1], mem[G > 0 ? G : 1];
+    int clients[G > 0 ? G : 1];
+    for (int g = 0; g < G; g++) {
+        used[g] = mem[g] = 0;
+        clients[g] = 0;
+    }
+    int maxc = topo->gpus.mps_max_clients > 0 ? topo->gpus.mps_max_clients : 1 << 30;
+    for (int i = 0; i < n; i++) {
+        struct loki_plan_instance *x = &pl->inst[i];
+        double m = topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
+        for (int g = 0; g < G; g++) {
+            if (used[g] + x->share <= 1 + 1e-9 && clients[g] < maxc &&
+                (topo->gpus.mem_mb <= 0 || mem[g] + m <= topo->gpus.mem_mb + 1e-6)) {
+                x->gpu = g;
+                used[g] += x->share;
+                mem[g] += m;
+                clients[g]++;
+                break;
+            }
+        }
+        if (x->gpu < 0)
+            return -ENOSPC;
+    }
+    pl->gpus_active = 0;
+    for (int g = 0; g < G; g++)
+        pl->gpus_active += clients[g] > 0;
+    return 0;
+}
+
+static void plan_from_res(const struct loki_topology *topo, const struct loki__milp_res *r,
+                          struct loki_plan *pl)
+{
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        pl->served_fraction[p] = r->served[p];
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                struct loki_plan_variant *pv = &pl->var[p][t][v];
+                pv->instances = r->inst[p][t][v];
+                pv->batch = r->batch[p][t][v];
+                pv->share = r->share[p][t][v];
+            }
+    }
+    memcpy(pl->split, r->split, sizeof(pl->split));
+    pl->objective = r->objective;
+    pl->gap = r->gap;
+}
+
+static void reset_plan(struct loki_plan *pl, enum loki_policy policy)
+{
+    memset(pl, 0, sizeof(*pl));
+    pl->policy = policy;
+}
+
+/*
+ * The mode ladder. @best_only and !@accuracy make it inferline. On a
+ * placement failure the same mode is re-solved with the budget shrunk below
+ * what the failed plan used.
+ */
+static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const double *demand,
+                        const struct loki_plan *current, bool best_only, bool accuracy,
+                        struct loki_plan *out)
+{
+    const struct loki_topology *topo = pl->topo;
+    struct loki__milp_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.topo = topo;
+    rq.fan = &pl->fan;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        rq.demand[p] = demand[p] > 0 ? demand[p] : 0;
+    rq.time_limit_ms = topo->planner.time_limit_ms;
+    rq.mip_gap = topo->planner.mip_gap;
+    rq.warm = current;
+    double gran = topo->gpus.share_granularity > 0 && topo->gpus.share_granularity < 1
+                      ? topo->gpus.share_granularity
+                      : 1;
+    enum loki__milp_mode modes[3] = {LOKI__MILP_HARDWARE, LOKI__MILP_ACCURACY, LOKI__MILP_SERVED};
+    double budget = topo->gpus.count;
+    double gap_sum = 0, ms = 0;
+    for (int mi = 0; mi < 3; mi++) {
+        if (mi == 1 && !accuracy)
+            continue;
+        rq.mode = modes[mi];
+        rq.best_only = mi == 0 || best_only;
+        for (int attempt = 0; attempt < 8 && budget > 0; attempt++) {
+            rq.budget = budget;
+            int rc = loki__milp_solve(&rq, &pl->res);
+            ms += pl->res.solve_ms;
+            if (rc < 0)
+                return rc;
+            if (!pl->res.feasible)
+                break;
+            reset_plan(out, policy);
+            plan_from_res(topo, &pl->res, out);
+            out->mode = (enum loki_plan_mode)mi;
+            gap_sum = pl->res.gap;
+            if ((rc = finish(topo, demand, &pl->fan, out)) < 0)
+                return rc;
+            if (place(topo, out) == 0) {
+                out->solve_ms = ms;
+                out->gap = gap_sum;
+                return 0;
+            }
+            budget = fmin(budget, out->gpus_used) - gran;
+        }
+    }
+    /* Nothing fits at all: serve nothing, admission control sheds everything. */
+    reset_plan(out, policy);
+    out->mode = LOKI_MODE_SERVED;
+    out->solve_ms = ms;
+    return finish(topo, demand, &pl->fan, out);
+}
+
+/* Proteus: per task, from the demand its task sees now, blind to the pipeline. */
+static int solve_proteus(struct loki_planner *pl, const double *demand,
+                         const struct loki_plan *current, struct loki_plan *out)
+{
+    const struct loki_topology *topo = pl->topo;
+    struct loki__milp_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.topo = topo;
+    rq.fan = &pl->fan;
+    rq.decoupled = true;
+    rq.time_limit_ms = topo->planner.time_limit_ms;
+    rq.mip_gap = topo->planner.mip_gap;
+    rq.budget = topo->gpus.count;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        rq.demand[p] = demand[p] > 0 ? demand[p] : 0;
+    if (current && current->policy == LOKI_POLICY_PROTEUS) {
+        /* What each task would observe under the routing now in force. */
+        double(*load)[LOKI_MAX_TASKS][LOKI_MAX_VARIANTS] =
+            calloc(LOKI_MAX_PIPELINES, sizeof(*load));
+        if (!load)
+            return -ENOMEM;
+        struct loki_plan *tmp = &pl->scratch;
+        memcpy(tmp, current, sizeof(*tmp));
+        for (int p = 0; p < topo->n_pipelines; p++)
+            tmp->served_fraction[p] = 1;
+        loki_plan_loads(topo, tmp, rq.demand, &pl->fan, load);
+        for (int p = 0; p < topo->n_pipelines; p++)
+            for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++)
+                    rq.task_demand[p][t] += load[p][t][v];
+        free(load);
+    } else {
+        /* First solve: the demand a full-accuracy pipeline would show. */
+        for (int p = 0; p < topo->n_pipelines; p++) {
+            const struct loki_pipeline *pp = &topo->pipelines[p];
+            int chains[LOKI_MAX_TASKS * 4][LOKI_MAX_TASKS], len[LOKI_MAX_TASKS * 4];
+            int nc = loki_pipeline_chains(pp, chains, len, LOKI_MAX_TASKS * 4);
+            rq.task_demand[p][pp->root] = rq.demand[p];
+            for (int k = 0; k < nc; k++)
+                for (int i = 1; i < len[k]; i++) {
+                    int par = chains[k][i - 1], t = chains[k][i];
+                    int b = loki_task_best_variant(&pp->tasks[par]);
+                    int slot = loki_task_child_slot(&pp->tasks[par], t);
+                    rq.task_demand[p][t] = rq.task_demand[p][par] *
+                                           loki_fanout_est_get(&pl->fan, topo, p, par, b, slot);
+                }
+        }
+    }
+    double ms = 0;
+    for (int mi = 1; mi < 3; mi++) {
+        rq.mode = mi == 1 ? LOKI__MILP_ACCURACY : LOKI__MILP_SERVED;
+        for (int attempt = 0; attempt < 8 && rq.budget > 0; attempt++) {
+            int rc = loki__milp_solve(&rq, &pl->res);
+            ms += pl->res.solve_ms;
+            if (rc < 0)
+                return rc;
+            if (!pl->res.feasible)
+                break;
+            reset_plan(out, LOKI_POLICY_PROTEUS);
+            plan_from_res(topo, &pl->res, out);
+            out->mode = mi == 1 ? LOKI_MODE_ACCURACY : LOKI_MODE_SERVED;
+            /* All GPUs stay on: spread what is left over the busiest variants. */
+            double left = topo->gpus.count;
+            for (int p = 0; p < topo->n_pipelines; p++)
+                for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+                    for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++)
+                        left -= out->var[p][t][v].instances * out->var[p][t][v].share;
+            for (int guard = 0; guard < 4 * LOKI_MAX_INSTANCES && left > 1e-9; guard++) {
+                int bp = -1, bt = -1, bv = -1;
+                double best = -1;
+                for (int p = 0; p < topo->n_pipelines; p++)
+                    for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+                        for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                            const struct loki_plan_variant *pv = &out->var[p][t][v];
+                            if (pv->instances <= 0 || pv->share > left + 1e-9)
+                                continue;
+                            double need = pl->res.load[p][t][v] / pv->instances;
+                            if (need > best) {
+                                best = need;
+                                bp = p, bt = t, bv = v;
+                            }
+                        }
+                if (bp < 0)
+                    break;
+                out->var[bp][bt][bv].instances++;
+                left -= out->var[bp][bt][bv].share;
+            }
+            if ((rc = finish(topo, demand, &pl->fan, out)) < 0)
+                return rc;
+            if (place(topo, out) == 0) {
+                out->solve_ms = ms;
+                out->gap = pl->res.gap;
+                return 0;
+            }
+            rq.budget -= 1;
+        }
+    }
+    reset_plan(out, LOKI_POLICY_PROTEUS);
+    out->mode = LOKI_MODE_SERVED;
+    out->solve_ms = ms;
+    return finish(topo, demand, &pl->fan, out);
+}
+
+static int solve_static(struct loki_planner *pl, const double *demand, struct loki_plan *out)
+{
+    const struct loki_topology *topo = pl->topo;
+    reset_plan(out, LOKI_POLICY_STATIC);
+    out->mode = LOKI_MODE_STATIC;
+    for (int i = 0; i < topo->planner.n_static; i++) {
+        const struct loki_static_entry *s = &topo->planner.static_plan[i];
+        if (s->pipeline < 0 || s->pipeline >= topo->n_pipelines || s->task < 0 ||
+            s->task >= topo->pipelines[s->pipeline].n_tasks || s->variant < 0 ||
+            s->variant >= topo->pipelines[s->pipeline].tasks[s->task].n_variants)
+            return -EINVAL;
+        struct loki_plan_variant *pv = &out->var[s->pipeline][s->task][s->variant];
+        pv->instances = s->instances;
+        pv->batch = s->batch;
+        pv->share = s->share > 0 ? s->share : 1;
+    }
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++) {
+            const struct loki_task *task = &pp->tasks[t];
+            double cap[LOKI_MAX_VARIANTS] = {0}, sum = 0;
+            for (int v = 0; v < task->n_variants; v++) {
+                const struct loki_plan_variant *pv = &out->var[p][t][v];
+                cap[v] = pv->instances *
+                         loki_variant_throughput(&task->variants[v], pv->batch, pv->share);
+                sum += cap[v];
+            }
+            for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
+                for (int v = 0; v < task->n_variants; v++)
+                    out->split[p][t][u][v] = sum > 0 ? (float)(cap[v] / sum) : 0;
+        }
+        out->served_fraction[p] = 1;
+    }
+    int rc = finish(topo, demand, &pl->fan, out);
+    if (rc < 0)
+        return rc;
+    /* Serve what the fixed capacity carries; admission control sheds the rest. */
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        double f = 1;
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int v = 0; v < pp->tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &out->var[p][t][v];
+                if (pv->load_qps > 1e-9)
+                    f = fmin(f, pv->capacity_qps / pv->load_qps);
+            }
+        out->served_fraction[p] = f;
+    }
+    if ((rc = finish(topo, demand, &pl->fan, out)) < 0)
+        return rc;
+    return place(topo, out) == 0 ? 0 : LOKI_EINFEASIBLE;
+}
+
+static double mean_accuracy(const struct loki_topology *topo, const struct loki_plan *p,
+                            const double *demand)
+{
+    double num = 0, den = 0;
+    for (int i = 0; i < topo->n_pipelines; i++) {
+        double w = demand[i] > 0 ? demand[i] : 1e-9;
+        num += w * p->accuracy[i] * p->served_fraction[i];
+        den += w;
+    }
+    return den > 0 ? num / den : 0;
+}
+
+/* Whether @pl, re-evaluated for @demand, still carries all of it within the SLO. */
+static bool carries(struct loki_planner *pl, const struct loki_plan *cur, const double *demand)
+{
+    for (int p = 0; p < pl->topo->n_pipelines; p++)
+        if (cur->served_fraction[p] < 1 - 1e-9 && demand[p] > 0)
+            return false;
+    struct eval *e = malloc(sizeof(*e));
+    if (!e)
+        return false;
+    evaluate(pl->topo, cur, demand, &pl->fan, e);
+    bool ok = e->cap_ok && e->lat_ok;
+    free(e);
+    return ok;
+}
+
+int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
+                              const double *demand, const struct loki_plan *current, double now_s,
+                              struct loki_plan *out)
+{
+    if (!pl || !demand || !out || out == current)
+        return -EINVAL;
+    const struct loki_topology *topo = pl->topo;
+    double t0 = loki__now_ms();
+    const struct loki_plan *warm = current && current->policy == policy ? current : NULL;
+    int rc;
+    switch (policy) {
+    case LOKI_POLICY_LOKI:
+        rc = solve_ladder(pl, policy, demand, warm, false, true, out);
+        break;
+    case LOKI_POLICY_INFERLINE:
+        rc = solve_ladder(pl, policy, demand, warm, true, false, out);
+        break;
+    case LOKI_POLICY_PROTEUS:
+        rc = solve_proteus(pl, demand, warm, out);
+        break;
+    case LOKI_POLICY_STATIC:
+        rc = solve_static(pl, demand, out);
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (rc < 0)
+        return rc;
+    out->created_s = now_s;
+    out->kept = false;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                struct loki_plan_variant *pv = &out->var[p][t][v];
+                bool was = warm && warm->var[p][t][v].instances > 0;
+                pv->since_s = pv->instances > 0 ? (was ? warm->var[p][t][v].since_s : now_s) : 0;
+            }
+    if (warm && policy != LOKI_POLICY_STATIC && carries(pl, warm, demand)) {
+        double h = topo->planner.hysteresis > 0 ? topo->planner.hysteresis : 0;
+        double an = mean_accuracy(topo, out, demand), ac = mean_accuracy(topo, warm, demand);
+        bool better = an > ac * (1 + h) + 1e-12 ||
+                      (an >= ac - 1e-9 && out->gpus_used < warm->gpus_used * (1 - h) - 1e-9);
+        bool dwell_blocks = false;
+        for (int p = 0; p < topo->n_pipelines; p++)
+            for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                    const struct loki_plan_variant *w = &warm->var[p][t][v];
+                    if (w->instances > 0 && out->var[p][t][v].instances == 0 &&
+                        now_s - w->since_s < topo->planner.min_dwell_s)
+                        dwell_blocks = true;
+                }
+        if (!better || dwell_blocks) {
+            double ms = loki__now_ms() - t0;
+            memcpy(out, warm, sizeof(*out));
+            if ((rc = finish(topo, demand, &pl->fan, out)) < 0)
+                return rc;
+            out->kept = true;
+            out->solve_ms = ms;
+            return 0;
+        }
+    }
+    out->solve_ms = loki__now_ms() - t0;
+    return 0;
+}
+
+int loki_planner_solve(struct loki_planner *pl, const double *demand,
+                       const struct loki_plan *current, double now_s, struct loki_plan *out)
+{
+    if (!pl)
+        return -EINVAL;
+    return loki_planner_solve_policy(pl, pl->topo->planner.policy, demand, current, now_s, out);
+}
+
+/* ---- independent checker ---- */
+
+#define WHY(...)                                                                                   \
+    do {                                                                                           \
+        if (why && len)                                                                            \
+            snprintf(why, len, __VA_ARGS__);                                                       \
+    } while (0)
+
+int loki_plan_check(const struct loki_topology *topo, const struct loki_plan *plan,
+                    const double *demand, char *why, size_t len)
+{
+    int G = topo->gpus.count;
+    double used[LOKI_MAX_INSTANCES], mem[LOKI_MAX_INSTANCES];
+    int cl[LOKI_MAX_INSTANCES];
+    if (G > LOKI_MAX_INSTANCES)
+        G = LOKI_MAX_INSTANCES;
+    for (int g = 0; g < G; g++)
+        used[g] = mem[g] = cl[g] = 0;
+    int(*count)[LOKI_MAX_TASKS][LOKI_MAX_VARIANTS] = calloc(LOKI_MAX_PIPELINES, sizeof(*count));
+    if (!count)
+        return -ENOMEM;
+    int rc = LOKI_EINFEASIBLE;
+    if (plan->n_instances < 0 || plan->n_instances > LOKI_MAX_INSTANCES) {
+        WHY("bad instance count %d", plan->n_instances);
+        goto out;
+    }
+    for (int i = 0; i < plan->n_instances; i++) {
+        const struct loki_plan_instance *x = &plan->inst[i];
+        if (x->pipeline < 0 || x->pipeline >= topo->n_pipelines || x->task < 0 ||
+            x->task >= topo->pipelines[x->pipeline].n_tasks || x->variant < 0 ||
+            x->variant >= topo->pipelines[x->pipeline].tasks[x->task].n_variants) {
+            WHY("instance %d names no variant", i);
+            goto out;
+        }
+        if (x->gpu < 0 || x->gpu >= G) {
+            WHY("instance %d on GPU %d of %d", i, x->gpu, G);
+            goto out;
+        }
+        const struct loki_plan_variant *pv = &plan->var[x->pipeline][x->task][x->variant];
+        if (x->batch != pv->batch || fabs(x->share - pv->share) > 1e-9) {
+            WHY("instance %d disagrees with its variant's batch/share", i);
+            goto out;
+        }
+        used[x->gpu] += x->share;
+        mem[x->gpu] += topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
+        cl[x->gpu]++;
+        count[x->pipeline][x->task][x->variant]++;
+    }
+    for (int g = 0; g < G; g++) {
+        if (used[g] > 1 + 1e-9) {
+            WHY("GPU %d holds shares summing to %.3f", g, used[g]);
+            goto out;
+        }
+        if (topo->gpus.mps_max_clients > 0 && cl[g] > topo->gpus.mps_max_clients) {
+            WHY("GPU %d has %d MPS clients > %d", g, cl[g], topo->gpus.mps_max_clients);
+            goto out;
+        }
+        if (topo->gpus.mem_mb > 0 && mem[g] > topo->gpus.mem_mb + 1e-6) {
+            WHY("GPU %d needs %.0f MB > %.0f MB", g, mem[g], topo->gpus.mem_mb);
+            goto out;
+        }
+    }
+    /* Capacity recomputed from the profile, not trusted from the plan. */
+    struct loki_plan *tmp = malloc(sizeof(*tmp));
+    if (!tmp) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    memcpy(tmp, plan, sizeof(*tmp));
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        if (plan->served_fraction[p] < -1e-9 || plan->served_fraction[p] > 1 + 1e-9) {
+            WHY("%s: served fraction %.3f", pp->name, plan->served_fraction[p]);
+            free(tmp);
+            goto out;
+        }
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int v = 0; v < pp->tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &plan->var[p][t][v];
+                if (count[p][t][v] != pv->instances) {
+                    WHY("%s/%s: %d instances placed, %d planned", pp->tasks[t].name,
+                        pp->tasks[t].variants[v].name, count[p][t][v], pv->instances);
+                    free(tmp);
+                    goto out;
+                }
+                tmp->var[p][t][v].capacity_qps =
+                    pv->instances > 0
+                        ? pv->instances * loki_variant_throughput(&pp->tasks[t].variants[v],
+                                                                  pv->batch, pv->share)
+                        : 0;
+            }
+    }
+    struct eval *e = malloc(sizeof(*e));
+    if (!e) {
+        free(tmp);
+        rc = -ENOMEM;
+        goto out;
+    }
+    evaluate(topo, tmp, demand, NULL, e);
+    free(tmp);
+    /* Splits must be distributions where traffic flows. */
+    for (int p = 0; p < topo->n_pipelines && e->cap_ok && e->lat_ok; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++) {
+            const struct loki_task *task = &pp->tasks[t];
+            for (int c = 0; c < task->n_children; c++) {
+                int ch = task->children[c];
+                for (int u = 0; u < task->n_variants; u++) {
+                    if (e->load[p][t][u] * task->variants[u].fanout[c].mean <= 1e-9)
+                        continue;
+                    double s = 0;
+                    for (int v = 0; v < pp->tasks[ch].n_variants; v++)
+                        s += plan->split[p][ch][u][v];
+                    if (fabs(s - 1) > 1e-3) {
+                        e->cap_ok = false;
+                        snprintf(e->why, sizeof(e->why), "%s: split after %s sums to %.4f",
+                                 pp->tasks[ch].name, task->variants[u].name, s);
+                    }
+                }
+            }
+            if (t == pp->root && demand[p] * plan->served_fraction[p] > 1e-9) {
+                double s = 0;
+                for (int v = 0; v < task->n_variants; v++)
+                    s += plan->split[p][t][0][v];
+                if (fabs(s - 1) > 1e-3) {
+                    e->cap_ok = false;
+                    snprintf(e->why, sizeof(e->why), "%s: root split sums to %.4f", task->name, s);
+                }
+            }
+        }
+    }
+    if (!e->cap_ok || !e->lat_ok)
+        WHY("%s", e->why);
+    else
+        rc = 0;
+    free(e);
+out:
+    free(count);
+    return rc;
+}
+
+/* ---- diff ---- */
+
+int loki_plan_diff(const struct loki_plan *from, const struct loki_plan *to,
+                   struct loki_plan_action *acts, int max)
+{
+    int n = 0;
+    for (int pass = 0; pass < 4; pass++)
+        for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
+            for (int t = 0; t < LOKI_MAX_TASKS; t++) {
+                if (pass == LOKI_ACTION_RESPLIT) {
+                    for (int u = 0; u < LOKI_MAX_VARIANTS; u++) {
+                        bool diff = false;
+                        bool to_any = false;
+                        for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
+                            float a = from ? from->split[p][t][u][v] : 0;
+                            float b = to->split[p][t][u][v];
+                            to_any |= b > 0;
+                            if (fabsf(a - b) > 1e-3f)
+                                diff = true;
+                        }
+                        if (!diff || !to_any)
+                            continue;
+                        if (n < max && acts)
+                            acts[n] = (struct loki_plan_action){.kind = LOKI_ACTION_RESPLIT,
+                                                                .pipeline = p,
+                                                                .task = t,
+                                                                .variant = u};
+                        n++;
+                    }
+                    continue;
+                }
+                for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
+                    struct loki_plan_variant none = {0};
+                    const struct loki_plan_variant *a = from ? &from->var[p][t][v] : &none;
+                    const struct loki_plan_variant *b = &to->var[p][t][v];
+                    int kind = -1;
+                    if (a->instances <= 0 && b->instances > 0)
+                        kind = LOKI_ACTION_START;
+                    else if (a->instances > 0 && b->instances <= 0)
+                        kind = LOKI_ACTION_STOP;
+                    else if (a->instances > 0 &&
+                             (a->instances != b->instances || a->batch != b->batch ||
+                              fabs(a->share - b->share) > 1e-9))
+                        kind = LOKI_ACTION_RESIZE;
+                    if (kind != pass)
+                        continue;
+                    if (n < max && acts)
+                        acts[n] = (struct loki_plan_action){.kind = (enum loki_action_kind)kind,
+                                                            .pipeline = p,
+                                                            .task = t,
+                                                            .variant = v,
+                                                            .from_instances = a->instances,
+                                                            .to_instances = b->instances,
+                                                            .from_batch = a->batch,
+                                                            .to_batch = b->batch,
+                                                            .from_share = a->share,
+                                                            .to_share = b->share};
+                    n++;
+                }
+            }
+    return n;
+}

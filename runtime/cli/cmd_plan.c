@@ -1,0 +1,435 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `loki plan` prints the plan a policy makes for a demand (a table for
+ * people, JSON for tools); `loki capacity` bisects over root demand for the
+ * largest demand each policy carries (served in full, passing the
+ * independent plan check, at or above an accuracy floor) and reports its
+ * ratio to hardware-only scaling (inferline). Exit 0 ok, 1 failure, 2 usage.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "loki/error.h"
+#include "loki/planner.h"
+#include "loki/topology.h"
+
+struct opts {
+    const char *topology;
+    const char *demand;
+    const char *policy;
+    double floor;
+    bool json;
+};
+
+static int parse(int argc, char **argv, struct opts *o, bool want_demand, bool want_floor)
+{
+    memset(o, 0, sizeof(*o));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) {
+            o->json = true;
+        } else if (!strcmp(a, "--topology") && val) {
+            o->topology = val;
+            i++;
+        } else if (!strcmp(a, "--demand") && val && want_demand) {
+            o->demand = val;
+            i++;
+        } else if (!strcmp(a, "--policy") && val) {
+            o->policy = val;
+            i++;
+        } else if (!strcmp(a, "--accuracy-floor") && val && want_floor) {
+            char *end;
+            o->floor = strtod(val, &end);
+            if (*end || o->floor < 0 || o->floor > 100) {
+                fprintf(stderr, "loki %s: bad --accuracy-floor '%s' (0..1 or 0..100)\n", argv[0],
+                        val);
+                return 2;
+            }
+            if (o->floor > 1)
+                o->floor /= 100;
+            i++;
+        } else {
+            fprintf(stderr, "loki %s: unexpected argument '%s'\n", argv[0], a);
+            return 2;
+        }
+    }
+    if (!o->topology || (want_demand && !o->demand)) {
+        fprintf(stderr,
+                "usage: loki plan --topology F --demand QPS[,QPS...] [--policy P] [--json]\n"
+                "       loki capacity --topology F [--policy P] [--accuracy-floor A] "
+                "[--json]\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int load(const char *path, struct loki_topology **t)
+{
+    char err[4096] = "";
+    int rc = loki_topology_load(path, t, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "loki: cannot load topology %s: %s\n%s%s", path, loki_strerror(rc), err,
+                err[0] && err[strlen(err) - 1] != '\n' ? "\n" : "");
+        return 1;
+    }
+    return 0;
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
+static void print_table(const struct loki_topology *t, const struct loki_plan *pl, int check_rc,
+                        const char *why)
+{
+    printf("policy %s, mode %s, solved in %.1f ms (gap %.4f)%s\n", loki_policy_name(pl->policy),
+           loki_plan_mode_name(pl->mode), pl->solve_ms, pl->gap, pl->kept ? ", kept" : "");
+    printf("GPUs used %.2f of %d, active %d; %d instances; check: %s%s\n", pl->gpus_used,
+           t->gpus.count, pl->gpus_active, pl->n_instances, check_rc == 0 ? "ok" : "FAILED ",
+           check_rc == 0 ? "" : why);
+    for (int p = 0; p < t->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &t->pipelines[p];
+        printf("\npipeline %s: demand %.1f qps, served %.1f%%, accuracy %.2f%% per query, "
+               "%.2f%% per sub-query\n",
+               pp->name, pl->demand_qps[p], 100 * pl->served_fraction[p], 100 * pl->accuracy[p],
+               100 * pl->accuracy_subquery[p]);
+        printf("  %-22s %-18s %5s %5s %5s %10s %10s %6s\n", "task", "variant", "inst", "batch",
+               "share", "cap qps", "load qps", "util");
+        for (int k = 0; k < pp->n_tasks; k++)
+            for (int v = 0; v < pp->tasks[k].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl->var[p][k][v];
+                if (pv->instances <= 0)
+                    continue;
+                printf("  %-22s %-18s %5d %5d %5.2f %10.1f %10.1f %5.0f%%\n", pp->tasks[k].name,
+                       pp->tasks[k].variants[v].name, pv->instances, pv->batch, pv->share,
+                       pv->capacity_qps, pv->load_qps,
+                       pv->capacity_qps > 0 ? 100 * pv->load_qps / pv->capacity_qps : 0);
+            }
+        printf("  routing split (task <- parent variant: fractions)\n");
+        for (int k = 0; k < pp->n_tasks; k++) {
+            int par = -1;
+            for (int q = 0; q < pp->n_tasks; q++)
+                if (loki_task_child_slot(&pp->tasks[q], k) >= 0)
+                    par = q;
+            int nu = par >= 0 ? pp->tasks[par].n_variants : 1;
+            for (int u = 0; u < nu; u++) {
+                if (par >= 0 && pl->var[p][par][u].instances <= 0)
+                    continue;
+                printf("    %s <- %s:", pp->tasks[k].name,
+                       par >= 0 ? pp->tasks[par].variants[u].name : "(root)");
+                for (int v = 0; v < pp->tasks[k].n_variants; v++)
+                    if (pl->split[p][k][u][v] > 1e-4)
+                        printf(" %s %.3f", pp->tasks[k].variants[v].name, pl->split[p][k][u][v]);
+                printf("\n");
+            }
+        }
+        for (int c = 0; c < pl->n_chains[p] && c < LOKI_MAX_TASKS; c++)
+            printf("  chain %d: worst planned latency %.1f ms of %.1f ms budget\n", c,
+                   pl->chain_latency_ms[p][c], t->planner.headroom * pp->slo_ms);
+    }
+    printf("\ninstances (gpu: task/variant share batch)\n");
+    for (int g = 0; g < t->gpus.count; g++) {
+        bool any = false;
+        for (int i = 0; i < pl->n_instances; i++) {
+            const struct loki_plan_instance *x = &pl->inst[i];
+            if (x->gpu != g)
+                continue;
+            if (!any)
+                printf("  gpu %d:", g);
+            any = true;
+            printf(" %s/%s(%.2f,b%d)", t->pipelines[x->pipeline].tasks[x->task].name,
+                   t->pipelines[x->pipeline].tasks[x->task].variants[x->variant].name, x->share,
+                   x->batch);
+        }
+        if (any)
+            printf("\n");
+    }
+}
+
+static void print_json(const struct loki_topology *t, const struct loki_plan *pl, int check_rc,
+                       const char *why)
+{
+    printf("{\"policy\":\"%s\",\"mode\":\"%s\",\"solve_ms\":%.3f,\"gap\":%.6f,\"kept\":%s,"
+           "\"gpus_used\":%.4f,\"gpus_active\":%d,\"check\":",
+           loki_policy_name(pl->policy), loki_plan_mode_name(pl->mode), pl->solve_ms, pl->gap,
+           pl->kept ? "true" : "false", pl->gpus_used, pl->gpus_active);
+    json_str(check_rc == 0 ? "ok" : why);
+    printf(",\"pipelines\":[");
+    for (int p = 0; p < t->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &t->pipelines[p];
+        printf("%s{\"name\":", p ? "," : "");
+        json_str(pp->name);
+        printf(",\"demand_qps\":%.4f,\"served_fraction\":%.6f,\"accuracy\":%.6f,"
+               "\"accuracy_subquery\":%.6f,\"chain_latency_ms\":[",
+               pl->demand_qps[p], pl->served_fraction[p], pl->accuracy[p],
+               pl->accuracy_subquery[p]);
+        for (int c = 0; c < pl->n_chains[p] && c < LOKI_MAX_TASKS; c++)
+            printf("%s%.3f", c ? "," : "", pl->chain_latency_ms[p][c]);
+        printf("],\"variants\":[");
+        bool first = true;
+        for (int k = 0; k < pp->n_tasks; k++)
+            for (int v = 0; v < pp->tasks[k].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl->var[p][k][v];
+                if (pv->instances <= 0)
+                    continue;
+                printf("%s{\"task\":", first ? "" : ",");
+                first = false;
+                json_str(pp->tasks[k].name);
+                printf(",\"variant\":");
+                json_str(pp->tasks[k].variants[v].name);
+                printf(",\"instances\":%d,\"batch\":%d,\"share\":%.4f,\"capacity_qps\":%.3f,"
+                       "\"load_qps\":%.3f}",
+                       pv->instances, pv->batch, pv->share, pv->capacity_qps, pv->load_qps);
+            }
+        printf("],\"split\":[");
+        first = true;
+        for (int k = 0; k < pp->n_tasks; k++)
+            for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
+                for (int v = 0; v < pp->tasks[k].n_variants; v++) {
+                    if (pl->split[p][k][u][v] <= 1e-6)
+                        continue;
+                    printf("%s{\"task\":", first ? "" : ",");
+                    first = false;
+                    json_str(pp->tasks[k].name);
+                    printf(",\"parent_variant\":%d,\"variant\":", u);
+                    json_str(pp->tasks[k].variants[v].name);
+                    printf(",\"fraction\":%.6f}", pl->split[p][k][u][v]);
+                }
+        printf("]}");
+    }
+    printf("],\"instances\":[");
+    for (int i = 0; i < pl->n_instances; i++) {
+        const struct loki_plan_instance *x = &pl->inst[i];
+        printf("%s{\"pipeline\":%d,\"task\":", i ? "," : "", x->pipeline);
+        json_str(t->pipelines[x->pipeline].tasks[x->task].name);
+        printf(",\"variant\":");
+        json_str(t->pipelines[x->pipeline].tasks[x->task].variants[x->variant].name);
+        printf(",\"batch\":%d,\"share\":%.4f,\"gpu\":%d}", x->batch, x->share, x->gpu);
+    }
+    printf("]}\n");
+}
+
+/* Parse "QPS" (every pipeline) or "Q1,Q2,..." (one per pipeline). */
+static int parse_demand(const char *s, const struct loki_topology *t, double *d)
+{
+    int n = 0;
+    const char *p = s;
+    while (*p && n < LOKI_MAX_PIPELINES) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno || !(v >= 0) || !isfinite(v))
+            return -EINVAL;
+        d[n++] = v;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -EINVAL;
+        p = end;
+    }
+    if (n == 1)
+        for (int i = 1; i < t->n_pipelines; i++)
+            d[i] = d[0];
+    else if (n != t->n_pipelines)
+        return -EINVAL;
+    return 0;
+}
+
+int loki_cli_plan(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse(argc, argv, &o, true, false);
+    if (rc)
+        return rc;
+    struct loki_topology *t = NULL;
+    if (load(o.topology, &t))
+        return 1;
+    enum loki_policy pol = t->planner.policy;
+    double demand[LOKI_MAX_PIPELINES] = {0};
+    int ret = 1;
+    struct loki_planner *pl = NULL;
+    struct loki_plan *plan = malloc(sizeof(*plan));
+    if (o.policy && loki_policy_parse(o.policy, &pol) < 0) {
+        fprintf(stderr, "loki plan: unknown policy '%s' (loki, inferline, proteus, static)\n",
+                o.policy);
+        ret = 2;
+        goto out;
+    }
+    if (parse_demand(o.demand, t, demand) < 0) {
+        fprintf(stderr, "loki plan: bad --demand '%s': one QPS >= 0, or one per pipeline (%d)\n",
+                o.demand, t->n_pipelines);
+        ret = 2;
+        goto out;
+    }
+    if (!plan || (rc = loki_planner_create(t, &pl)) < 0) {
+        fprintf(stderr, "loki plan: %s\n", loki_strerror(plan ? rc : -ENOMEM));
+        goto out;
+    }
+    rc = loki_planner_solve_policy(pl, pol, demand, NULL, 0, plan);
+    if (rc < 0) {
+        fprintf(stderr, "loki plan: policy %s: %s\n", loki_policy_name(pol), loki_strerror(rc));
+        goto out;
+    }
+    char why[512] = "";
+    int crc = loki_plan_check(t, plan, demand, why, sizeof(why));
+    if (o.json)
+        print_json(t, plan, crc, why);
+    else
+        print_table(t, plan, crc, why);
+    ret = 0;
+out:
+    loki_planner_destroy(pl);
+    free(plan);
+    free(t);
+    return ret;
+}
+
+/* Whether @pol carries root demand @d on every pipeline at or above @floor. */
+static int carried(struct loki_planner *pl, const struct loki_topology *t, enum loki_policy pol,
+                   double d, double floor, struct loki_plan *a, struct loki_plan *b, bool *ok)
+{
+    double demand[LOKI_MAX_PIPELINES];
+    for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
+        demand[p] = d;
+    int rc = loki_planner_solve_policy(pl, pol, demand, NULL, 0, a);
+    /* Proteus plans from the traffic it observes: iterate to its steady state. */
+    for (int i = 0; rc == 0 && pol == LOKI_POLICY_PROTEUS && i < 3; i++) {
+        a->created_s = -1e9; /* no hysteresis or dwell in a steady-state search */
+        for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
+            for (int k = 0; k < LOKI_MAX_TASKS; k++)
+                for (int v = 0; v < LOKI_MAX_VARIANTS; v++)
+                    a->var[p][k][v].since_s = -1e9;
+        a->served_fraction[0] = a->served_fraction[0]; /* keep */
+        rc = loki_planner_solve_policy(pl, pol, demand, a, 1e9, b);
+        if (rc == 0)
+            memcpy(a, b, sizeof(*a));
+    }
+    if (rc < 0)
+        return rc;
+    *ok = loki_plan_check(t, a, demand, NULL, 0) == 0;
+    for (int p = 0; p < t->n_pipelines && *ok; p++)
+        *ok = a->served_fraction[p] >= 1 - 1e-9 && a->accuracy[p] >= floor - 1e-9;
+    return 0;
+}
+
+static int capacity_of(struct loki_planner *pl, const struct loki_topology *t, enum loki_policy pol,
+                       double floor, struct loki_plan *a, struct loki_plan *b, double *out)
+{
+    bool ok = false;
+    double lo = 0, hi = 1;
+    int rc;
+    for (;;) {
+        if ((rc = carried(pl, t, pol, hi, floor, a, b, &ok)) < 0)
+            return rc;
+        if (!ok || hi > 1e7)
+            break;
+        lo = hi;
+        hi *= 2;
+    }
+    if (ok) {
+        *out = hi;
+        return 0;
+    }
+    while (hi - lo > fmax(0.05, 1e-3 * lo)) {
+        double mid = (lo + hi) / 2;
+        if ((rc = carried(pl, t, pol, mid, floor, a, b, &ok)) < 0)
+            return rc;
+        if (ok)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *out = lo;
+    return 0;
+}
+
+int loki_cli_capacity(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse(argc, argv, &o, false, true);
+    if (rc)
+        return rc;
+    struct loki_topology *t = NULL;
+    if (load(o.topology, &t))
+        return 1;
+    int ret = 1;
+    struct loki_planner *pl = NULL;
+    struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    enum loki_policy pols[4] = {LOKI_POLICY_INFERLINE, LOKI_POLICY_LOKI, LOKI_POLICY_PROTEUS,
+                                LOKI_POLICY_STATIC};
+    int np = 4;
+    if (o.policy) {
+        enum loki_policy p;
+        if (loki_policy_parse(o.policy, &p) < 0) {
+            fprintf(stderr, "loki capacity: unknown policy '%s'\n", o.policy);
+            ret = 2;
+            goto out;
+        }
+        pols[1] = p;
+        np = p == LOKI_POLICY_INFERLINE ? 1 : 2;
+    }
+    if (!a || !b || (rc = loki_planner_create(t, &pl)) < 0) {
+        fprintf(stderr, "loki capacity: %s\n", loki_strerror(a && b ? rc : -ENOMEM));
+        goto out;
+    }
+    double cap[4] = {0};
+    bool have[4] = {false};
+    for (int i = 0; i < np; i++) {
+        if (pols[i] == LOKI_POLICY_STATIC && t->planner.n_static == 0)
+            continue;
+        rc = capacity_of(pl, t, pols[i], o.floor, a, b, &cap[i]);
+        if (rc < 0) {
+            fprintf(stderr, "loki capacity: policy %s: %s\n", loki_policy_name(pols[i]),
+                    loki_strerror(rc));
+            goto out;
+        }
+        have[i] = true;
+    }
+    if (o.json) {
+        printf("{\"topology\":");
+        json_str(o.topology);
+        printf(",\"gpus\":%d,\"accuracy_floor\":%.4f,\"policies\":[", t->gpus.count, o.floor);
+        bool first = true;
+        for (int i = 0; i < np; i++) {
+            if (!have[i])
+                continue;
+            printf("%s{\"policy\":\"%s\",\"capacity_qps\":%.3f,\"ratio_to_inferline\":%.4f}",
+                   first ? "" : ",", loki_policy_name(pols[i]), cap[i],
+                   cap[0] > 0 ? cap[i] / cap[0] : 0);
+            first = false;
+        }
+        printf("]}\n");
+    } else {
+        printf("capacity of %s on %d GPUs, accuracy floor %.1f%% (root qps per pipeline)\n",
+               o.topology, t->gpus.count, 100 * o.floor);
+        printf("  %-10s %12s %10s\n", "policy", "qps", "ratio");
+        for (int i = 0; i < np; i++)
+            if (have[i])
+                printf("  %-10s %12.1f %9.2fx\n", loki_policy_name(pols[i]), cap[i],
+                       cap[0] > 0 ? cap[i] / cap[0] : 0);
+        if (t->planner.n_static == 0 && !o.policy)
+            printf("  (static: the topology has no planner.static_plan)\n");
+    }
+    ret = 0;
+out:
+    loki_planner_destroy(pl);
+    free(a);
+    free(b);
+    free(t);
+    return ret;
+}

@@ -1,0 +1,701 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The replay harness: Loki's router and planner on a virtual clock.
+ *
+ * Design. One binary heap of timed events (ordered by time, then by a
+ * sequence number so equal times stay FIFO and runs are deterministic)
+ * drives everything:
+ *
+ *   ARRIVAL(p)   next Poisson arrival of pipeline p at the trace's rate for
+ *                the current step (memoryless, so a step boundary simply
+ *                re-draws); submits a root query to the router.
+ *   DONE(i, b)   batch b of sim instance i finished after its profiled
+ *                latency (loki_variant_latency at the instance's share and
+ *                batch size); fan-out counts are drawn per query from the
+ *                variant's distribution and reported to the router; the
+ *                staged batch, if any, starts at once.
+ *   READY(i, g)  instance i finished its start-up (startup_ms).
+ *   REPLAN       every planner.interval_ms: the EWMA demand estimate and
+ *                the observed fan-outs go to loki_planner_solve(); a plan
+ *                that is not "kept" is applied with loki_router_set_plan()
+ *                (make-before-break happens inside the router).
+ *   TICK         every replay second: one CSV row.
+ *
+ * The router sees only the virtual clock and instance ids, the same
+ * interface lokid gives it, so the policy code is exactly the live one.
+ * A sim worker holds one executing and one staged batch, like a real one.
+ * Randomness (arrivals, fan-outs) comes from one seeded xoshiro256** stream.
+ */
+#include "loki/replay.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "loki/demand.h"
+#include "loki/error.h"
+#include "loki/planner.h"
+#include "loki/router.h"
+
+/* ---- PRNG ----------------------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void loki_rng_seed(struct loki_rng *g, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        g->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t loki_rng_next(struct loki_rng *g)
+{
+    uint64_t *s = g->s;
+    uint64_t res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return res;
+}
+
+double loki_rng_uniform(struct loki_rng *g)
+{
+    return ((double)(loki_rng_next(g) >> 11) + 0.5) * 0x1.0p-53;
+}
+
+double loki_rng_exp(struct loki_rng *g, double rate)
+{
+    return -log(loki_rng_uniform(g)) / rate;
+}
+
+static unsigned poisson(struct loki_rng *g, double mean)
+{
+    unsigned k = 0;
+    while (mean > 30) { /* split large means: a sum of Poissons is Poisson */
+        k += poisson(g, 30);
+        mean -= 30;
+    }
+    double l = exp(-mean), p = 1;
+    for (;;) {
+        p *= loki_rng_uniform(g);
+        if (p <= l)
+            return k;
+        k++;
+    }
+}
+
+unsigned loki_rng_fanout(struct loki_rng *g, const struct loki_fanout *f)
+{
+    if (f->mean <= 0)
+        return 0;
+    switch (f->dist) {
+    case LOKI_FANOUT_CONSTANT: {
+        double fl = floor(f->mean);
+        return (unsigned)fl + (loki_rng_uniform(g) < f->mean - fl ? 1 : 0);
+    }
+    case LOKI_FANOUT_GEOMETRIC: {
+        double p = 1.0 / (1.0 + f->mean);
+        return (unsigned)floor(log(loki_rng_uniform(g)) / log(1 - p));
+    }
+    case LOKI_FANOUT_POISSON:
+    default:
+        return poisson(g, f->mean);
+    }
+}
+
+/* ---- event heap ----------------------------------------------------------------------------- */
+
+enum ev_type { EV_ARRIVAL, EV_DONE, EV_READY, EV_REPLAN, EV_TICK };
+
+struct ev {
+    uint64_t t, seq;
+    uint64_t b;
+    int32_t a;
+    uint8_t type;
+};
+
+struct heap {
+    struct ev *e;
+    size_t n, cap;
+    uint64_t seq;
+};
+
+static inline bool ev_less(const struct ev *x, const struct ev *y)
+{
+    return x->t < y->t || (x->t == y->t && x->seq < y->seq);
+}
+
+static int heap_push(struct heap *h, uint64_t t, uint8_t type, int32_t a, uint64_t b)
+{
+    if (h->n == h->cap) {
+        size_t nc = h->cap ? h->cap * 2 : 4096;
+        struct ev *ne = realloc(h->e, nc * sizeof(*ne));
+        if (!ne)
+            return -ENOMEM;
+        h->e = ne;
+        h->cap = nc;
+    }
+    struct ev x = {.t = t, .seq = ++h->seq, .b = b, .a = a, .type = type};
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!ev_less(&x, &h->e[p]))
+            break;
+        h->e[i] = h->e[p];
+        i = p;
+    }
+    h->e[i] = x;
+    return 0;
+}
+
+static struct ev heap_pop(struct heap *h)
+{
+    struct ev top = h->e[0], x = h->e[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l >= h->n)
+            break;
+        m = l;
+        if (l + 1 < h->n && ev_less(&h->e[l + 1], &h->e[l]))
+            m = l + 1;
+        if (!ev_less(&h->e[m], &x))
+            break;
+        h->e[i] = h->e[m];
+        i = m;
+    }
+    if (h->n)
+        h->e[i] = x;
+    return top;
+}
+
+/* ---- simulation state ----------------------------------------------------------------------- */
+
+struct sim_batch {
+    uint64_t id;
+    int n;
+    double ms;
+};
+
+struct sim_inst {
+    uint32_t gen;
+    bool live;
+    int p, t, v;
+    struct sim_batch exec, staged;
+};
+
+struct sim {
+    struct loki_topology *topo;
+    const struct loki_trace *trace;
+    struct loki_replay_config cfg;
+    struct loki_router *router;
+    struct loki_planner *planner;
+    struct loki_demand demand[LOKI_MAX_PIPELINES];
+    struct loki_rng rng;
+    struct heap heap;
+    uint64_t now;
+    uint64_t step_ns, end_ns;
+    uint64_t next_id;
+    int err;
+    struct sim_inst inst[2 * LOKI_MAX_INSTANCES];
+    uint16_t *kids; /* scratch for fan-out counts */
+    size_t kids_cap;
+    struct loki_plan *plan, *next;
+    bool have_plan;
+    uint64_t prev_served[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    uint64_t prev_kids[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_CHILDREN];
+    /* current second */
+    struct loki_replay_second cur;
+    double cur_sub, cur_sub_viol, cur_estimate;
+    struct loki_replay_result *res;
+    int sec_cap;
+    double solve_sum;
+};
+
+static uint64_t sim_now(void *ctx)
+{
+    return ((struct sim *)ctx)->now;
+}
+
+static void start_batch(struct sim *s, int i, const struct sim_batch *b)
+{
+    s->inst[i].exec = *b;
+    int rc = heap_push(&s->heap, s->now + (uint64_t)(b->ms * 1e6), EV_DONE, i, b->id);
+    if (rc)
+        s->err = rc;
+}
+
+static int sim_dispatch(void *ctx, const struct loki_router_batch *b)
+{
+    struct sim *s = ctx;
+    struct sim_inst *in = &s->inst[b->instance];
+    struct sim_batch sb = {.id = b->batch_id, .n = b->n, .ms = b->expect_ms};
+    if (in->exec.id == 0)
+        start_batch(s, b->instance, &sb);
+    else if (in->staged.id == 0)
+        in->staged = sb;
+    else
+        return -EBUSY; /* the router never stages a second batch: a bug if reached */
+    return 0;
+}
+
+static void sim_complete(void *ctx, const struct loki_router_completion *c)
+{
+    struct sim *s = ctx;
+    struct loki_replay_second *r = &s->cur;
+    switch (c->status) {
+    case LOKI_QUERY_OK:
+        r->ok++;
+        r->accuracy += c->accuracy;
+        r->accuracy_sub += c->accuracy_sub;
+        break;
+    case LOKI_QUERY_DROPPED:
+        r->dropped++;
+        break;
+    case LOKI_QUERY_LATE:
+        r->late++;
+        break;
+    case LOKI_QUERY_ERROR:
+        r->error++;
+        break;
+    case LOKI_QUERY_OVERLOADED:
+        r->overloaded++;
+        break;
+    }
+    s->cur_sub += c->n_sub > 0 ? c->n_sub : 1;
+    s->cur_sub_viol +=
+        c->status == LOKI_QUERY_OVERLOADED && c->n_sub == 0 ? 1 : c->n_sub_violations;
+}
+
+static void sim_start(void *ctx, int i, const struct loki_plan_instance *pi)
+{
+    struct sim *s = ctx;
+    struct sim_inst *in = &s->inst[i];
+    in->gen++;
+    in->live = true;
+    in->p = pi->pipeline;
+    in->t = pi->task;
+    in->v = pi->variant;
+    memset(&in->exec, 0, sizeof(in->exec));
+    memset(&in->staged, 0, sizeof(in->staged));
+    double ms = s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant].startup_ms;
+    if (s->cfg.prewarm && !s->have_plan)
+        ms = 0;
+    int rc = heap_push(&s->heap, s->now + (uint64_t)(ms * 1e6), EV_READY, i, in->gen);
+    if (rc)
+        s->err = rc;
+}
+
+static void sim_stop(void *ctx, int i, uint64_t handle)
+{
+    struct sim *s = ctx;
+    s->inst[i].live = false;
+    s->inst[i].gen++;
+}
+
+static void on_done(struct sim *s, int i, uint64_t bid)
+{
+    struct sim_inst *in = &s->inst[i];
+    if (!in->live || in->exec.id != bid)
+        return; /* stale: the instance went away */
+    int n = in->exec.n;
+    const struct loki_task *tk = &s->topo->pipelines[in->p].tasks[in->t];
+    int nc = tk->n_children;
+    const struct loki_variant *va = &tk->variants[in->v];
+    size_t need = (size_t)n * (size_t)(nc ? nc : 1);
+    if (need > s->kids_cap) {
+        uint16_t *k = realloc(s->kids, need * sizeof(*k));
+        if (!k) {
+            s->err = -ENOMEM;
+            return;
+        }
+        s->kids = k;
+        s->kids_cap = need;
+    }
+    for (int q = 0; q < n; q++)
+        for (int c = 0; c < nc; c++) {
+            unsigned k = loki_rng_fanout(&s->rng, &va->fanout[c]);
+            s->kids[q * nc + c] = (uint16_t)(k > 65535 ? 65535 : k);
+        }
+    memset(&in->exec, 0, sizeof(in->exec));
+    if (in->staged.id) {
+        struct sim_batch st = in->staged;
+        memset(&in->staged, 0, sizeof(in->staged));
+        start_batch(s, i, &st);
+    }
+    loki_router_batch_done(s->router, i, bid, nc ? s->kids : NULL, NULL);
+}
+
+/* ---- planning ------------------------------------------------------------------------------- */
+
+static int replan(struct sim *s, bool first)
+{
+    double now_s = (double)s->now / 1e9;
+    double d[LOKI_MAX_PIPELINES] = {0};
+    const struct loki_router_stats *st = loki_router_stats(s->router);
+    struct loki_fanout_est *fe = loki_planner_fanout(s->planner);
+    for (int p = 0; p < s->topo->n_pipelines; p++) {
+        if (first) {
+            d[p] = s->trace->n ? s->trace->rate[0] : 0;
+        } else {
+            /*
+             * Plan for the EWMA plus two standard deviations of Poisson
+             * noise: at tens of qps a one-second dip otherwise shrinks
+             * the plan below the real rate (same input for every policy).
+             */
+            double e = loki_demand_estimate(&s->demand[p], now_s);
+            d[p] = e + 2 * sqrt(e);
+        }
+        const struct loki_pipeline *pl = &s->topo->pipelines[p];
+        for (int t = 0; t < pl->n_tasks && fe; t++)
+            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                const struct loki_router_variant_stats *vs = &st->var[p][t][v];
+                uint64_t dq = vs->served - s->prev_served[p][t][v];
+                if (dq == 0)
+                    continue;
+                for (int c = 0; c < pl->tasks[t].n_children; c++) {
+                    uint64_t dk = vs->children[c] - s->prev_kids[p][t][v][c];
+                    loki_fanout_est_observe(fe, p, t, v, c, (double)dq, (double)dk);
+                    s->prev_kids[p][t][v][c] = vs->children[c];
+                }
+                s->prev_served[p][t][v] = vs->served;
+            }
+    }
+    s->cur_estimate = d[0];
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = loki_planner_solve(s->planner, d, s->have_plan ? s->plan : NULL, now_s, s->next);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    s->cur.solve_ms += ms;
+    s->solve_sum += ms;
+    s->res->replans++;
+    if (ms > s->res->solve_ms_max)
+        s->res->solve_ms_max = ms;
+    if (rc < 0)
+        return rc;
+    if (s->have_plan && s->next->kept) {
+        /* Same instances and split: keep routing; admission follows the new estimate. */
+        return 0;
+    }
+    struct loki_plan *t = s->plan;
+    s->plan = s->next;
+    s->next = t;
+    rc = loki_router_set_plan(s->router, s->plan);
+    s->have_plan = true;
+    s->res->plan_changes++;
+    return rc;
+}
+
+/* ---- per-second rows ------------------------------------------------------------------------ */
+
+static int close_second(struct sim *s, double t0)
+{
+    struct loki_replay_result *res = s->res;
+    if (res->n_seconds == s->sec_cap) {
+        int nc = s->sec_cap ? s->sec_cap * 2 : 1024;
+        struct loki_replay_second *ns = realloc(res->sec, (size_t)nc * sizeof(*ns));
+        if (!ns)
+            return -ENOMEM;
+        res->sec = ns;
+        s->sec_cap = nc;
+    }
+    struct loki_replay_second r = s->cur;
+    r.t = t0;
+    double done = r.ok + r.dropped + r.late + r.overloaded + r.error;
+    r.viol_ratio = done > 0 ? (done - r.ok) / done : 0;
+    r.viol_ratio_sub = s->cur_sub > 0 ? s->cur_sub_viol / s->cur_sub : 0;
+    if (r.ok > 0) {
+        r.accuracy /= r.ok;
+        r.accuracy_sub /= r.ok;
+    }
+    loki_router_instances(s->router, &r.gpus);
+    r.estimate = s->cur_estimate;
+    const struct loki_plan *pl = loki_router_plan(s->router);
+    r.mode = pl ? (int)pl->mode : 0;
+    res->sec[res->n_seconds++] = r;
+    memset(&s->cur, 0, sizeof(s->cur));
+    s->cur_sub = s->cur_sub_viol = 0;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void summarise(struct sim *s)
+{
+    struct loki_replay_result *res = s->res;
+    const struct loki_router_stats *st = loki_router_stats(s->router);
+    double acc = 0, acc_sub = 0, lat = 0;
+    for (int p = 0; p < s->topo->n_pipelines; p++) {
+        const struct loki_router_pipeline_stats *ps = &st->pipe[p];
+        res->arrived += ps->arrived;
+        res->ok += ps->ok;
+        res->dropped += ps->dropped;
+        res->late += ps->late;
+        res->error += ps->error;
+        res->overloaded += ps->overloaded;
+        res->sub_created += ps->sub_created;
+        res->sub_violations += ps->sub_violations;
+        res->rerouted += ps->rerouted;
+        for (int t = 0; t < s->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < s->topo->pipelines[p].tasks[t].n_variants; v++) {
+                res->dropped_stage[t] += st->var[p][t][v].dropped;
+                res->batches += st->var[p][t][v].batches;
+                res->batched += st->var[p][t][v].served;
+            }
+        acc += ps->acc_sum;
+        acc_sub += ps->acc_sub_sum;
+        lat += ps->latency_ms_sum;
+    }
+    uint64_t bad = res->dropped + res->late + res->error + res->overloaded;
+    res->viol_ratio = res->arrived ? (double)bad / (double)res->arrived : 0;
+    res->viol_ratio_sub =
+        res->sub_created ? (double)res->sub_violations / (double)res->sub_created : 0;
+    res->accuracy = res->ok ? acc / (double)res->ok : 0;
+    res->accuracy_sub = res->ok ? acc_sub / (double)res->ok : 0;
+    res->latency_ms_mean = res->ok + res->late ? lat / (double)(res->ok + res->late) : 0;
+    res->solve_ms_mean = res->replans ? s->solve_sum / res->replans : 0;
+    int n = res->n_seconds;
+    double *dem = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        res->gpu_seconds += res->sec[i].gpus;
+        if (res->sec[i].gpus > res->gpus_max)
+            res->gpus_max = res->sec[i].gpus;
+        if (dem)
+            dem[i] = res->sec[i].demand;
+    }
+    res->gpus_mean = n ? res->gpu_seconds / n : 0;
+    if (dem && n) {
+        qsort(dem, (size_t)n, sizeof(double), cmp_double);
+        double q25 = dem[n / 4], q75 = dem[(3 * n) / 4];
+        double lo = 0, hi = 0;
+        int nl = 0, nh = 0;
+        for (int i = 0; i < n; i++) {
+            if (res->sec[i].demand <= q25) {
+                lo += res->sec[i].gpus;
+                nl++;
+            }
+            if (res->sec[i].demand >= q75) {
+                hi += res->sec[i].gpus;
+                nh++;
+            }
+        }
+        res->gpus_offpeak = nl ? lo / nl : 0;
+        res->gpus_peak = nh ? hi / nh : 0;
+    }
+    free(dem);
+}
+
+/* ---- the run -------------------------------------------------------------------------------- */
+
+static int schedule_arrival(struct sim *s, int p)
+{
+    double t = (double)s->now / 1e9;
+    double step = (double)s->step_ns / 1e9;
+    for (;;) {
+        long k = (long)floor(t / step + 1e-12);
+        if (k >= s->trace->n)
+            return 0;
+        double rate = s->trace->rate[k];
+        double end = (double)(k + 1) * step;
+        if (rate > 0) {
+            double nt = t + loki_rng_exp(&s->rng, rate);
+            if (nt < end) {
+                uint64_t ns = (uint64_t)(nt * 1e9);
+                if (ns >= s->end_ns)
+                    return 0;
+                return heap_push(&s->heap, ns, EV_ARRIVAL, p, 0);
+            }
+        }
+        t = end; /* memoryless: re-draw from the next step */
+    }
+}
+
+int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *trace,
+                    const struct loki_replay_config *cfg, struct loki_replay_result *out)
+{
+    if (!topo || !trace || !cfg || !out || trace->n < 1)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    struct sim *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    int rc = -ENOMEM;
+    s->topo = malloc(sizeof(*s->topo));
+    s->plan = malloc(sizeof(*s->plan));
+    s->next = malloc(sizeof(*s->next));
+    if (!s->topo || !s->plan || !s->next)
+        goto free_sim;
+    memcpy(s->topo, topo, sizeof(*topo));
+    s->topo->planner.policy = cfg->policy;
+    if (cfg->early_drop >= 0)
+        s->topo->planner.early_drop = cfg->early_drop;
+    if (cfg->reroute >= 0)
+        s->topo->planner.reroute = cfg->reroute;
+    s->cfg = *cfg;
+    s->trace = trace;
+    s->res = out;
+    snprintf(out->policy, sizeof(out->policy), "%s", loki_policy_name(cfg->policy));
+    out->seed = cfg->seed;
+    double step = cfg->step_replay_s > 0 ? cfg->step_replay_s : 1;
+    s->step_ns = (uint64_t)(step * 1e9);
+    double total = step * trace->n;
+    if (cfg->duration_s > 0 && cfg->duration_s < total)
+        total = cfg->duration_s;
+    s->end_ns = (uint64_t)(total * 1e9);
+    double interval = cfg->interval_ms > 0 ? cfg->interval_ms : s->topo->planner.interval_ms;
+    if (interval <= 0)
+        interval = 1000;
+    uint64_t interval_ns = (uint64_t)(interval * 1e6);
+    loki_rng_seed(&s->rng, cfg->seed);
+    for (int p = 0; p < s->topo->n_pipelines; p++)
+        loki_demand_init(&s->demand[p], s->topo->planner.ewma_alpha, s->topo->planner.ewma_windows);
+
+    struct loki_router_ops ops = {
+        .now_ns = sim_now,
+        .dispatch = sim_dispatch,
+        .complete = sim_complete,
+        .instance_start = sim_start,
+        .instance_stop = sim_stop,
+    };
+    rc = loki_planner_create(s->topo, &s->planner);
+    if (rc)
+        goto free_sim;
+    rc = loki_router_create(s->topo, NULL, &ops, s, &s->router);
+    if (rc)
+        goto free_planner;
+
+    struct timespec w0, w1;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
+    rc = replan(s, true);
+    for (int p = 0; p < s->topo->n_pipelines && !rc; p++)
+        rc = schedule_arrival(s, p);
+    if (!rc)
+        rc = heap_push(&s->heap, interval_ns, EV_REPLAN, 0, 0);
+    if (!rc)
+        rc = heap_push(&s->heap, 1000000000ull, EV_TICK, 0, 0);
+    uint64_t next_id = 0;
+    while (!rc && s->heap.n > 0 && !s->err) {
+        struct ev e = heap_pop(&s->heap);
+        /* Past the end only in-flight work runs on, so every query completes. */
+        if (e.t > s->end_ns && e.type != EV_DONE && e.type != EV_READY)
+            continue;
+        s->now = e.t;
+        out->events++;
+        switch (e.type) {
+        case EV_ARRIVAL:
+            s->cur.demand++;
+            loki_demand_observe(&s->demand[e.a], (double)s->now / 1e9, 1);
+            rc = loki_router_submit(s->router, e.a, ++next_id, 0, 0);
+            if (rc == LOKI_EOVERLOADED)
+                rc = 0;
+            if (!rc)
+                rc = schedule_arrival(s, e.a);
+            break;
+        case EV_DONE:
+            on_done(s, e.a, e.b);
+            break;
+        case EV_READY:
+            if (s->inst[e.a].live && s->inst[e.a].gen == (uint32_t)e.b)
+                loki_router_instance_ready(s->router, e.a);
+            break;
+        case EV_REPLAN:
+            rc = replan(s, false);
+            if (!rc)
+                rc = heap_push(&s->heap, s->now + interval_ns, EV_REPLAN, 0, 0);
+            break;
+        case EV_TICK:
+            rc = close_second(s, (double)s->now / 1e9 - 1);
+            if (!rc)
+                rc = heap_push(&s->heap, s->now + 1000000000ull, EV_TICK, 0, 0);
+            break;
+        }
+    }
+    if (!rc && s->err)
+        rc = s->err;
+    clock_gettime(CLOCK_MONOTONIC, &w1);
+    out->wall_s = (double)(w1.tv_sec - w0.tv_sec) + (double)(w1.tv_nsec - w0.tv_nsec) / 1e9;
+    out->replay_s = total;
+    summarise(s);
+    out->sim_qps = out->wall_s > 0 ? (double)out->arrived / out->wall_s : 0;
+    out->sim_subqps = out->wall_s > 0 ? (double)out->sub_created / out->wall_s : 0;
+
+    loki_router_destroy(s->router);
+free_planner:
+    loki_planner_destroy(s->planner);
+free_sim:
+    free(s->heap.e);
+    free(s->kids);
+    free(s->topo);
+    free(s->plan);
+    free(s->next);
+    free(s);
+    if (rc)
+        loki_replay_result_free(out);
+    return rc;
+}
+
+void loki_replay_result_free(struct loki_replay_result *res)
+{
+    if (!res)
+        return;
+    free(res->sec);
+    res->sec = NULL;
+    res->n_seconds = 0;
+}
+
+int loki_replay_write_csv(FILE *f, const struct loki_replay_result *res)
+{
+    fprintf(f, "second,demand,estimate,served,dropped,late,overloaded,error,viol_ratio,"
+               "viol_ratio_sub,accuracy,accuracy_sub,gpus,solve_ms,mode\n");
+    for (int i = 0; i < res->n_seconds; i++) {
+        const struct loki_replay_second *r = &res->sec[i];
+        fprintf(f, "%.0f,%.0f,%.1f,%.0f,%.0f,%.0f,%.0f,%.0f,%.5f,%.5f,%.3f,%.3f,%.2f,%.2f,%s\n",
+                r->t, r->demand, r->estimate, r->ok, r->dropped, r->late, r->overloaded, r->error,
+                r->viol_ratio, r->viol_ratio_sub, r->accuracy, r->accuracy_sub, r->gpus,
+                r->solve_ms, loki_plan_mode_name((enum loki_plan_mode)r->mode));
+    }
+    return ferror(f) ? -EIO : 0;
+}
+
+int loki_replay_write_json(FILE *f, const struct loki_replay_result *r)
+{
+    fprintf(f,
+            "{\"policy\":\"%s\",\"seed\":%llu,\"replay_s\":%.1f,\"wall_s\":%.3f,"
+            "\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,\"late\":%llu,\"error\":%llu,"
+            "\"overloaded\":%llu,\"sub_created\":%llu,\"sub_violations\":%llu,"
+            "\"rerouted\":%llu,\"events\":%llu,\"viol_ratio\":%.6f,\"viol_ratio_sub\":%.6f,"
+            "\"accuracy\":%.3f,\"accuracy_sub\":%.3f,\"gpu_seconds\":%.1f,\"gpus_mean\":%.3f,"
+            "\"gpus_max\":%.2f,\"gpus_offpeak\":%.3f,\"gpus_peak\":%.3f,"
+            "\"latency_ms_mean\":%.2f,\"replans\":%d,\"plan_changes\":%d,"
+            "\"solve_ms_mean\":%.3f,\"solve_ms_max\":%.3f,\"sim_qps\":%.0f,\"sim_subqps\":%.0f}",
+            r->policy, (unsigned long long)r->seed, r->replay_s, r->wall_s,
+            (unsigned long long)r->arrived, (unsigned long long)r->ok,
+            (unsigned long long)r->dropped, (unsigned long long)r->late,
+            (unsigned long long)r->error, (unsigned long long)r->overloaded,
+            (unsigned long long)r->sub_created, (unsigned long long)r->sub_violations,
+            (unsigned long long)r->rerouted, (unsigned long long)r->events, r->viol_ratio,
+            r->viol_ratio_sub, r->accuracy, r->accuracy_sub, r->gpu_seconds, r->gpus_mean,
+            r->gpus_max, r->gpus_offpeak, r->gpus_peak, r->latency_ms_mean, r->replans,
+            r->plan_changes, r->solve_ms_mean, r->solve_ms_max, r->sim_qps, r->sim_subqps);
+    return ferror(f) ? -EIO : 0;
+}

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The traffic-analysis example reproduces known points: hardware-only
+ * capacity of the car chain (object_detection -> car_classification) on 18
+ * whole GPUs, SLO 250 ms, headroom 1/2 is about 190 qps (the Loki paper's
+ * InferLine-like baseline); every Loki and InferLine plan over a range of
+ * demands passes the independent checker; Loki carries well over twice the
+ * hardware-only demand on the full pipeline.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "loki/planner.h"
+#include "loki/topology.h"
+
+static struct loki_topology *load(void)
+{
+    struct loki_topology *t = NULL;
+    char err[1024];
+    int rc =
+        loki_topology_load(loki_test_src("examples/traffic_analysis.yaml"), &t, err, sizeof(err));
+    if (rc < 0)
+        fail_msg("cannot load the example: %s", err);
+    return t;
+}
+
+static bool carried(struct loki_planner *pl, const struct loki_topology *t, enum loki_policy pol,
+                    double d, struct loki_plan *p)
+{
+    assert_int_equal(loki_planner_solve_policy(pl, pol, &d, NULL, 0, p), 0);
+    return p->served_fraction[0] >= 1 - 1e-9 && loki_plan_check(t, p, &d, NULL, 0) == 0;
+}
+
+static double capacity(struct loki_planner *pl, const struct loki_topology *t, enum loki_policy pol,
+                       struct loki_plan *p)
+{
+    double lo = 0, hi = 1;
+    while (carried(pl, t, pol, hi, p))
+        lo = hi, hi *= 2;
+    while (hi - lo > 0.05) {
+        double mid = (lo + hi) / 2;
+        if (carried(pl, t, pol, mid, p))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void test_car_chain_hardware_capacity(void **state)
+{
+    (void)state;
+    struct loki_topology *t = load();
+    struct loki_pipeline *pp = &t->pipelines[0];
+    int car = loki_pipeline_task_index(pp, "car_classification");
+    struct loki_task *root = &pp->tasks[pp->root];
+    int slot = loki_task_child_slot(root, car);
+    assert_true(car >= 0 && slot >= 0);
+    /* Keep only the car branch; fan-outs are indexed like children. */
+    for (int v = 0; v < root->n_variants; v++)
+        root->variants[v].fanout[0] = root->variants[v].fanout[slot];
+    root->children[0] = car;
+    root->n_children = 1;
+    t->gpus.count = 18;
+    pp->slo_ms = 250;
+    t->planner.headroom = 0.5;
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *p = malloc(sizeof(*p));
+    double cap = capacity(pl, t, LOKI_POLICY_INFERLINE, p);
+    print_message("car chain, 18 GPUs, hardware only: %.2f qps\n", cap);
+    assert_true(cap >= 150 && cap <= 230);
+    free(p);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+static void test_plans_check(void **state)
+{
+    (void)state;
+    struct loki_topology *t = load();
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *p = malloc(sizeof(*p)), *prev = malloc(sizeof(*prev));
+    bool have = false;
+    for (double d = 10; d <= 3000; d *= 1.6) {
+        enum loki_policy pols[2] = {LOKI_POLICY_LOKI, LOKI_POLICY_INFERLINE};
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(
+                loki_planner_solve_policy(pl, pols[i], &d, i == 0 && have ? prev : NULL, d, p), 0);
+            char why[512] = "";
+            if (loki_plan_check(t, p, &d, why, sizeof(why)) != 0)
+                fail_msg("%s at %.1f qps: %s", loki_policy_name(pols[i]), d, why);
+            if (i == 0) {
+                memcpy(prev, p, sizeof(*p));
+                have = true;
+            }
+        }
+    }
+    double hw = capacity(pl, t, LOKI_POLICY_INFERLINE, p);
+    double lk = capacity(pl, t, LOKI_POLICY_LOKI, p);
+    print_message("traffic pipeline, 20 GPUs: inferline %.1f qps, loki %.1f qps (%.2fx)\n", hw, lk,
+                  lk / hw);
+    assert_true(lk > 2 * hw);
+    free(p);
+    free(prev);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_car_chain_hardware_capacity),
+        cmocka_unit_test(test_plans_check),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

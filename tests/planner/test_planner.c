@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Planner behaviour a user would notice: demand and fan-out estimates,
+ * hysteresis and minimum dwell, plan diffs, the baselines (inferline,
+ * proteus, static), the checker rejecting broken plans, and never failing
+ * under overload.
+ */
+#include <math.h>
+
+#include "harness.h"
+#include "loki/error.h"
+#include "loki/planner.h"
+#include "ptest.h"
+#ifndef SLO_MUL
+#define SLO_MUL 2
+#endif
+
+static struct loki_topology *two_task(void)
+{
+    int nv[2] = {3, 3};
+    struct loki_topology *t = ptest_random(11, 2, nv, false, false, 6);
+    t->planner.mip_gap = 1e-6;
+    t->pipelines[0].slo_ms *= SLO_MUL; /* the best path fits at batch 1 */
+    return t;
+}
+
+static void test_demand_ewma(void **state)
+{
+    (void)state;
+    struct loki_demand d;
+    loki_demand_init(&d, 0, 0);
+    assert_true(fabs(d.alpha - 0.385) < 1e-12);
+    assert_int_equal(d.windows, 20);
+    for (int s = 0; s < 30; s++)
+        for (int i = 0; i < 10; i++)
+            loki_demand_observe(&d, s + i / 10.0, 1);
+    assert_true(fabs(loki_demand_estimate(&d, 30.0) - 10) < 1e-9);
+    /* One second at 50/s: adjusted EWMA over the last 20 windows. */
+    loki_demand_observe(&d, 30.5, 50);
+    double est = loki_demand_estimate(&d, 31.0);
+    double num = 50, den = 1, w = 1;
+    for (int i = 1; i < 20; i++) {
+        w *= 1 - 0.385;
+        num += 10 * w;
+        den += w;
+    }
+    assert_true(fabs(est - num / den) < 1e-9);
+    assert_true(est > 10 + 0.385 * 40 - 1); /* reacts within one window */
+    /* Silence decays towards zero, windows without arrivals count. */
+    double later = loki_demand_estimate(&d, 60.0);
+    assert_true(later < 0.01);
+}
+
+static void test_fanout_est(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    struct loki_fanout_est f;
+    loki_fanout_est_init(&f, 0.2, 10);
+    double model = t->pipelines[0].tasks[0].variants[1].fanout[0].mean;
+    assert_true(loki_fanout_est_get(&f, t, 0, 0, 1, 0) == model);
+    assert_int_equal(loki_fanout_est_observe(&f, 0, 0, 1, 0, 5, 50), 0);
+    assert_true(loki_fanout_est_get(&f, t, 0, 0, 1, 0) == model); /* too few yet */
+    for (int i = 0; i < 20; i++)
+        loki_fanout_est_observe(&f, 0, 0, 1, 0, 5, 50);
+    assert_true(fabs(loki_fanout_est_get(&f, t, 0, 0, 1, 0) - 10) < 1e-6);
+    for (int i = 0; i < 40; i++)
+        loki_fanout_est_observe(&f, 0, 0, 1, 0, 1, 2);
+    double e = loki_fanout_est_get(&f, t, 0, 0, 1, 0);
+    assert_true(e < 2.1 && e > 1.9);
+    assert_int_equal(loki_fanout_est_observe(&f, 9, 0, 0, 0, 1, 1), -22);
+    free(t);
+}
+
+static void test_never_fails(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *p = malloc(sizeof(*p));
+    double huge = 1e6, zero = 0;
+    assert_int_equal(loki_planner_solve(pl, &huge, NULL, 0, p), 0);
+    assert_int_equal(p->mode, LOKI_MODE_SERVED);
+    assert_true(p->served_fraction[0] > 0 && p->served_fraction[0] < 0.01);
+    assert_int_equal(loki_plan_check(t, p, &huge, NULL, 0), 0);
+    assert_int_equal(loki_planner_solve(pl, &zero, NULL, 0, p), 0);
+    assert_int_equal(p->mode, LOKI_MODE_HARDWARE);
+    assert_true(p->gpus_used <= 2 + 1e-9); /* one instance per task stays */
+    assert_int_equal(loki_plan_check(t, p, &zero, NULL, 0), 0);
+    free(p);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+/* Demand that hardware scaling alone cannot carry on all GPUs. */
+static double overload(struct loki_planner *pl, struct loki_plan *p)
+{
+    for (double d = 10;; d *= 1.25) {
+        assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, p), 0);
+        if (p->mode != LOKI_MODE_HARDWARE)
+            return d;
+        assert_true(d < 1e6);
+    }
+}
+
+static void test_hysteresis_and_dwell(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    t->planner.hysteresis = 0.02;
+    t->planner.min_dwell_s = 10;
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b)), *c = malloc(sizeof(*c));
+    double hi = overload(pl, a);
+    double d = hi;
+    assert_int_equal(loki_planner_solve(pl, &d, NULL, 100, a), 0);
+    assert_int_equal(a->mode, LOKI_MODE_ACCURACY);
+    /* Same demand again: nothing better by the margin, the current plan stays. */
+    assert_int_equal(loki_planner_solve(pl, &d, a, 101, b), 0);
+    assert_true(b->kept);
+    struct loki_plan_action acts[64];
+    assert_int_equal(loki_plan_diff(a, b, acts, 64), 0);
+    /* Demand collapses: the hardware plan would stop the cheap variants, but they
+     * started less than min_dwell_s ago and the current plan still carries. */
+    double lo = d * 0.05;
+    assert_int_equal(loki_planner_solve(pl, &lo, a, 105, b), 0);
+    assert_true(b->kept);
+    assert_int_equal(loki_plan_check(t, b, &lo, NULL, 0), 0);
+    /* After the dwell time the better (fewer GPUs) plan is applied. */
+    assert_int_equal(loki_planner_solve(pl, &lo, a, 111, c), 0);
+    assert_false(c->kept);
+    assert_true(c->gpus_used < a->gpus_used);
+    /* The current plan cannot carry a higher demand: replaced at once. */
+    double up = d * 1.5;
+    assert_int_equal(loki_planner_solve(pl, &up, c, 112, b), 0);
+    assert_false(b->kept);
+    assert_int_equal(loki_plan_check(t, b, &up, NULL, 0), 0);
+    /* A large margin keeps a carrying plan even when the new one saves GPUs. */
+    double mid = d * 0.3;
+    assert_int_equal(loki_planner_solve(pl, &mid, NULL, 200, a), 0);
+    double mid2 = mid * 0.8;
+    t->planner.hysteresis = 0.9;
+    assert_int_equal(loki_planner_solve(pl, &mid2, a, 300, b), 0);
+    assert_true(b->kept);
+    t->planner.hysteresis = 0;
+    assert_int_equal(loki_planner_solve(pl, &mid2, a, 300, b), 0);
+    assert_true(b->gpus_used <= a->gpus_used + 1e-9);
+    free(a);
+    free(b);
+    free(c);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+static void test_diff(void **state)
+{
+    (void)state;
+    struct loki_plan *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+    a->var[0][0][0] = (struct loki_plan_variant){.instances = 2, .batch = 4, .share = 1};
+    a->var[0][0][1] = (struct loki_plan_variant){.instances = 1, .batch = 2, .share = 1};
+    a->split[0][0][0][0] = 0.5f;
+    a->split[0][0][0][1] = 0.5f;
+    memcpy(b, a, sizeof(*a));
+    b->var[0][0][1].instances = 0; /* stop */
+    b->var[0][0][0].batch = 8;     /* resize */
+    b->var[0][1][2] =
+        (struct loki_plan_variant){.instances = 3, .batch = 1, .share = 0.5}; /* start */
+    b->split[0][0][0][0] = 1;
+    b->split[0][0][0][1] = 0;
+    b->split[0][1][0][2] = 1;
+    struct loki_plan_action acts[8];
+    int n = loki_plan_diff(a, b, acts, 8);
+    assert_int_equal(n, 5);
+    assert_int_equal(acts[0].kind, LOKI_ACTION_START);
+    assert_int_equal(acts[0].task, 1);
+    assert_int_equal(acts[0].variant, 2);
+    assert_int_equal(acts[0].to_instances, 3);
+    assert_int_equal(acts[1].kind, LOKI_ACTION_RESIZE);
+    assert_int_equal(acts[1].from_batch, 4);
+    assert_int_equal(acts[1].to_batch, 8);
+    assert_int_equal(acts[2].kind, LOKI_ACTION_RESPLIT);
+    assert_int_equal(acts[2].task, 0);
+    assert_int_equal(acts[3].kind, LOKI_ACTION_RESPLIT);
+    assert_int_equal(acts[3].task, 1);
+    assert_int_equal(acts[4].kind, LOKI_ACTION_STOP);
+    assert_int_equal(acts[4].variant, 1);
+    assert_int_equal(acts[4].from_instances, 1);
+    /* Too small an array: the total is still returned. */
+    assert_int_equal(loki_plan_diff(a, b, acts, 2), 5);
+    /* From nothing: only starts and splits. */
+    n = loki_plan_diff(NULL, b, acts, 8);
+    for (int i = 0; i < n; i++)
+        assert_true(acts[i].kind == LOKI_ACTION_START || acts[i].kind == LOKI_ACTION_RESPLIT);
+    assert_int_equal(loki_plan_diff(b, b, acts, 8), 0);
+    free(a);
+    free(b);
+}
+
+static void test_inferline(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    double hi = overload(pl, a);
+    double lo = hi * 0.3;
+    /* Off-peak: the same fewest-GPU plan as Loki's hardware mode. */
+    assert_int_equal(loki_planner_solve(pl, &lo, NULL, 0, a), 0);
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_INFERLINE, &lo, NULL, 0, b), 0);
+    assert_int_equal(b->mode, LOKI_MODE_HARDWARE);
+    assert_true(fabs(a->gpus_used - b->gpus_used) < 1e-9);
+    /* Peak: best variants only, all it can serve, the rest shed. */
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_INFERLINE, &hi, NULL, 0, b), 0);
+    assert_int_equal(b->mode, LOKI_MODE_SERVED);
+    assert_true(b->served_fraction[0] < 1 && b->served_fraction[0] > 0.3);
+    for (int k = 0; k < 2; k++)
+        for (int v = 0; v < 3; v++)
+            if (v != loki_task_best_variant(&t->pipelines[0].tasks[k]))
+                assert_int_equal(b->var[0][k][v].instances, 0);
+    assert_int_equal(loki_plan_check(t, b, &hi, NULL, 0), 0);
+    /* Loki carries it all by accuracy scaling. */
+    assert_int_equal(loki_planner_solve(pl, &hi, NULL, 0, a), 0);
+    assert_true(a->served_fraction[0] == 1);
+    free(a);
+    free(b);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+static void test_proteus(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    /* Cheap variants fan out much more: what Proteus is blind to. */
+    for (int v = 0; v < 3; v++)
+        t->pipelines[0].tasks[0].variants[v].fanout[0].mean = 4.0 - v * 1.5;
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    double d = 20;
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_PROTEUS, &d, NULL, 0, a), 0);
+    /* All GPUs always on. */
+    assert_true(fabs(a->gpus_used - t->gpus.count) < 1e-9);
+    assert_int_equal(a->gpus_active, t->gpus.count);
+    /* The child's split ignores the parent variant. */
+    for (int u = 1; u < 3; u++)
+        for (int v = 0; v < 3; v++)
+            assert_true(a->split[0][1][u][v] == a->split[0][1][0][v]);
+    /* Each task meets an equal slice of the latency budget on its own. */
+    double slice = t->planner.headroom * t->pipelines[0].slo_ms / 2;
+    for (int k = 0; k < 2; k++)
+        for (int v = 0; v < 3; v++) {
+            const struct loki_plan_variant *pv = &a->var[0][k][v];
+            if (pv->instances > 0)
+                assert_true(loki_variant_latency(&t->pipelines[0].tasks[k].variants[v], pv->batch,
+                                                 pv->share) <= slice + 1e-9);
+        }
+    /* The next solve plans the child for the demand the current routing produces. */
+    double load[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    loki_plan_loads(t, a, &d, NULL, load);
+    double child = 0;
+    for (int v = 0; v < 3; v++)
+        child += load[0][1][v];
+    a->var[0][0][0].since_s = -100;
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_PROTEUS, &d, a, 1000, b), 0);
+    double planned = 0;
+    for (int v = 0; v < 3; v++)
+        planned += b->var[0][1][v].capacity_qps;
+    assert_true(planned >= child * 0.999);
+    free(a);
+    free(b);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+static void test_static_and_checker(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    t->planner.policy = LOKI_POLICY_STATIC;
+    t->planner.n_static = 2;
+    t->planner.static_plan[0] = (struct loki_static_entry){
+        .pipeline = 0, .task = 0, .variant = 2, .instances = 2, .batch = 1, .share = 1};
+    t->planner.static_plan[1] = (struct loki_static_entry){
+        .pipeline = 0, .task = 1, .variant = 1, .instances = 1, .batch = 2, .share = 1};
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    double d = 1;
+    assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
+    assert_int_equal(a->mode, LOKI_MODE_STATIC);
+    assert_int_equal(a->var[0][0][2].instances, 2);
+    assert_int_equal(a->var[0][1][1].instances, 1);
+    assert_int_equal(a->n_instances, 3);
+    assert_true(a->split[0][1][2][1] == 1.0f);
+    /* Far too much demand: a fixed plan serves only a fraction. */
+    double big = 1e5;
+    assert_int_equal(loki_planner_solve(pl, &big, a, 1, b), 0);
+    assert_true(b->served_fraction[0] < 0.1);
+    assert_int_equal(loki_plan_check(t, b, &big, NULL, 0), 0);
+    /* The checker rejects broken plans. */
+    char why[512];
+    t->planner.policy = LOKI_POLICY_LOKI;
+    d = 30;
+    assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
+    if (loki_plan_check(t, a, &d, why, sizeof(why)) != 0)
+        fail_msg("loki plan fails the check: %s", why);
+    double more = d * 50;
+    assert_int_equal(loki_plan_check(t, a, &more, why, sizeof(why)), LOKI_EINFEASIBLE);
+    assert_non_null(strstr(why, "exceeds capacity"));
+    memcpy(b, a, sizeof(*a));
+    b->inst[0].gpu = t->gpus.count;
+    assert_int_equal(loki_plan_check(t, b, &d, why, sizeof(why)), LOKI_EINFEASIBLE);
+    memcpy(b, a, sizeof(*a));
+    for (int i = 0; i < b->n_instances; i++)
+        b->inst[i].gpu = 0;
+    if (b->n_instances > 1)
+        assert_int_equal(loki_plan_check(t, b, &d, why, sizeof(why)), LOKI_EINFEASIBLE);
+    memcpy(b, a, sizeof(*a));
+    t->pipelines[0].slo_ms = 1; /* nothing fits the latency budget any more */
+    assert_int_equal(loki_plan_check(t, b, &d, why, sizeof(why)), LOKI_EINFEASIBLE);
+    assert_non_null(strstr(why, "ms >"));
+    free(a);
+    free(b);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_demand_ewma), cmocka_unit_test(test_fanout_est),
+        cmocka_unit_test(test_never_fails), cmocka_unit_test(test_hysteresis_and_dwell),
+        cmocka_unit_test(test_diff),        cmocka_unit_test(test_inferline),
+        cmocka_unit_test(test_proteus),     cmocka_unit_test(test_static_and_checker),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
