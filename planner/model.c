@@ -19,7 +19,7 @@ void loki_topology_defaults(struct loki_topology *t)
     t->planner.policy = LOKI_POLICY_LOKI;
     t->planner.interval_ms = 1000;
     t->planner.headroom = 0.5;
-    t->planner.beta = 1.05;
+    t->planner.beta = 1.35; /* measured: 1.05 leaves 5.8 % violations at steady 100 qps */
     t->planner.ewma_alpha = 0.385;
     t->planner.ewma_windows = 20;
     t->planner.hysteresis = 0.02;

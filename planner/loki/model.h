@@ -108,7 +108,7 @@ struct loki_planner_cfg {
     enum loki_policy policy;
     double interval_ms;     /* re-plan period; default 1000 */
     double headroom;        /* h: path latency <= h * SLO; default 0.5 */
-    double beta;            /* over-provisioning factor on demand; default 1.05 */
+    double beta;            /* over-provisioning factor on demand; default 1.35 */
     double ewma_alpha;      /* default 0.385 (com = 1.6) */
     int ewma_windows;       /* default 20 */
     double hysteresis;      /* relative objective gain needed to switch; default 0.02 */

@@ -66,6 +66,7 @@ static void test_car_chain_hardware_capacity(void **state)
     t->gpus.count = 18;
     pp->slo_ms = 250;
     t->planner.headroom = 0.5;
+    t->planner.beta = 1.0; /* the paper's point plans capacity = demand */
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     struct loki_plan *p = malloc(sizeof(*p));
