@@ -26,6 +26,7 @@ void loki_topology_defaults(struct loki_topology *t)
     t->planner.min_dwell_s = 10;
     t->planner.time_limit_ms = 200;
     t->planner.mip_gap = 0.01;
+    t->planner.burst_spares = 1;
     t->planner.early_drop = true;
     t->planner.reroute = true;
     strcpy(t->frontend.socket_path, "/run/loki/loki.sock");
@@ -52,8 +53,8 @@ double loki_variant_latency(const struct loki_variant *v, int batch, double shar
         return lat[0];
     for (int i = 1; i < v->n_batches; i++) {
         if (batch <= v->batches[i]) {
-            double f = (double)(batch - v->batches[i - 1]) /
-                       (double)(v->batches[i] - v->batches[i - 1]);
+            double f =
+                (double)(batch - v->batches[i - 1]) / (double)(v->batches[i] - v->batches[i - 1]);
             return lat[i - 1] + f * (lat[i] - lat[i - 1]);
         }
     }

@@ -41,8 +41,8 @@ static int echo_infer(void *state, const struct loki_backend_query *q, int n,
         out[i].n_children = (uint32_t)e->n_children;
         for (int c = 0; c < e->n_children && c < LOKI_BACKEND_MAX_CHILDREN; c++)
             out[i].fanout[c] = q[i].payload_len / 100;
-        int len = snprintf((char *)out[i].output, sizeof(out[i].output), "%s sum=%u", e->variant,
-                           sum);
+        int len =
+            snprintf((char *)out[i].output, sizeof(out[i].output), "%s sum=%u", e->variant, sum);
         out[i].output_len = (uint32_t)len;
     }
     return 0;

@@ -35,4 +35,3 @@ uint32_t loki_fanout_draw(uint64_t *rng, double mean, int dist)
     }
     }
 }
-

@@ -26,10 +26,10 @@ struct node {
     enum ntype type;
     int line, col;
     bool quoted;
-    char *str;             /* scalar value */
-    int n;                 /* map: pairs; seq: items */
-    struct node **keys;    /* map keys (scalars) */
-    struct node **vals;    /* map values or seq items */
+    char *str;          /* scalar value */
+    int n;              /* map: pairs; seq: items */
+    struct node **keys; /* map keys (scalars) */
+    struct node **vals; /* map values or seq items */
     int cap;
 };
 
@@ -57,9 +57,9 @@ static void errorf(struct ctx *c, const struct node *at, const char *key, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    int n = snprintf(c->err + c->used, c->errlen - c->used, "%s%s:%d:%d: %s%s%s", c->used ? "\n" : "",
-                     c->file, at ? at->line : 0, at ? at->col : 0, key ? key : "", key ? ": " : "",
-                     msg);
+    int n = snprintf(c->err + c->used, c->errlen - c->used, "%s%s:%d:%d: %s%s%s",
+                     c->used ? "\n" : "", c->file, at ? at->line : 0, at ? at->col : 0,
+                     key ? key : "", key ? ": " : "", msg);
     if (n > 0)
         c->used += (size_t)n < c->errlen - c->used ? (size_t)n : c->errlen - c->used - 1;
 }
@@ -248,7 +248,10 @@ static bool want(struct ctx *c, const struct node *n, enum ntype type, const cha
     if (n->type == type)
         return true;
     errorf(c, n, key, "expected %s, got %s",
-           type == N_MAP ? "a mapping" : type == N_SEQ ? "a list" : "a scalar", type_name(n));
+           type == N_MAP   ? "a mapping"
+           : type == N_SEQ ? "a list"
+                           : "a scalar",
+           type_name(n));
     return false;
 }
 
@@ -286,11 +289,13 @@ static bool get_bool(struct ctx *c, const struct node *n, const char *key, bool 
 {
     if (!want(c, n, N_SCALAR, key))
         return false;
-    if (!n->quoted && (!strcmp(n->str, "true") || !strcmp(n->str, "yes") || !strcmp(n->str, "on"))) {
+    if (!n->quoted &&
+        (!strcmp(n->str, "true") || !strcmp(n->str, "yes") || !strcmp(n->str, "on"))) {
         *out = true;
         return true;
     }
-    if (!n->quoted && (!strcmp(n->str, "false") || !strcmp(n->str, "no") || !strcmp(n->str, "off"))) {
+    if (!n->quoted &&
+        (!strcmp(n->str, "false") || !strcmp(n->str, "no") || !strcmp(n->str, "off"))) {
         *out = false;
         return true;
     }
@@ -381,8 +386,8 @@ static const struct node *require(struct ctx *c, const struct node *m, const cha
 
 static void load_gpus(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"count", "memory_mb", "mps_max_clients",
-                                       "share_granularity", NULL};
+    static const char *const keys[] = {"count", "memory_mb", "mps_max_clients", "share_granularity",
+                                       NULL};
     struct loki_gpus *g = &c->t->gpus;
     const struct node *v;
     long long i;
@@ -412,9 +417,9 @@ static void load_gpus(struct ctx *c, const struct node *m)
 static void load_planner(struct ctx *c, const struct node *m)
 {
     static const char *const keys[] = {
-        "policy",      "interval_ms",   "headroom", "beta",       "ewma_alpha",
-        "ewma_windows", "hysteresis",   "min_dwell_s", "time_limit_ms", "mip_gap",
-        "early_drop",  "reroute",       "static_plan", NULL};
+        "policy",      "interval_ms", "headroom",      "beta",    "ewma_alpha", "ewma_windows",
+        "hysteresis",  "min_dwell_s", "time_limit_ms", "mip_gap", "early_drop", "reroute",
+        "static_plan", NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     const struct node *v;
     double d;
@@ -425,8 +430,9 @@ static void load_planner(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "policy")) && want(c, v, N_SCALAR, "policy") &&
         loki_policy_parse(v->str, &p->policy))
         errorf(c, v, "policy", "unknown policy '%s' (loki, inferline, proteus, static)", v->str);
-#define DBL(key, field, lo, hi, open)                                                            \
-    if ((v = map_get(m, key)) && get_double(c, v, key, &d) && in_range(c, v, key, d, lo, hi, open)) \
+#define DBL(key, field, lo, hi, open)                                                              \
+    if ((v = map_get(m, key)) && get_double(c, v, key, &d) &&                                      \
+        in_range(c, v, key, d, lo, hi, open))                                                      \
         p->field = d;
     DBL("interval_ms", interval_ms, 1, 3.6e6, false)
     DBL("headroom", headroom, 0, 1, true)
@@ -449,8 +455,8 @@ static void load_planner(struct ctx *c, const struct node *m)
 /* static_plan refers to pipelines by name: resolved after they are loaded. */
 static void load_static_plan(struct ctx *c, const struct node *seq)
 {
-    static const char *const keys[] = {"pipeline", "task",  "variant",
-                                       "instances", "batch", "share", NULL};
+    static const char *const keys[] = {"pipeline", "task",  "variant", "instances",
+                                       "batch",    "share", NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     if (!want(c, seq, N_SEQ, "static_plan"))
         return;
@@ -466,8 +472,8 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
             errorf(c, m, "static_plan", "more than %d entries", LOKI_MAX_STATIC);
             return;
         }
-        struct loki_static_entry e = {.pipeline = -1, .task = -1, .variant = -1,
-                                      .instances = 1, .batch = 1, .share = 1};
+        struct loki_static_entry e = {
+            .pipeline = -1, .task = -1, .variant = -1, .instances = 1, .batch = 1, .share = 1};
         const struct loki_pipeline *pl = NULL;
         const struct loki_task *tk = NULL;
         if ((v = require(c, m, "pipeline", "static_plan entry")) &&
@@ -478,7 +484,8 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
             else
                 pl = &c->t->pipelines[e.pipeline];
         }
-        if ((v = require(c, m, "task", "static_plan entry")) && get_name(c, v, "task", name) && pl) {
+        if ((v = require(c, m, "task", "static_plan entry")) && get_name(c, v, "task", name) &&
+            pl) {
             e.task = loki_pipeline_task_index(pl, name);
             if (e.task < 0)
                 errorf(c, v, "task", "unknown task '%s' in pipeline '%s'", name, pl->name);
@@ -512,7 +519,7 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
 
 static void load_frontend(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"socket", "mode", "allowed_uids", "max_payload_bytes",
+    static const char *const keys[] = {"socket",       "mode", "allowed_uids", "max_payload_bytes",
                                        "max_inflight", NULL};
     struct loki_frontend_cfg *f = &c->t->frontend;
     const struct node *v;
@@ -577,9 +584,9 @@ static bool load_lat_row(struct ctx *c, const struct node *seq, const char *key,
 static void load_variant(struct ctx *c, const struct node *m, struct loki_task *t,
                          struct loki_variant *var, const struct node **fanout_node)
 {
-    static const char *const keys[] = {"name",       "accuracy",   "memory_mb", "startup_ms",
+    static const char *const keys[] = {"name",        "accuracy",   "memory_mb",    "startup_ms",
                                        "batch_sizes", "latency_ms", "share_scaled", "fanout",
-                                       "backend",    NULL};
+                                       "backend",     NULL};
     const struct node *v;
     double d;
     long long i;
@@ -604,8 +611,7 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
     const struct node *lat = map_get(m, "latency_ms");
     if (!bs || !lat) {
         errorf(c, m, bs ? "latency_ms" : "batch_sizes",
-               "variant '%s' has no latency profile (needs batch_sizes and latency_ms)",
-               var->name);
+               "variant '%s' has no latency profile (needs batch_sizes and latency_ms)", var->name);
     } else if (want(c, bs, N_SEQ, "batch_sizes")) {
         if (bs->n == 0 || bs->n > LOKI_MAX_BATCHES)
             errorf(c, bs, "batch_sizes", "needs 1..%d entries, has %d", LOKI_MAX_BATCHES, bs->n);
@@ -703,8 +709,7 @@ static void load_fanout(struct ctx *c, const struct loki_pipeline *p, const stru
             int ti = loki_pipeline_task_index(p, child);
             int slot = ti < 0 ? -1 : loki_task_child_slot(t, ti);
             if (slot < 0) {
-                errorf(c, m->keys[k], "fanout", "'%s' is not a child task of '%s'", child,
-                       t->name);
+                errorf(c, m->keys[k], "fanout", "'%s' is not a child task of '%s'", child, t->name);
                 continue;
             }
             if (seen[slot]) {
@@ -738,8 +743,9 @@ static void load_fanout(struct ctx *c, const struct loki_pipeline *p, const stru
     }
     for (int s = 0; s < t->n_children; s++)
         if (!seen[s])
-            errorf(c, m ? m : at, "fanout", "variant '%s' of task '%s' gives no fan-out for child task '%s'",
-                   var->name, t->name, p->tasks[t->children[s]].name);
+            errorf(c, m ? m : at, "fanout",
+                   "variant '%s' of task '%s' gives no fan-out for child task '%s'", var->name,
+                   t->name, p->tasks[t->children[s]].name);
 }
 
 static void load_path_acc(struct ctx *c, struct loki_pipeline *p, const struct node *seq)
@@ -883,8 +889,7 @@ static void load_pipeline(struct ctx *c, const struct node *m, struct loki_pipel
                     errorf(c, v->vals[k], "children", "child task '%s' listed twice",
                            v->vals[k]->str);
                 } else if (t->n_children == LOKI_MAX_CHILDREN) {
-                    errorf(c, v->vals[k], "children", "more than %d children",
-                           LOKI_MAX_CHILDREN);
+                    errorf(c, v->vals[k], "children", "more than %d children", LOKI_MAX_CHILDREN);
                 } else {
                     t->children[t->n_children++] = ch;
                 }

@@ -61,8 +61,8 @@ static void expect_error(const char *from, const char *to, const char *want)
     struct loki_topology *t;
     int rc = parse(doc, &t);
     if (rc != LOKI_ETOPOLOGY || !strstr(err, want))
-        fprintf(stderr, "replacing '%s' by '%s': rc %d, got:\n%s\nwanted: %s\n", from, to, rc,
-                err, want);
+        fprintf(stderr, "replacing '%s' by '%s': rc %d, got:\n%s\nwanted: %s\n", from, to, rc, err,
+                want);
     assert_int_equal(rc, LOKI_ETOPOLOGY);
     assert_non_null(strstr(err, want));
     assert_null(t);
@@ -116,8 +116,7 @@ static void test_unknown_child(void **state)
 
 static void test_cycle(void **state)
 {
-    expect_error("      - name: b\n", "      - name: b\n        children: [a]\n",
-                 "closes a cycle");
+    expect_error("      - name: b\n", "      - name: b\n        children: [a]\n", "closes a cycle");
 }
 
 static void test_no_profile(void **state)
@@ -250,15 +249,24 @@ static void test_missing_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good),           cmocka_unit_test(test_json_accepted),
-        cmocka_unit_test(test_unknown_child),  cmocka_unit_test(test_cycle),
-        cmocka_unit_test(test_no_profile),     cmocka_unit_test(test_bad_latency),
-        cmocka_unit_test(test_batch_zero),     cmocka_unit_test(test_slo_too_short),
-        cmocka_unit_test(test_accuracy_range), cmocka_unit_test(test_duplicates),
-        cmocka_unit_test(test_unknown_key),    cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_fanout_errors),  cmocka_unit_test(test_syntax_error),
-        cmocka_unit_test(test_share_granularity), cmocka_unit_test(test_many_errors_reported),
-        cmocka_unit_test(test_examples_load),  cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_good),
+        cmocka_unit_test(test_json_accepted),
+        cmocka_unit_test(test_unknown_child),
+        cmocka_unit_test(test_cycle),
+        cmocka_unit_test(test_no_profile),
+        cmocka_unit_test(test_bad_latency),
+        cmocka_unit_test(test_batch_zero),
+        cmocka_unit_test(test_slo_too_short),
+        cmocka_unit_test(test_accuracy_range),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_fanout_errors),
+        cmocka_unit_test(test_syntax_error),
+        cmocka_unit_test(test_share_granularity),
+        cmocka_unit_test(test_many_errors_reported),
+        cmocka_unit_test(test_examples_load),
+        cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

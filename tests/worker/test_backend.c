@@ -20,10 +20,19 @@ static const int dists[] = {0, 1};
 
 static struct loki_backend_config cfg(uint64_t seed)
 {
-    struct loki_backend_config c = {
-        .pipeline = "p", .task = "t", .variant = "v", .max_batch = 4, .share = 1, .gpu = -1,
-        .n_batches = 2, .batches = batches, .latency_ms = lat, .n_children = 2,
-        .fanout_mean = means, .fanout_dist = dists, .seed = seed};
+    struct loki_backend_config c = {.pipeline = "p",
+                                    .task = "t",
+                                    .variant = "v",
+                                    .max_batch = 4,
+                                    .share = 1,
+                                    .gpu = -1,
+                                    .n_batches = 2,
+                                    .batches = batches,
+                                    .latency_ms = lat,
+                                    .n_children = 2,
+                                    .fanout_mean = means,
+                                    .fanout_dist = dists,
+                                    .seed = seed};
     return c;
 }
 
@@ -84,9 +93,9 @@ static void test_plugin(void **state)
 {
     const struct loki_backend_v1 *ops;
     char err[512];
-    assert_int_equal(loki_backend_load_plugin(loki_test_bin("lib/loki_echo_backend.so"), &ops, err,
-                                              sizeof(err)),
-                     0);
+    assert_int_equal(
+        loki_backend_load_plugin(loki_test_bin("lib/loki_echo_backend.so"), &ops, err, sizeof(err)),
+        0);
     assert_string_equal(ops->name, "echo");
     struct loki_backend_config c = cfg(1);
     void *s;

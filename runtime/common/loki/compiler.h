@@ -14,12 +14,12 @@
 #define LOKI_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define LOKI_CACHELINE 64
 
-#define LOKI_BUG_ON(cond)                                                              \
-    do {                                                                               \
-        if (LOKI_UNLIKELY(cond)) {                                                     \
-            fprintf(stderr, "loki BUG at %s:%d: %s\n", __FILE__, __LINE__, #cond);    \
-            abort();                                                                   \
-        }                                                                              \
+#define LOKI_BUG_ON(cond)                                                                          \
+    do {                                                                                           \
+        if (LOKI_UNLIKELY(cond)) {                                                                 \
+            fprintf(stderr, "loki BUG at %s:%d: %s\n", __FILE__, __LINE__, #cond);                 \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #ifdef NDEBUG

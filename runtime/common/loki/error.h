@@ -7,20 +7,20 @@
 #ifndef LOKI_ERROR_H
 #define LOKI_ERROR_H
 
-#define LOKI_ERRORS(X)                                                        \
-    X(EBADMAGIC, "shared-memory segment has a bad magic or version")         \
-    X(ELAYOUT, "shared-memory layout hash mismatch")                         \
-    X(EPEERDEAD, "peer process died")                                        \
-    X(ECORRUPT, "corrupted record or frame")                                 \
-    X(ETOOBIG, "payload or record exceeds the limit")                        \
-    X(EPARSE, "parse error")                                                 \
-    X(ETOPOLOGY, "invalid topology")                                         \
-    X(EINFEASIBLE, "no feasible plan")                                       \
-    X(ESOLVER, "solver failure")                                             \
-    X(EPROTO, "protocol error")                                              \
-    X(EUNKNOWN_PIPELINE, "unknown pipeline")                                 \
-    X(EOVERLOADED, "overloaded")                                             \
-    X(EDRAINING, "server is draining")                                       \
+#define LOKI_ERRORS(X)                                                                             \
+    X(EBADMAGIC, "shared-memory segment has a bad magic or version")                               \
+    X(ELAYOUT, "shared-memory layout hash mismatch")                                               \
+    X(EPEERDEAD, "peer process died")                                                              \
+    X(ECORRUPT, "corrupted record or frame")                                                       \
+    X(ETOOBIG, "payload or record exceeds the limit")                                              \
+    X(EPARSE, "parse error")                                                                       \
+    X(ETOPOLOGY, "invalid topology")                                                               \
+    X(EINFEASIBLE, "no feasible plan")                                                             \
+    X(ESOLVER, "solver failure")                                                                   \
+    X(EPROTO, "protocol error")                                                                    \
+    X(EUNKNOWN_PIPELINE, "unknown pipeline")                                                       \
+    X(EOVERLOADED, "overloaded")                                                                   \
+    X(EDRAINING, "server is draining")                                                             \
     X(EBACKEND, "backend failure")
 
 enum loki_error {

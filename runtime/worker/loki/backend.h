@@ -20,13 +20,13 @@
 /* What a backend is asked to run; valid from init() to fini(). */
 struct loki_backend_config {
     const char *pipeline, *task, *variant;
-    int max_batch;          /* the planned batch size: infer() never gets more */
-    double share;           /* GPU share (MPS active-thread fraction) */
-    int gpu;                /* GPU index, -1 without GPUs */
-    int n_batches;          /* the variant's latency profile at this share */
+    int max_batch; /* the planned batch size: infer() never gets more */
+    double share;  /* GPU share (MPS active-thread fraction) */
+    int gpu;       /* GPU index, -1 without GPUs */
+    int n_batches; /* the variant's latency profile at this share */
     const int *batches;
     const double *latency_ms;
-    int n_children;         /* child tasks; fan-out means and distributions: */
+    int n_children; /* child tasks; fan-out means and distributions: */
     const double *fanout_mean;
     const int *fanout_dist; /* enum loki_fanout_dist values */
     uint64_t seed;          /* for reproducible draws */
