@@ -493,6 +493,22 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
 }
 
+/* Fill r->report from the owner for a request naming a format; false: answered with an error. */
+static bool want_report(struct loki_frontend_conn *c, const struct loki_request *req,
+                        struct loki_reply *r)
+{
+    struct loki_frontend *fe = c->fe;
+    char err[LOKI_PROTO_ERR_MAX];
+    snprintf(err, sizeof(err), "field 'format': unknown report format '%.*s'", (int)req->format.len,
+             (const char *)req->format.ptr);
+    if (fe->o.on_report &&
+        fe->o.on_report(fe->o.ctx, req->type, req->format, &r->report, err, sizeof(err)) == 0)
+        return true;
+    STAT_ADD(fe, bad_requests, 1);
+    send_error(c, req->type, req->has_id, req->id, LOKI_STATUS_BAD_REQUEST, err, false);
+    return false;
+}
+
 static void reply_hello(struct loki_frontend_conn *c, const struct loki_request *req,
                         enum loki_msg_type type)
 {
@@ -516,6 +532,8 @@ static void reply_hello(struct loki_frontend_conn *c, const struct loki_request 
         r.ready = ready && !fe->draining;
         r.connections = __atomic_load_n(&fe->st.connections, __ATOMIC_RELAXED);
         r.inflight = __atomic_load_n(&fe->st.inflight, __ATOMIC_RELAXED);
+        if (req->format.len && !want_report(c, req, &r))
+            return;
     }
     send_local(c, &r);
 }
@@ -553,6 +571,8 @@ static void reply_metrics(struct loki_frontend_conn *c, const struct loki_reques
         if (k > 0 && k <= LOKI_PROTO_MAX_METRICS - (int)r.n_metrics)
             r.n_metrics += (uint32_t)k;
     }
+    if (req->format.len && !want_report(c, req, &r))
+        return;
     send_local(c, &r);
 }
 

@@ -12,6 +12,7 @@
 #define LOKI_FRONTEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -35,6 +36,14 @@ typedef bool (*loki_frontend_ready_cb)(void *ctx);
 /* Extra metrics for "metrics" requests (loop thread): fill up to @max entries of @out,
  * whose names must stay valid until the reply is encoded (static strings), return count. */
 typedef int (*loki_frontend_metrics_cb)(void *ctx, struct loki_metric *out, int max);
+/*
+ * A "status" or "metrics" request asked for a report in @format (loop thread): point
+ * @out at the rendered text, which must stay valid until the reply is encoded (the
+ * owner's buffer; the next call may reuse it). Return 0, or < 0 for a format the owner
+ * does not know (the client gets "bad_request" with @err, filled by the callback).
+ */
+typedef int (*loki_frontend_report_cb)(void *ctx, enum loki_msg_type type, struct loki_bytes format,
+                                       struct loki_bytes *out, char *err, size_t errlen);
 /* Drain finished: every delivered request was answered (loop thread). */
 typedef void (*loki_frontend_drained_cb)(void *ctx);
 
@@ -45,6 +54,7 @@ struct loki_frontend_opts {
     loki_frontend_request_cb on_request; /* required */
     loki_frontend_ready_cb is_ready;     /* optional */
     loki_frontend_metrics_cb on_metrics; /* optional */
+    loki_frontend_report_cb on_report;   /* optional: without it a "format" is refused */
     void *ctx;                           /* passed to the callbacks */
     uint32_t max_outstanding;            /* per connection; 0 -> 1024 */
     uint32_t max_conns;                  /* 0 -> 1024; further connections are refused */

@@ -20,7 +20,7 @@ struct metric {
     const char *unit;
     double median, p99;
     int n;
-    char note[96];
+    char note[192];
 };
 
 static struct metric metrics[64];
@@ -108,12 +108,19 @@ static void run(const char *name, struct loki_topology *t, const double *demand,
     struct loki_plan *cur = malloc(sizeof(*cur)), *next = malloc(sizeof(*next));
     double *cold = malloc(sizeof(double) * (size_t)n), *warm = malloc(sizeof(double) * (size_t)n);
     int missed_cold = 0, missed_warm = 0, bad = 0;
+    /* What was measured: plan modes, kept plans, path-cap truncation, time-limit hits. */
+    int mode_c[4] = {0}, mode_w[4] = {0}, kept = 0, trunc_c = 0, trunc_w = 0, tl_c = 0, tl_w = 0;
+    double served = 0; /* mean served fraction of the cold plans: 0 = the serve-nothing plan */
     for (int i = 0; i < n; i++) {
         double d = demand[i];
         if (loki_planner_solve(pl, &d, NULL, i, next) < 0)
             exit(1);
         cold[i] = next->solve_ms;
         missed_cold += next->gap > t->planner.mip_gap + 1e-9;
+        mode_c[next->mode & 3]++;
+        served += next->served_fraction[0] / n;
+        trunc_c += next->truncated;
+        tl_c += next->time_limited;
         bad += loki_plan_check(t, next, &d, NULL, 0) != 0;
         if (i == 0)
             memcpy(cur, next, sizeof(*cur));
@@ -121,16 +128,28 @@ static void run(const char *name, struct loki_topology *t, const double *demand,
             exit(1);
         warm[i] = next->solve_ms;
         missed_warm += next->gap > t->planner.mip_gap + 1e-9;
+        if (next->kept) {
+            kept++;
+        } else {
+            mode_w[next->mode & 3]++;
+            trunc_w += next->truncated;
+            tl_w += next->time_limited;
+        }
         bad += loki_plan_check(t, next, &d, NULL, 0) != 0;
         memcpy(cur, next, sizeof(*cur));
     }
-    char m[128], note[96];
+    char m[128], note[192];
     snprintf(m, sizeof(m), "%s_cold", name);
-    snprintf(note, sizeof(note), "gap above target in %d/%d, check failures %d", missed_cold, n,
-             bad);
+    snprintf(note, sizeof(note),
+             "modes hw/acc/served %d/%d/%d, mean served fraction %.2f, time limit hit %d, path "
+             "cap hit %d, gap above target %d, check failures %d",
+             mode_c[0], mode_c[1], mode_c[2], served, tl_c, trunc_c, missed_cold, bad);
     record(m, "ms", cold, n, note);
     snprintf(m, sizeof(m), "%s_warm", name);
-    snprintf(note, sizeof(note), "gap above target in %d/%d", missed_warm, n);
+    snprintf(note, sizeof(note),
+             "kept %d; solved: modes hw/acc/served %d/%d/%d, time limit hit %d, path cap hit "
+             "%d, gap above target %d",
+             kept, mode_w[0], mode_w[1], mode_w[2], tl_w, trunc_w, missed_warm);
     record(m, "ms", warm, n, note);
     free(cold);
     free(warm);
@@ -143,13 +162,16 @@ int main(int argc, char **argv)
 {
     const char *out = NULL;
     const char *topo = "examples/traffic_analysis.yaml";
+    bool traffic_only = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc)
             out = argv[++i];
+        else if (!strcmp(argv[i], "--traffic-only"))
+            traffic_only = true;
         else if (!strcmp(argv[i], "--topology") && i + 1 < argc)
             topo = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_planner [--out DIR] [--topology F]\n");
+            fprintf(stderr, "usage: bench_planner [--out DIR] [--topology F] [--traffic-only]\n");
             return 2;
         }
     }
@@ -173,7 +195,7 @@ int main(int argc, char **argv)
     }
     static const int sizes[][3] = {{8, 2, 4},  {16, 2, 6}, {16, 3, 4},  {32, 3, 6}, {32, 4, 4},
                                    {64, 4, 6}, {64, 5, 4}, {128, 4, 8}, {128, 5, 8}};
-    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && !traffic_only; i++) {
         int g = sizes[i][0], k = sizes[i][1], v = sizes[i][2];
         struct loki_topology *st = synthetic(g, k, v, 100u + (unsigned)i);
         /* Demand around where accuracy scaling is needed: scaled by GPUs. */

@@ -184,7 +184,7 @@ int main(int argc, char **argv)
         {"twitter", "twitter_2021-08-02_per_minute.csv"},
     };
     struct loki_replay_result res[2][NPOL];
-    struct loki_replay_result abl[2];
+    struct loki_replay_result abl[3];
     memset(res, 0, sizeof(res));
     memset(abl, 0, sizeof(abl));
     double dur = o.quick ? 240 : 0;
@@ -211,14 +211,21 @@ int main(int argc, char **argv)
                     res[k][i].wall_s);
         }
         if (k == 0) {
-            for (int a = 0; a < 2; a++) {
-                if (run(t, &tr, LOKI_POLICY_LOKI, a == 0 ? 0 : -1, a == 1 ? 0 : -1, dur, &o,
-                        &abl[a]))
+            static const char *const alabel[3] = {"loki, no early drop", "loki, no reroute",
+                                                  "loki, no burst spares"};
+            static const char *const aname[3] = {"loki-nodrop", "loki-noreroute", "loki-nospares"};
+            for (int a = 0; a < 3; a++) {
+                int spares = t->planner.burst_spares;
+                if (a == 2)
+                    t->planner.burst_spares = 0;
+                int rc = run(t, &tr, LOKI_POLICY_LOKI, a == 0 ? 0 : -1, a == 1 ? 0 : -1, dur, &o,
+                             &abl[a]);
+                t->planner.burst_spares = spares;
+                if (rc)
                     return 1;
-                row(md, a == 0 ? "loki, no early drop" : "loki, no reroute", &abl[a]);
+                row(md, alabel[a], &abl[a]);
                 fprintf(js, ",");
-                snprintf(abl[a].policy, sizeof(abl[a].policy), "%s",
-                         a == 0 ? "loki-nodrop" : "loki-noreroute");
+                snprintf(abl[a].policy, sizeof(abl[a].policy), "%s", aname[a]);
                 loki_replay_write_json(js, &abl[a]);
             }
         }
@@ -276,6 +283,7 @@ int main(int argc, char **argv)
             loki_replay_result_free(&res[k][i]);
     loki_replay_result_free(&abl[0]);
     loki_replay_result_free(&abl[1]);
+    loki_replay_result_free(&abl[2]);
     free(t);
     return 0;
 }

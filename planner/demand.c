@@ -20,6 +20,8 @@ void loki_demand_init(struct loki_demand *d, double alpha, int windows)
         d->windows = LOKI_DEMAND_MAX_WINDOWS;
     d->window_s = 1.0;
     d->cur = -1;
+    d->plan_sigmas = 2;
+    d->plan_recent = 0;
 }
 
 static void push(struct loki_demand *d, double rate)
@@ -75,6 +77,19 @@ double loki_demand_estimate(struct loki_demand *d, double now_s)
         w *= 1 - d->alpha;
     }
     return num / den;
+}
+
+double loki_demand_plan_input(struct loki_demand *d, double now_s)
+{
+    double r = loki_demand_estimate(d, now_s); /* closes windows up to now_s */
+    int n = d->plan_recent < d->n_hist ? d->plan_recent : d->n_hist;
+    for (int i = 0; i < n; i++) {
+        int k = (d->head - 1 - i + 2 * LOKI_DEMAND_MAX_WINDOWS) % LOKI_DEMAND_MAX_WINDOWS;
+        if (d->hist[k] > r)
+            r = d->hist[k];
+    }
+    double sig = d->plan_sigmas > 0 ? d->plan_sigmas : 0;
+    return r + sig * sqrt(r > 0 ? r : 0);
 }
 
 void loki_fanout_est_init(struct loki_fanout_est *f, double alpha, int min_queries)

@@ -64,6 +64,11 @@
  * remain, option batch sizes are thinned (every other batch kept) and the
  * result flagged truncated: no longer exact, but still feasible.
  *
+ * Greedy fallback: when neither GLPK (within the time limit) nor the warm
+ * start gives a solution in ACCURACY mode, a greedy one-option-per-task
+ * assignment (greedy_vector) is the answer, so a short time limit degrades
+ * accuracy a little instead of dropping to served mode.
+ *
  * Warm start: the current plan, raised to carry the new demand, is checked
  * against every row here; if it is a feasible solution it becomes (1) an
  * objective cut-off row (GLPK 5 with presolve takes no incumbent through the
@@ -582,6 +587,203 @@ static bool warm_vector(struct model *m, double *x)
     return true;
 }
 
+/*
+ * Greedy incumbent for ACCURACY mode when there is no usable warm start: one
+ * option node per task (an "assignment"), every chain on the single path it
+ * induces. Start from the most accurate path of each chain that agrees with
+ * the tasks already assigned, then, while the instances it needs exceed the
+ * budget, take the single-task change that saves the most GPUs per unit of
+ * objective lost; then take objective-improving changes that still fit. Each
+ * evaluation is a hash lookup of each chain's path plus the load sums, so the
+ * whole search costs a few ms. Writes @x (like warm_vector) and returns true
+ * when the assignment fits budget, memory and MPS clients.
+ */
+struct gsearch {
+    struct model *m;
+    int *hash; /* path index + 1 per slot, 0 empty; open addressing */
+    int hsize;
+    double g; /* GPUs (ceil of budget) for the memory and client rows */
+};
+
+static unsigned path_hash(const int *node, int len)
+{
+    unsigned h = 2166136261u;
+    for (int i = 0; i < len; i++)
+        h = (h ^ (unsigned)node[i]) * 16777619u;
+    return h;
+}
+
+static int find_path(const struct gsearch *gs, int k, const int *node)
+{
+    const struct chain *c = &gs->m->chains[k];
+    unsigned h = (path_hash(node, c->len) ^ (unsigned)k * 2654435761u) & (unsigned)(gs->hsize - 1);
+    for (;; h = (h + 1) & (unsigned)(gs->hsize - 1)) {
+        int e = gs->hash[h];
+        if (!e)
+            return -1;
+        const struct path *ph = &gs->m->paths[e - 1];
+        if (ph->chain == k && !memcmp(ph->node, node, sizeof(int) * (size_t)c->len))
+            return e - 1;
+    }
+}
+
+/* Objective (the LP's coefficients) and GPUs of @as; false if some chain has no path. */
+static bool eval_assign(const struct gsearch *gs, glp_prob *lp,
+                        const int as[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS], double *obj, double *gpus,
+                        bool *fits, double *x)
+{
+    struct model *m = gs->m;
+    const struct loki_topology *topo = m->rq->topo;
+    double load[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
+    int pidx[LOKI_MAX_PIPELINES * LOKI_MAX_TASKS * 2];
+    memset(load, 0, sizeof(load));
+    *obj = 0;
+    for (int k = 0; k < m->n_chains; k++) {
+        const struct chain *c = &m->chains[k];
+        int node[LOKI_MAX_TASKS];
+        for (int i = 0; i < c->len; i++)
+            node[i] = as[c->p][c->task[i]];
+        int pi = find_path(gs, k, node);
+        if (pi < 0)
+            return false;
+        pidx[k] = pi;
+        const struct path *ph = &m->paths[pi];
+        *obj += glp_get_obj_coef(lp, ph->col);
+        for (int i = 0; i < c->len; i++)
+            if (m->owner[c->p][c->task[i]] == k)
+                load[c->p][c->task[i]] = c->base * ph->mult[i];
+    }
+    double beta = topo->planner.beta > 0 ? topo->planner.beta : 1;
+    double mem = 0, cl = 0;
+    *gpus = 0;
+    if (x)
+        memset(x, 0, sizeof(double) * (size_t)(m->n_cols + 1));
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        *obj += glp_get_obj_coef(lp, m->col_sigma[p]);
+        if (x)
+            x[m->col_sigma[p]] = 1;
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++) {
+            const struct node *n = &m->nodes[as[p][t]];
+            double z = fmax(1, ceil(beta * load[p][t] / n->thr - 1e-9));
+            *gpus += n->share * z;
+            mem += n->mem * z;
+            cl += z;
+            *obj += glp_get_obj_coef(lp, n->col_y) + glp_get_obj_coef(lp, n->col_z) * z;
+            if (x) {
+                x[n->col_y] = 1;
+                x[n->col_z] = z;
+            }
+        }
+    }
+    for (int k = 0; k < m->n_chains && x; k++)
+        x[m->paths[pidx[k]].col] = 1;
+    *fits = *gpus <= m->rq->budget + 1e-9 &&
+            (topo->gpus.mem_mb <= 0 || mem <= gs->g * topo->gpus.mem_mb + 1e-6) &&
+            (topo->gpus.mps_max_clients <= 0 || cl <= gs->g * topo->gpus.mps_max_clients);
+    return true;
+}
+
+static bool greedy_vector(struct model *m, glp_prob *lp, double *x)
+{
+    const struct loki__milp_req *rq = m->rq;
+    const struct loki_topology *topo = rq->topo;
+    if (rq->mode != LOKI__MILP_ACCURACY || rq->decoupled || m->n_paths == 0)
+        return false;
+    struct gsearch gs = {.m = m, .g = ceil(rq->budget - 1e-9)};
+    gs.hsize = 1;
+    while (gs.hsize < 2 * m->n_paths)
+        gs.hsize <<= 1;
+    gs.hash = calloc((size_t)gs.hsize, sizeof(int));
+    if (!gs.hash)
+        return false;
+    for (int i = 0; i < m->n_paths; i++) {
+        const struct path *ph = &m->paths[i];
+        unsigned h =
+            (path_hash(ph->node, m->chains[ph->chain].len) ^ (unsigned)ph->chain * 2654435761u) &
+            (unsigned)(gs.hsize - 1);
+        while (gs.hash[h])
+            h = (h + 1) & (unsigned)(gs.hsize - 1);
+        gs.hash[h] = i + 1;
+    }
+    bool ok = false;
+    int as[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
+    memset(as, -1, sizeof(as));
+    /* Start: per chain the most accurate path agreeing with what is assigned (then faster). */
+    for (int k = 0; k < m->n_chains; k++) {
+        const struct chain *c = &m->chains[k];
+        int best = -1;
+        for (int i = c->first; i < c->first + c->n; i++) {
+            const struct path *ph = &m->paths[i];
+            bool agree = true;
+            for (int j = 0; j < c->len && agree; j++)
+                agree = as[c->p][c->task[j]] < 0 || as[c->p][c->task[j]] == ph->node[j];
+            if (!agree)
+                continue;
+            if (best < 0 || ph->acc > m->paths[best].acc + 1e-12 ||
+                (ph->acc > m->paths[best].acc - 1e-12 && ph->lat < m->paths[best].lat))
+                best = i;
+        }
+        if (best < 0)
+            goto out;
+        for (int j = 0; j < c->len; j++)
+            as[c->p][c->task[j]] = m->paths[best].node[j];
+    }
+    double obj, gpus;
+    bool fits;
+    if (!eval_assign(&gs, lp, as, &obj, &gpus, &fits, NULL))
+        goto out;
+    /* Downgrade until it fits; then upgrade while it still fits. */
+    for (int phase = 0; phase < 2; phase++) {
+        for (int iter = 0; iter < 256; iter++) {
+            if (phase == 0 && fits)
+                break;
+            int bp = -1, bt = -1, bn = -1;
+            double bscore = 0, bobj = 0, bg = 0;
+            bool bfits = false;
+            for (int p = 0; p < topo->n_pipelines; p++)
+                for (int t = 0; t < topo->pipelines[p].n_tasks; t++) {
+                    int cur = as[p][t];
+                    for (int i = 0; i < m->tn_count[p][t]; i++) {
+                        int ni = m->tn_first[p][t] + i;
+                        if (ni == cur || !m->nodes[ni].used)
+                            continue;
+                        as[p][t] = ni;
+                        double o2, g2;
+                        bool f2;
+                        bool valid = eval_assign(&gs, lp, as, &o2, &g2, &f2, NULL);
+                        as[p][t] = cur;
+                        if (!valid)
+                            continue;
+                        double score;
+                        if (phase == 0) {
+                            if (g2 >= gpus - 1e-9)
+                                continue;
+                            score = (gpus - g2) / fmax(obj - o2, 1e-9);
+                        } else {
+                            if (!f2 || o2 <= obj + 1e-12)
+                                continue;
+                            score = o2 - obj;
+                        }
+                        if (bp < 0 || score > bscore) {
+                            bp = p, bt = t, bn = ni;
+                            bscore = score, bobj = o2, bg = g2, bfits = f2;
+                        }
+                    }
+                }
+            if (bp < 0)
+                break;
+            as[bp][bt] = bn;
+            obj = bobj, gpus = bg, fits = bfits;
+        }
+        if (!fits)
+            goto out;
+    }
+    ok = eval_assign(&gs, lp, as, &obj, &gpus, &fits, x) && fits;
+out:
+    free(gs.hash);
+    return ok;
+}
+
 static int extract(struct model *m, const double *x, struct loki__milp_res *res)
 {
     const struct loki__milp_req *rq = m->rq;
@@ -1019,6 +1221,19 @@ static int solve_model(struct model *m, struct loki__milp_res *res)
         res->gap = ci.gap;
         res->feasible = true;
         res->warm_used = true;
+    } else if (ret == GLP_ETMLIM && greedy_vector(m, lp, x)) {
+        /*
+         * Nor a warm start: the greedy assignment rather than no plan in this
+         * mode (the ladder would fall to served mode and shed what fits).
+         * Only as a fallback: fed as a cut-off it changes which of the
+         * near-optimal plans GLPK returns, and those did worse on the Twitter
+         * trace (docs/evaluation.md).
+         */
+        res->objective = 0;
+        for (int j = 1; j <= n_cols; j++)
+            res->objective += glp_get_obj_coef(lp, j) * x[j];
+        res->gap = ci.gap;
+        res->feasible = true;
     } else if (ret == 0 || ret == GLP_ENOPFS || ret == GLP_ENODFS || ret == GLP_ETMLIM ||
                ret == GLP_EMIPGAP || ret == GLP_ESTOP) {
         res->feasible = false;

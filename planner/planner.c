@@ -372,31 +372,45 @@ static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const 
     double gran = topo->gpus.share_granularity > 0 && topo->gpus.share_granularity < 1
                       ? topo->gpus.share_granularity
                       : 1;
-    enum loki__milp_mode modes[3] = {LOKI__MILP_HARDWARE, LOKI__MILP_ACCURACY, LOKI__MILP_SERVED};
+    /*
+     * The last step serves a fraction with the best variants only: when every
+     * variant's options overflow the MILP's path cap even after thinning (large
+     * pipelines), the all-variant modes have no model at all, and a degraded
+     * plan beats the serve-nothing one below.
+     */
+    enum loki__milp_mode modes[4] = {LOKI__MILP_HARDWARE, LOKI__MILP_ACCURACY, LOKI__MILP_SERVED,
+                                     LOKI__MILP_SERVED};
     double budget = topo->gpus.count;
     double gap_sum = 0, ms = 0;
-    for (int mi = 0; mi < 3; mi++) {
-        if (mi == 1 && !accuracy)
+    bool trunc = false, tlim = false;
+    for (int mi = 0; mi < 4; mi++) {
+        if ((mi == 1 && !accuracy) || (mi == 3 && best_only))
             continue;
+        if (mi == 3)
+            budget = topo->gpus.count;
         rq.mode = modes[mi];
-        rq.best_only = mi == 0 || best_only;
+        rq.best_only = mi == 0 || mi == 3 || best_only;
         for (int attempt = 0; attempt < 8 && budget > 0; attempt++) {
             rq.budget = budget;
             int rc = loki__milp_solve(&rq, &pl->res);
             ms += pl->res.solve_ms;
             if (rc < 0)
                 return rc;
+            trunc |= pl->res.truncated;
+            tlim |= pl->res.solve_ms >= 0.95 * rq.time_limit_ms;
             if (!pl->res.feasible)
                 break;
             reset_plan(out, policy);
             plan_from_res(topo, &pl->res, out);
-            out->mode = (enum loki_plan_mode)mi;
+            out->mode = mi == 3 ? LOKI_MODE_SERVED : (enum loki_plan_mode)mi;
             gap_sum = pl->res.gap;
             if ((rc = finish(topo, demand, &pl->fan, out)) < 0)
                 return rc;
             if (place(topo, out) == 0) {
                 out->solve_ms = ms;
                 out->gap = gap_sum;
+                out->truncated = trunc;
+                out->time_limited = tlim;
                 return 0;
             }
             budget = fmin(budget, out->gpus_used) - gran;
@@ -406,7 +420,120 @@ static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const 
     reset_plan(out, policy);
     out->mode = LOKI_MODE_SERVED;
     out->solve_ms = ms;
+    out->truncated = trunc;
+    out->time_limited = tlim;
     return finish(topo, demand, &pl->fan, out);
+}
+
+/*
+ * Burst spares (Loki, hardware mode). A burst shorter than an instance's
+ * start-up cannot be met by scaling out, however fast the planner reacts;
+ * Loki's answer is accuracy scaling on what already runs. In hardware mode
+ * only the most accurate variants run, so there is nothing cheaper to move
+ * traffic to. So keep planner.burst_spares warm instances per task that the
+ * plan loads to at least half its capacity, of the variant with the highest
+ * throughput that fits the latency budget left by the rest of the planned
+ * path, on GPUs the plan leaves free. They get no planned traffic (split 0,
+ * load 0); the router's residual rule (most accurate variant with capacity
+ * left once the planned one is full) and its reroute-before-drop send them
+ * the overflow at lower accuracy, and a cheaper detector's lower fan-out
+ * relieves the downstream tasks too. A spare that does not fit the budget or
+ * placement is not added. Measured in docs/evaluation.md.
+ */
+static int add_burst_spares(const struct loki_topology *topo, const double *demand,
+                            const struct loki_fanout_est *fan, struct loki_plan *out)
+{
+    int n = topo->planner.burst_spares;
+    if (n <= 0 || out->mode != LOKI_MODE_HARDWARE)
+        return 0;
+    /* A task loaded below this has headroom of its own for a burst. */
+    const double spare_util = 0.5;
+    double gran = topo->gpus.share_granularity > 0 && topo->gpus.share_granularity < 1
+                      ? topo->gpus.share_granularity
+                      : 1;
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        if (!(demand[p] > 0))
+            continue;
+        int chains[LOKI_MAX_TASKS * 4][LOKI_MAX_TASKS], len[LOKI_MAX_TASKS * 4];
+        int nc = loki_pipeline_chains(pp, chains, len, LOKI_MAX_TASKS * 4);
+        for (int t = 0; t < pp->n_tasks; t++) {
+            const struct loki_task *task = &pp->tasks[t];
+            int bv = loki_task_best_variant(task);
+            const struct loki_plan_variant *bp = &out->var[p][t][bv];
+            if (bp->instances <= 0 || bp->load_qps < spare_util * bp->capacity_qps)
+                continue;
+            /* Planned latency of the rest of every chain through t (one variant per task). */
+            double tl = loki_variant_latency(&task->variants[bv], bp->batch, bp->share);
+            double rest = 0;
+            for (int k = 0; k < nc && k < LOKI_MAX_TASKS; k++)
+                for (int i = 0; i < len[k]; i++)
+                    if (chains[k][i] == t)
+                        rest = fmax(rest, out->chain_latency_ms[p][k] - tl);
+            double budget = topo->planner.headroom * pp->slo_ms;
+            int cv = -1, cb = 0;
+            double cs = 1, cthr = 0;
+            for (int v = 0; v < task->n_variants; v++) {
+                const struct loki_variant *va = &task->variants[v];
+                double sh = loki_variant_latency(va, va->batches[0], gran) > 0 ? gran : 1;
+                if (out->gpus_used + n * sh > topo->gpus.count + 1e-9)
+                    continue;
+                for (int i = 0; i < va->n_batches; i++) {
+                    int b = va->batches[i];
+                    double l = loki_variant_latency(va, b, sh);
+                    if (l <= 0 || l + rest > budget)
+                        continue;
+                    const struct loki_plan_variant *pv = &out->var[p][t][v];
+                    if (pv->instances > 0 && (pv->batch != b || fabs(pv->share - sh) > 1e-9))
+                        continue; /* one batch size and share per variant */
+                    double thr = b * 1000.0 / l;
+                    if (thr > cthr * (1 + 1e-9) || (thr > cthr * (1 - 1e-9) && cv >= 0 &&
+                                                    va->accuracy > task->variants[cv].accuracy)) {
+                        cv = v, cb = b, cs = sh, cthr = thr;
+                    }
+                }
+            }
+            if (cv < 0)
+                continue;
+            struct loki_plan_variant *pv = &out->var[p][t][cv], saved = *pv;
+            pv->instances += n;
+            pv->spares += n;
+            pv->batch = cb;
+            pv->share = cs;
+            int rc = finish(topo, demand, fan, out);
+            if (rc < 0)
+                return rc;
+            if (place(topo, out) != 0) {
+                *pv = saved;
+                if ((rc = finish(topo, demand, fan, out)) < 0)
+                    return rc;
+                if (place(topo, out) != 0)
+                    return LOKI_EINFEASIBLE; /* placed before: cannot happen */
+            }
+        }
+    }
+    return 0;
+}
+
+/* A copy of @w without its burst spares (they are not MILP options), in @tmp; @w if none. */
+static const struct loki_plan *without_spares(const struct loki_plan *w, struct loki_plan *tmp)
+{
+    bool any = false;
+    for (int p = 0; p < LOKI_MAX_PIPELINES && w; p++)
+        for (int t = 0; t < LOKI_MAX_TASKS; t++)
+            for (int v = 0; v < LOKI_MAX_VARIANTS; v++)
+                any |= w->var[p][t][v].spares > 0;
+    if (!any)
+        return w;
+    memcpy(tmp, w, sizeof(*tmp));
+    for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
+        for (int t = 0; t < LOKI_MAX_TASKS; t++)
+            for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
+                struct loki_plan_variant *pv = &tmp->var[p][t][v];
+                pv->instances -= pv->spares;
+                pv->spares = 0;
+            }
+    return tmp;
 }
 
 /* Proteus: per task, from the demand its task sees now, blind to the pipeline. */
@@ -586,7 +713,16 @@ static bool carries(struct loki_planner *pl, const struct loki_plan *cur, const 
     struct eval *e = malloc(sizeof(*e));
     if (!e)
         return false;
-    evaluate(pl->topo, cur, demand, &pl->fan, e);
+    /*
+     * With the same over-provisioning the MILP plans with: keeping a plan
+     * until demand fills it to 100 % would run it at the utilisation beta is
+     * there to avoid, where queueing alone breaks the SLO.
+     */
+    double beta = pl->topo->planner.beta > 0 ? pl->topo->planner.beta : 1;
+    double d[LOKI_MAX_PIPELINES];
+    for (int p = 0; p < pl->topo->n_pipelines; p++)
+        d[p] = demand[p] * beta;
+    evaluate(pl->topo, cur, d, &pl->fan, e);
     bool ok = e->cap_ok && e->lat_ok;
     free(e);
     return ok;
@@ -604,7 +740,9 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
     int rc;
     switch (policy) {
     case LOKI_POLICY_LOKI:
-        rc = solve_ladder(pl, policy, demand, warm, false, true, out);
+        rc = solve_ladder(pl, policy, demand, without_spares(warm, &pl->scratch), false, true, out);
+        if (rc >= 0)
+            rc = add_burst_spares(topo, demand, &pl->fan, out);
         break;
     case LOKI_POLICY_INFERLINE:
         rc = solve_ladder(pl, policy, demand, warm, true, false, out);
@@ -639,7 +777,7 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
             for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
                 for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
                     const struct loki_plan_variant *w = &warm->var[p][t][v];
-                    if (w->instances > 0 && out->var[p][t][v].instances == 0 &&
+                    if (w->instances > w->spares && out->var[p][t][v].instances == 0 &&
                         now_s - w->since_s < topo->planner.min_dwell_s)
                         dwell_blocks = true;
                 }

@@ -115,6 +115,7 @@ struct loki_planner_cfg {
     double min_dwell_s;     /* a variant stays at least this long; default 10 */
     double time_limit_ms;   /* GLPK time limit per solve; default 200 */
     double mip_gap;         /* relative gap; default 0.01 */
+    int burst_spares;       /* loki, hardware mode: warm spares per loaded task; default 1 */
     bool early_drop;        /* default true */
     bool reroute;           /* default true */
     int n_static;

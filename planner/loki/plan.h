@@ -34,14 +34,15 @@ struct loki_plan_variant {
     double capacity_qps; /* instances * throughput(batch, share) */
     double load_qps;     /* predicted arrivals at this variant under the plan */
     double since_s;      /* planner time at which it last went from 0 to > 0 instances */
+    int spares;          /* of @instances, burst spares: no planned traffic (split 0) */
 };
 
 struct loki_plan {
     enum loki_policy policy;
     enum loki_plan_mode mode;
-    double demand_qps[LOKI_MAX_PIPELINES];        /* root demand planned for */
-    double served_fraction[LOKI_MAX_PIPELINES];   /* 1 unless MODE_SERVED */
-    double accuracy[LOKI_MAX_PIPELINES];          /* predicted, 0..1, per root query (branches equal) */
+    double demand_qps[LOKI_MAX_PIPELINES];      /* root demand planned for */
+    double served_fraction[LOKI_MAX_PIPELINES]; /* 1 unless MODE_SERVED */
+    double accuracy[LOKI_MAX_PIPELINES]; /* predicted, 0..1, per root query (branches equal) */
     double accuracy_subquery[LOKI_MAX_PIPELINES]; /* predicted, 0..1, each sub-query weighs one */
     double objective;
     double gpus_used; /* sum of shares */
@@ -60,8 +61,10 @@ struct loki_plan {
     /* worst planned latency (ms) over the variant paths in use, per chain */
     int n_chains[LOKI_MAX_PIPELINES];
     double chain_latency_ms[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
-    double created_s; /* planner time of the solve that produced it */
-    bool kept;        /* hysteresis kept the current plan (re-evaluated for the new demand) */
+    double created_s;  /* planner time of the solve that produced it */
+    bool truncated;    /* some MILP solve thinned (batch, share) options to its path cap */
+    bool time_limited; /* some MILP solve stopped at planner.time_limit_ms */
+    bool kept;         /* hysteresis kept the current plan (re-evaluated for the new demand) */
 };
 
 #endif

@@ -12,5 +12,8 @@ int loki_cli_plan(int argc, char **argv);     /* plan --topology F --demand QPS 
 int loki_cli_capacity(int argc, char **argv); /* capacity --topology F */
 int loki_cli_load(int argc, char **argv);     /* load --socket S --trace CSV */
 int loki_cli_replay(int argc, char **argv);   /* replay --topology F --trace CSV */
+int loki_cli_profile(int argc, char **argv);  /* profile --topology F --variant V */
+int loki_cli_status(int argc, char **argv);   /* status --socket S [--json|--live|--ready] */
+int loki_cli_metrics(int argc, char **argv);  /* metrics --socket S (Prometheus text) */
 
 #endif

@@ -5,7 +5,9 @@
  * per-minute (`minute,requests`) counts; within each row, arrivals are a
  * Poisson process (seeded) at the row's rate, so bursts look like real
  * traffic rather than a metronome. Replies are counted by status; latency is
- * measured here, from send to completion.
+ * measured here, from send to completion. --csv and --plot add a per-second
+ * account (by the wall second a query was sent in) and, from a metrics request
+ * once a second, the instances and GPUs lokid had in use.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +23,16 @@
 #include "loki/client.h"
 #include "loki/clock.h"
 #include "loki/error.h"
+#include "loki/replay.h"
+
+/* One wall second of the run, by send time. */
+struct load_second {
+    double rate; /* offered rate (trace row x rate scale), queries/s */
+    uint64_t sent, by_status[LOKI_STATUS_COUNT_], local_overload;
+    double acc_sum;
+    uint64_t acc_n;
+    double instances, gpus; /* from lokid's metrics; < 0: not reported */
+};
 
 struct load_stats {
     pthread_mutex_t m;
@@ -28,32 +40,75 @@ struct load_stats {
     double acc_sum;
     uint64_t acc_n;
     double *lat;
+    uint32_t *lat_sec; /* send second of lat[i] (only with per_second) */
     size_t n_lat, cap_lat;
+    bool per_second;
+    uint64_t t0;
+    struct load_second *sec;
+    size_t n_sec, cap_sec;
 };
 
 static struct load_stats S = {.m = PTHREAD_MUTEX_INITIALIZER};
+
+/* The per-second slot of @t_ns, grown on demand; NULL without --csv/--plot or on ENOMEM.
+ * Called with S.m held. */
+static struct load_second *second_at(uint64_t t_ns)
+{
+    if (!S.per_second || t_ns < S.t0)
+        return NULL;
+    size_t i = (size_t)((t_ns - S.t0) / 1000000000ull);
+    if (i >= S.cap_sec) {
+        size_t cap = S.cap_sec ? S.cap_sec : 256;
+        while (cap <= i)
+            cap *= 2;
+        struct load_second *p = realloc(S.sec, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        for (size_t k = S.cap_sec; k < cap; k++)
+            p[k] = (struct load_second){.instances = -1, .gpus = -1};
+        S.sec = p;
+        S.cap_sec = cap;
+    }
+    if (i >= S.n_sec)
+        S.n_sec = i + 1;
+    return &S.sec[i];
+}
 
 static void on_reply(void *ctx, const struct loki_reply *r)
 {
     uint64_t sent_at = (uint64_t)(uintptr_t)ctx;
     double ms = (double)(loki_now_ns() - sent_at) / 1e6;
     pthread_mutex_lock(&S.m);
+    struct load_second *sec = second_at(sent_at);
     S.done++;
-    if ((unsigned)r->status < LOKI_STATUS_COUNT_)
+    if ((unsigned)r->status < LOKI_STATUS_COUNT_) {
         S.by_status[r->status]++;
+        if (sec)
+            sec->by_status[r->status]++;
+    }
     if (r->status == LOKI_STATUS_OK || r->status == LOKI_STATUS_LATE) {
         S.acc_sum += r->accuracy;
         S.acc_n++;
+        if (sec) {
+            sec->acc_sum += r->accuracy;
+            sec->acc_n++;
+        }
         if (S.n_lat == S.cap_lat) {
             size_t cap = S.cap_lat ? S.cap_lat * 2 : 4096;
             double *p = realloc(S.lat, cap * sizeof(*p));
-            if (p) {
+            if (p)
                 S.lat = p;
+            uint32_t *q = S.per_second ? realloc(S.lat_sec, cap * sizeof(*q)) : NULL;
+            if (q)
+                S.lat_sec = q;
+            if (p && (q || !S.per_second))
                 S.cap_lat = cap;
-            }
         }
-        if (S.n_lat < S.cap_lat)
+        if (S.n_lat < S.cap_lat) {
+            if (S.per_second)
+                S.lat_sec[S.n_lat] = (uint32_t)((sent_at - S.t0) / 1000000000ull);
             S.lat[S.n_lat++] = ms;
+        }
     }
     pthread_mutex_unlock(&S.m);
 }
@@ -148,21 +203,177 @@ static double *read_trace(const char *path, size_t *n, double *unit_s)
     return rows;
 }
 
+/* A metrics reply: keep the instances and GPUs in use for the second it was asked in. */
+static void on_metrics(void *ctx, const struct loki_reply *r)
+{
+    uint64_t asked_at = (uint64_t)(uintptr_t)ctx;
+    if (r->status != LOKI_STATUS_OK)
+        return;
+    pthread_mutex_lock(&S.m);
+    struct load_second *sec = second_at(asked_at);
+    for (uint32_t i = 0; sec && i < r->n_metrics; i++) {
+        if (loki_bytes_eq(r->metrics[i].name, "loki_instances"))
+            sec->instances = r->metrics[i].value;
+        else if (loki_bytes_eq(r->metrics[i].name, "loki_gpus_in_use"))
+            sec->gpus = r->metrics[i].value;
+    }
+    pthread_mutex_unlock(&S.m);
+}
+
+static int cmp_sec_lat(const void *a, const void *b)
+{
+    const size_t *x = a, *y = b;
+    if (S.lat_sec[*x] != S.lat_sec[*y])
+        return S.lat_sec[*x] < S.lat_sec[*y] ? -1 : 1;
+    return S.lat[*x] < S.lat[*y] ? -1 : S.lat[*x] > S.lat[*y];
+}
+
+static uint64_t sec_errors(const struct load_second *s)
+{
+    const uint64_t *b = s->by_status;
+    return b[LOKI_STATUS_ERROR] + b[LOKI_STATUS_BAD_REQUEST] + b[LOKI_STATUS_UNKNOWN_PIPELINE] +
+           b[LOKI_STATUS_DRAINING] + b[LOKI_STATUS_CLOSED];
+}
+
+/*
+ * Per-second p50/p99 into @p50/@p99 (n_sec entries each, 0 for a second without
+ * replies). Reorders nothing in S; returns -ENOMEM. Called with S.m held.
+ */
+static int per_second_latency(double *p50, double *p99)
+{
+    size_t *ix = malloc(sizeof(*ix) * (S.n_lat ? S.n_lat : 1));
+    double *buf = malloc(sizeof(*buf) * (S.n_lat ? S.n_lat : 1));
+    if (!ix || !buf) {
+        free(ix);
+        free(buf);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < S.n_lat; i++)
+        ix[i] = i;
+    qsort(ix, S.n_lat, sizeof(*ix), cmp_sec_lat);
+    for (size_t k = 0; k < S.n_sec; k++)
+        p50[k] = p99[k] = 0;
+    for (size_t i = 0; i < S.n_lat;) {
+        size_t j = i, n = 0;
+        uint32_t sec = S.lat_sec[ix[i]];
+        while (j < S.n_lat && S.lat_sec[ix[j]] == sec)
+            buf[n++] = S.lat[ix[j++]];
+        if (sec < S.n_sec) {
+            p50[sec] = pct(buf, n, 0.50);
+            p99[sec] = pct(buf, n, 0.99);
+        }
+        i = j;
+    }
+    free(ix);
+    free(buf);
+    return 0;
+}
+
+/* Write the per-second CSV; returns 0 or a negative errno. Called with S.m held. */
+static int write_csv(const char *path, const double *p50, const double *p99)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -errno;
+    fprintf(f, "second,offered_qps,sent,ok,dropped,late,overloaded,timeouts,errors,p50_ms,p99_ms,"
+               "mean_accuracy,instances,gpus\n");
+    for (size_t i = 0; i < S.n_sec; i++) {
+        const struct load_second *s = &S.sec[i];
+        const uint64_t *b = s->by_status;
+        fprintf(f, "%zu,%.2f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f,%.3f,%.3f,", i, s->rate,
+                (unsigned long long)s->sent, (unsigned long long)b[LOKI_STATUS_OK],
+                (unsigned long long)b[LOKI_STATUS_DROPPED], (unsigned long long)b[LOKI_STATUS_LATE],
+                (unsigned long long)(b[LOKI_STATUS_OVERLOADED] + s->local_overload),
+                (unsigned long long)b[LOKI_STATUS_TIMEOUT], (unsigned long long)sec_errors(s),
+                p50[i], p99[i], s->acc_n ? s->acc_sum / (double)s->acc_n : 0);
+        if (s->instances >= 0)
+            fprintf(f, "%g,%.2f\n", s->instances, s->gpus);
+        else
+            fprintf(f, ",\n");
+    }
+    int rc = ferror(f) ? -EIO : 0;
+    if (fclose(f) && !rc)
+        rc = -errno;
+    return rc;
+}
+
+/* Plot the per-second account with the replay's SVG helper. Called with S.m held. */
+static int write_plot(const char *path, const char *pipeline, const double *p99)
+{
+    enum { NY = 7 };
+    size_t n = S.n_sec;
+    double *v[NY];
+    int rc = -ENOMEM, n_gpu = 0;
+    for (int k = 0; k < NY; k++)
+        v[k] = malloc(sizeof(double) * (n ? n : 1));
+    for (int k = 0; k < NY; k++)
+        if (!v[k])
+            goto out;
+    for (size_t i = 0; i < n; i++) {
+        const struct load_second *s = &S.sec[i];
+        const uint64_t *b = s->by_status;
+        v[0][i] = (double)i;
+        v[1][i] = s->rate;
+        v[2][i] = (double)b[LOKI_STATUS_OK];
+        v[3][i] =
+            (double)(b[LOKI_STATUS_DROPPED] + b[LOKI_STATUS_LATE] + b[LOKI_STATUS_OVERLOADED] +
+                     s->local_overload + b[LOKI_STATUS_TIMEOUT] + sec_errors(s));
+        v[4][i] = p99[i];
+        v[5][i] = s->acc_n ? s->acc_sum / (double)s->acc_n : 0;
+        /* a second without a metrics answer repeats the previous one */
+        v[6][i] = s->gpus >= 0 ? s->gpus : i ? v[6][i - 1] : 0;
+        n_gpu += s->gpus >= 0;
+    }
+    struct loki_svg_series q[3] = {
+        {"offered (trace)", v[0], v[1], (int)n},
+        {"ok", v[0], v[2], (int)n},
+        {"not ok (dropped, late, overloaded, errors)", v[0], v[3], (int)n},
+    };
+    struct loki_svg_series lat = {"p99 latency", v[0], v[4], (int)n};
+    struct loki_svg_series acc = {"mean accuracy", v[0], v[5], (int)n};
+    struct loki_svg_series gpu = {"GPUs in use", v[0], v[6], (int)n};
+    struct loki_svg_panel panels[4] = {
+        {"queries/s", q, 3, 0, 0},
+        {"p99 latency (ms)", &lat, 1, 0, 0},
+        {"mean accuracy (%)", &acc, 1, 0, 0},
+        {"GPUs in use", &gpu, 1, 0, 0},
+    };
+    char title[160];
+    snprintf(title, sizeof(title), "loki load: pipeline %s, per second of wall time", pipeline);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        rc = -errno;
+        goto out;
+    }
+    rc = loki_svg_panels(f, title, "wall time (s), by send time", panels, n_gpu ? 4 : 3);
+    if (fclose(f) && !rc)
+        rc = -errno;
+out:
+    for (int k = 0; k < NY; k++)
+        free(v[k]);
+    return rc;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: loki load --socket S --trace CSV [--rate-scale X] [--time-scale Y]\n"
             "                 [--seed N] [--pipeline P] [--duration S] [--payload-bytes B]\n"
-            "                 [--deadline-ms D] [--timeout-ms T] [--json]\n"
+            "                 [--deadline-ms D] [--timeout-ms T] [--json] [--csv OUT]\n"
+            "                 [--plot OUT.svg]\n"
             "  --rate-scale X   multiply every row's request rate by X (default 1)\n"
             "  --time-scale Y   play Y trace seconds per wall second, keeping each row's\n"
             "                   rate (a day-long per-minute trace at Y=60 takes 24 min)\n"
-            "  --duration S     stop sending after S wall seconds\n");
+            "  --duration S     stop sending after S wall seconds\n"
+            "  --csv OUT        per wall second (by send time): offered rate, sent, ok, dropped,\n"
+            "                   late, overloaded, timeouts, errors, p50/p99 latency, mean\n"
+            "                   accuracy, instances and GPUs in use (from lokid's metrics)\n"
+            "  --plot OUT.svg   the same as an SVG chart\n");
 }
 
 int loki_cli_load(int argc, char **argv)
 {
-    const char *sock = NULL, *trace = NULL, *pipeline = NULL;
+    const char *sock = NULL, *trace = NULL, *pipeline = NULL, *csv = NULL, *plot = NULL;
     double rate_scale = 1, time_scale = 1, duration = 0, deadline_ms = 0, timeout_ms = 30000;
     unsigned long long seed = 1;
     long payload_bytes = 64;
@@ -179,6 +390,8 @@ int loki_cli_load(int argc, char **argv)
         {"payload-bytes", required_argument, NULL, 'b'},
         {"deadline-ms", required_argument, NULL, 'D'},
         {"timeout-ms", required_argument, NULL, 'o'},
+        {"csv", required_argument, NULL, 'c'},
+        {"plot", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -219,6 +432,12 @@ int loki_cli_load(int argc, char **argv)
         case 'o':
             timeout_ms = atof(optarg);
             break;
+        case 'c':
+            csv = optarg;
+            break;
+        case 'P':
+            plot = optarg;
+            break;
         case 'h':
             usage();
             return 0;
@@ -255,6 +474,10 @@ int loki_cli_load(int argc, char **argv)
         }
         pipeline = names[0];
     }
+    /* the announced names live until close; the summary comes after it */
+    char pname[LOKI_PROTO_NAME_MAX + 1];
+    snprintf(pname, sizeof(pname), "%s", pipeline);
+    pipeline = pname;
     uint8_t *payload = malloc((size_t)payload_bytes + 1);
     rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
     for (long i = 0; i < payload_bytes; i++)
@@ -265,13 +488,28 @@ int loki_cli_load(int argc, char **argv)
                                  .deadline_ms = deadline_ms,
                                  .timeout_ms = timeout_ms};
     bool tty = isatty(2);
-    uint64_t t0 = loki_now_ns(), next_progress = t0 + 1000000000ull;
+    uint64_t t0 = loki_now_ns(), next_progress = t0 + 1000000000ull, next_metrics = t0;
+    S.per_second = csv || plot;
+    S.t0 = t0;
     uint64_t stop_at = duration > 0 ? t0 + (uint64_t)(duration * 1e9) : UINT64_MAX;
     double row_wall_s = unit_s / time_scale;
     uint64_t t = t0;
     bool broken = false;
     for (size_t i = 0; i < n_rows && !broken && t < stop_at; i++) {
         double rate = rows[i] / unit_s * rate_scale; /* per wall second */
+        if (S.per_second) {
+            pthread_mutex_lock(&S.m);
+            /* every wall second this row covers offers @rate (a later row wins a shared one) */
+            double from = (double)i * row_wall_s, to = (double)(i + 1) * row_wall_s;
+            if (duration > 0 && to > duration)
+                to = duration;
+            for (double k = floor(from); k < to; k++) {
+                struct load_second *sec = second_at(t0 + (uint64_t)(k * 1e9));
+                if (sec)
+                    sec->rate = rate;
+            }
+            pthread_mutex_unlock(&S.m);
+        }
         uint64_t row_end = t0 + (uint64_t)((double)(i + 1) * row_wall_s * 1e9);
         for (;;) {
             if (rate <= 0) {
@@ -287,11 +525,23 @@ int loki_cli_load(int argc, char **argv)
             uint64_t now = loki_now_ns();
             rc = loki_client_submit(cl, &rq, on_reply, (void *)(uintptr_t)now, NULL);
             pthread_mutex_lock(&S.m);
-            if (rc == 0)
+            struct load_second *sec = second_at(now);
+            if (rc == 0) {
                 S.sent++;
-            else if (rc == -EAGAIN)
+                if (sec)
+                    sec->sent++;
+            } else if (rc == -EAGAIN) {
                 S.local_overload++;
+                if (sec)
+                    sec->local_overload++;
+            }
             pthread_mutex_unlock(&S.m);
+            if (S.per_second && now >= next_metrics) {
+                /* best effort: a server without metrics leaves the columns empty */
+                (void)loki_client_request(cl, LOKI_MSG_METRICS, 1000, on_metrics,
+                                          (void *)(uintptr_t)now, NULL);
+                next_metrics = now + 1000000000ull;
+            }
             if (rc < 0 && rc != -EAGAIN) {
                 fprintf(stderr, "%sloki load: submit: %s\n", tty ? "\n" : "", loki_strerror(rc));
                 broken = true;
@@ -331,11 +581,27 @@ int loki_cli_load(int argc, char **argv)
         fprintf(stderr, "\n");
 
     pthread_mutex_lock(&S.m);
-    qsort(S.lat, S.n_lat, sizeof(double), cmp_double);
     uint64_t *b = S.by_status;
     uint64_t errors = b[LOKI_STATUS_ERROR] + b[LOKI_STATUS_BAD_REQUEST] +
                       b[LOKI_STATUS_UNKNOWN_PIPELINE] + b[LOKI_STATUS_DRAINING] +
                       b[LOKI_STATUS_CLOSED];
+    int out_rc = 0;
+    if (S.per_second) {
+        /* before the sort below, while lat[] and lat_sec[] still pair up */
+        double *sp50 = calloc(S.n_sec ? S.n_sec : 1, sizeof(double));
+        double *sp99 = calloc(S.n_sec ? S.n_sec : 1, sizeof(double));
+        int prc = sp50 && sp99 ? per_second_latency(sp50, sp99) : -ENOMEM;
+        if (!prc && csv && (prc = write_csv(csv, sp50, sp99)))
+            fprintf(stderr, "loki load: %s: %s\n", csv, loki_strerror(prc));
+        else if (!prc && plot && (prc = write_plot(plot, pipeline, sp99)))
+            fprintf(stderr, "loki load: %s: %s\n", plot, loki_strerror(prc));
+        else if (prc == -ENOMEM)
+            fprintf(stderr, "loki load: per-second account: %s\n", loki_strerror(prc));
+        out_rc = prc ? 1 : 0;
+        free(sp50);
+        free(sp99);
+    }
+    qsort(S.lat, S.n_lat, sizeof(double), cmp_double);
     double p50 = pct(S.lat, S.n_lat, 0.50), p99 = pct(S.lat, S.n_lat, 0.99);
     double acc = S.acc_n ? S.acc_sum / (double)S.acc_n : 0;
     if (json) {
@@ -363,7 +629,9 @@ int loki_cli_load(int argc, char **argv)
     }
     pthread_mutex_unlock(&S.m);
     free(S.lat);
+    free(S.lat_sec);
+    free(S.sec);
     free(payload);
     free(rows);
-    return broken ? 1 : 0;
+    return broken || out_rc ? 1 : 0;
 }

@@ -115,10 +115,11 @@ static void print_table(const struct loki_topology *t, const struct loki_plan *p
                 const struct loki_plan_variant *pv = &pl->var[p][k][v];
                 if (pv->instances <= 0)
                     continue;
-                printf("  %-22s %-18s %5d %5d %5.2f %10.1f %10.1f %5.0f%%\n", pp->tasks[k].name,
+                printf("  %-22s %-18s %5d %5d %5.2f %10.1f %10.1f %5.0f%%%s\n", pp->tasks[k].name,
                        pp->tasks[k].variants[v].name, pv->instances, pv->batch, pv->share,
                        pv->capacity_qps, pv->load_qps,
-                       pv->capacity_qps > 0 ? 100 * pv->load_qps / pv->capacity_qps : 0);
+                       pv->capacity_qps > 0 ? 100 * pv->load_qps / pv->capacity_qps : 0,
+                       pv->spares ? "  (burst spare)" : "");
             }
         printf("  routing split (task <- parent variant: fractions)\n");
         for (int k = 0; k < pp->n_tasks; k++) {
@@ -192,9 +193,10 @@ static void print_json(const struct loki_topology *t, const struct loki_plan *pl
                 json_str(pp->tasks[k].name);
                 printf(",\"variant\":");
                 json_str(pp->tasks[k].variants[v].name);
-                printf(",\"instances\":%d,\"batch\":%d,\"share\":%.4f,\"capacity_qps\":%.3f,"
-                       "\"load_qps\":%.3f}",
-                       pv->instances, pv->batch, pv->share, pv->capacity_qps, pv->load_qps);
+                printf(",\"instances\":%d,\"spares\":%d,\"batch\":%d,\"share\":%.4f,"
+                       "\"capacity_qps\":%.3f,\"load_qps\":%.3f}",
+                       pv->instances, pv->spares, pv->batch, pv->share, pv->capacity_qps,
+                       pv->load_qps);
             }
         printf("],\"split\":[");
         first = true;

@@ -31,6 +31,12 @@ static void usage(FILE *f)
             "  --no-early-drop, --no-reroute   ablations\n"
             "  --interval-ms MS     re-plan period in replay time (default: topology)\n"
             "  --cold               first plan's instances also pay start-up time\n"
+            "  --like-load          arrivals exactly as `loki load --seed N` sends them\n"
+            "                       (same trace, --rate-scale, time scale and seed)\n"
+            "  --load-time-scale Y  time scale in `loki load` units: Y trace seconds per\n"
+            "                       replay second (= --time-scale 60/Y for minute traces)\n"
+            "  --payload-bytes B    with --like-load: `loki load --payload-bytes` (default 64)\n"
+            "  --write-trace OUT    write the (rescaled) trace as a CSV `loki load` reads\n"
             "  --json               summary as JSON (one object per policy, in an array)\n"
             "  --csv OUT            per-second CSV (policy name inserted before .csv if several)\n"
             "  --plot OUT.svg       SVG: demand, accuracy, GPUs, violations per policy\n");
@@ -100,7 +106,11 @@ int loki_cli_replay(int argc, char **argv)
         O_NOED,
         O_NORR,
         O_INT,
-        O_COLD
+        O_COLD,
+        O_LIKE,
+        O_LTS,
+        O_PAY,
+        O_WTR
     };
     static const struct option opts[] = {
         {"topology", required_argument, 0, 't'},
@@ -120,13 +130,20 @@ int loki_cli_replay(int argc, char **argv)
         {"no-reroute", no_argument, 0, O_NORR},
         {"interval-ms", required_argument, 0, O_INT},
         {"cold", no_argument, 0, O_COLD},
+        {"like-load", no_argument, 0, O_LIKE},
+        {"load-time-scale", required_argument, 0, O_LTS},
+        {"payload-bytes", required_argument, 0, O_PAY},
+        {"write-trace", required_argument, 0, O_WTR},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *topo_path = NULL, *trace_path = NULL, *policy = NULL, *csv = NULL, *plot = NULL;
     double rmin = -1, rmax = -1, rscale = 0, tscale = 1, dur = 0, demand = -1, interval = 0;
     unsigned long long seed = 1;
-    bool json = false, noed = false, norr = false, cold = false;
+    bool json = false, noed = false, norr = false, cold = false, like = false;
+    double lts = 0;
+    long payload = 64;
+    const char *wtrace = NULL;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -182,6 +199,20 @@ int loki_cli_replay(int argc, char **argv)
         case O_COLD:
             cold = true;
             break;
+        case O_LIKE:
+            like = true;
+            break;
+        case O_LTS:
+            lts = atof(optarg);
+            if (!(lts > 0))
+                tscale = -1; /* rejected below */
+            break;
+        case O_PAY:
+            payload = atol(optarg);
+            break;
+        case O_WTR:
+            wtrace = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -191,7 +222,7 @@ int loki_cli_replay(int argc, char **argv)
         }
     }
     if (!topo_path || (!trace_path == (demand < 0)) || (rmin < 0) != (rmax < 0) || tscale <= 0 ||
-        (demand >= 0 && dur <= 0)) {
+        payload < 0 || (demand >= 0 && dur <= 0)) {
         usage(stderr);
         return 2;
     }
@@ -211,6 +242,7 @@ int loki_cli_replay(int argc, char **argv)
         return 2;
     }
     struct loki_trace tr;
+    int status = 0;
     if (trace_path) {
         rc = loki_trace_load(trace_path, &tr, err, sizeof(err));
         if (rc) {
@@ -233,9 +265,20 @@ int loki_cli_replay(int argc, char **argv)
     }
     if (rscale > 0)
         loki_trace_scale(&tr, rscale);
+    if (lts > 0) /* loki load: a row lasts (row length / Y) seconds */
+        tscale = tr.step_s / lts;
+    if (wtrace) {
+        FILE *f = fopen(wtrace, "w");
+        if (!f || loki_trace_write(f, &tr)) {
+            fprintf(stderr, "loki replay: cannot write %s\n", wtrace);
+            status = 1;
+        }
+        if (f)
+            fclose(f);
+    }
 
     struct loki_replay_result res[8];
-    int ok = 0, status = 0;
+    int ok = 0;
     if (json)
         printf("[");
     for (int i = 0; i < np; i++) {
@@ -248,6 +291,8 @@ int loki_cli_replay(int argc, char **argv)
             .reroute = norr ? 0 : -1,
             .interval_ms = interval,
             .prewarm = !cold,
+            .arrivals = like ? LOKI_ARRIVALS_LOAD : LOKI_ARRIVALS_REPLAY,
+            .load_payload_bytes = payload,
         };
         rc = loki_replay_run(topo, &tr, &cfg, &res[ok]);
         if (rc) {

@@ -34,6 +34,18 @@ static const struct subcommand cmds[] = {
      "load --socket S --trace CSV [--rate-scale X] [--time-scale Y] [--seed N] [--json] ...\n"
      "                                  replay a demand trace against lokid"},
 #endif
+#ifdef LOKI_HAVE_CMD_STATUS
+    {"status", loki_cli_status,
+     "status --socket S [--json | --live | --ready]   plan, demand, accuracy, last minute"},
+#endif
+#ifdef LOKI_HAVE_CMD_METRICS
+    {"metrics", loki_cli_metrics, "metrics --socket S                 Prometheus text exposition"},
+#endif
+#ifdef LOKI_HAVE_CMD_PROFILE
+    {"profile", loki_cli_profile,
+     "profile --topology F --variant V [--batches B,..] [--shares 1,0.5,..] [--out F2]\n"
+     "                                  measure tau(b, s) on the GPU into a topology copy"},
+#endif
 };
 
 static void usage(FILE *f)

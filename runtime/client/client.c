@@ -591,6 +591,9 @@ struct ctl {
     struct loki_client *c;
     struct loki_reply *out;
     bool hello;
+    bool want_text;
+    char *text; /* malloc'ed copy of reply->report when want_text */
+    bool text_nomem;
     char x_err[LOKI_PROTO_ERR_MAX];
 };
 
@@ -607,6 +610,17 @@ static void on_ctl_done(void *ctx, const struct loki_reply *r)
     x->out->inflight = r->inflight;
     x->out->n_pipelines = r->n_pipelines;
     x->out->error.ptr = NULL; /* not valid after return */
+    x->out->report.ptr = NULL;
+    x->out->report.len = 0;
+    if (x->want_text && r->report.len) {
+        x->text = malloc((size_t)r->report.len + 1);
+        if (x->text) {
+            memcpy(x->text, r->report.ptr, r->report.len);
+            x->text[r->report.len] = 0;
+        } else {
+            x->text_nomem = true;
+        }
+    }
     if (r->status != LOKI_STATUS_OK)
         snprintf(x->x_err, sizeof(x->x_err), "%.*s", (int)r->error.len, (const char *)r->error.ptr);
     if (x->hello && r->status == LOKI_STATUS_OK) {
@@ -622,9 +636,13 @@ static void on_ctl_done(void *ctx, const struct loki_reply *r)
     waiter_signal(&x->w);
 }
 
-/* Blocking control call; @out gets the reply's scalars. */
-static int ctl_call(struct loki_client *c, enum loki_msg_type type, double timeout_ms,
-                    struct loki_reply *out, char *err, size_t errlen)
+/*
+ * Blocking control call; @out gets the reply's scalars. With @format, the request asks
+ * for a report and *@text receives a malloc'ed copy of it (NULL when none came).
+ */
+static int ctl_call_fmt(struct loki_client *c, enum loki_msg_type type, const char *format,
+                        double timeout_ms, struct loki_reply *out, char **text, char *err,
+                        size_t errlen)
 {
     struct ctl x;
     if (on_reader(c))
@@ -634,7 +652,13 @@ static int ctl_call(struct loki_client *c, enum loki_msg_type type, double timeo
     x.c = c;
     x.out = out;
     x.hello = type == LOKI_MSG_HELLO;
-    int rc = loki_client_request(c, type, timeout_ms > 0 ? timeout_ms : -1, on_ctl_done, &x, NULL);
+    x.want_text = text != NULL;
+    struct loki_request rq;
+    loki_request_init(&rq);
+    rq.type = type;
+    rq.version = LOKI_PROTO_VERSION;
+    rq.format = loki_bytes_str(format);
+    int rc = submit(c, &rq, timeout_ms > 0 ? timeout_ms : -1, on_ctl_done, &x, NULL);
     if (rc < 0) {
         pthread_cond_destroy(&x.w.cv);
         pthread_mutex_destroy(&x.w.m);
@@ -645,11 +669,23 @@ static int ctl_call(struct loki_client *c, enum loki_msg_type type, double timeo
         snprintf(err, errlen, "%s", x.x_err);
     out->error.ptr = NULL;
     out->error.len = 0;
+    if (text)
+        *text = x.text;
+    else
+        free(x.text);
     if (out->status == LOKI_STATUS_TIMEOUT)
         return -ETIMEDOUT;
     if (out->status == LOKI_STATUS_CLOSED)
         return -EPIPE;
+    if (x.text_nomem)
+        return -ENOMEM;
     return 0;
+}
+
+static int ctl_call(struct loki_client *c, enum loki_msg_type type, double timeout_ms,
+                    struct loki_reply *out, char *err, size_t errlen)
+{
+    return ctl_call_fmt(c, type, NULL, timeout_ms, out, NULL, err, errlen);
 }
 
 int loki_client_ping(struct loki_client *c, double timeout_ms)
@@ -669,6 +705,27 @@ int loki_client_status(struct loki_client *c, double timeout_ms, struct loki_rep
         return -EINVAL;
     loki_reply_init(st);
     return ctl_call(c, LOKI_MSG_STATUS, timeout_ms, st, NULL, 0);
+}
+
+int loki_client_report(struct loki_client *c, enum loki_msg_type type, const char *format,
+                       double timeout_ms, struct loki_reply *st, char **text, char *err,
+                       size_t errlen)
+{
+    struct loki_reply local;
+    if (!c || !format || !*format || strlen(format) > LOKI_PROTO_FORMAT_MAX || !text ||
+        (type != LOKI_MSG_STATUS && type != LOKI_MSG_METRICS))
+        return -EINVAL;
+    *text = NULL;
+    if (!st)
+        st = &local;
+    loki_reply_init(st);
+    int rc = ctl_call_fmt(c, type, format, timeout_ms, st, text, err, errlen);
+    if (rc == 0 && st->status != LOKI_STATUS_OK) {
+        free(*text);
+        *text = NULL;
+        rc = LOKI_EPROTO;
+    }
+    return rc;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */

@@ -15,7 +15,16 @@
  * submitted root exactly once (ok, dropped, late, error, overloaded), a dead
  * worker's batches are re-run or failed explicitly, and SIGTERM drains:
  * new requests are answered "draining" while in-flight ones finish.
+ *
+ * Operability lives here too: a once-a-second tick keeps a 60 s ring of
+ * counter snapshots (drops and violations "over the last minute"), lokid
+ * measures queueing (arrival to first dispatch), compute (dispatch to
+ * result) and batch sizes itself, and renders two reports on request: the
+ * status report ("table" or "json": plan, demand, accuracy, last minute) and
+ * the Prometheus exposition, served over the client socket ("report" field,
+ * docs/protocol.md) and, with --metrics-port, on 127.0.0.1 over HTTP.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -26,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,12 +56,69 @@
 #define MAX_INST 4096
 #define ROOT_OUT_MAX 32 /* leaf outputs kept per root query; more are counted only */
 #define MAX_BATCH_INFLIGHT 2
+#define WINDOW_S 60   /* "last minute" of the status report: ring of 1 s snapshots */
+#define QLOG_PER_S 10 /* per-query log lines allowed per second; the rest are counted */
+#define HTTP_MAX_CONNS 32
+#define HTTP_REQ_MAX 4096
+#define RETRY_AFTER_MS 100 /* hint in "overloaded" replies: about one admission refill */
+#define HIST_T 13
+#define HIST_B 10
+
+/* Bucket bounds (upper, inclusive) of the time histograms, seconds, and of batch sizes. */
+static const double time_bounds[HIST_T] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                           0.1,    0.25,  0.5,    1,     2.5,  5};
+static const double batch_bounds[HIST_B] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+
+/* A Prometheus histogram: per-bucket (not cumulative) counts, the last one is +Inf. */
+struct hist {
+    uint64_t b[HIST_T + 1];
+    uint64_t count;
+    double sum;
+};
+
+struct var_metrics {
+    struct hist compute; /* dispatch to result, seconds */
+    struct hist batch;   /* dispatched batch sizes */
+    uint64_t failed;     /* queries a worker reported failed */
+};
+
+/* Counters of one pipeline at one tick; the last-minute figures are differences. */
+struct snap {
+    uint64_t arrived, ok, dropped, late, error, overloaded, sub, sub_viol;
+    double acc_sum, acc_sub_sum;
+    uint64_t stage_drop[LOKI_MAX_TASKS];
+};
+
+struct snap_set {
+    double t;
+    struct snap p[LOKI_MAX_PIPELINES];
+};
+
+/* A growable text buffer for the reports (not on the query path). */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+struct http_conn {
+    uv_tcp_t h;
+    struct lokid *d;
+    struct http_conn *next, **pprev;
+    uv_write_t w;
+    char req[HTTP_REQ_MAX];
+    size_t len;
+    char *resp;
+    bool answered;
+};
 
 struct root {
     bool used;
     uint32_t gen; /* bumped per use: a late result for a finished root is recognised */
     struct loki_frontend_conn *conn;
     uint64_t id;
+    uint64_t arrival_ns;
+    bool queued_seen; /* queueing time recorded (first dispatch of its root task) */
     struct loki_arena_ref payload;
     uint16_t n_out;
     uint8_t out_len[ROOT_OUT_MAX];
@@ -59,8 +126,8 @@ struct root {
 };
 
 struct inflight {
-    uint64_t batch_id;
-    int task, n;
+    uint64_t batch_id, t_ns;
+    int pipeline, task, variant, n;
     uint64_t cookies[512]; /* slot | gen << 32 of each query's root */
 };
 
@@ -82,55 +149,170 @@ struct lokid {
     struct root *roots;
     uint32_t n_roots, *free_roots, n_free;
     struct inst inst[MAX_INST];
-    uv_timer_t plan_timer, restart_timer, drain_timer;
-    uv_signal_t sig_term, sig_int;
+    uv_timer_t plan_timer, restart_timer, drain_timer, tick_timer;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_work_t work;
     bool solving, ready, draining, stopping;
     struct loki_plan *plan_cur, *plan_next, *plan_restart;
     struct loki_demand demand[LOKI_MAX_PIPELINES];
     double demand_est[LOKI_MAX_PIPELINES];
+    double plan_demand[LOKI_MAX_PIPELINES]; /* solve input: read by the planner thread */
     uint64_t last_arrived[LOKI_MAX_PIPELINES];
     uint64_t last_served[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
     uint64_t last_children[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS]
                           [LOKI_MAX_CHILDREN];
     uint64_t t0_ns;
     int solve_rc;
-    uint64_t replans, plan_applied;
+    uint64_t replans, plan_applied, plans_kept, solves, solve_errors;
+    double solve_ms_sum, last_solve_ms, last_change_s;
+    /* metrics */
+    struct hist queue_h[LOKI_MAX_PIPELINES], e2e_h[LOKI_MAX_PIPELINES];
+    struct var_metrics vm[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    struct snap_set win[WINDOW_S + 1];
+    int win_head, win_n;
+    struct sbuf rep; /* the last rendered report, kept until the next one */
+    uv_tcp_t http;
+    bool http_on;
+    int http_port;
+    int n_http;
+    struct http_conn *http_conns;
+    /* logging */
+    enum lokid_log_level log_level;
+    bool journal;
+    double qlog_window_s;
+    unsigned qlog_n;
+    uint64_t qlog_suppressed;
     struct loki_reply reply; /* scratch: large, encoded before reuse */
     char paths[LOKI_MAX_TASKS * 8][LOKI_PROTO_PATH_STR_MAX / 8];
     int exit_code;
 };
 
-static void logf_(struct lokid *d, const char *level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static const char *const level_name[] = {"debug", "info", "warn", "error"};
+static const int level_prio[] = {7, 6, 4, 3}; /* syslog priorities for journald */
 
-/* One place that logs: JSON lines on stderr, so journald and people can both read them. */
-static void logf_(struct lokid *d, const char *level, const char *fmt, ...)
+int lokid_log_level_parse(const char *s, enum lokid_log_level *out)
+{
+    static const char *const alias[] = {"debug", "info", "warning", "error"};
+    for (int i = 0; i <= LOKID_LOG_ERROR; i++)
+        if (!strcmp(s, level_name[i]) || !strcmp(s, alias[i])) {
+            *out = (enum lokid_log_level)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+/*
+ * Whether stderr is connected to the journal: systemd sets JOURNAL_STREAM to
+ * "device:inode" of the stream it gave us; a child that inherited the variable
+ * but writes elsewhere must keep JSON lines.
+ */
+static bool stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st))
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static void vlogf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (d->opt.quiet && strcmp(level, "error") && strcmp(level, "warn"))
+    if (d->journal) {
+        /* journald reads the "<N>" prefix as the priority; it adds its own timestamps */
+        for (char *c = msg; *c; c++)
+            if (*c == '\n')
+                *c = ' ';
+        fprintf(stderr, "<%d>%s\n", level_prio[lvl], msg);
         return;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    char esc[1100];
+    char esc[2100];
     size_t k = 0;
-    for (const char *s = msg; *s && k + 2 < sizeof(esc); s++) {
-        if (*s == '"' || *s == '\\')
+    for (const char *c = msg; *c && k + 7 < sizeof(esc); c++) {
+        if (*c == '"' || *c == '\\') {
             esc[k++] = '\\';
-        esc[k++] = *s == '\n' ? ' ' : *s;
+            esc[k++] = *c;
+        } else if ((unsigned char)*c < 0x20) {
+            k += (size_t)snprintf(esc + k, sizeof(esc) - k, "\\u%04x", (unsigned char)*c);
+        } else {
+            esc[k++] = *c;
+        }
     }
     esc[k] = 0;
     fprintf(stderr, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":\"%s\"}\n", (long long)ts.tv_sec,
-            ts.tv_nsec / 1000000, level, esc);
+            ts.tv_nsec / 1000000, level_name[lvl], esc);
+}
+
+static void logf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* One place that logs: JSON lines on stderr (or "<N>text" lines into the journal). */
+static void logf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
+{
+    if (lvl < d->log_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlogf_(d, lvl, fmt, ap);
+    va_end(ap);
+}
+
+static double now_s(struct lokid *d);
+
+/* Say how many per-query lines the rate limit swallowed (tick and window change). */
+static void qlog_flush(struct lokid *d, double t)
+{
+    if (d->qlog_suppressed)
+        logf_(d, LOKID_LOG_WARN, "suppressed %llu per-query log messages in the last %.1f s",
+              (unsigned long long)d->qlog_suppressed, t - d->qlog_window_s);
+    d->qlog_suppressed = 0;
+    d->qlog_n = 0;
+    d->qlog_window_s = t;
+}
+
+static void qlogf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Per-query messages (failures, drops at debug level): at most QLOG_PER_S a
+ * second, so a failing worker under load cannot flood the log; the rest are
+ * counted and summarised as "suppressed K".
+ */
+static void qlogf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
+{
+    if (lvl < d->log_level)
+        return;
+    double t = now_s(d);
+    if (t - d->qlog_window_s >= 1.0)
+        qlog_flush(d, t);
+    if (d->qlog_n >= QLOG_PER_S) {
+        d->qlog_suppressed++;
+        return;
+    }
+    d->qlog_n++;
+    va_list ap;
+    va_start(ap, fmt);
+    vlogf_(d, lvl, fmt, ap);
+    va_end(ap);
 }
 
 static double now_s(struct lokid *d)
 {
     return (double)(loki_now_ns() - d->t0_ns) / 1e9;
+}
+
+static void hist_add(struct hist *h, const double *bounds, int nb, double v)
+{
+    int i = 0;
+    while (i < nb && v > bounds[i])
+        i++;
+    h->b[i]++;
+    h->count++;
+    h->sum += v;
 }
 
 /* ---- router callbacks ---------------------------------------------------------------------- */
@@ -150,12 +332,23 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
         return -EBUSY;
     struct loki_batch_query q[512];
     struct inflight *f = &in->b[in->n_inflight];
+    uint64_t tn = loki_now_ns();
+    bool root_task = b->task == d->topo->pipelines[b->pipeline].root;
     f->batch_id = b->batch_id;
+    f->t_ns = tn;
+    f->pipeline = b->pipeline;
     f->task = b->task;
+    f->variant = b->variant;
     f->n = b->n;
     for (int i = 0; i < b->n; i++) {
         uint64_t c = b->items[i].cookie;
+        struct root *r = &d->roots[(uint32_t)c];
         f->cookies[i] = c;
+        if (root_task && !r->queued_seen) {
+            r->queued_seen = true;
+            hist_add(&d->queue_h[b->pipeline], time_bounds, HIST_T,
+                     (double)(tn - r->arrival_ns) / 1e9);
+        }
         q[i].query_id = b->items[i].query_id;
         q[i].sub_query_id = b->items[i].sub;
         q[i].deadline_ns = 0;
@@ -170,6 +363,7 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
     if (rc)
         return rc;
     in->n_inflight++;
+    hist_add(&d->vm[b->pipeline][b->task][b->variant].batch, batch_bounds, HIST_B, b->n);
     return 0;
 }
 
@@ -194,7 +388,8 @@ static void path_strings(struct lokid *d, const struct loki_router_completion *c
             for (int v = 0; v < p->tasks[t].n_variants; v++) {
                 if (!(c->variants[t] & (1u << v)))
                     continue;
-                int w = snprintf(s + k, cap - k, "%s%s", first ? "" : "|", p->tasks[t].variants[v].name);
+                int w = snprintf(s + k, cap - k, "%s%s", first ? "" : "|",
+                                 p->tasks[t].variants[v].name);
                 if (w > 0)
                     k = k + (size_t)w < cap ? k + (size_t)w : cap - 1;
                 first = false;
@@ -247,6 +442,16 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     struct root *r = &d->roots[slot];
     struct loki_reply *rep = &d->reply;
     LOKI_BUG_ON(!r->used || r->gen != (uint32_t)(c->cookie >> 32));
+    if (c->status == LOKI_QUERY_OK || c->status == LOKI_QUERY_LATE)
+        hist_add(&d->e2e_h[c->pipeline], time_bounds, HIST_T, c->latency_ms / 1e3);
+    const struct loki_pipeline *pl = &d->topo->pipelines[c->pipeline];
+    const char *stage = c->stage >= 0 && c->stage < pl->n_tasks ? pl->tasks[c->stage].name : "-";
+    if (c->status == LOKI_QUERY_ERROR)
+        qlogf_(d, LOKID_LOG_WARN, "query %llu (%s) failed at %s", (unsigned long long)r->id,
+               pl->name, stage);
+    else if (c->status == LOKI_QUERY_DROPPED)
+        qlogf_(d, LOKID_LOG_DEBUG, "query %llu (%s) dropped at %s after %.1f ms",
+               (unsigned long long)r->id, pl->name, stage, c->latency_ms);
     memset(rep, 0, offsetof(struct loki_reply, outputs));
     rep->status = map_status(c->status);
     rep->accuracy = c->accuracy;
@@ -263,7 +468,7 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     }
     if (c->status == LOKI_QUERY_OVERLOADED) {
         rep->has_retry_after = true;
-        rep->retry_after_ms = 100;
+        rep->retry_after_ms = RETRY_AFTER_MS;
         rep->error = loki_bytes_str("planned capacity exceeded; retry later");
     } else if (c->status == LOKI_QUERY_DROPPED) {
         rep->error = loki_bytes_str("could no longer meet its deadline; dropped early");
@@ -278,22 +483,22 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
 {
     struct lokid *d = ctx;
     if (instance < 0 || instance >= MAX_INST) {
-        logf_(d, "error", "router instance id %d beyond the supervisor's table", instance);
+        logf_(d, LOKID_LOG_ERROR, "router instance id %d beyond the supervisor's table", instance);
         return;
     }
     int rc = loki_sup_start(d->sup, instance, pi);
     const struct loki_variant *v =
         &d->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant];
     if (rc) {
-        logf_(d, "error", "start worker %d (%s): %s", instance, v->name, loki_strerror(rc));
+        logf_(d, LOKID_LOG_ERROR, "start worker %d (%s): %s", instance, v->name, loki_strerror(rc));
         loki_router_instance_failed(d->router, instance);
         return;
     }
     d->inst[instance].live = true;
     d->inst[instance].n_inflight = 0;
     loki_router_instance_bind(d->router, instance, (uint64_t)instance);
-    logf_(d, "info", "worker %d starting: %s batch %d share %.2f gpu %d pid %d", instance, v->name,
-          pi->batch, pi->share, pi->gpu, loki_sup_pid(d->sup, instance));
+    logf_(d, LOKID_LOG_INFO, "worker %d starting: %s batch %d share %.2f gpu %d pid %d", instance,
+          v->name, pi->batch, pi->share, pi->gpu, loki_sup_pid(d->sup, instance));
 }
 
 static void r_instance_stop(void *ctx, int instance, uint64_t handle)
@@ -302,7 +507,7 @@ static void r_instance_stop(void *ctx, int instance, uint64_t handle)
     if (instance >= 0 && instance < MAX_INST) {
         d->inst[instance].live = false;
         loki_sup_stop(d->sup, instance);
-        logf_(d, "info", "worker %d stopping (plan change)", instance);
+        logf_(d, LOKID_LOG_INFO, "worker %d stopping (plan change)", instance);
     }
 }
 
@@ -312,7 +517,7 @@ static void s_ready(void *ctx, int inst)
 {
     struct lokid *d = ctx;
     loki_router_instance_ready(d->router, inst);
-    logf_(d, "info", "worker %d ready", inst);
+    logf_(d, LOKID_LOG_INFO, "worker %d ready", inst);
 }
 
 static void s_result(void *ctx, int inst, struct loki_batch_view *v)
@@ -326,6 +531,8 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
     if (k < 0)
         return; /* a batch the router already re-ran elsewhere */
     struct inflight f = in->b[k];
+    struct var_metrics *vm = &d->vm[f.pipeline][f.task][f.variant];
+    hist_add(&vm->compute, time_bounds, HIST_T, (double)(loki_now_ns() - f.t_ns) / 1e9);
     memmove(&in->b[k], &in->b[k + 1], sizeof(in->b[0]) * (size_t)(in->n_inflight - k - 1));
     in->n_inflight--;
 
@@ -340,7 +547,8 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
         failed[i] = q.status != 0;
         n_children = (int)q.n_fanout;
         for (uint32_t c = 0; c < q.n_fanout && c < LOKI_MAX_CHILDREN; c++)
-            children[i * LOKI_MAX_CHILDREN + c] = (uint16_t)(q.fanout[c] > 65535 ? 65535 : q.fanout[c]);
+            children[i * LOKI_MAX_CHILDREN + c] =
+                (uint16_t)(q.fanout[c] > 65535 ? 65535 : q.fanout[c]);
         /* leaf outputs become the reply's outputs */
         if (current && q.status == 0 && q.n_fanout == 0 && q.out_kind == LOKI_BATCH_OUT_INLINE &&
             r->n_out < ROOT_OUT_MAX) {
@@ -352,6 +560,8 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
     }
     for (; i < f.n; i++)
         failed[i] = 1; /* fewer results than queries: a worker bug, fail them explicitly */
+    for (i = 0; i < f.n; i++)
+        vm->failed += failed[i];
     /* the router wants n x n_children, packed with the task's child count */
     uint16_t packed[512 * LOKI_MAX_CHILDREN];
     if (n_children) {
@@ -381,11 +591,11 @@ static void s_exited(void *ctx, int inst, int64_t status, int term_signal, bool 
     in->live = false;
     in->n_inflight = 0;
     if (expected) {
-        logf_(d, "info", "worker %d exited (status %lld)", inst, (long long)status);
+        logf_(d, LOKID_LOG_INFO, "worker %d exited (status %lld)", inst, (long long)status);
         return;
     }
-    logf_(d, "warn", "worker %d died (status %lld, signal %d): re-running its batches", inst,
-          (long long)status, term_signal);
+    logf_(d, LOKID_LOG_WARN, "worker %d died (status %lld, signal %d): re-running its batches",
+          inst, (long long)status, term_signal);
     loki_router_instance_failed(d->router, inst);
     if (d->draining || d->stopping)
         return;
@@ -407,7 +617,7 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
         memset(rep, 0, offsetof(struct loki_reply, outputs));
         rep->status = LOKI_STATUS_OVERLOADED;
         rep->has_retry_after = true;
-        rep->retry_after_ms = 100;
+        rep->retry_after_ms = RETRY_AFTER_MS;
         rep->error = loki_bytes_str("too many queries in flight");
         loki_frontend_reply(conn, req->id, rep);
         return;
@@ -418,6 +628,8 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
     r->gen++;
     r->conn = conn;
     r->id = req->id;
+    r->arrival_ns = loki_now_ns();
+    r->queued_seen = false;
     r->n_out = 0;
     memset(&r->payload, 0, sizeof(r->payload));
     if (req->payload.len) {
@@ -428,7 +640,7 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
             memset(rep, 0, offsetof(struct loki_reply, outputs));
             rep->status = LOKI_STATUS_OVERLOADED;
             rep->has_retry_after = true;
-            rep->retry_after_ms = 100;
+            rep->retry_after_ms = RETRY_AFTER_MS;
             rep->error = loki_bytes_str("payload arena full");
             loki_frontend_reply(conn, req->id, rep);
             release_root(d, slot);
@@ -494,31 +706,773 @@ static int fe_metrics(void *ctx, struct loki_metric *out, int max)
     return n;
 }
 
+/* ---- reports: status (table, json) and Prometheus ------------------------------------------- */
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* @s as a JSON string or a Prometheus label value (same escapes for our names). */
+static void sb_quoted(struct sbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            sb_printf(b, "\\%c", *s);
+        else if (*s == '\n')
+            sb_printf(b, "\\n");
+        else if ((unsigned char)*s >= 0x20)
+            sb_printf(b, "%c", *s);
+    }
+    sb_printf(b, "\"");
+}
+
+static void snap_now(struct lokid *d, int p, struct snap *o)
+{
+    const struct loki_router_stats *st = loki_router_stats(d->router);
+    const struct loki_router_pipeline_stats *ps = &st->pipe[p];
+    const struct loki_pipeline *pl = &d->topo->pipelines[p];
+    memset(o, 0, sizeof(*o));
+    o->arrived = ps->arrived;
+    o->ok = ps->ok;
+    o->dropped = ps->dropped;
+    o->late = ps->late;
+    o->error = ps->error;
+    o->overloaded = ps->overloaded;
+    o->sub = ps->sub_created;
+    o->sub_viol = ps->sub_violations;
+    o->acc_sum = ps->acc_sum;
+    o->acc_sub_sum = ps->acc_sub_sum;
+    for (int t = 0; t < pl->n_tasks; t++)
+        for (int v = 0; v < pl->tasks[t].n_variants; v++)
+            o->stage_drop[t] += st->var[p][t][v].dropped;
+}
+
+/* Counters of pipeline @p over the last minute (or since start); returns the window, s. */
+static double last_minute(struct lokid *d, int p, struct snap *o)
+{
+    struct snap cur;
+    snap_now(d, p, &cur);
+    double t = now_s(d), t0 = 0;
+    struct snap base;
+    memset(&base, 0, sizeof(base));
+    if (d->win_n) {
+        /* oldest snapshot in the ring: about WINDOW_S seconds ago once it is full */
+        int i = (d->win_head - d->win_n + WINDOW_S + 1) % (WINDOW_S + 1);
+        base = d->win[i].p[p];
+        t0 = d->win[i].t;
+    }
+    o->arrived = cur.arrived - base.arrived;
+    o->ok = cur.ok - base.ok;
+    o->dropped = cur.dropped - base.dropped;
+    o->late = cur.late - base.late;
+    o->error = cur.error - base.error;
+    o->overloaded = cur.overloaded - base.overloaded;
+    o->sub = cur.sub - base.sub;
+    o->sub_viol = cur.sub_viol - base.sub_viol;
+    o->acc_sum = cur.acc_sum - base.acc_sum;
+    o->acc_sub_sum = cur.acc_sub_sum - base.acc_sub_sum;
+    for (int k = 0; k < LOKI_MAX_TASKS; k++)
+        o->stage_drop[k] = cur.stage_drop[k] - base.stage_drop[k];
+    return t - t0;
+}
+
+static void on_tick(uv_timer_t *tm)
+{
+    struct lokid *d = tm->data;
+    double t = now_s(d);
+    struct snap_set *w = &d->win[d->win_head];
+    w->t = t;
+    for (int p = 0; p < d->topo->n_pipelines; p++)
+        snap_now(d, p, &w->p[p]);
+    d->win_head = (d->win_head + 1) % (WINDOW_S + 1);
+    if (d->win_n < WINDOW_S + 1)
+        d->win_n++;
+    if (d->qlog_suppressed && t - d->qlog_window_s >= 1.0)
+        qlog_flush(d, t);
+}
+
+/* Violations: dropped, late or failed among the answered (refusals are counted apart). */
+static double violation_ratio(const struct snap *m)
+{
+    uint64_t answered = m->ok + m->dropped + m->late + m->error;
+    return answered ? (double)(m->dropped + m->late + m->error) / (double)answered : 0;
+}
+
+/* Parent task of @t in @pl, or -1 for the root. */
+static int parent_task(const struct loki_pipeline *pl, int t)
+{
+    for (int u = 0; u < pl->n_tasks; u++)
+        for (int c = 0; c < pl->tasks[u].n_children; c++)
+            if (pl->tasks[u].children[c] == t)
+                return u;
+    return -1;
+}
+
+/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
+static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap,
+                         bool json)
+{
+    bool on[256] = {0};
+    size_t k = 0;
+    out[0] = 0;
+    for (int i = 0; i < plan->n_instances; i++) {
+        const struct loki_plan_instance *pi = &plan->inst[i];
+        if (pi->pipeline == p && pi->task == t && pi->variant == v && pi->gpu >= 0 && pi->gpu < 256)
+            on[pi->gpu] = true;
+    }
+    for (int g = 0; g < 256 && k + 8 < cap; g++)
+        if (on[g])
+            k += (size_t)snprintf(out + k, cap - k, "%s%d", k ? "," : "", g);
+    if (!k && !json)
+        snprintf(out, cap, "-");
+}
+
+static void status_json(struct lokid *d, struct sbuf *b)
+{
+    const struct loki_plan *pl_ = d->plan_cur;
+    double gpus = 0;
+    int n_inst = loki_router_instances(d->router, &gpus);
+    sb_printf(b,
+              "{\"ready\":%s,\"draining\":%s,\"uptime_s\":%.3f,\"policy\":\"%s\",\"mode\":\"%s\","
+              "\"transitioning\":%s,\"plans_applied\":%llu,\"plans_kept\":%llu,"
+              "\"plan_age_s\":%.3f,\"solves\":%llu,\"solve_ms\":%.3f,\"metrics_port\":%d,"
+              "\"instances\":%d,\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},"
+              "\"pipelines\":[",
+              d->ready && !d->draining ? "true" : "false", d->draining ? "true" : "false", now_s(d),
+              loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
+              loki_router_is_transitioning(d->router) ? "true" : "false",
+              (unsigned long long)d->plan_applied, (unsigned long long)d->plans_kept,
+              now_s(d) - d->last_change_s, (unsigned long long)d->solves, d->last_solve_ms,
+              d->http_on ? d->http_port : -1, n_inst, d->topo->gpus.count, gpus, pl_->gpus_active);
+    for (int p = 0; p < d->topo->n_pipelines; p++) {
+        const struct loki_pipeline *pl = &d->topo->pipelines[p];
+        struct snap m;
+        double win = last_minute(d, p, &m);
+        sb_printf(b, "%s{\"name\":", p ? "," : "");
+        sb_quoted(b, pl->name);
+        sb_printf(
+            b,
+            ",\"slo_ms\":%.3f,\"demand\":{\"estimate_qps\":%.3f,\"planned_qps\":%.3f,"
+            "\"served_fraction\":%.4f},\"accuracy\":{\"predicted\":%.3f,"
+            "\"predicted_subquery\":%.3f,\"served\":%.3f,\"served_subquery\":%.3f},"
+            "\"last_minute\":{\"window_s\":%.3f,\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,"
+            "\"late\":%llu,\"error\":%llu,\"overloaded\":%llu,\"violations\":%llu,"
+            "\"violation_ratio\":%.6f,\"sub_queries\":%llu,\"sub_violations\":%llu,"
+            "\"drops_by_stage\":{",
+            pl->slo_ms, d->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p],
+            100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
+            m.ok ? m.acc_sum / (double)m.ok : 0, m.ok ? m.acc_sub_sum / (double)m.ok : 0, win,
+            (unsigned long long)m.arrived, (unsigned long long)m.ok, (unsigned long long)m.dropped,
+            (unsigned long long)m.late, (unsigned long long)m.error,
+            (unsigned long long)m.overloaded, (unsigned long long)(m.dropped + m.late + m.error),
+            violation_ratio(&m), (unsigned long long)m.sub, (unsigned long long)m.sub_viol);
+        for (int t = 0; t < pl->n_tasks; t++) {
+            sb_printf(b, "%s", t ? "," : "");
+            sb_quoted(b, pl->tasks[t].name);
+            sb_printf(b, ":%llu", (unsigned long long)m.stage_drop[t]);
+        }
+        sb_printf(b, "}},\"variants\":[");
+        bool first = true;
+        const struct loki_router_stats *st = loki_router_stats(d->router);
+        for (int t = 0; t < pl->n_tasks; t++)
+            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl_->var[p][t][v];
+                if (!pv->instances)
+                    continue;
+                char g[512];
+                variant_gpus(pl_, p, t, v, g, sizeof(g), true);
+                sb_printf(b, "%s{\"task\":", first ? "" : ",");
+                sb_quoted(b, pl->tasks[t].name);
+                sb_printf(b, ",\"variant\":");
+                sb_quoted(b, pl->tasks[t].variants[v].name);
+                sb_printf(b,
+                          ",\"accuracy\":%.3f,\"instances\":%d,\"batch\":%d,\"share\":%.4f,"
+                          "\"gpus\":[%s],\"capacity_qps\":%.3f,\"load_qps\":%.3f,"
+                          "\"dropped_total\":%llu}",
+                          pl->tasks[t].variants[v].accuracy, pv->instances, pv->batch, pv->share, g,
+                          pv->capacity_qps, pv->load_qps,
+                          (unsigned long long)st->var[p][t][v].dropped);
+                first = false;
+            }
+        sb_printf(b, "],\"splits\":[");
+        first = true;
+        for (int t = 0; t < pl->n_tasks; t++) {
+            int par = parent_task(pl, t);
+            int nu = par < 0 ? 1 : pl->tasks[par].n_variants;
+            for (int u = 0; u < nu; u++) {
+                if (par >= 0 && !pl_->var[p][par][u].instances)
+                    continue;
+                sb_printf(b, "%s{\"task\":", first ? "" : ",");
+                sb_quoted(b, pl->tasks[t].name);
+                sb_printf(b, ",\"from\":");
+                sb_quoted(b, par < 0 ? "" : pl->tasks[par].variants[u].name);
+                sb_printf(b, ",\"to\":{");
+                bool f2 = true;
+                for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                    float x = pl_->split[p][t][u][v];
+                    if (x <= 0)
+                        continue;
+                    sb_printf(b, "%s", f2 ? "" : ",");
+                    sb_quoted(b, pl->tasks[t].variants[v].name);
+                    sb_printf(b, ":%.4f", x);
+                    f2 = false;
+                }
+                sb_printf(b, "}}");
+                first = false;
+            }
+        }
+        sb_printf(b, "]}");
+    }
+    sb_printf(b, "]}\n");
+}
+
+static void status_table(struct lokid *d, struct sbuf *b)
+{
+    const struct loki_plan *pl_ = d->plan_cur;
+    double gpus = 0;
+    int n_inst = loki_router_instances(d->router, &gpus);
+    sb_printf(b,
+              "lokid %s%s, up %.1f s; policy %s, mode %s%s; plans applied %llu (last %.1f s ago), "
+              "kept %llu; last solve %.1f ms\n",
+              d->ready ? "ready" : "not ready", d->draining ? ", draining" : "", now_s(d),
+              loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
+              loki_router_is_transitioning(d->router) ? " (reconfiguring)" : "",
+              (unsigned long long)d->plan_applied, now_s(d) - d->last_change_s,
+              (unsigned long long)d->plans_kept, d->last_solve_ms);
+    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances\n", gpus, pl_->gpus_active,
+              d->topo->gpus.count, n_inst);
+    for (int p = 0; p < d->topo->n_pipelines; p++) {
+        const struct loki_pipeline *pl = &d->topo->pipelines[p];
+        struct snap m;
+        double win = last_minute(d, p, &m);
+        sb_printf(b, "\npipeline %s (SLO %.0f ms)\n", pl->name, pl->slo_ms);
+        sb_printf(b,
+                  "  demand    %.1f qps estimated, plan carries %.1f qps, served fraction %.3f\n",
+                  d->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p]);
+        sb_printf(b, "  accuracy  predicted %.2f (per sub-query %.2f), served %.2f (last %.0f s)\n",
+                  100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
+                  m.ok ? m.acc_sum / (double)m.ok : 0, win);
+        sb_printf(b,
+                  "  last %.0f s: %llu arrived, %llu ok, %llu dropped, %llu late, %llu error, "
+                  "%llu overloaded; violations %.2f %% (sub-queries %.2f %%)\n",
+                  win, (unsigned long long)m.arrived, (unsigned long long)m.ok,
+                  (unsigned long long)m.dropped, (unsigned long long)m.late,
+                  (unsigned long long)m.error, (unsigned long long)m.overloaded,
+                  100 * violation_ratio(&m),
+                  m.sub ? 100.0 * (double)m.sub_viol / (double)m.sub : 0);
+        sb_printf(b, "  drops by stage:");
+        for (int t = 0; t < pl->n_tasks; t++)
+            sb_printf(b, " %s %llu", pl->tasks[t].name, (unsigned long long)m.stage_drop[t]);
+        sb_printf(b, "\n  %-16s %-20s %5s %5s %6s %-10s %10s %10s\n", "TASK", "VARIANT", "INST",
+                  "BATCH", "SHARE", "GPUS", "CAP/s", "LOAD/s");
+        for (int t = 0; t < pl->n_tasks; t++)
+            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl_->var[p][t][v];
+                if (!pv->instances)
+                    continue;
+                char g[512];
+                variant_gpus(pl_, p, t, v, g, sizeof(g), false);
+                sb_printf(b, "  %-16s %-20s %5d %5d %6.2f %-10s %10.1f %10.1f\n", pl->tasks[t].name,
+                          pl->tasks[t].variants[v].name, pv->instances, pv->batch, pv->share, g,
+                          pv->capacity_qps, pv->load_qps);
+            }
+        sb_printf(b, "  splits:\n");
+        for (int t = 0; t < pl->n_tasks; t++) {
+            int par = parent_task(pl, t);
+            int nu = par < 0 ? 1 : pl->tasks[par].n_variants;
+            for (int u = 0; u < nu; u++) {
+                if (par >= 0 && !pl_->var[p][par][u].instances)
+                    continue;
+                sb_printf(b, "    %s <- %s:", pl->tasks[t].name,
+                          par < 0 ? "(arrivals)" : pl->tasks[par].variants[u].name);
+                for (int v = 0; v < pl->tasks[t].n_variants; v++)
+                    if (pl_->split[p][t][u][v] > 0)
+                        sb_printf(b, " %s %.2f", pl->tasks[t].variants[v].name,
+                                  pl_->split[p][t][u][v]);
+                sb_printf(b, "\n");
+            }
+        }
+    }
+}
+
+/* One metric family header. */
+static void prom_head(struct sbuf *b, const char *name, const char *type, const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Labels {pipeline="..",task="..",variant=".."}; @t/@v < 0 leave those out. */
+static void prom_labels(struct sbuf *b, struct lokid *d, int p, int t, int v, const char *extra)
+{
+    const struct loki_pipeline *pl = &d->topo->pipelines[p];
+    sb_printf(b, "{pipeline=");
+    sb_quoted(b, pl->name);
+    if (t >= 0) {
+        sb_printf(b, ",task=");
+        sb_quoted(b, pl->tasks[t].name);
+    }
+    if (v >= 0) {
+        sb_printf(b, ",variant=");
+        sb_quoted(b, pl->tasks[t].variants[v].name);
+    }
+    sb_printf(b, "%s%s}", extra ? "," : "", extra ? extra : "");
+}
+
+static void prom_hist(struct sbuf *b, struct lokid *d, const char *name, int p, int t, int v,
+                      const struct hist *h, const double *bounds, int nb)
+{
+    uint64_t cum = 0;
+    char le[48];
+    for (int i = 0; i <= nb; i++) {
+        cum += h->b[i];
+        if (i < nb)
+            snprintf(le, sizeof(le), "le=\"%g\"", bounds[i]);
+        else
+            snprintf(le, sizeof(le), "le=\"+Inf\"");
+        sb_printf(b, "%s_bucket", name);
+        prom_labels(b, d, p, t, v, le);
+        sb_printf(b, " %llu\n", (unsigned long long)cum);
+    }
+    sb_printf(b, "%s_sum", name);
+    prom_labels(b, d, p, t, v, NULL);
+    sb_printf(b, " %.9g\n%s_count", h->sum, name);
+    prom_labels(b, d, p, t, v, NULL);
+    sb_printf(b, " %llu\n", (unsigned long long)h->count);
+}
+
+static void prometheus(struct lokid *d, struct sbuf *b)
+{
+    const struct loki_router_stats *st = loki_router_stats(d->router);
+    const struct loki_plan *pl_ = d->plan_cur;
+    const int np = d->topo->n_pipelines;
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } pc[] = {
+#define PC(n, f, h) {"loki_" n, h, offsetof(struct loki_router_pipeline_stats, f)}
+        PC("request_total", arrived, "Root queries that arrived."),
+        PC("request_success_total", ok, "Root queries served within the deadline."),
+        PC("request_failure_total", error, "Root queries failed by a worker."),
+        PC("request_drop_total", dropped, "Root queries dropped early (deadline unreachable)."),
+        PC("request_late_total", late, "Root queries served after the deadline."),
+        PC("request_overloaded_total", overloaded,
+           "Root queries refused by admission control (no worker time spent)."),
+        PC("request_rerouted_total", rerouted, "Sub-queries rerouted to a faster variant."),
+        PC("subquery_total", sub_created, "Sub-queries created (root included)."),
+        PC("subquery_violation_total", sub_violations,
+           "Sub-queries dropped or finished after the deadline."),
+#undef PC
+    };
+    for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
+        prom_head(b, pc[i].name, "counter", pc[i].help);
+        for (int p = 0; p < np; p++) {
+            sb_printf(b, "%s", pc[i].name);
+            prom_labels(b, d, p, -1, -1, NULL);
+            sb_printf(
+                b, " %llu\n",
+                (unsigned long long)*(const uint64_t *)((const char *)&st->pipe[p] + pc[i].off));
+        }
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } vc[] = {
+#define VC(n, f, h) {"loki_variant_" n, h, offsetof(struct loki_router_variant_stats, f)}
+        VC("request_total", arrived, "Sub-queries routed to this variant."),
+        VC("success_total", served, "Sub-queries this variant ran in a completed batch."),
+        VC("drop_total", dropped, "Sub-queries dropped early at this variant."),
+        VC("late_total", late, "Sub-queries completed here after the deadline."),
+        VC("rerouted_total", rerouted, "Sub-queries moved here to escape a drop."),
+        VC("batches_total", batches, "Batches completed by this variant."),
+#undef VC
+    };
+    for (size_t i = 0; i < sizeof(vc) / sizeof(vc[0]); i++) {
+        prom_head(b, vc[i].name, "counter", vc[i].help);
+        for (int p = 0; p < np; p++)
+            for (int t = 0; t < d->topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < d->topo->pipelines[p].tasks[t].n_variants; v++) {
+                    sb_printf(b, "%s", vc[i].name);
+                    prom_labels(b, d, p, t, v, NULL);
+                    sb_printf(b, " %llu\n",
+                              (unsigned long long)*(
+                                  const uint64_t *)((const char *)&st->var[p][t][v] + vc[i].off));
+                }
+    }
+    prom_head(b, "loki_variant_failure_total", "counter",
+              "Sub-queries a worker of this variant reported failed.");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < d->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < d->topo->pipelines[p].tasks[t].n_variants; v++) {
+                sb_printf(b, "loki_variant_failure_total");
+                prom_labels(b, d, p, t, v, NULL);
+                sb_printf(b, " %llu\n", (unsigned long long)d->vm[p][t][v].failed);
+            }
+    prom_head(b, "loki_stage_drop_total", "counter", "Sub-queries dropped early at this task.");
+    for (int p = 0; p < np; p++) {
+        struct snap cur;
+        snap_now(d, p, &cur);
+        for (int t = 0; t < d->topo->pipelines[p].n_tasks; t++) {
+            sb_printf(b, "loki_stage_drop_total");
+            prom_labels(b, d, p, t, -1, NULL);
+            sb_printf(b, " %llu\n", (unsigned long long)cur.stage_drop[t]);
+        }
+    }
+    prom_head(b, "loki_queue_duration_seconds", "histogram",
+              "Root query arrival to the dispatch of its first batch.");
+    for (int p = 0; p < np; p++)
+        prom_hist(b, d, "loki_queue_duration_seconds", p, -1, -1, &d->queue_h[p], time_bounds,
+                  HIST_T);
+    prom_head(b, "loki_request_duration_seconds", "histogram",
+              "Root query arrival to reply, served queries (ok or late).");
+    for (int p = 0; p < np; p++)
+        prom_hist(b, d, "loki_request_duration_seconds", p, -1, -1, &d->e2e_h[p], time_bounds,
+                  HIST_T);
+    prom_head(b, "loki_compute_duration_seconds", "histogram",
+              "Batch dispatch to result (staging behind the running batch included).");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < d->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < d->topo->pipelines[p].tasks[t].n_variants; v++)
+                prom_hist(b, d, "loki_compute_duration_seconds", p, t, v, &d->vm[p][t][v].compute,
+                          time_bounds, HIST_T);
+    prom_head(b, "loki_batch_size", "histogram", "Sizes of dispatched batches.");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < d->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < d->topo->pipelines[p].tasks[t].n_variants; v++)
+                prom_hist(b, d, "loki_batch_size", p, t, v, &d->vm[p][t][v].batch, batch_bounds,
+                          HIST_B);
+    static const char *const vg[][2] = {
+        {"loki_variant_instances", "Instances of this variant in the current plan."},
+        {"loki_variant_share", "GPU share of each instance of this variant."},
+        {"loki_variant_batch_max", "Planned (maximum) batch size of this variant."},
+        {"loki_variant_capacity_qps", "Planned capacity of this variant."},
+        {"loki_variant_load_qps", "Predicted load on this variant under the plan."},
+    };
+    for (int i = 0; i < 5; i++) {
+        prom_head(b, vg[i][0], "gauge", vg[i][1]);
+        for (int p = 0; p < np; p++)
+            for (int t = 0; t < d->topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < d->topo->pipelines[p].tasks[t].n_variants; v++) {
+                    const struct loki_plan_variant *pv = &pl_->var[p][t][v];
+                    double x = i == 0   ? pv->instances
+                               : i == 1 ? (pv->instances ? pv->share : 0)
+                               : i == 2 ? (pv->instances ? pv->batch : 0)
+                               : i == 3 ? pv->capacity_qps
+                                        : pv->load_qps;
+                    sb_printf(b, "%s", vg[i][0]);
+                    prom_labels(b, d, p, t, v, NULL);
+                    sb_printf(b, " %.9g\n", x);
+                }
+    }
+    static const char *const pg[][2] = {
+        {"loki_demand_estimate_qps", "EWMA estimate of root demand."},
+        {"loki_demand_planned_qps", "Root demand the current plan was solved for."},
+        {"loki_plan_served_fraction", "Fraction of demand the plan serves (admission control)."},
+        {"loki_accuracy_predicted", "Predicted pipeline accuracy of the plan, 0..100."},
+        {"loki_accuracy_served", "Mean accuracy of the queries served in the last minute."},
+        {"loki_violation_ratio", "Dropped, late or failed among answered, last minute."},
+    };
+    for (int i = 0; i < 6; i++) {
+        prom_head(b, pg[i][0], "gauge", pg[i][1]);
+        for (int p = 0; p < np; p++) {
+            struct snap m;
+            last_minute(d, p, &m);
+            double x = i == 0   ? d->demand_est[p]
+                       : i == 1 ? pl_->demand_qps[p]
+                       : i == 2 ? pl_->served_fraction[p]
+                       : i == 3 ? 100 * pl_->accuracy[p]
+                       : i == 4 ? (m.ok ? m.acc_sum / (double)m.ok : 0)
+                                : violation_ratio(&m);
+            sb_printf(b, "%s", pg[i][0]);
+            prom_labels(b, d, p, -1, -1, NULL);
+            sb_printf(b, " %.9g\n", x);
+        }
+    }
+    double gpus = 0;
+    int n_inst = loki_router_instances(d->router, &gpus);
+    struct loki_frontend_stats fs;
+    loki_frontend_stats(d->fe, &fs);
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } g[] = {
+        {"loki_instances", "gauge", "Worker instances live in the router.", n_inst},
+        {"loki_gpus_in_use", "gauge", "Sum of the GPU shares of live instances.", gpus},
+        {"loki_gpus_active", "gauge", "GPUs hosting an instance of the plan.", pl_->gpus_active},
+        {"loki_gpus", "gauge", "GPUs in the topology.", d->topo->gpus.count},
+        {"loki_planner_last_solve_seconds", "gauge", "Duration of the last solve.",
+         d->last_solve_ms / 1e3},
+        {"loki_planner_solve_seconds_sum", "counter", "Total time spent solving.",
+         d->solve_ms_sum / 1e3},
+        {"loki_planner_solves_total", "counter", "Solves completed.", (double)d->solves},
+        {"loki_planner_errors_total", "counter", "Solves that failed.", (double)d->solve_errors},
+        {"loki_plans_applied_total", "counter", "Plans applied (initial included).",
+         (double)d->plan_applied},
+        {"loki_plans_kept_total", "counter", "Solves whose plan hysteresis or dwell kept.",
+         (double)d->plans_kept},
+        {"loki_reconfiguring", "gauge", "1 while a plan change waits for new instances.",
+         loki_router_is_transitioning(d->router)},
+        {"loki_roots_inflight", "gauge", "Root queries in the router.", st->roots_inflight},
+        {"loki_ready", "gauge", "1 when serving and not draining.", d->ready && !d->draining},
+        {"loki_frontend_connections", "gauge", "Open client connections.", (double)fs.connections},
+        {"loki_frontend_inflight", "gauge", "Requests delivered, not answered.",
+         (double)fs.inflight},
+        {"loki_frontend_requests_total", "counter", "Infer requests accepted.",
+         (double)fs.requests},
+        {"loki_frontend_bad_requests_total", "counter", "Requests refused as malformed.",
+         (double)fs.bad_requests},
+        {"loki_frontend_overloaded_total", "counter", "Requests refused by frontend limits.",
+         (double)fs.overloaded},
+        {"loki_frontend_draining_total", "counter", "Requests refused while draining.",
+         (double)fs.draining},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        prom_head(b, g[i].name, g[i].type, g[i].help);
+        sb_printf(b, "%s %.9g\n", g[i].name, g[i].v);
+    }
+    prom_head(b, "loki_planner_mode", "gauge", "1 for the mode of the current plan.");
+    for (int m = LOKI_MODE_HARDWARE; m <= LOKI_MODE_STATIC; m++)
+        sb_printf(b, "loki_planner_mode{mode=\"%s\"} %d\n",
+                  loki_plan_mode_name((enum loki_plan_mode)m), (int)pl_->mode == m);
+}
+
+/* Render a report into d->rep (kept until the next one). Returns 0 or -EINVAL/-ENOMEM. */
+static int render(struct lokid *d, enum loki_msg_type type, struct loki_bytes format)
+{
+    d->rep.len = 0;
+    d->rep.oom = false;
+    if (type == LOKI_MSG_STATUS && loki_bytes_eq(format, "json"))
+        status_json(d, &d->rep);
+    else if (type == LOKI_MSG_STATUS && loki_bytes_eq(format, "table"))
+        status_table(d, &d->rep);
+    else if (type == LOKI_MSG_METRICS && loki_bytes_eq(format, "prometheus"))
+        prometheus(d, &d->rep);
+    else
+        return -EINVAL;
+    return d->rep.oom ? -ENOMEM : 0;
+}
+
+static int fe_report(void *ctx, enum loki_msg_type type, struct loki_bytes format,
+                     struct loki_bytes *out, char *err, size_t errlen)
+{
+    struct lokid *d = ctx;
+    int rc = render(d, type, format);
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory rendering the report");
+    else if (rc)
+        snprintf(err, errlen, "field 'format': %s reports are %s", loki_msg_type_name(type),
+                 type == LOKI_MSG_STATUS ? "\"table\" or \"json\"" : "\"prometheus\"");
+    if (rc)
+        return rc;
+    out->ptr = (const uint8_t *)d->rep.p;
+    out->len = (uint32_t)d->rep.len;
+    return 0;
+}
+
+/* ---- Prometheus over HTTP on 127.0.0.1 --------------------------------------------------- */
+
+static void http_closed(uv_handle_t *h)
+{
+    struct http_conn *c = h->data;
+    struct lokid *d = c->d;
+    *c->pprev = c->next;
+    if (c->next)
+        c->next->pprev = c->pprev;
+    d->n_http--;
+    free(c->resp);
+    free(c);
+}
+
+static void http_close(struct http_conn *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->h))
+        uv_close((uv_handle_t *)&c->h, http_closed);
+}
+
+static void http_written(uv_write_t *w, int status)
+{
+    http_close(w->data);
+}
+
+static void http_respond(struct http_conn *c, const char *code, const char *ctype, const char *body,
+                         size_t len)
+{
+    char head[256];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "Connection: close\r\n\r\n",
+                      code, ctype, len);
+    c->resp = malloc((size_t)hn + len);
+    if (!c->resp) {
+        http_close(c);
+        return;
+    }
+    memcpy(c->resp, head, (size_t)hn);
+    memcpy(c->resp + hn, body, len);
+    c->answered = true;
+    uv_buf_t buf = uv_buf_init(c->resp, (unsigned)((size_t)hn + len));
+    c->w.data = c;
+    if (uv_write(&c->w, (uv_stream_t *)&c->h, &buf, 1, http_written))
+        http_close(c);
+}
+
+static void http_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct http_conn *c = h->data;
+    *buf = uv_buf_init(c->req + c->len, (unsigned)(sizeof(c->req) - 1 - c->len));
+}
+
+static void http_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct http_conn *c = s->data;
+    if (n < 0) {
+        http_close(c);
+        return;
+    }
+    if (c->answered)
+        return;
+    c->len += (size_t)n;
+    c->req[c->len] = 0;
+    if (!strstr(c->req, "\r\n\r\n") && !strstr(c->req, "\n\n")) {
+        if (c->len >= sizeof(c->req) - 1) {
+            static const char m[] = "request too large\n";
+            http_respond(c, "431 Request Header Fields Too Large", "text/plain", m, sizeof(m) - 1);
+        }
+        return;
+    }
+    uv_read_stop(s);
+    bool get = !strncmp(c->req, "GET ", 4), head = !strncmp(c->req, "HEAD ", 5);
+    const char *path = c->req + (get ? 4 : 5);
+    size_t pl = strcspn(path, " ?\r\n");
+    if (!get && !head) {
+        static const char m[] = "only GET /metrics\n";
+        http_respond(c, "405 Method Not Allowed", "text/plain", m, sizeof(m) - 1);
+    } else if (pl == 8 && !strncmp(path, "/metrics", 8)) {
+        struct lokid *d = c->d;
+        if (render(d, LOKI_MSG_METRICS, loki_bytes_str("prometheus"))) {
+            static const char m[] = "out of memory\n";
+            http_respond(c, "500 Internal Server Error", "text/plain", m, sizeof(m) - 1);
+        } else {
+            http_respond(c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", d->rep.p,
+                         head ? 0 : d->rep.len);
+        }
+    } else {
+        static const char m[] = "not found: try /metrics\n";
+        http_respond(c, "404 Not Found", "text/plain", m, sizeof(m) - 1);
+    }
+}
+
+static void http_accept(uv_stream_t *srv, int status)
+{
+    struct lokid *d = srv->data;
+    if (status < 0)
+        return;
+    struct http_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->d = d;
+    uv_tcp_init(d->loop, &c->h);
+    c->h.data = c;
+    c->next = d->http_conns;
+    if (c->next)
+        c->next->pprev = &c->next;
+    c->pprev = &d->http_conns;
+    d->http_conns = c;
+    d->n_http++;
+    if (uv_accept(srv, (uv_stream_t *)&c->h) || d->n_http > HTTP_MAX_CONNS ||
+        uv_read_start((uv_stream_t *)&c->h, http_alloc, http_read))
+        http_close(c);
+}
+
+/* Listen on 127.0.0.1:@port (0: any free port). Returns 0 or a negative errno. */
+static int http_start(struct lokid *d, int port)
+{
+    struct sockaddr_in a;
+    int rc = uv_ip4_addr("127.0.0.1", port, &a);
+    if (!rc)
+        rc = uv_tcp_init(d->loop, &d->http);
+    if (rc)
+        return rc;
+    d->http.data = d;
+    d->http_on = true;
+    if ((rc = uv_tcp_bind(&d->http, (const struct sockaddr *)&a, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&d->http, 16, http_accept)))
+        return rc;
+    struct sockaddr_in got;
+    int len = sizeof(got);
+    if ((rc = uv_tcp_getsockname(&d->http, (struct sockaddr *)&got, &len)))
+        return rc;
+    d->http_port = ntohs(got.sin_port);
+    return 0;
+}
+
+static void http_stop(struct lokid *d)
+{
+    if (d->http_on && !uv_is_closing((uv_handle_t *)&d->http))
+        uv_close((uv_handle_t *)&d->http, NULL);
+    for (struct http_conn *c = d->http_conns; c; c = c->next)
+        http_close(c);
+}
+
 /* ---- planner actor ------------------------------------------------------------------------- */
 
+/*
+ * The planner thread (libuv's pool) reads only what on_plan_timer() froze for
+ * it: plan_demand, plan_cur and the planner object with its fan-out
+ * estimator. The loop leaves all three alone while d->solving (observations
+ * wait in the router's cumulative counters) and writes plan_next only after
+ * plan_after(), so the two threads never share a written byte.
+ */
 static void plan_work(uv_work_t *w)
 {
     struct lokid *d = w->data;
     d->solve_rc =
-        loki_planner_solve(d->planner, d->demand_est, d->plan_cur, now_s(d), d->plan_next);
+        loki_planner_solve(d->planner, d->plan_demand, d->plan_cur, now_s(d), d->plan_next);
 }
 
 static void apply_plan(struct lokid *d, struct loki_plan *p, const char *why)
 {
     int rc = loki_router_set_plan(d->router, p);
     if (rc) {
-        logf_(d, "error", "applying plan failed: %s", loki_strerror(rc));
+        logf_(d, LOKID_LOG_ERROR, "applying plan failed: %s", loki_strerror(rc));
         return;
     }
     struct loki_plan *tmp = d->plan_cur;
     d->plan_cur = p;
     d->plan_next = tmp;
     d->plan_applied++;
-    logf_(d, "info",
+    d->last_change_s = now_s(d);
+    logf_(d, LOKID_LOG_INFO,
           "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, demand "
-          "%.1f qps, solve %.1f ms",
+          "%.1f qps, served fraction %.3f, solve %.1f ms",
           why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, 100 * p->accuracy[0],
-          p->demand_qps[0], p->solve_ms);
+          p->demand_qps[0], p->served_fraction[0], p->solve_ms);
 }
 
 /* Whether applying @b would change anything workers or routing see. */
@@ -545,14 +1499,24 @@ static void plan_after(uv_work_t *w, int status)
     if (status || d->stopping)
         return;
     if (d->solve_rc) {
-        logf_(d, "warn", "planner: %s; keeping the current plan", loki_strerror(d->solve_rc));
+        d->solve_errors++;
+        logf_(d, LOKID_LOG_WARN, "planner: %s; keeping the current plan",
+              loki_strerror(d->solve_rc));
+        return;
+    }
+    d->solves++;
+    d->last_solve_ms = d->plan_next->solve_ms;
+    d->solve_ms_sum += d->plan_next->solve_ms;
+    /* hysteresis or min dwell kept the current plan: nothing to apply */
+    if (d->plan_next->kept) {
+        d->plans_kept++;
         return;
     }
     if (plan_differs(d->plan_cur, d->plan_next))
         apply_plan(d, d->plan_next, "demand changed");
 }
 
-static void observe(struct lokid *d)
+static void observe_demand(struct lokid *d)
 {
     const struct loki_router_stats *st = loki_router_stats(d->router);
     double t = now_s(d);
@@ -561,18 +1525,27 @@ static void observe(struct lokid *d)
         loki_demand_observe(&d->demand[p], t, (double)(a - d->last_arrived[p]));
         d->last_arrived[p] = a;
         d->demand_est[p] = loki_demand_estimate(&d->demand[p], t);
+    }
+}
+
+/* Fan-outs seen since the last call; only while no solve runs (the estimator is the planner's). */
+static void observe_fanout(struct lokid *d)
+{
+    const struct loki_router_stats *st = loki_router_stats(d->router);
+    struct loki_fanout_est *fe = loki_planner_fanout(d->planner);
+    for (int p = 0; p < d->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &d->topo->pipelines[p];
         for (int ti = 0; ti < pl->n_tasks; ti++)
             for (int v = 0; v < pl->tasks[ti].n_variants; v++) {
                 const struct loki_router_variant_stats *vs = &st->var[p][ti][v];
                 uint64_t served = vs->served - d->last_served[p][ti][v];
+                if (!served)
+                    continue;
                 d->last_served[p][ti][v] = vs->served;
                 for (int c = 0; c < pl->tasks[ti].n_children; c++) {
                     uint64_t ch = vs->children[c] - d->last_children[p][ti][v][c];
                     d->last_children[p][ti][v][c] = vs->children[c];
-                    if (served)
-                        loki_fanout_est_observe(loki_planner_fanout(d->planner), p, ti, v, c,
-                                                (double)served, (double)ch);
+                    loki_fanout_est_observe(fe, p, ti, v, c, (double)served, (double)ch);
                 }
             }
     }
@@ -581,11 +1554,15 @@ static void observe(struct lokid *d)
 static void on_plan_timer(uv_timer_t *t)
 {
     struct lokid *d = t->data;
-    observe(d);
+    observe_demand(d);
     if (d->solving || d->draining || !d->ready || d->opt.fixed_plan)
         return;
     if (loki_router_is_transitioning(d->router))
         return; /* one reconfiguration at a time */
+    observe_fanout(d);
+    /* the same provisioning rule as the replay harness: EWMA + 2 sqrt (planner/demand.h) */
+    for (int p = 0; p < d->topo->n_pipelines; p++)
+        d->plan_demand[p] = loki_demand_plan_input(&d->demand[p], now_s(d));
     d->solving = true;
     d->replans++;
     uv_queue_work(d->loop, &d->work, plan_work, plan_after);
@@ -626,7 +1603,7 @@ static void check_ready(uv_timer_t *t)
         return;
     int rc = loki_frontend_start(d->fe);
     if (rc) {
-        logf_(d, "error", "cannot listen on %s: %s", d->topo->frontend.socket_path,
+        logf_(d, LOKID_LOG_ERROR, "cannot listen on %s: %s", d->topo->frontend.socket_path,
               loki_strerror(rc));
         d->exit_code = 1;
         uv_timer_stop(t);
@@ -635,7 +1612,7 @@ static void check_ready(uv_timer_t *t)
     }
     d->ready = true;
     uv_timer_stop(t);
-    logf_(d, "info", "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
+    logf_(d, LOKID_LOG_INFO, "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
           d->topo->frontend.socket_path);
     if (d->opt.ready_fd >= 0) {
         (void)!write(d->opt.ready_fd, "ready\n", 6);
@@ -653,24 +1630,27 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&d->plan_timer);
     uv_timer_stop(&d->restart_timer);
     uv_timer_stop(&d->drain_timer);
+    uv_timer_stop(&d->tick_timer);
     uv_timer_stop(&ready_timer);
     loki_frontend_stop(d->fe);
+    http_stop(d);
     uv_signal_stop(&d->sig_term);
     uv_signal_stop(&d->sig_int);
+    uv_signal_stop(&d->sig_hup);
     uv_stop(d->loop);
 }
 
 static void on_drained(void *ctx)
 {
     struct lokid *d = ctx;
-    logf_(d, "info", "drained: every accepted query answered");
+    logf_(d, LOKID_LOG_INFO, "drained: every accepted query answered");
     shutdown_now(d);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
 {
     struct lokid *d = t->data;
-    logf_(d, "warn", "drain timed out; stopping");
+    logf_(d, LOKID_LOG_WARN, "drain timed out; stopping");
     d->exit_code = 1;
     shutdown_now(d);
 }
@@ -684,12 +1664,20 @@ static void on_signal(uv_signal_t *s, int sig)
     }
     d->draining = true;
     notify_systemd("STOPPING=1");
-    logf_(d, "info", "%s: draining (new queries get \"draining\")", strsignal(sig));
+    logf_(d, LOKID_LOG_INFO, "%s: draining (new queries get \"draining\")", strsignal(sig));
     double max_slo = 0;
     for (int p = 0; p < d->topo->n_pipelines; p++)
         max_slo = fmax(max_slo, d->topo->pipelines[p].slo_ms);
     uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)(max_slo * 4) + 10000, 0);
     loki_frontend_drain(d->fe, on_drained, d);
+}
+
+/* SIGHUP: re-estimate and solve now instead of at the next interval. */
+static void on_sighup(uv_signal_t *s, int sig)
+{
+    struct lokid *d = s->data;
+    logf_(d, LOKID_LOG_INFO, "SIGHUP: re-planning now");
+    on_plan_timer(&d->plan_timer);
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
@@ -704,6 +1692,8 @@ int lokid_run(const struct lokid_options *opt)
     memset(d, 0, sizeof(*d));
     d->opt = *opt;
     d->t0_ns = loki_now_ns();
+    d->log_level = opt->quiet && opt->log_level < LOKID_LOG_WARN ? LOKID_LOG_WARN : opt->log_level;
+    d->journal = stderr_is_journal();
     d->loop = uv_default_loop();
     if ((rc = loki_topology_load(opt->topology, &d->topo, err, sizeof(err)))) {
         fprintf(stderr, "%s\n", err);
@@ -737,8 +1727,8 @@ int lokid_run(const struct lokid_options *opt)
     self[n] = 0;
     struct loki_sup_config sc = {.self_exe = self,
                                  .topology_path = opt->topology,
-                                 .arena_bytes = opt->arena_mb ? (size_t)opt->arena_mb << 20
-                                                              : (size_t)64 << 20,
+                                 .arena_bytes =
+                                     opt->arena_mb ? (size_t)opt->arena_mb << 20 : (size_t)64 << 20,
                                  .ring_bytes = 1u << 16,
                                  .seed = opt->seed,
                                  .mps = true};
@@ -764,8 +1754,7 @@ int lokid_run(const struct lokid_options *opt)
     const char *names[LOKI_MAX_PIPELINES];
     for (int p = 0; p < d->topo->n_pipelines; p++) {
         names[p] = d->topo->pipelines[p].name;
-        loki_demand_init(&d->demand[p], d->topo->planner.ewma_alpha,
-                         d->topo->planner.ewma_windows);
+        loki_demand_init(&d->demand[p], d->topo->planner.ewma_alpha, d->topo->planner.ewma_windows);
         d->demand_est[p] = opt->initial_demand;
     }
     struct loki_frontend_opts fo = {.cfg = &d->topo->frontend,
@@ -774,11 +1763,22 @@ int lokid_run(const struct lokid_options *opt)
                                     .on_request = fe_request,
                                     .is_ready = fe_ready,
                                     .on_metrics = fe_metrics,
+                                    .on_report = fe_report,
+                                    .retry_after_ms = RETRY_AFTER_MS,
                                     .ctx = d,
                                     .server_name = "lokid"};
     if ((rc = loki_frontend_create(d->loop, &fo, &d->fe))) {
         fprintf(stderr, "lokid: frontend: %s\n", loki_strerror(rc));
         return 1;
+    }
+
+    if (opt->metrics_port >= 0) {
+        if ((rc = http_start(d, opt->metrics_port))) {
+            fprintf(stderr, "lokid: cannot serve metrics on 127.0.0.1:%d: %s\n", opt->metrics_port,
+                    uv_strerror(rc));
+            return 1;
+        }
+        logf_(d, LOKID_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", d->http_port);
     }
 
     /* the initial plan, for the initial demand guess, solved before serving */
@@ -798,6 +1798,10 @@ int lokid_run(const struct lokid_options *opt)
     d->restart_timer.data = d;
     uv_timer_init(d->loop, &d->drain_timer);
     d->drain_timer.data = d;
+    uv_timer_init(d->loop, &d->tick_timer);
+    d->tick_timer.data = d;
+    on_tick(&d->tick_timer); /* the zero baseline of the first minute */
+    uv_timer_start(&d->tick_timer, on_tick, 1000, 1000);
     uv_timer_init(d->loop, &ready_timer);
     ready_timer.data = d;
     uv_timer_start(&ready_timer, check_ready, 5, 5);
@@ -807,6 +1811,9 @@ int lokid_run(const struct lokid_options *opt)
     uv_signal_init(d->loop, &d->sig_int);
     d->sig_int.data = d;
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
+    uv_signal_init(d->loop, &d->sig_hup);
+    d->sig_hup.data = d;
+    uv_signal_start(&d->sig_hup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
 
     uv_run(d->loop, UV_RUN_DEFAULT);
@@ -816,9 +1823,12 @@ int lokid_run(const struct lokid_options *opt)
     uv_close((uv_handle_t *)&d->plan_timer, NULL);
     uv_close((uv_handle_t *)&d->restart_timer, NULL);
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
+    uv_close((uv_handle_t *)&d->tick_timer, NULL);
     uv_close((uv_handle_t *)&ready_timer, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    http_stop(d);
     while (uv_run(d->loop, UV_RUN_NOWAIT))
         ;
     loki_frontend_destroy(d->fe);
@@ -830,7 +1840,10 @@ int lokid_run(const struct lokid_options *opt)
     free(d->plan_cur);
     free(d->plan_next);
     free(d->plan_restart);
+    free(d->rep.p);
     free(d->topo);
-    logf_(d, "info", "stopped");
+    if (d->qlog_suppressed)
+        qlog_flush(d, now_s(d));
+    logf_(d, LOKID_LOG_INFO, "stopped");
     return d->exit_code;
 }

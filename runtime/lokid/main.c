@@ -14,31 +14,46 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: lokid --topology FILE [options]\n"
-               "  --socket PATH          listen here instead of frontend.socket\n"
-               "  --policy P             loki | inferline | proteus | static (overrides the file)\n"
-               "  --initial-demand QPS   demand the first plan is solved for (default 10)\n"
-               "  --fixed-plan           keep the initial plan (no re-planning)\n"
-               "  --seed N               seed of the sim backends (default 1)\n"
-               "  --arena-mb N           payload arena size, power of two (default 64)\n"
-               "  --ready-fd FD          write \"ready\" to FD once serving\n"
-               "  --quiet                log warnings and errors only\n");
+    fprintf(f,
+            "usage: lokid --topology FILE [options]\n"
+            "  --socket PATH          listen here instead of frontend.socket\n"
+            "  --policy P             loki | inferline | proteus | static (overrides the file)\n"
+            "  --initial-demand QPS   demand the first plan is solved for (default 10)\n"
+            "  --fixed-plan           keep the initial plan (no re-planning)\n"
+            "  --seed N               seed of the sim backends (default 1)\n"
+            "  --arena-mb N           payload arena size, power of two (default 64)\n"
+            "  --ready-fd FD          write \"ready\" to FD once serving\n"
+            "  --quiet                log warnings and errors only (--log-level warn)\n"
+            "  --log-level L          debug | info | warn | error (default info)\n"
+            "  --metrics-port N       serve Prometheus GET /metrics on 127.0.0.1:N (0: any port)\n"
+            "logs: JSON lines on stderr; \"<N>message\" lines when stderr is the journal\n"
+            "SIGHUP re-plans now; SIGTERM/SIGINT drain and stop\n");
 }
 
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--worker"))
         return loki_worker_process_main(argc, argv);
-    struct lokid_options o = {.initial_demand = 10, .seed = 1, .ready_fd = -1};
-    static const struct option lo[] = {
-        {"topology", required_argument, 0, 't'}, {"socket", required_argument, 0, 's'},
-        {"policy", required_argument, 0, 'p'},   {"initial-demand", required_argument, 0, 'd'},
-        {"fixed-plan", no_argument, 0, 'f'},     {"seed", required_argument, 0, 'S'},
-        {"arena-mb", required_argument, 0, 'a'}, {"ready-fd", required_argument, 0, 'r'},
-        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    struct lokid_options o = {.initial_demand = 10,
+                              .seed = 1,
+                              .ready_fd = -1,
+                              .log_level = LOKID_LOG_INFO,
+                              .metrics_port = -1};
+    static const struct option lo[] = {{"topology", required_argument, 0, 't'},
+                                       {"socket", required_argument, 0, 's'},
+                                       {"policy", required_argument, 0, 'p'},
+                                       {"initial-demand", required_argument, 0, 'd'},
+                                       {"fixed-plan", no_argument, 0, 'f'},
+                                       {"seed", required_argument, 0, 'S'},
+                                       {"arena-mb", required_argument, 0, 'a'},
+                                       {"ready-fd", required_argument, 0, 'r'},
+                                       {"quiet", no_argument, 0, 'q'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {"log-level", required_argument, 0, 'l'},
+                                       {"metrics-port", required_argument, 0, 'm'},
+                                       {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "t:s:p:d:fS:a:r:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:s:p:d:fS:a:r:qhl:m:", lo, NULL)) != -1) {
         switch (c) {
         case 't':
             o.topology = optarg;
@@ -71,6 +86,22 @@ int main(int argc, char **argv)
         case 'q':
             o.quiet = true;
             break;
+        case 'l':
+            if (lokid_log_level_parse(optarg, &o.log_level)) {
+                fprintf(stderr, "lokid: unknown log level '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'm': {
+            char *end;
+            long port = strtol(optarg, &end, 10);
+            if (*optarg == 0 || *end || port < 0 || port > 65535) {
+                fprintf(stderr, "lokid: --metrics-port wants 0..65535\n");
+                return 2;
+            }
+            o.metrics_port = (int)port;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;

@@ -13,16 +13,35 @@
  * A worker is exec'd (not just forked) so it starts with a clean address
  * space and the same binary can be pinned and given CUDA/MPS environment.
  * Rings are single use: a restarted worker gets fresh ones.
+ *
+ * MPS (DESIGN.md §7): an MPS share is fixed when a CUDA context is created,
+ * so a share is a property of the worker process. One control daemon runs
+ * per GPU, started on the first CUDA worker for it and quit in destroy:
+ *
+ *   RUN/mps-G/pipe  CUDA_MPS_PIPE_DIRECTORY of the daemon and its clients
+ *   RUN/mps-G/log   CUDA_MPS_LOG_DIRECTORY (control.log, server.log)
+ *   worker env      CUDA_VISIBLE_DEVICES=G, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=share,
+ *                   CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=<memory_mb>M
+ *
+ * A client the server refuses exits with LOKI_SUP_EXIT_MPS; lokid restarts
+ * it with backoff (the server may just not be up yet).
  */
 #include "supervisor.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loki/arena.h"
@@ -31,8 +50,15 @@
 #include "loki/topology.h"
 #include "loki/worker.h"
 #include "placement.h"
+#ifdef LOKI_HAVE_CUDA
+#include "loki/cuda.h"
+_Static_assert(LOKI_CUDA_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
+#endif
 
 #define MAX_INST 4096
+#define MAX_MPS_GPUS 64
+
+enum mps_state { MPS_NONE = 0, MPS_UP, MPS_FAILED };
 
 struct worker {
     bool used, stopping, ready;
@@ -58,7 +84,221 @@ struct loki_sup {
     struct worker *w[MAX_INST];
     int slots[256]; /* per GPU (+1 for none): next placement slot */
     int alive;
+    bool mps_wanted;                 /* cfg.mps and a cuda variant with shares < 1 */
+    bool mps_missing_told;           /* "no control binary" said once */
+    bool own_run_dir;                /* we made run_dir: destroy removes it */
+    char run_dir[PATH_MAX / 4];      /* "" until the first daemon needs it */
+    char mps_ctl[PATH_MAX];          /* nvidia-cuda-mps-control, once found */
+    unsigned char mps[MAX_MPS_GPUS]; /* enum mps_state per GPU */
 };
+
+/* ---- MPS control daemons -------------------------------------------------------------------- */
+
+static bool topo_wants_mps(const struct loki_topology *t)
+{
+    for (int p = 0; p < t->n_pipelines; p++)
+        for (int k = 0; k < t->pipelines[p].n_tasks; k++)
+            for (int v = 0; v < t->pipelines[p].tasks[k].n_variants; v++) {
+                const struct loki_variant *var = &t->pipelines[p].tasks[k].variants[v];
+                if (var->backend == LOKI_BACKEND_CUDA && var->n_shares > 1)
+                    return true;
+            }
+    return false;
+}
+
+/* $LOKI_MPS_CONTROL, else nvidia-cuda-mps-control on $PATH. Returns 0 or -ENOENT. */
+static int find_mps_control(char *buf, size_t len)
+{
+    const char *o = getenv("LOKI_MPS_CONTROL");
+    if (o && *o) {
+        snprintf(buf, len, "%s", o);
+        return access(buf, X_OK) ? -ENOENT : 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        if (n && (size_t)snprintf(buf, len, "%.*s/nvidia-cuda-mps-control", (int)n, path) < len &&
+            access(buf, X_OK) == 0)
+            return 0;
+        path += n + (path[n] == ':');
+    }
+    return -ENOENT;
+}
+
+static int ensure_run_dir(struct loki_sup *s)
+{
+    if (s->run_dir[0])
+        return 0;
+    if (s->cfg.run_dir) {
+        snprintf(s->run_dir, sizeof(s->run_dir), "%s", s->cfg.run_dir);
+        if (mkdir(s->run_dir, 0700) && errno != EEXIST)
+            return -errno;
+        return 0;
+    }
+    const char *tmp = getenv("TMPDIR");
+    /* short: the MPS pipe path must fit a Unix socket address */
+    snprintf(s->run_dir, sizeof(s->run_dir), "%s/loki-%d-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+             (int)getpid());
+    if (!mkdtemp(s->run_dir)) {
+        s->run_dir[0] = 0;
+        return -errno;
+    }
+    s->own_run_dir = true;
+    return 0;
+}
+
+/*
+ * Run the control binary for @gpu with @arg (or NULL) and @input on its stdin (or NULL),
+ * waiting at most @timeout_ms. The environment is built before fork: lokid has threads,
+ * so the child only calls dup2 and execve. Returns the exit status, or negative.
+ */
+static int run_mps_control(struct loki_sup *s, int gpu, const char *arg, const char *input,
+                           int timeout_ms)
+{
+    extern char **environ;
+    char e_pipe[PATH_MAX], e_log[PATH_MAX], e_dev[64], e_order[] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
+    snprintf(e_pipe, sizeof(e_pipe), "CUDA_MPS_PIPE_DIRECTORY=%s/mps-%d/pipe", s->run_dir, gpu);
+    snprintf(e_log, sizeof(e_log), "CUDA_MPS_LOG_DIRECTORY=%s/mps-%d/log", s->run_dir, gpu);
+    snprintf(e_dev, sizeof(e_dev), "CUDA_VISIBLE_DEVICES=%d", gpu);
+    int n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc((size_t)n + 5, sizeof(char *));
+    if (!env)
+        return -ENOMEM;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (strncmp(environ[i], "CUDA_", 5))
+            env[k++] = environ[i];
+    env[k++] = e_pipe;
+    env[k++] = e_log;
+    env[k++] = e_dev;
+    env[k++] = e_order;
+    char *argv[] = {s->mps_ctl, (char *)arg, NULL};
+    int in[2] = {-1, -1};
+    if (input && pipe2(in, O_CLOEXEC)) {
+        free(env);
+        return -errno;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (in[0] >= 0)
+            dup2(in[0], 0); /* dup2 clears O_CLOEXEC on fd 0 */
+        /* the daemon outlives this call: it must not hold worker rings (inheritable memfds) */
+        close_range(3, ~0u, 0);
+        execve(s->mps_ctl, argv, env);
+        _exit(127);
+    }
+    int err = errno;
+    free(env);
+    if (in[0] >= 0)
+        close(in[0]);
+    if (pid < 0) {
+        if (in[1] >= 0)
+            close(in[1]);
+        return -err;
+    }
+    if (in[1] >= 0) {
+        /* a short write to a fresh pipe never blocks; MSG_NOSIGNAL has no pipe twin, so a
+         * control binary that died already costs at most an ignored EPIPE */
+        void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+        ssize_t wr = write(in[1], input, strlen(input));
+        (void)wr;
+        signal(SIGPIPE, old);
+        close(in[1]);
+    }
+    int status = 0;
+    for (int waited = 0;; waited += 10) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (waited >= timeout_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -ETIMEDOUT;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The MPS daemon of @gpu, started on first use. Returns true when workers should use it. */
+static bool ensure_mps(struct loki_sup *s, int gpu)
+{
+    if (gpu < 0 || gpu >= MAX_MPS_GPUS)
+        return false;
+    if (s->mps[gpu] != MPS_NONE)
+        return s->mps[gpu] == MPS_UP;
+    s->mps[gpu] = MPS_FAILED; /* until it is up: say why once, never retry per worker */
+    if (!s->mps_ctl[0] && find_mps_control(s->mps_ctl, sizeof(s->mps_ctl))) {
+        s->mps_ctl[0] = 0;
+        if (!s->mps_missing_told)
+            fprintf(stderr,
+                    "lokid: mps: nvidia-cuda-mps-control not found (PATH, $LOKI_MPS_CONTROL):"
+                    " CUDA workers run without MPS, so GPU shares below 1 are not "
+                    "enforced\n");
+        s->mps_missing_told = true;
+        return false;
+    }
+    char d[PATH_MAX];
+    int rc = ensure_run_dir(s);
+    if (rc == 0) {
+        const char *sub[] = {"", "/pipe", "/log"};
+        for (int i = 0; i < 3 && rc == 0; i++) {
+            snprintf(d, sizeof(d), "%s/mps-%d%s", s->run_dir, gpu, sub[i]);
+            if (mkdir(d, 0700) && errno != EEXIST)
+                rc = -errno;
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "lokid: mps: cannot make the run folder for GPU %d under %s: %s\n", gpu,
+                s->run_dir[0] ? s->run_dir : "$TMPDIR", strerror(-rc));
+        return false;
+    }
+    rc = run_mps_control(s, gpu, "-d", NULL, 10000);
+    if (rc != 0) {
+        fprintf(stderr,
+                "lokid: mps: %s -d for GPU %d failed (%s %d; see %s/mps-%d/log): CUDA workers on "
+                "GPU %d run without MPS\n",
+                s->mps_ctl, gpu, rc < 0 ? "error" : "status", rc < 0 ? -rc : rc, s->run_dir, gpu,
+                gpu);
+        return false;
+    }
+    fprintf(stderr, "lokid: mps: control daemon for GPU %d started (pipe %s/mps-%d/pipe)\n", gpu,
+            s->run_dir, gpu);
+    s->mps[gpu] = MPS_UP;
+    return true;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    remove(path);
+    return 0;
+}
+
+static void stop_mps(struct loki_sup *s)
+{
+    for (int g = 0; g < MAX_MPS_GPUS; g++) {
+        if (s->mps[g] != MPS_UP)
+            continue;
+        int rc = run_mps_control(s, g, NULL, "quit\n", 10000);
+        if (rc)
+            fprintf(stderr, "lokid: mps: quit for GPU %d: %s %d\n", g, rc < 0 ? "error" : "status",
+                    rc < 0 ? -rc : rc);
+        else
+            fprintf(stderr, "lokid: mps: control daemon for GPU %d stopped\n", g);
+        s->mps[g] = MPS_NONE;
+    }
+    if (s->own_run_dir && !getenv("LOKI_KEEP_RUN_DIR"))
+        nftw(s->run_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    s->own_run_dir = false;
+    s->run_dir[0] = 0;
+}
 
 static void drain(struct loki_sup *s)
 {
@@ -116,6 +356,11 @@ int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
     s->ops = *ops;
     s->ctx = ctx;
     s->arena_fd = s->efd = -1;
+    if (cfg->run_dir && strlen(cfg->run_dir) >= sizeof(s->run_dir) - 32) {
+        free(s);
+        return -ENAMETOOLONG;
+    }
+    s->mps_wanted = cfg->mps && topo_wants_mps(topo);
     if ((rc = loki_placement_create(&s->place)))
         goto err;
     s->arena_fd = memfd_create("loki-arena", MFD_CLOEXEC);
@@ -172,6 +417,11 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     struct loki_sup *s = w->sup;
     bool expected = w->stopping;
     int inst = w->inst;
+    if (!expected && sig == 0 && status == LOKI_SUP_EXIT_MPS)
+        fprintf(stderr,
+                "lokid: worker %d (GPU %d, share %.2f) was refused by the MPS server (client "
+                "limit reached or server not ready): retrying with backoff\n",
+                inst, w->pi.gpu, w->pi.share);
     /* results it published before dying are still delivered first */
     if (w->res)
         drain(s);
@@ -252,8 +502,17 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     int n_env = 0;
     while (environ[n_env])
         n_env++;
-    char **env = calloc((size_t)n_env + 5, sizeof(char *));
+    char **env = calloc((size_t)n_env + 8, sizeof(char *));
     char e_dev[64], e_mps[64], e_order[] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
+    char e_pipe[PATH_MAX], e_log[PATH_MAX], e_mem[64];
+    const struct loki_variant *var = NULL;
+    if (pi->pipeline >= 0 && pi->pipeline < s->topo->n_pipelines && pi->task >= 0 &&
+        pi->task < s->topo->pipelines[pi->pipeline].n_tasks && pi->variant >= 0 &&
+        pi->variant < s->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
+        var = &s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant];
+    /* every CUDA worker on a GPU with a daemon is its client, whole-GPU ones included */
+    bool mps = s->mps_wanted && pi->gpu >= 0 && var && var->backend == LOKI_BACKEND_CUDA &&
+               ensure_mps(s, pi->gpu);
     if (!env) {
         rc = -ENOMEM;
         goto err;
@@ -261,7 +520,8 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     int k = 0;
     for (int i = 0; i < n_env; i++)
         if (strncmp(environ[i], "CUDA_VISIBLE_DEVICES=", 21) &&
-            strncmp(environ[i], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=", 34))
+            strncmp(environ[i], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=", 34) &&
+            (!mps || strncmp(environ[i], "CUDA_MPS_", 9)))
             env[k++] = environ[i];
     if (pi->gpu >= 0) {
         snprintf(e_dev, sizeof(e_dev), "CUDA_VISIBLE_DEVICES=%d", pi->gpu);
@@ -271,6 +531,20 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
             snprintf(e_mps, sizeof(e_mps), "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=%d",
                      (int)(pi->share * 100 + 0.5));
             env[k++] = e_mps;
+        }
+        if (mps) {
+            snprintf(e_pipe, sizeof(e_pipe), "CUDA_MPS_PIPE_DIRECTORY=%s/mps-%d/pipe", s->run_dir,
+                     pi->gpu);
+            snprintf(e_log, sizeof(e_log), "CUDA_MPS_LOG_DIRECTORY=%s/mps-%d/log", s->run_dir,
+                     pi->gpu);
+            env[k++] = e_pipe;
+            env[k++] = e_log;
+            if (var->mem_mb > 0) {
+                /* the worker sees its GPU as device 0 (CUDA_VISIBLE_DEVICES above) */
+                snprintf(e_mem, sizeof(e_mem), "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=%lldM",
+                         (long long)(var->mem_mb + 0.5));
+                env[k++] = e_mem;
+            }
         }
     }
     env[k] = NULL;
@@ -378,6 +652,7 @@ void loki_sup_destroy(struct loki_sup *s)
     }
     uv_close((uv_handle_t *)&s->poll, NULL);
     uv_run(s->loop, UV_RUN_NOWAIT);
+    stop_mps(s); /* after the SIGKILLs: quit waits for the server's clients to go */
     loki_arena_destroy(s->arena);
     close(s->arena_fd);
     close(s->efd);
@@ -400,6 +675,10 @@ static int int_arg(const char *v, long lo, long hi, long *out)
 
 int loki_worker_process_main(int argc, char **argv)
 {
+    /* a worker never outlives lokid: its rings would have no reader */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        return 1;
     const char *topo_path = NULL;
     long pipeline = -1, task = -1, variant = -1, batch = 1, gpu = -1, inst = 0;
     double share = 1;
@@ -472,5 +751,7 @@ int loki_worker_process_main(int argc, char **argv)
         fprintf(stderr, "lokid worker %ld (%s): %s\n", inst,
                 t->pipelines[pipeline].tasks[task].variants[variant].name, err);
     free(t);
+    if (rc == -ECONNREFUSED)
+        return LOKI_SUP_EXIT_MPS; /* the cuda backend's LOKI_CUDA_EMPS: MPS refused us */
     return rc ? 1 : 0;
 }

@@ -36,15 +36,29 @@ struct loki_sup_config {
     size_t arena_bytes;        /* payload arena (power of two) */
     size_t ring_bytes;         /* per ring (power of two) */
     uint64_t seed;             /* base seed for the sim backends */
-    bool mps;                  /* set MPS share variables for CUDA workers */
+    bool mps;                  /* run MPS for CUDA workers when the topology has shares < 1 */
+    const char *run_dir;       /* MPS pipe and log folders go under it; NULL: a fresh
+                                * $TMPDIR/loki-PID-XXXXXX, removed by loki_sup_destroy() */
 };
 
-/* Create the supervisor on @loop. Returns 0, -ENOMEM, or the arena/eventfd error. */
+/* Exit status of a worker the MPS server refused (client limit, server not ready): the
+ * supervisor logs why, and lokid's restart with backoff retries it. */
+#define LOKI_SUP_EXIT_MPS 75
+
+/*
+ * Create the supervisor on @loop. Returns 0, -ENOMEM, or the arena/eventfd error.
+ * MPS: when @cfg->mps is set and a variant with the cuda backend is profiled at shares
+ * below 1, the first CUDA worker on each GPU starts one `nvidia-cuda-mps-control -d`
+ * for that GPU (own pipe and log folder under the run dir); every CUDA worker on the GPU
+ * then connects to it with its share and memory limit. Without the control binary on
+ * PATH (or $LOKI_MPS_CONTROL) the supervisor says so once and runs without MPS.
+ */
 int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
                     const struct loki_sup_config *cfg, const struct loki_sup_ops *ops, void *ctx,
                     struct loki_sup **out);
 
-/* Kill every worker still running (SIGKILL), unmap, close. Loop must then run to close handles. */
+/* Kill every worker still running (SIGKILL), stop the MPS daemons it started (`quit`),
+ * unmap, close. Loop must then run to close handles. */
 void loki_sup_destroy(struct loki_sup *s);
 
 /* Spawn the worker for instance id @inst (any non-negative id < 4096). Returns 0 or negative. */

@@ -487,6 +487,7 @@ enum {
     F_PRIORITY = 1 << 5,
     F_VERSION = 1 << 6,
     F_NAME = 1 << 7,
+    F_FORMAT = 1 << 8,
 };
 
 int loki_proto_decode_request(const uint8_t *body, size_t len, const struct loki_proto_limits *lim,
@@ -575,6 +576,13 @@ int loki_proto_decode_request(const uint8_t *body, size_t len, const struct loki
                 fail(&r, LOKI_ETOOBIG, "field 'name': %u bytes exceeds the limit of %d", v.len,
                      LOKI_PROTO_NAME_MAX);
             req->name = slice(&v);
+        } else if (key_is(&k, "format")) {
+            if (dup(&r, &seen, F_FORMAT, "format") || !want(&r, "format", &v, MP_STR))
+                continue;
+            if (v.len > LOKI_PROTO_FORMAT_MAX)
+                fail(&r, LOKI_ETOOBIG, "field 'format': %u bytes exceeds the limit of %d", v.len,
+                     LOKI_PROTO_FORMAT_MAX);
+            req->format = slice(&v);
         }
         /* unknown keys are ignored: newer clients may send more */
     }
@@ -717,6 +725,9 @@ int loki_proto_decode_reply(const uint8_t *body, size_t len, struct loki_reply *
         } else if (key_is(&k, "server")) {
             if (want(&r, "server", &v, MP_STR))
                 rep->server = slice(&v);
+        } else if (key_is(&k, "report")) {
+            if (want(&r, "report", &v, MP_STR))
+                rep->report = slice(&v);
         } else if (key_is(&k, "retry_after_ms")) {
             if (v.kind != MP_NIL && want_number(&r, "retry_after_ms", &v, &rep->retry_after_ms))
                 rep->has_retry_after = true;
@@ -886,7 +897,7 @@ static ssize_t w_finish(struct wr *w, size_t extra)
 
 size_t loki_proto_request_size(const struct loki_request *req)
 {
-    return 160 + (size_t)req->pipeline.len + req->payload.len + req->name.len;
+    return 160 + (size_t)req->pipeline.len + req->payload.len + req->name.len + req->format.len;
 }
 
 static ssize_t encode_request(uint8_t *buf, size_t cap, const struct loki_request *req,
@@ -903,6 +914,8 @@ static ssize_t encode_request(uint8_t *buf, size_t cap, const struct loki_reques
         n += 2 + req->has_deadline + req->has_priority;
     else if (req->type == LOKI_MSG_HELLO)
         n += 1 + (req->name.len > 0);
+    bool fmt = (req->type == LOKI_MSG_STATUS || req->type == LOKI_MSG_METRICS) && req->format.len;
+    n += fmt;
     w_container(&w, true, n);
     w_key(&w, "type");
     w_key(&w, loki_msg_type_name(req->type));
@@ -933,6 +946,10 @@ static ssize_t encode_request(uint8_t *buf, size_t cap, const struct loki_reques
             w_bytes(&w, req->name);
         }
     }
+    if (fmt) {
+        w_key(&w, "format");
+        w_bytes(&w, req->format);
+    }
     return w_finish(&w, infer && !with_payload ? req->payload.len : 0);
 }
 
@@ -948,7 +965,7 @@ ssize_t loki_proto_encode_request_head(uint8_t *buf, size_t cap, const struct lo
 
 size_t loki_proto_reply_size(const struct loki_reply *r)
 {
-    size_t n = 512 + (size_t)r->error.len + r->server.len;
+    size_t n = 512 + (size_t)r->error.len + r->server.len + r->report.len;
     for (uint32_t j = 0; j < r->n_outputs && j < LOKI_PROTO_MAX_OUTPUTS; j++)
         n += 5 + (size_t)r->outputs[j].len;
     for (uint32_t j = 0; j < r->n_paths && j < LOKI_PROTO_MAX_PATHS; j++)
@@ -981,6 +998,8 @@ static ssize_t encode_reply(uint8_t *buf, size_t cap, const struct loki_reply *r
         n += 6;
     if (type == LOKI_MSG_METRICS)
         n += 1;
+    bool report = (status || type == LOKI_MSG_METRICS) && r->report.len;
+    n += report;
     w_container(&w, true, n);
     w_key(&w, "type");
     w_key(&w, loki_msg_type_name(type));
@@ -1047,6 +1066,10 @@ static ssize_t encode_reply(uint8_t *buf, size_t cap, const struct loki_reply *r
             w_bytes(&w, r->metrics[j].name);
             w_double(&w, r->metrics[j].value);
         }
+    }
+    if (report) {
+        w_key(&w, "report");
+        w_bytes(&w, r->report);
     }
     return w_finish(&w, 0);
 }

@@ -207,6 +207,9 @@ struct sim {
     struct loki_planner *planner;
     struct loki_demand demand[LOKI_MAX_PIPELINES];
     struct loki_rng rng;
+    uint64_t load_rng; /* LOKI_ARRIVALS_LOAD: `loki load`'s xorshift64* state */
+    uint64_t load_t;   /* its clock: time of the last arrival or row end, ns */
+    long load_row;
     struct heap heap;
     uint64_t now;
     uint64_t step_ns, end_ns;
@@ -353,13 +356,8 @@ static int replan(struct sim *s, bool first)
         if (first) {
             d[p] = s->trace->n ? s->trace->rate[0] : 0;
         } else {
-            /*
-             * Plan for the EWMA plus two standard deviations of Poisson
-             * noise: at tens of qps a one-second dip otherwise shrinks
-             * the plan below the real rate (same input for every policy).
-             */
-            double e = loki_demand_estimate(&s->demand[p], now_s);
-            d[p] = e + 2 * sqrt(e);
+            /* The shared planning rule (same input for every policy): see demand.h. */
+            d[p] = loki_demand_plan_input(&s->demand[p], now_s);
         }
         const struct loki_pipeline *pl = &s->topo->pipelines[p];
         for (int t = 0; t < pl->n_tasks && fe; t++)
@@ -530,6 +528,37 @@ static int schedule_arrival(struct sim *s, int p)
     }
 }
 
+/* `loki load`'s uniform draw (runtime/cli/cmd_load.c, rng_uniform): keep the two in step. */
+static double load_uniform(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    return (double)((*x * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+/*
+ * Next arrival exactly as `loki load` times it: exponential gaps at the
+ * row's rate on a nanosecond clock; a gap that crosses the row's end (or
+ * the run's) is discarded and the clock restarts at the row's end.
+ */
+static int schedule_arrival_load(struct sim *s, int p)
+{
+    double step = (double)s->step_ns / 1e9;
+    while (s->load_row < s->trace->n && s->load_t < s->end_ns) {
+        double rate = s->trace->rate[s->load_row];
+        uint64_t row_end = (uint64_t)((double)(s->load_row + 1) * step * 1e9);
+        if (rate > 0) {
+            s->load_t += (uint64_t)(-log(1 - load_uniform(&s->load_rng)) / rate * 1e9);
+            if (s->load_t < row_end && s->load_t < s->end_ns)
+                return heap_push(&s->heap, s->load_t, EV_ARRIVAL, p, 0);
+        }
+        s->load_t = row_end;
+        s->load_row++;
+    }
+    return 0;
+}
+
 int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *trace,
                     const struct loki_replay_config *cfg, struct loki_replay_result *out)
 {
@@ -567,6 +596,9 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
         interval = 1000;
     uint64_t interval_ns = (uint64_t)(interval * 1e6);
     loki_rng_seed(&s->rng, cfg->seed);
+    s->load_rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
+    for (long i = 0; i < cfg->load_payload_bytes; i++)
+        load_uniform(&s->load_rng);
     for (int p = 0; p < s->topo->n_pipelines; p++)
         loki_demand_init(&s->demand[p], s->topo->planner.ewma_alpha, s->topo->planner.ewma_windows);
 
@@ -587,7 +619,9 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
     struct timespec w0, w1;
     clock_gettime(CLOCK_MONOTONIC, &w0);
     rc = replan(s, true);
-    for (int p = 0; p < s->topo->n_pipelines && !rc; p++)
+    if (cfg->arrivals == LOKI_ARRIVALS_LOAD)
+        rc = schedule_arrival_load(s, 0); /* `loki load` drives one pipeline: the first */
+    for (int p = 0; p < s->topo->n_pipelines && !rc && cfg->arrivals != LOKI_ARRIVALS_LOAD; p++)
         rc = schedule_arrival(s, p);
     if (!rc)
         rc = heap_push(&s->heap, interval_ns, EV_REPLAN, 0, 0);
@@ -609,7 +643,8 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
             if (rc == LOKI_EOVERLOADED)
                 rc = 0;
             if (!rc)
-                rc = schedule_arrival(s, e.a);
+                rc = cfg->arrivals == LOKI_ARRIVALS_LOAD ? schedule_arrival_load(s, e.a)
+                                                         : schedule_arrival(s, e.a);
             break;
         case EV_DONE:
             on_done(s, e.a, e.b);

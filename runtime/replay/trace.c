@@ -8,6 +8,7 @@
 #include "loki/replay.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,4 +125,14 @@ void loki_trace_free(struct loki_trace *t)
     free(t->rate);
     t->rate = NULL;
     t->n = 0;
+}
+
+int loki_trace_write(FILE *f, const struct loki_trace *t)
+{
+    bool minute = fabs(t->step_s - 60) < 1e-9;
+    fprintf(f, "%s,requests\n", minute ? "minute" : "second");
+    double step = minute ? 60 : 1; /* a `second` row holds one second's requests */
+    for (int i = 0; i < t->n; i++)
+        fprintf(f, "%d,%.17g\n", i, t->rate[i] * step);
+    return ferror(f) ? -EIO : 0;
 }

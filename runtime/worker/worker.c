@@ -19,6 +19,9 @@
 #include "loki/batch.h"
 #include "loki/error.h"
 #include "loki/ring.h"
+#ifdef LOKI_HAVE_CUDA
+#include "loki/cuda.h"
+#endif
 
 struct wstate {
     struct loki_ring *req, *res;
@@ -142,10 +145,14 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
             if (rc)
                 goto out_mem;
         } else if (var->backend == LOKI_BACKEND_CUDA) {
+#ifdef LOKI_HAVE_CUDA
+            w.be = loki_backend_cuda();
+#else
             rc = -ENOTSUP;
             snprintf(err, errlen, "variant %s asks for the cuda backend, not built in this lokid",
                      var->name);
             goto out_mem;
+#endif
         } else {
             w.be = loki_backend_sim();
         }
@@ -181,6 +188,11 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
     if ((rc = w.be->init(&cfg, &w.be_state))) {
         snprintf(err, errlen, "backend %s init for %s: %s", w.be->name, var->name,
                  loki_strerror(rc));
+#ifdef LOKI_HAVE_CUDA
+        if (w.be == loki_backend_cuda())
+            snprintf(err, errlen, "backend cuda init for %s: %s (%s)", var->name, loki_strerror(rc),
+                     loki_cuda_last_error());
+#endif
         goto out_mem;
     }
     struct loki_batch_result ready = {.batch_id = LOKI_WORKER_READY_BATCH,

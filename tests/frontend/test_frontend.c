@@ -169,6 +169,33 @@ static void test_echo_and_control(void **st)
     assert_int_equal(access(sock_path, F_OK), -1); /* socket file removed on stop */
 }
 
+/* A report "format" the owner cannot render (the echo server has no on_report): bad_request. */
+static void test_report_format_without_owner(void **st)
+{
+    struct echo_opts o = {0};
+    struct echo_server *s = start(&o);
+    int fd = raw_connect(sock_path);
+    uint8_t buf[256];
+    struct loki_request r;
+    loki_request_init(&r);
+    r.type = LOKI_MSG_STATUS;
+    r.has_id = true;
+    r.id = 5;
+    r.format = loki_bytes_str("json");
+    ssize_t n = loki_proto_encode_request(buf, sizeof(buf), &r);
+    send_bytes(fd, buf, (size_t)n);
+    assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 2000), 0);
+    assert_true(rep.has_id && rep.id == 5 && rep.type == LOKI_MSG_STATUS);
+    assert_int_equal(rep.status, LOKI_STATUS_BAD_REQUEST);
+    assert_true(loki_bytes_eq(rep.error, "field 'format': unknown report format 'json'"));
+    assert_int_equal(rep.report.len, 0);
+    send_ctl(fd, LOKI_MSG_PING, 6); /* the connection stays usable */
+    assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 2000), 0);
+    assert_true(rep.id == 6 && rep.status == LOKI_STATUS_OK);
+    close(fd);
+    echo_stop(s);
+}
+
 static void test_bad_requests_keep_connection(void **st)
 {
     struct echo_opts o = {0};
@@ -410,6 +437,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo_and_control),
+        cmocka_unit_test(test_report_format_without_owner),
         cmocka_unit_test(test_bad_requests_keep_connection),
         cmocka_unit_test(test_oversized_frame_closes),
         cmocka_unit_test(test_half_frame_timeout),

@@ -111,11 +111,40 @@ static void test_plans_check(void **state)
     free(t);
 }
 
+/*
+ * A time limit too short for GLPK to find any accuracy-mode solution: the
+ * greedy fallback still gives an accuracy-mode plan that carries the demand,
+ * instead of served mode shedding queries.
+ */
+static void test_short_time_limit(void **state)
+{
+    (void)state;
+    struct loki_topology *t = load();
+    t->planner.time_limit_ms = 1;
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *p = malloc(sizeof(*p));
+    for (double d = 300; d <= 600; d += 100) {
+        assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, p), 0);
+        assert_int_equal(p->mode, LOKI_MODE_ACCURACY);
+        assert_true(p->served_fraction[0] == 1);
+        assert_true(p->time_limited);
+        assert_true(p->accuracy[0] > 0.5);
+        char why[512] = "";
+        if (loki_plan_check(t, p, &d, why, sizeof(why)) != 0)
+            fail_msg("at %.0f qps: %s", d, why);
+    }
+    free(p);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_car_chain_hardware_capacity),
         cmocka_unit_test(test_plans_check),
+        cmocka_unit_test(test_short_time_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

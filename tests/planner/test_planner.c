@@ -51,6 +51,30 @@ static void test_demand_ewma(void **state)
     assert_true(later < 0.01);
 }
 
+static void test_demand_plan_input(void **state)
+{
+    (void)state;
+    struct loki_demand d;
+    loki_demand_init(&d, 0, 0);
+    for (int s = 0; s < 30; s++)
+        loki_demand_observe(&d, s + 0.5, 100);
+    /* Steady 100 qps: plan for two Poisson standard deviations above it. */
+    assert_true(fabs(loki_demand_plan_input(&d, 30.0) - 120) < 1e-9);
+    d.plan_sigmas = 0;
+    assert_true(fabs(loki_demand_plan_input(&d, 30.0) - 100) < 1e-9);
+    /* A one-second burst: the EWMA follows part way, plan_recent covers it all. */
+    loki_demand_observe(&d, 30.5, 400);
+    double ewma = loki_demand_plan_input(&d, 31.0);
+    assert_true(ewma > 100 && ewma < 400);
+    d.plan_recent = 1;
+    assert_true(fabs(loki_demand_plan_input(&d, 31.0) - 400) < 1e-9);
+    d.plan_sigmas = 2;
+    assert_true(fabs(loki_demand_plan_input(&d, 31.0) - 440) < 1e-9);
+    /* Once the burst window is older than plan_recent, only the EWMA remembers it. */
+    loki_demand_observe(&d, 31.5, 100);
+    assert_true(loki_demand_plan_input(&d, 32.0) < 400);
+}
+
 static void test_fanout_est(void **state)
 {
     (void)state;
@@ -154,6 +178,124 @@ static void test_hysteresis_and_dwell(void **state)
     free(t);
 }
 
+static void test_burst_spares(void **state)
+{
+    (void)state;
+    struct loki_topology *t = two_task();
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b)), *c = malloc(sizeof(*c));
+    double hi = overload(pl, a);
+    double lo = hi * 0.3;
+    t->planner.burst_spares = 0;
+    assert_int_equal(loki_planner_solve(pl, &lo, NULL, 0, c), 0);
+    t->planner.burst_spares = 1;
+    assert_int_equal(loki_planner_solve(pl, &lo, NULL, 0, a), 0);
+    assert_int_equal(a->mode, LOKI_MODE_HARDWARE);
+    /* Spares hold a GPU each, carry no planned traffic and the plan still checks. */
+    int n = 0;
+    for (int k = 0; k < 2; k++)
+        for (int v = 0; v < 3; v++) {
+            const struct loki_plan_variant *pv = &a->var[0][k][v];
+            n += pv->spares;
+            assert_true(pv->spares <= pv->instances);
+            if (pv->spares == pv->instances && pv->spares > 0) {
+                assert_true(pv->load_qps < 1e-9);
+                assert_true(a->split[0][k][0][v] == 0 || k != 0);
+            }
+        }
+    assert_true(n >= 1);
+    assert_true(fabs(a->gpus_used - c->gpus_used - n) < 1e-9);
+    assert_int_equal(loki_plan_check(t, a, &lo, NULL, 0), 0);
+    /* A spare is the fastest variant: it absorbs more than a best-variant instance. */
+    for (int k = 0; k < 2; k++) {
+        int best = loki_task_best_variant(&t->pipelines[0].tasks[k]);
+        for (int v = 0; v < 3; v++)
+            if (a->var[0][k][v].spares > 0 && v != best && c->var[0][k][best].instances > 0)
+                assert_true(a->var[0][k][v].capacity_qps / a->var[0][k][v].instances >=
+                            c->var[0][k][best].capacity_qps / c->var[0][k][best].instances *
+                                (1 - 1e-9));
+    }
+    /* Warm re-solve from a plan with spares: kept, spares and all. */
+    assert_int_equal(loki_planner_solve(pl, &lo, a, 1, b), 0);
+    assert_true(b->kept);
+    assert_true(fabs(b->gpus_used - a->gpus_used) < 1e-9);
+    /* Accuracy mode uses every GPU for planned traffic: no spares. */
+    assert_int_equal(loki_planner_solve(pl, &hi, a, 2, b), 0);
+    assert_int_equal(b->mode, LOKI_MODE_ACCURACY);
+    for (int k = 0; k < 2; k++)
+        for (int v = 0; v < 3; v++)
+            assert_int_equal(b->var[0][k][v].spares, 0);
+    free(a);
+    free(b);
+    free(c);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
+/*
+ * A pipeline whose all-variant option set overflows the MILP's path cap even
+ * after thinning (4 tasks x 6 variants x 3 shares x 7 batches): at a demand
+ * hardware scaling cannot carry, the planner still serves a fraction with the
+ * best variants instead of returning the serve-nothing plan.
+ */
+static void test_path_cap_fallback(void **state)
+{
+    (void)state;
+    struct loki_topology *t = calloc(1, sizeof(*t));
+    loki_topology_defaults(t);
+    t->gpus.count = 32;
+    t->gpus.mem_mb = 0;
+    t->gpus.share_granularity = 0.25;
+    t->planner.time_limit_ms = 100;
+    t->n_pipelines = 1;
+    struct loki_pipeline *p = &t->pipelines[0];
+    snprintf(p->name, sizeof(p->name), "wide");
+    p->n_tasks = 4;
+    p->slo_ms = 400;
+    unsigned seed = 5;
+    for (int k = 0; k < 4; k++) {
+        struct loki_task *tk = &p->tasks[k];
+        snprintf(tk->name, sizeof(tk->name), "task%d", k);
+        tk->n_variants = 6;
+        if (k < 3) {
+            tk->n_children = 1;
+            tk->children[0] = k + 1;
+        }
+        double base = 3 + 8 * prand(&seed);
+        for (int v = 0; v < 6; v++) {
+            struct loki_variant *var = &tk->variants[v];
+            snprintf(var->name, sizeof(var->name), "v%d", v);
+            var->accuracy = v == 5 ? 100 : 60 + 6.0 * v;
+            var->n_batches = 7;
+            var->n_shares = 3;
+            var->shares[0] = 1, var->shares[1] = 0.5, var->shares[2] = 0.25;
+            for (int b = 0; b < 7; b++) {
+                var->batches[b] = 1 << b;
+                double l = base * (1 + 0.6 * v) * (0.6 + 0.4 * (1 << b));
+                for (int sh = 0; sh < 3; sh++)
+                    var->latency_ms[sh][b] = l * (1 + (1 / var->shares[sh] - 1) * 0.5);
+            }
+            var->fanout[0].mean = 1 + 0.3 * v;
+        }
+    }
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *a = malloc(sizeof(*a));
+    double d = 10; /* hardware scaling carries this on 6.5 of 32 GPUs */
+    assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
+    assert_int_equal(a->mode, LOKI_MODE_HARDWARE);
+    d = 150;
+    assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
+    assert_int_equal(a->mode, LOKI_MODE_SERVED);
+    assert_true(a->truncated);
+    assert_true(a->served_fraction[0] > 0.1);
+    assert_int_equal(loki_plan_check(t, a, &d, NULL, 0), 0);
+    free(a);
+    loki_planner_destroy(pl);
+    free(t);
+}
+
 static void test_diff(void **state)
 {
     (void)state;
@@ -207,11 +349,18 @@ static void test_inferline(void **state)
     struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
     double hi = overload(pl, a);
     double lo = hi * 0.3;
-    /* Off-peak: the same fewest-GPU plan as Loki's hardware mode. */
+    /* Off-peak: the same fewest-GPU plan as Loki's hardware mode (less Loki's burst spares,
+     * which InferLine does not have). */
     assert_int_equal(loki_planner_solve(pl, &lo, NULL, 0, a), 0);
     assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_INFERLINE, &lo, NULL, 0, b), 0);
     assert_int_equal(b->mode, LOKI_MODE_HARDWARE);
-    assert_true(fabs(a->gpus_used - b->gpus_used) < 1e-9);
+    double spare = 0;
+    for (int k = 0; k < 2; k++)
+        for (int v = 0; v < 3; v++) {
+            spare += a->var[0][k][v].spares * a->var[0][k][v].share;
+            assert_int_equal(b->var[0][k][v].spares, 0);
+        }
+    assert_true(fabs(a->gpus_used - spare - b->gpus_used) < 1e-9);
     /* Peak: best variants only, all it can serve, the rest shed. */
     assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_INFERLINE, &hi, NULL, 0, b), 0);
     assert_int_equal(b->mode, LOKI_MODE_SERVED);
@@ -332,10 +481,17 @@ static void test_static_and_checker(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_demand_ewma), cmocka_unit_test(test_fanout_est),
-        cmocka_unit_test(test_never_fails), cmocka_unit_test(test_hysteresis_and_dwell),
-        cmocka_unit_test(test_diff),        cmocka_unit_test(test_inferline),
-        cmocka_unit_test(test_proteus),     cmocka_unit_test(test_static_and_checker),
+        cmocka_unit_test(test_demand_ewma),
+        cmocka_unit_test(test_demand_plan_input),
+        cmocka_unit_test(test_fanout_est),
+        cmocka_unit_test(test_burst_spares),
+        cmocka_unit_test(test_never_fails),
+        cmocka_unit_test(test_hysteresis_and_dwell),
+        cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_inferline),
+        cmocka_unit_test(test_proteus),
+        cmocka_unit_test(test_static_and_checker),
+        cmocka_unit_test(test_path_cap_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

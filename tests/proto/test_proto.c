@@ -366,6 +366,51 @@ static void test_reply_roundtrip(void **st)
     assert_int_equal(loki_proto_encode_reply(buf, sizeof(buf), &in), -EINVAL);
 }
 
+/* Report requests and replies: "format" on status/metrics requests, "report" in the reply. */
+static void test_report_roundtrip(void **st)
+{
+    static struct loki_reply in, out;
+    static uint8_t buf[1 << 17];
+    static char text[70000];
+    char err[LOKI_PROTO_ERR_MAX];
+    struct loki_request rq, rqo;
+    loki_request_init(&rq);
+    rq.type = LOKI_MSG_STATUS;
+    rq.has_id = true;
+    rq.id = 9;
+    rq.format = loki_bytes_str("json");
+    ssize_t n = loki_proto_encode_request(buf, sizeof(buf), &rq);
+    assert_true(n > 0 && (size_t)n <= loki_proto_request_size(&rq));
+    assert_int_equal(
+        loki_proto_decode_request(buf + 4, (size_t)n - 4, &lim, &rqo, err, sizeof(err)), 0);
+    assert_int_equal(rqo.type, LOKI_MSG_STATUS);
+    assert_true(loki_bytes_eq(rqo.format, "json"));
+    /* an over-long format name is refused */
+    rq.format = loki_bytes_str("a-format-name-longer-than-31-bytes");
+    n = loki_proto_encode_request(buf, sizeof(buf), &rq);
+    assert_int_equal(
+        loki_proto_decode_request(buf + 4, (size_t)n - 4, &lim, &rqo, err, sizeof(err)),
+        LOKI_ETOOBIG);
+    assert_string_equal(err, "field 'format': 34 bytes exceeds the limit of 31");
+    /* a report larger than 64 KiB survives the round trip (str32) */
+    memset(text, 'x', sizeof(text) - 1);
+    text[sizeof(text) - 1] = 0;
+    loki_reply_init(&in);
+    in.type = LOKI_MSG_METRICS;
+    in.status = LOKI_STATUS_OK;
+    in.report = loki_bytes_str(text);
+    n = loki_proto_encode_reply(buf, sizeof(buf), &in);
+    assert_true(n > 0 && (size_t)n <= loki_proto_reply_size(&in));
+    assert_int_equal(loki_proto_decode_reply(buf + 4, (size_t)n - 4, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.report.len, sizeof(text) - 1);
+    assert_memory_equal(out.report.ptr, text, sizeof(text) - 1);
+    /* infer replies never carry one */
+    in.type = LOKI_MSG_INFER;
+    n = loki_proto_encode_reply(buf, sizeof(buf), &in);
+    assert_int_equal(loki_proto_decode_reply(buf + 4, (size_t)n - 4, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.report.len, 0);
+}
+
 static void test_names(void **st)
 {
     assert_string_equal(loki_status_name(LOKI_STATUS_UNKNOWN_PIPELINE), "unknown_pipeline");
@@ -380,6 +425,7 @@ int main(void)
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_bad_msgpack),
         cmocka_unit_test(test_truncated),        cmocka_unit_test(test_request_roundtrip),
         cmocka_unit_test(test_reply_roundtrip),  cmocka_unit_test(test_names),
+        cmocka_unit_test(test_report_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,6 +145,8 @@ static void test_demand_step(void **state)
      * docs/evaluation.md); the step test is about the control loop.
      */
     t->planner.beta = 1.35;
+    /* The control loop alone: burst spares hold GPUs off-peak (test_burst_absorbed). */
+    t->planner.burst_spares = 0;
     struct loki_trace tr;
     assert_int_equal(loki_trace_constant(&tr, 80, 105), 0);
     for (int i = 35; i < 70; i++)
@@ -168,13 +170,128 @@ static void test_demand_step(void **state)
     free(t);
 }
 
+/*
+ * One-second bursts, shorter than instance start-up (2 s): scaling out cannot
+ * help; warm burst spares of a cheaper variant take the overflow at once.
+ */
+static void test_burst_absorbed(void **state)
+{
+    struct loki_topology *t = traffic();
+    struct loki_trace tr;
+    assert_int_equal(loki_trace_constant(&tr, 70, 90), 0);
+    for (int i = 20; i < 90; i += 20)
+        tr.rate[i] = 190;
+    struct loki_replay_config cfg = {
+        .policy = LOKI_POLICY_LOKI, .seed = 5, .early_drop = -1, .reroute = -1, .prewarm = true};
+    struct loki_replay_result with, without;
+    t->planner.burst_spares = 1;
+    assert_int_equal(loki_replay_run(t, &tr, &cfg, &with), 0);
+    t->planner.burst_spares = 0;
+    assert_int_equal(loki_replay_run(t, &tr, &cfg, &without), 0);
+    print_message("burst spares: viol %.4f acc %.2f gpus %.2f rerouted %llu | none: viol %.4f "
+                  "acc %.2f gpus %.2f\n",
+                  with.viol_ratio, with.accuracy, with.gpus_mean, (unsigned long long)with.rerouted,
+                  without.viol_ratio, without.accuracy, without.gpus_mean);
+    assert_true(without.viol_ratio > 0.01); /* the bursts do hurt without spares */
+    assert_true(with.viol_ratio < 0.5 * without.viol_ratio);
+    assert_true(with.accuracy < without.accuracy); /* paid in accuracy during bursts */
+    assert_true(with.accuracy > 95);
+    assert_true(with.gpus_mean < without.gpus_mean + 3);
+    loki_replay_result_free(&with);
+    loki_replay_result_free(&without);
+    loki_trace_free(&tr);
+    free(t);
+}
+
+/* `loki load`'s arrival loop (runtime/cli/cmd_load.c), on a virtual clock. */
+static uint64_t load_rng;
+
+static double load_uniform(void)
+{
+    load_rng ^= load_rng >> 12;
+    load_rng ^= load_rng << 25;
+    load_rng ^= load_rng >> 27;
+    return (double)((load_rng * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+static void test_like_load(void **state)
+{
+    const char *p = loki_test_write_tmp("minute,requests\n0,1200\n1,0\n2,5400\n3,3000\n", ".csv");
+    struct loki_trace tr;
+    assert_int_equal(loki_trace_load(p, &tr, NULL, 0), 0);
+    loki_trace_scale(&tr, 1.5); /* --rate-scale 1.5 */
+    double time_scale = 20;     /* loki load --time-scale 20: a row lasts 3 s */
+    unsigned long long seed = 9;
+    long payload = 64;
+    int n_sec = (int)(tr.n * tr.step_s / time_scale);
+    double expect[16] = {0};
+    load_rng = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (long i = 0; i < payload; i++)
+        load_uniform();
+    double row_s = tr.step_s / time_scale;
+    uint64_t t = 0;
+    for (int i = 0; i < tr.n; i++) {
+        double rate = tr.rate[i];
+        uint64_t row_end = (uint64_t)((double)(i + 1) * row_s * 1e9);
+        for (;;) {
+            if (rate <= 0) {
+                t = row_end;
+                break;
+            }
+            t += (uint64_t)(-log(1 - load_uniform()) / rate * 1e9);
+            if (t >= row_end) {
+                t = row_end;
+                break;
+            }
+            expect[t / 1000000000ull]++;
+        }
+    }
+    struct loki_topology *topo = traffic();
+    struct loki_replay_config cfg = {.policy = LOKI_POLICY_LOKI,
+                                     .seed = seed,
+                                     .step_replay_s = row_s,
+                                     .early_drop = -1,
+                                     .reroute = -1,
+                                     .prewarm = true,
+                                     .arrivals = LOKI_ARRIVALS_LOAD,
+                                     .load_payload_bytes = payload};
+    struct loki_replay_result r;
+    assert_int_equal(loki_replay_run(topo, &tr, &cfg, &r), 0);
+    assert_true(r.n_seconds >= n_sec);
+    double total = 0;
+    for (int i = 0; i < n_sec; i++) {
+        assert_true(r.sec[i].demand == expect[i]);
+        total += expect[i];
+    }
+    assert_true(total > 150);
+    assert_true(r.sec[3].demand == 0 && r.sec[5].demand == 0); /* the empty row */
+    /* A different seed gives different arrivals. */
+    cfg.seed = seed + 1;
+    struct loki_replay_result r2;
+    assert_int_equal(loki_replay_run(topo, &tr, &cfg, &r2), 0);
+    assert_true(r2.arrived != r.arrived || r2.sec[0].demand != r.sec[0].demand);
+    /* The rescaled trace written back reads the same. */
+    FILE *f = tmpfile();
+    assert_int_equal(loki_trace_write(f, &tr), 0);
+    rewind(f);
+    char buf[256];
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    assert_string_equal(buf, "minute,requests\n");
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    assert_true(fabs(atof(strchr(buf, ',') + 1) - 1800) < 1e-6);
+    fclose(f);
+    loki_replay_result_free(&r);
+    loki_replay_result_free(&r2);
+    loki_trace_free(&tr);
+    free(topo);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_trace_load_rescale),
-        cmocka_unit_test(test_fanout_draws),
-        cmocka_unit_test(test_deterministic),
-        cmocka_unit_test(test_demand_step),
+        cmocka_unit_test(test_trace_load_rescale), cmocka_unit_test(test_fanout_draws),
+        cmocka_unit_test(test_deterministic),      cmocka_unit_test(test_demand_step),
+        cmocka_unit_test(test_burst_absorbed),     cmocka_unit_test(test_like_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #define LOKI_CLIENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "loki/proto.h"
@@ -122,6 +123,18 @@ int loki_client_ping(struct loki_client *c, double timeout_ms);
  * empty). Returns 0, -ETIMEDOUT, -EPIPE, -EDEADLK. Any thread.
  */
 int loki_client_status(struct loki_client *c, double timeout_ms, struct loki_reply *st);
+
+/*
+ * Ask for a rendered report: @type LOKI_MSG_STATUS (formats "table", "json") or
+ * LOKI_MSG_METRICS ("prometheus"). On 0, @st gets the reply's scalars (as
+ * loki_client_status(); @st may be NULL) and *@text a NUL-terminated copy of the report
+ * (the caller frees it; NULL when the server sent none). A status other than ok (e.g.
+ * bad_request for an unknown format) returns LOKI_EPROTO with the server's reason in
+ * @err (may be NULL). Also -EINVAL, -ENOMEM, -ETIMEDOUT, -EPIPE, -EDEADLK. Any thread.
+ */
+int loki_client_report(struct loki_client *c, enum loki_msg_type type, const char *format,
+                       double timeout_ms, struct loki_reply *st, char **text, char *err,
+                       size_t errlen);
 
 /* Server limits from the handshake (0 when unknown). Any thread. */
 uint32_t loki_client_max_payload(const struct loki_client *c);

@@ -25,6 +25,7 @@
 #define LOKI_PROTO_MAX_PIPELINES 16  /* pipeline names in a hello/status reply */
 #define LOKI_PROTO_MAX_METRICS 64    /* entries of a metrics reply */
 #define LOKI_PROTO_MAX_DEPTH 16      /* nesting allowed inside ignored values */
+#define LOKI_PROTO_FORMAT_MAX 31     /* longest report format name, bytes */
 
 /* What a message is about. The reply to a request carries the request's type. */
 enum loki_msg_type {
@@ -76,6 +77,9 @@ struct loki_request {
     int32_t priority;
     uint32_t version;       /* HELLO: protocol version the client speaks (>= 1) */
     struct loki_bytes name; /* HELLO: optional client name */
+    /* STATUS, METRICS: optional report wanted in the reply's "report" ("table", "json",
+     * "prometheus"; which ones a server knows is up to it; empty: none) */
+    struct loki_bytes format;
 };
 
 struct loki_metric {
@@ -92,6 +96,8 @@ struct loki_reply {
     struct loki_bytes error; /* optional human-readable reason */
     bool has_retry_after;
     double retry_after_ms; /* OVERLOADED: when to retry */
+    /* STATUS, METRICS: the report rendered in the requested format (empty: none asked) */
+    struct loki_bytes report;
     /* INFER */
     uint32_t n_outputs;
     struct loki_bytes outputs[LOKI_PROTO_MAX_OUTPUTS]; /* leaf outputs */

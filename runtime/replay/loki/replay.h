@@ -39,6 +39,13 @@ int loki_trace_rescale(struct loki_trace *t, double lo, double hi);
 /* Multiply every rate by @x. */
 void loki_trace_scale(struct loki_trace *t, double x);
 
+/*
+ * Write @t as a CSV that `loki load` and loki_trace_load() read back: `minute,requests`
+ * (requests = rate x 60) when step_s is 60, else `second,requests` (requests = rate).
+ * Returns 0 or -EIO.
+ */
+int loki_trace_write(FILE *f, const struct loki_trace *t);
+
 /* Release the rates (the struct itself is the caller's). */
 void loki_trace_free(struct loki_trace *t);
 
@@ -51,7 +58,19 @@ struct loki_replay_config {
     int reroute;          /* -1: topology's setting, 0 off, 1 on */
     double interval_ms;   /* re-plan period in replay time; 0: topology's planner.interval_ms */
     bool prewarm;         /* instances of the first plan are ready at t = 0 (default in CLI) */
+    /*
+     * Arrival process. LOKI_ARRIVALS_REPLAY: Poisson per step from the shared
+     * xoshiro256** stream (fan-outs draw from it too). LOKI_ARRIVALS_LOAD: the
+     * exact arrival times `loki load --seed N` sends for the same trace, rate
+     * scale and time scale (its xorshift64* stream, after the @load_payload_bytes
+     * draws it spends on the payload), on a stream of their own, for the
+     * first pipeline only (loki load drives one).
+     */
+    int arrivals;
+    long load_payload_bytes; /* `loki load --payload-bytes` (its default is 64) */
 };
+
+enum { LOKI_ARRIVALS_REPLAY = 0, LOKI_ARRIVALS_LOAD = 1 };
 
 /* One replay second. Queries are counted in the second they completed. */
 struct loki_replay_second {
