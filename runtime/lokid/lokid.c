@@ -1592,6 +1592,32 @@ static void notify_systemd(const char *state)
     close(fd);
 }
 
+/*
+ * systemd's watchdog (WatchdogSec= in the unit): WATCHDOG_USEC is the interval and
+ * WATCHDOG_PID, when set, the process it is meant for. Ping from the loop at half the
+ * interval, so that a wedged loop stops pinging and systemd restarts lokid.
+ */
+static uv_timer_t watchdog_timer;
+static bool watchdog_on;
+
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    notify_systemd("WATCHDOG=1");
+}
+
+static void watchdog_start(uv_loop_t *loop)
+{
+    const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+    unsigned long long us = usec ? strtoull(usec, NULL, 10) : 0;
+    if (!us || (pid && strtol(pid, NULL, 10) != (long)getpid()))
+        return;
+    uint64_t ms = us / 2000 ? us / 2000 : 1;
+    uv_timer_init(loop, &watchdog_timer);
+    uv_timer_start(&watchdog_timer, on_watchdog, ms, ms);
+    watchdog_on = true;
+}
+
 static uv_timer_t ready_timer;
 
 static void check_ready(uv_timer_t *t)
@@ -1632,6 +1658,8 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&d->drain_timer);
     uv_timer_stop(&d->tick_timer);
     uv_timer_stop(&ready_timer);
+    if (watchdog_on)
+        uv_timer_stop(&watchdog_timer);
     loki_frontend_stop(d->fe);
     http_stop(d);
     uv_signal_stop(&d->sig_term);
@@ -1805,6 +1833,7 @@ int lokid_run(const struct lokid_options *opt)
     uv_timer_init(d->loop, &ready_timer);
     ready_timer.data = d;
     uv_timer_start(&ready_timer, check_ready, 5, 5);
+    watchdog_start(d->loop);
     uv_signal_init(d->loop, &d->sig_term);
     d->sig_term.data = d;
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
@@ -1825,6 +1854,10 @@ int lokid_run(const struct lokid_options *opt)
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
     uv_close((uv_handle_t *)&d->tick_timer, NULL);
     uv_close((uv_handle_t *)&ready_timer, NULL);
+    if (watchdog_on)
+        uv_close((uv_handle_t *)&watchdog_timer, NULL);
+    if (watchdog_on)
+        uv_close((uv_handle_t *)&watchdog_timer, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
