@@ -121,7 +121,7 @@ static void list_unlink(struct loki_arena *a, uint32_t i, uint32_t order)
 int loki_arena_create(int memfd, size_t data_bytes, struct loki_arena **out)
 {
     size_t size = loki_arena_segment_size(data_bytes);
-    struct loki_arena *a;
+    struct loki_arena *a = NULL;
     int err;
 
     if (size == 0 || !out)
@@ -156,7 +156,7 @@ int loki_arena_create(int memfd, size_t data_bytes, struct loki_arena **out)
 int loki_arena_attach(int memfd, struct loki_arena **out)
 {
     struct stat st;
-    struct loki_arena *a;
+    struct loki_arena *a = NULL;
     int err;
 
     if (!out)

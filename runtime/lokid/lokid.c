@@ -1856,8 +1856,6 @@ int lokid_run(const struct lokid_options *opt)
     uv_close((uv_handle_t *)&ready_timer, NULL);
     if (watchdog_on)
         uv_close((uv_handle_t *)&watchdog_timer, NULL);
-    if (watchdog_on)
-        uv_close((uv_handle_t *)&watchdog_timer, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);

@@ -200,7 +200,7 @@ static int run_mps_control(struct loki_sup *s, int gpu, const char *arg, const c
             close(in[1]);
         return -err;
     }
-    if (in[1] >= 0) {
+    if (in[1] >= 0 && input) {
         /* a short write to a fresh pipe never blocks; MSG_NOSIGNAL has no pipe twin, so a
          * control binary that died already costs at most an ignored EPIPE */
         void (*old)(int) = signal(SIGPIPE, SIG_IGN);

@@ -303,7 +303,7 @@ struct sample {
 };
 
 /* The status report as JSON (caller frees). */
-static char *status_json(struct loki_client *c)
+__attribute__((noinline)) static char *status_json(struct loki_client *c)
 {
     char *text = NULL, err[128];
     int rc = loki_client_report(c, LOKI_MSG_STATUS, "json", 5000, NULL, &text, err, sizeof(err));

@@ -97,7 +97,7 @@ static void leaf(struct bf *b)
     struct bpath paths[4096];
     int n = 0, first[4], cnt[4];
     for (int k = 0; k < b->nchains; k++) {
-        int var[LOKI_MAX_TASKS];
+        int var[LOKI_MAX_TASKS] = {0};
         first[k] = n;
         n = enum_paths(b, k, 0, var, 0, paths, n);
         cnt[k] = n - first[k];
