@@ -416,10 +416,10 @@ static void load_gpus(struct ctx *c, const struct node *m)
 
 static void load_planner(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {
-        "policy",      "interval_ms", "headroom",      "beta",    "ewma_alpha", "ewma_windows",
-        "hysteresis",  "min_dwell_s", "time_limit_ms", "mip_gap", "early_drop", "reroute",
-        "static_plan", NULL};
+    static const char *const keys[] = {"policy",        "interval_ms",  "headroom",   "beta",
+                                       "ewma_alpha",    "ewma_windows", "hysteresis", "min_dwell_s",
+                                       "time_limit_ms", "mip_gap",      "early_drop", "reroute",
+                                       "static_plan",   "burst_spares", NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     const struct node *v;
     double d;
@@ -446,6 +446,9 @@ static void load_planner(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "ewma_windows")) && get_int(c, v, "ewma_windows", &i) &&
         in_range(c, v, "ewma_windows", (double)i, 1, 3600, false))
         p->ewma_windows = (int)i;
+    if ((v = map_get(m, "burst_spares")) && get_int(c, v, "burst_spares", &i) &&
+        in_range(c, v, "burst_spares", (double)i, 0, 16, false))
+        p->burst_spares = (int)i;
     if ((v = map_get(m, "early_drop")))
         get_bool(c, v, "early_drop", &p->early_drop);
     if ((v = map_get(m, "reroute")))

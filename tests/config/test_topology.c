@@ -93,7 +93,25 @@ static void test_good(void **state)
     /* defaults */
     assert_true(t->planner.headroom == 0.5);
     assert_int_equal(t->frontend.mode, 0660);
+    assert_int_equal(t->planner.burst_spares, 1);
     free(t);
+}
+
+static void test_planner_keys(void **state)
+{
+    struct loki_topology *t;
+    char doc[4096];
+    snprintf(doc, sizeof(doc), "%splanner: {burst_spares: 0, beta: 1.2, policy: proteus}\n", GOOD);
+    int rc = parse(doc, &t);
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(t->planner.burst_spares, 0);
+    assert_true(t->planner.beta == 1.2);
+    assert_int_equal(t->planner.policy, LOKI_POLICY_PROTEUS);
+    free(t);
+    expect_error("pipelines:\n", "planner: {burst_spares: 99}\npipelines:\n",
+                 "burst_spares: 99 is out of range [0, 16]");
 }
 
 static void test_json_accepted(void **state)
@@ -265,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_share_granularity),
         cmocka_unit_test(test_many_errors_reported),
+        cmocka_unit_test(test_planner_keys),
         cmocka_unit_test(test_examples_load),
         cmocka_unit_test(test_missing_file),
     };
