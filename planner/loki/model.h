@@ -16,13 +16,13 @@
 #define LOKI_NAME_MAX 64
 #define LOKI_PATH_MAX 256
 #define LOKI_MAX_PIPELINES 4
-#define LOKI_MAX_TASKS 16        /* per pipeline */
-#define LOKI_MAX_VARIANTS 16     /* per task */
-#define LOKI_MAX_CHILDREN 8      /* per task */
-#define LOKI_MAX_BATCHES 16      /* profiled batch sizes per variant */
-#define LOKI_MAX_SHARES 8        /* profiled shares per variant */
-#define LOKI_MAX_PATH_ACC 512    /* rows of a measured path-accuracy table */
-#define LOKI_MAX_STATIC 64       /* entries of a static plan */
+#define LOKI_MAX_TASKS 16     /* per pipeline */
+#define LOKI_MAX_VARIANTS 16  /* per task */
+#define LOKI_MAX_CHILDREN 8   /* per task */
+#define LOKI_MAX_BATCHES 16   /* profiled batch sizes per variant */
+#define LOKI_MAX_SHARES 8     /* profiled shares per variant */
+#define LOKI_MAX_PATH_ACC 512 /* rows of a measured path-accuracy table */
+#define LOKI_MAX_STATIC 64    /* entries of a static plan */
 #define LOKI_MAX_UIDS 16
 
 enum loki_backend_kind {
@@ -45,7 +45,7 @@ enum loki_policy {
 };
 
 struct loki_fanout {
-    double mean;                /* expected sub-queries per query, >= 0 */
+    double mean; /* expected sub-queries per query, >= 0 */
     enum loki_fanout_dist dist;
 };
 
@@ -93,8 +93,8 @@ struct loki_pipeline {
 
 struct loki_gpus {
     int count;
-    double mem_mb;         /* per GPU */
-    int mps_max_clients;   /* per GPU; 48 on Volta+ MPS */
+    double mem_mb;            /* per GPU */
+    int mps_max_clients;      /* per GPU; 48 on Volta+ MPS */
     double share_granularity; /* 1 = whole GPUs only; 0.25 = quarters */
 };
 
@@ -106,18 +106,18 @@ struct loki_static_entry {
 
 struct loki_planner_cfg {
     enum loki_policy policy;
-    double interval_ms;     /* re-plan period; default 1000 */
-    double headroom;        /* h: path latency <= h * SLO; default 0.5 */
-    double beta;            /* over-provisioning factor on demand; default 1.35 */
-    double ewma_alpha;      /* default 0.385 (com = 1.6) */
-    int ewma_windows;       /* default 20 */
-    double hysteresis;      /* relative objective gain needed to switch; default 0.02 */
-    double min_dwell_s;     /* a variant stays at least this long; default 10 */
-    double time_limit_ms;   /* GLPK time limit per solve; default 200 */
-    double mip_gap;         /* relative gap; default 0.01 */
-    int burst_spares;       /* loki, hardware mode: warm spares per loaded task; default 1 */
-    bool early_drop;        /* default true */
-    bool reroute;           /* default true */
+    double interval_ms;   /* re-plan period; default 1000 */
+    double headroom;      /* h: path latency <= h * SLO; default 0.5 */
+    double beta;          /* over-provisioning factor on demand; default 1.35 */
+    double ewma_alpha;    /* default 0.385 (com = 1.6) */
+    int ewma_windows;     /* default 20 */
+    double hysteresis;    /* relative objective gain needed to switch; default 0.02 */
+    double min_dwell_s;   /* a variant stays at least this long; default 10 */
+    double time_limit_ms; /* GLPK time limit per solve; default 200 */
+    double mip_gap;       /* relative gap; default 0.01 */
+    int burst_spares;     /* loki, hardware mode: warm spares per loaded task; default 1 */
+    bool early_drop;      /* default true */
+    bool reroute;         /* default true */
     int n_static;
     struct loki_static_entry static_plan[LOKI_MAX_STATIC];
 };
@@ -127,8 +127,8 @@ struct loki_frontend_cfg {
     unsigned mode;                   /* default 0660 */
     int n_uids;                      /* 0: any uid allowed by mode */
     unsigned uids[LOKI_MAX_UIDS];
-    uint32_t max_payload;            /* bytes; default 1 MiB */
-    uint32_t max_inflight;           /* accepted, unanswered queries; default 65536 */
+    uint32_t max_payload;  /* bytes; default 1 MiB */
+    uint32_t max_inflight; /* accepted, unanswered queries; default 65536 */
 };
 
 struct loki_topology {

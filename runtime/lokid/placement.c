@@ -39,8 +39,8 @@ int loki_placement_create(struct loki_placement **out)
         if (pci->attr->pcidev.vendor_id != 0x10de || (cls != 0x0300 && cls != 0x0302))
             continue;
         hwloc_obj_t anc = hwloc_get_non_io_ancestor_obj(p->topo, pci);
-        p->near[p->n_gpus] = hwloc_bitmap_dup(anc ? anc->cpuset
-                                                  : hwloc_topology_get_topology_cpuset(p->topo));
+        p->near[p->n_gpus] =
+            hwloc_bitmap_dup(anc ? anc->cpuset : hwloc_topology_get_topology_cpuset(p->topo));
         if (!p->near[p->n_gpus])
             goto err_topo;
         p->n_gpus++;
@@ -79,9 +79,8 @@ int loki_placement_cores(const struct loki_placement *p)
 int loki_placement_core_for(const struct loki_placement *p, int gpu, int slot, char *buf,
                             size_t len)
 {
-    hwloc_const_cpuset_t within = gpu >= 0 && gpu < p->n_gpus
-                                      ? p->near[gpu]
-                                      : hwloc_topology_get_topology_cpuset(p->topo);
+    hwloc_const_cpuset_t within =
+        gpu >= 0 && gpu < p->n_gpus ? p->near[gpu] : hwloc_topology_get_topology_cpuset(p->topo);
     int n = hwloc_get_nbobjs_inside_cpuset_by_type(p->topo, within, HWLOC_OBJ_CORE);
     hwloc_obj_type_t type = HWLOC_OBJ_CORE;
     if (n <= 0) {

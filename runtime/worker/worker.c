@@ -86,20 +86,22 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
         o->out_kind = LOKI_BATCH_OUT_NONE;
         o->n_fanout = 0;
         if (o->status == 0) {
-            uint32_t olen = r->output_len < LOKI_BATCH_INLINE_MAX ? r->output_len
-                                                                  : LOKI_BATCH_INLINE_MAX;
+            uint32_t olen =
+                r->output_len < LOKI_BATCH_INLINE_MAX ? r->output_len : LOKI_BATCH_INLINE_MAX;
             if (olen) {
                 o->out_kind = LOKI_BATCH_OUT_INLINE;
                 o->inline_data = r->output;
                 o->inline_len = olen;
             }
-            o->n_fanout = r->n_children < LOKI_BATCH_MAX_CHILDREN ? r->n_children
-                                                                  : LOKI_BATCH_MAX_CHILDREN;
+            o->n_fanout =
+                r->n_children < LOKI_BATCH_MAX_CHILDREN ? r->n_children : LOKI_BATCH_MAX_CHILDREN;
             memcpy(o->fanout, r->fanout, sizeof(uint32_t) * o->n_fanout);
         }
     }
-    struct loki_batch_result res = {.batch_id = v.batch_id, .instance_id = v.instance_id,
-                                    .n_queries = (uint32_t)n, .queries = w->rq};
+    struct loki_batch_result res = {.batch_id = v.batch_id,
+                                    .instance_id = v.instance_id,
+                                    .n_queries = (uint32_t)n,
+                                    .queries = w->rq};
     return send_result(w, &res);
 }
 
@@ -113,8 +115,8 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
 
     /* the router may raise the batch cap in place (a plan change without a restart):
      * size for the largest batch the variant is profiled for */
-    w.max_batch = a->batch > var->batches[var->n_batches - 1] ? a->batch
-                                                              : var->batches[var->n_batches - 1];
+    w.max_batch =
+        a->batch > var->batches[var->n_batches - 1] ? a->batch : var->batches[var->n_batches - 1];
     if ((rc = loki_ring_attach(a->req_fd, LOKI_RING_CONSUMER, &w.req))) {
         snprintf(err, errlen, "attach batch ring: %s", loki_strerror(rc));
         return rc;
