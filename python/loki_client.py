@@ -115,7 +115,12 @@ class Client:
                 r = self.call("hello", timeout=5.0, version=PROTOCOL_VERSION,
                               name="loki_client.py")
             except ConnectionError as e:
-                r = Reply(id=None, status="closed", error=str(e))
+                # the server may have refused us and closed before our hello went out:
+                # its error frame is still in our receive buffer for the reader to find
+                self._reader.join(1.0)
+                r = Reply(id=None, status="closed", error=self._conn_error or str(e))
+            if r.status == "closed" and self._conn_error and r.error != self._conn_error:
+                r = Reply(id=None, status="closed", error=self._conn_error)
             if r.status != "ok":
                 self.close()
                 if r.error and "permission denied" in r.error:
