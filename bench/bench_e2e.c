@@ -10,6 +10,7 @@
  * socket server does on this machine). Prints `name unit median p99 n` and
  * writes DIR/e2e.json. Without redis the reference is reported as skipped.
  */
+#include "bench_stats.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -59,33 +60,17 @@ static struct {
     const char *lokid, *topology, *out;
 } cfg = {.rounds = 3, .conns = 4, .window = 32, .lat_n = 2000, .redis_n = 100000, .tput_s = 2};
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, size_t n, double p)
-{
-    size_t k = (size_t)(p * (double)n + 0.999999);
-    if (k == 0)
-        k = 1;
-    if (k > n)
-        k = n;
-    return n ? sorted[k - 1] : 0;
-}
-
 /* Sorts @v in place; records its median and p99. */
 static struct metric *record(const char *name, const char *unit, double *v, size_t n)
 {
     if (n_metrics == MAX_METRICS)
         abort();
     struct metric *m = &metrics[n_metrics++];
-    qsort(v, n, sizeof(*v), cmp_double);
+    qsort(v, n, sizeof(*v), loki_bench_cmp_double);
     snprintf(m->name, sizeof(m->name), "%s", name);
     m->unit = unit;
-    m->median = pct(v, n, 0.5);
-    m->p99 = pct(v, n, 0.99);
+    m->median = loki_bench_pct(v, n, 0.5);
+    m->p99 = loki_bench_pct(v, n, 0.99);
     m->n = n;
     printf("%s %s %.6g %.6g %zu\n", m->name, m->unit, m->median, m->p99, m->n);
     fflush(stdout);

@@ -12,6 +12,7 @@
  * out (read(), or memcpy from the peeked record). `ring_zc` also reports the
  * zero-copy consumer the runtime uses (reads the 8-byte header word only).
  */
+#include "bench_stats.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -92,30 +93,14 @@ struct metric {
 static struct metric metrics[256];
 static size_t n_metrics;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, size_t n, double p)
-{
-    size_t k = (size_t)(p * (double)n + 0.999999);
-    if (k == 0)
-        k = 1;
-    if (k > n)
-        k = n;
-    return sorted[k - 1];
-}
-
 static struct metric *record(const char *name, const char *unit, double *v, size_t n)
 {
     struct metric *m = &metrics[n_metrics++];
-    qsort(v, n, sizeof(*v), cmp_double);
+    qsort(v, n, sizeof(*v), loki_bench_cmp_double);
     snprintf(m->name, sizeof(m->name), "%s", name);
     m->unit = unit;
-    m->median = n ? pct(v, n, 0.5) : 0;
-    m->p99 = n ? pct(v, n, 0.99) : 0;
+    m->median = n ? loki_bench_pct(v, n, 0.5) : 0;
+    m->p99 = n ? loki_bench_pct(v, n, 0.99) : 0;
     m->n = n;
     printf("%s %s %.6g %.6g %zu\n", m->name, m->unit, m->median, m->p99, m->n);
     fflush(stdout);

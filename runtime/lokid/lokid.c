@@ -609,17 +609,26 @@ static void s_exited(void *ctx, int inst, int64_t status, int term_signal, bool 
 
 /* ---- frontend callbacks -------------------------------------------------------------------- */
 
+/* Answer request @id at once with @status (overloaded ones carry the retry hint). */
+static void reply_now(struct lokid *d, struct loki_frontend_conn *conn, uint64_t id,
+                      enum loki_status status, const char *why)
+{
+    struct loki_reply *rep = &d->reply;
+    memset(rep, 0, offsetof(struct loki_reply, outputs));
+    rep->status = status;
+    if (status == LOKI_STATUS_OVERLOADED) {
+        rep->has_retry_after = true;
+        rep->retry_after_ms = RETRY_AFTER_MS;
+    }
+    rep->error = loki_bytes_str(why);
+    loki_frontend_reply(conn, id, rep);
+}
+
 static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct loki_request *req)
 {
     struct lokid *d = ctx;
-    struct loki_reply *rep = &d->reply;
     if (!d->n_free) {
-        memset(rep, 0, offsetof(struct loki_reply, outputs));
-        rep->status = LOKI_STATUS_OVERLOADED;
-        rep->has_retry_after = true;
-        rep->retry_after_ms = RETRY_AFTER_MS;
-        rep->error = loki_bytes_str("too many queries in flight");
-        loki_frontend_reply(conn, req->id, rep);
+        reply_now(d, conn, req->id, LOKI_STATUS_OVERLOADED, "too many queries in flight");
         return;
     }
     uint32_t slot = d->free_roots[--d->n_free];
@@ -637,12 +646,7 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
         int rc = loki_arena_alloc(loki_sup_arena(d->sup), req->payload.len, &r->payload, &p);
         if (rc) {
             memset(&r->payload, 0, sizeof(r->payload));
-            memset(rep, 0, offsetof(struct loki_reply, outputs));
-            rep->status = LOKI_STATUS_OVERLOADED;
-            rep->has_retry_after = true;
-            rep->retry_after_ms = RETRY_AFTER_MS;
-            rep->error = loki_bytes_str("payload arena full");
-            loki_frontend_reply(conn, req->id, rep);
+            reply_now(d, conn, req->id, LOKI_STATUS_OVERLOADED, "payload arena full");
             release_root(d, slot);
             return;
         }
@@ -655,10 +659,7 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
     int rc = loki_router_submit(d->router, req->pipeline_index, req->id, cookie, deadline);
     if (rc && rc != LOKI_EOVERLOADED) {
         /* no completion was delivered for an invalid submission: answer here */
-        memset(rep, 0, offsetof(struct loki_reply, outputs));
-        rep->status = LOKI_STATUS_ERROR;
-        rep->error = loki_bytes_str(loki_strerror(rc));
-        loki_frontend_reply(conn, req->id, rep);
+        reply_now(d, conn, req->id, LOKI_STATUS_ERROR, loki_strerror(rc));
         release_root(d, slot);
     }
 }
