@@ -326,6 +326,79 @@ static int place(const struct loki_topology *topo, struct loki_plan *pl)
     return 0;
 }
 
+/*
+ * Keep running instances where they run. place() packs each plan from scratch, so a variant
+ * kept from the current plan could land on another GPU number; the router matches instances by
+ * variant, share and GPU, so that would restart it, and a new instance could be put on a GPU a
+ * kept one still occupies. Here an instance of the new plan that has a twin in the current plan
+ * (same variant and share) takes the twin's GPU; the others go first-fit to GPUs the new plan
+ * already uses, then to GPUs the current plan leaves idle (a clean start, no co-location with an
+ * instance that is retiring), then anywhere. If that packing fails, the solve's own placement
+ * stays (valid, at the price of restarts).
+ */
+static void place_stably(const struct loki_topology *topo, const struct loki_plan *cur,
+                         struct loki_plan *pl)
+{
+    int G = topo->gpus.count, n = pl->n_instances;
+    if (!cur || G <= 0 || n <= 0 || G > LOKI_MAX_INSTANCES)
+        return;
+    struct loki_plan_instance saved[LOKI_MAX_INSTANCES];
+    memcpy(saved, pl->inst, (size_t)n * sizeof(saved[0]));
+    double used[LOKI_MAX_INSTANCES] = {0}, mem[LOKI_MAX_INSTANCES] = {0};
+    int clients[LOKI_MAX_INSTANCES] = {0};
+    bool busy_cur[LOKI_MAX_INSTANCES] = {0}, taken[LOKI_MAX_INSTANCES] = {0};
+    int maxc = topo->gpus.mps_max_clients > 0 ? topo->gpus.mps_max_clients : 1 << 30;
+    for (int j = 0; j < cur->n_instances; j++)
+        if (cur->inst[j].gpu >= 0 && cur->inst[j].gpu < G)
+            busy_cur[cur->inst[j].gpu] = true;
+    for (int i = 0; i < n; i++)
+        pl->inst[i].gpu = -1;
+#define FITS(x, g, m)                                                                              \
+    (used[g] + (x)->share <= 1 + 1e-9 && clients[g] < maxc &&                                      \
+     (topo->gpus.mem_mb <= 0 || mem[g] + (m) <= topo->gpus.mem_mb + 1e-6))
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            struct loki_plan_instance *x = &pl->inst[i];
+            if (x->gpu >= 0)
+                continue;
+            double m = topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
+            int g = -1;
+            if (pass == 0) {
+                for (int j = 0; j < cur->n_instances && g < 0; j++) {
+                    const struct loki_plan_instance *y = &cur->inst[j];
+                    if (!taken[j] && y->pipeline == x->pipeline && y->task == x->task &&
+                        y->variant == x->variant && fabs(y->share - x->share) < 1e-9 &&
+                        y->gpu >= 0 && y->gpu < G && FITS(x, y->gpu, m)) {
+                        taken[j] = true;
+                        g = y->gpu;
+                    }
+                }
+                if (g < 0)
+                    continue;
+            } else {
+                /* first fit: GPUs the new plan already uses, then idle ones, then any */
+                for (int pref = 0; pref < 3 && g < 0; pref++)
+                    for (int k = 0; k < G && g < 0; k++) {
+                        bool want = pref == 0 ? used[k] > 0 : pref == 1 ? !busy_cur[k] : true;
+                        if (want && FITS(x, k, m))
+                            g = k;
+                    }
+                if (g < 0) {
+                    memcpy(pl->inst, saved, (size_t)n * sizeof(saved[0]));
+                    return;
+                }
+            }
+            x->gpu = g;
+            used[g] += x->share;
+            mem[g] += m;
+            clients[g]++;
+        }
+#undef FITS
+    pl->gpus_active = 0;
+    for (int g = 0; g < G; g++)
+        pl->gpus_active += clients[g] > 0;
+}
+
 static void plan_from_res(const struct loki_topology *topo, const struct loki__milp_res *r,
                           struct loki_plan *pl)
 {
@@ -476,8 +549,8 @@ static int add_burst_spares(const struct loki_topology *topo, const double *dema
             for (int v = 0; v < task->n_variants; v++) {
                 const struct loki_variant *va = &task->variants[v];
                 double sh = loki_variant_latency(va, va->batches[0], gran) > 0 ? gran : 1;
-                if (out->gpus_used + n * sh > topo->gpus.count + 1e-9)
-                    continue;
+                if (out->gpus_used + sh > topo->gpus.count + 1e-9)
+                    continue; /* not even one fits */
                 for (int i = 0; i < va->n_batches; i++) {
                     int b = va->batches[i];
                     double l = loki_variant_latency(va, b, sh);
@@ -495,17 +568,26 @@ static int add_burst_spares(const struct loki_topology *topo, const double *dema
             }
             if (cv < 0)
                 continue;
+            /* As many as fit, up to n: a smaller GPU budget gets fewer spares, not none. */
+            int k = (int)floor((topo->gpus.count - out->gpus_used) / cs + 1e-9);
+            if (k > n)
+                k = n;
             struct loki_plan_variant *pv = &out->var[p][t][cv], saved = *pv;
-            pv->instances += n;
-            pv->spares += n;
-            pv->batch = cb;
-            pv->share = cs;
-            int rc = finish(topo, demand, fan, out);
-            if (rc < 0)
-                return rc;
-            if (place(topo, out) != 0) {
+            for (; k >= 1; k--) {
+                pv->instances = saved.instances + k;
+                pv->spares = saved.spares + k;
+                pv->batch = cb;
+                pv->share = cs;
+                int rc = finish(topo, demand, fan, out);
+                if (rc < 0)
+                    return rc;
+                if (place(topo, out) == 0)
+                    break;
+            }
+            if (k < 1) {
                 *pv = saved;
-                if ((rc = finish(topo, demand, fan, out)) < 0)
+                int rc = finish(topo, demand, fan, out);
+                if (rc < 0)
                     return rc;
                 if (place(topo, out) != 0)
                     return LOKI_EINFEASIBLE; /* placed before: cannot happen */
@@ -838,6 +920,7 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
             return 0;
         }
     }
+    place_stably(topo, current, out);
     out->solve_ms = loki__now_ms() - t0;
     return 0;
 }

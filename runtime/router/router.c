@@ -996,7 +996,8 @@ int loki_router_set_plan(struct loki_router *r, const struct loki_plan *plan)
             if (in->matched || in->state == I_FREE || in->state == I_DRAINING)
                 continue;
             if (in->pi.pipeline == pi->pipeline && in->pi.task == pi->task &&
-                in->pi.variant == pi->variant && fabs(in->pi.share - pi->share) < 1e-9) {
+                in->pi.variant == pi->variant && fabs(in->pi.share - pi->share) < 1e-9 &&
+                in->pi.gpu == pi->gpu) {
                 if (found < 0 || (r->inst[found].state != I_READY && in->state == I_READY))
                     found = i;
             }
@@ -1282,12 +1283,22 @@ const struct loki_router_stats *loki_router_stats(const struct loki_router *r)
 
 int loki_router_instances(const struct loki_router *r, double *gpus)
 {
+    /* GPUs in use: distinct GPUs holding any instance (starting, serving or retiring), so
+     * make-before-break on the same GPU counts it once; instances without a GPU count their
+     * share. */
+    bool on[LOKI_MAX_INSTANCES] = {0};
     int n = 0;
     double g = 0;
     for (int i = 0; i < r->n_inst_hw; i++) {
-        if (r->inst[i].state != I_FREE) {
-            n++;
-            g += r->inst[i].pi.share;
+        const struct inst *in = &r->inst[i];
+        if (in->state == I_FREE)
+            continue;
+        n++;
+        if (in->pi.gpu >= 0 && in->pi.gpu < LOKI_MAX_INSTANCES) {
+            g += !on[in->pi.gpu];
+            on[in->pi.gpu] = true;
+        } else {
+            g += in->pi.share;
         }
     }
     if (gpus)

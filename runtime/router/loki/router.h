@@ -188,7 +188,8 @@ int loki_router_batch_done(struct loki_router *r, int instance, uint64_t batch_i
 /* Counters (cumulative). The pointer stays valid for the router's life. */
 const struct loki_router_stats *loki_router_stats(const struct loki_router *r);
 
-/* Instances live in the router (starting, ready or draining) and their GPU share sum. */
+/* Instances live in the router (starting, ready or draining); @gpus_in_use: the distinct GPUs
+ * they occupy (instances placed on no GPU count their share). */
 int loki_router_instances(const struct loki_router *r, double *gpus_in_use);
 
 /* True while a plan change waits for new instances to become ready. */
