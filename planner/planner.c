@@ -858,6 +858,9 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
  * it and a cheaper plan every few seconds (measured: 4 changes in 24 s at 60 qps).
  */
 #define UPGRADE_MARGIN 0.10
+#ifndef FORCED_MARGIN
+#define FORCED_MARGIN 0.05
+#endif
 
 int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
                               const double *demand, const struct loki_plan *current, double now_s,
@@ -919,6 +922,29 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
             out->solve_ms = ms;
             return 0;
         }
+    } else if (warm && policy != LOKI_POLICY_STATIC && FORCED_MARGIN > 0 &&
+               out->mode != LOKI_MODE_SERVED) {
+        /*
+         * Forced: the current plan cannot carry demand. A plan cut exactly to this estimate
+         * is forced out again by the next small rise of a noisy estimate (at a constant
+         * 300 qps that re-planned every 5 s), so plan for FORCED_MARGIN more when that costs
+         * no change of mode; in served mode it would only shed more.
+         */
+        double d2[LOKI_MAX_PIPELINES];
+        for (int p = 0; p < topo->n_pipelines; p++)
+            d2[p] = demand[p] * (1 + FORCED_MARGIN);
+        struct loki_plan *alt = malloc(sizeof(*alt));
+        if (alt && solve_once(pl, policy, d2, warm, alt) >= 0 && alt->mode == out->mode) {
+            double ms = out->solve_ms + alt->solve_ms;
+            memcpy(out, alt, sizeof(*out));
+            out->solve_ms = ms;
+            stamp(topo, warm, out, now_s);
+            if ((rc = finish(topo, demand, &pl->fan, out)) < 0) {
+                free(alt);
+                return rc;
+            }
+        }
+        free(alt);
     }
     place_stably(topo, current, out);
     out->solve_ms = loki__now_ms() - t0;
