@@ -7,8 +7,11 @@
  * replay second, under loki, inferline and proteus; the effective-capacity
  * sweep; ablations without early dropping and without rerouting. Writes a
  * markdown report, JSON, CSVs and SVG plots; prints the report.
+ * Every figure is the mean over --seeds seeds (default 5: seed, seed+1, ...), with the range of
+ * the violation ratio across them: one seed's bursts decide too much on their own. The CSVs and
+ * plots are the first seed's.
  * Usage: eval_paper [--topology F] [--traces DIR] [--out DIR] [--beta B (default 1.35; 0: the
- * topology's)] [--seed N] [--quick]
+ * topology's)] [--seed N] [--seeds K] [--quick]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +20,7 @@
 #include <string.h>
 #include <math.h>
 
+#include "loki/planner.h"
 #include "loki/replay.h"
 #include "loki/topology.h"
 
@@ -28,8 +32,77 @@ struct opts {
     const char *topo, *traces, *out;
     double beta;
     unsigned long long seed;
+    int seeds;
     bool quick;
 };
+
+/* Means over seeds of one run configuration. */
+struct agg {
+    double viol, viol_min, viol_max, viol_sub, acc, acc_sub, gpus_mean, gpus_off, gpus_peak, gpu_s,
+        rerouted, solve_ms, wall_s, demand_off;
+    int n;
+};
+
+/* Mean root demand over the seconds in the lowest demand quartile (the off-peak seconds). */
+static double offpeak_demand(const struct loki_replay_result *r)
+{
+    int n = r->n_seconds;
+    if (n <= 0)
+        return 0;
+    double *d = malloc((size_t)n * sizeof(*d));
+    if (!d)
+        return 0;
+    for (int i = 0; i < n; i++)
+        d[i] = r->sec[i].demand;
+    for (int i = 1; i < n; i++) { /* insertion sort: a day is 1,440 rows */
+        double x = d[i];
+        int j = i - 1;
+        while (j >= 0 && d[j] > x) {
+            d[j + 1] = d[j];
+            j--;
+        }
+        d[j + 1] = x;
+    }
+    double q25 = d[n / 4], sum = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (r->sec[i].demand <= q25) {
+            sum += r->sec[i].demand;
+            k++;
+        }
+    free(d);
+    return k ? sum / k : 0;
+}
+
+static void agg_add(struct agg *a, const struct loki_replay_result *r)
+{
+    double v = 100 * r->viol_ratio;
+    if (a->n == 0 || v < a->viol_min)
+        a->viol_min = v;
+    if (a->n == 0 || v > a->viol_max)
+        a->viol_max = v;
+    a->viol += v;
+    a->viol_sub += 100 * r->viol_ratio_sub;
+    a->acc += r->accuracy;
+    a->acc_sub += r->accuracy_sub;
+    a->gpus_mean += r->gpus_mean;
+    a->gpus_off += r->gpus_offpeak;
+    a->gpus_peak += r->gpus_peak;
+    a->gpu_s += r->gpu_seconds;
+    a->rerouted += (double)r->rerouted;
+    a->solve_ms += r->solve_ms_mean;
+    a->wall_s += r->wall_s;
+    a->demand_off += offpeak_demand(r);
+    a->n++;
+}
+
+static void agg_done(struct agg *a)
+{
+    double n = a->n > 0 ? a->n : 1;
+    a->viol /= n, a->viol_sub /= n, a->acc /= n, a->acc_sub /= n, a->gpus_mean /= n;
+    a->gpus_off /= n, a->gpus_peak /= n, a->gpu_s /= n, a->rerouted /= n, a->solve_ms /= n;
+    a->wall_s /= n, a->demand_off /= n;
+}
 
 static int run(const struct loki_topology *t, const struct loki_trace *tr, enum loki_policy p,
                int early_drop, int reroute, double duration, const struct opts *o,
@@ -61,19 +134,86 @@ static void write_csv(const char *dir, const char *name, const struct loki_repla
     }
 }
 
-static void row(FILE *md, const char *label, const struct loki_replay_result *r)
+static void row(FILE *md, const char *label, const struct agg *a)
 {
     fprintf(md,
-            "| %s | %.3f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %llu | %.1f | %.1f |\n",
-            label, 100 * r->viol_ratio, 100 * r->viol_ratio_sub, r->accuracy, r->accuracy_sub,
-            r->gpus_mean, r->gpus_offpeak, r->gpus_peak, r->gpu_seconds,
-            (unsigned long long)r->rerouted, r->solve_ms_mean, r->wall_s);
+            "| %s | %.3f (%.3f-%.3f) | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | "
+            "%.1f | %.1f |\n",
+            label, a->viol, a->viol_min, a->viol_max, a->viol_sub, a->acc, a->acc_sub, a->gpus_mean,
+            a->gpus_off, a->gpus_peak, a->gpu_s, a->rerouted, a->solve_ms, a->wall_s);
 }
 
-static const char *hdr = "| run | viol % (query) | viol % (sub-query) | accuracy (query) | "
-                         "accuracy (sub-query) | GPUs mean | GPUs off-peak | GPUs peak | "
-                         "GPU-s | rerouted | solve ms | wall s |\n"
+static void agg_json(FILE *js, const char *label, const struct agg *a)
+{
+    fprintf(js,
+            "{\"run\":\"%s\",\"seeds\":%d,\"viol_pct\":%.4f,\"viol_pct_min\":%.4f,"
+            "\"viol_pct_max\":%.4f,\"viol_pct_sub\":%.4f,\"accuracy\":%.3f,"
+            "\"accuracy_sub\":%.3f,\"gpus_mean\":%.3f,\"gpus_offpeak\":%.3f,"
+            "\"gpus_peak\":%.3f,\"gpu_seconds\":%.1f,\"rerouted\":%.1f,"
+            "\"offpeak_demand_qps\":%.2f}",
+            label, a->n, a->viol, a->viol_min, a->viol_max, a->viol_sub, a->acc, a->acc_sub,
+            a->gpus_mean, a->gpus_off, a->gpus_peak, a->gpu_s, a->rerouted, a->demand_off);
+}
+
+static const char *hdr = "| run | viol % (query): mean (range) | viol % (sub-query) | "
+                         "accuracy (query) | accuracy (sub-query) | GPUs mean | GPUs off-peak | "
+                         "GPUs peak | GPU-s | rerouted | solve ms | wall s |\n"
                          "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/* One configuration over o->seeds seeds; the first seed's result is kept in @first. */
+static int runs(struct loki_topology *t, const struct loki_trace *tr, enum loki_policy p,
+                int early_drop, int reroute, int spares, double duration, const struct opts *o,
+                struct agg *a, struct loki_replay_result *first)
+{
+    memset(a, 0, sizeof(*a));
+    int keep = t->planner.burst_spares;
+    if (spares >= 0)
+        t->planner.burst_spares = spares;
+    struct opts os = *o;
+    int rc = 0;
+    for (int k = 0; k < o->seeds && rc == 0; k++) {
+        struct loki_replay_result r;
+        os.seed = o->seed + (unsigned long long)k;
+        if ((rc = run(t, tr, p, early_drop, reroute, duration, &os, &r)) != 0)
+            break;
+        agg_add(a, &r);
+        if (k == 0 && first)
+            *first = r;
+        else
+            loki_replay_result_free(&r);
+    }
+    t->planner.burst_spares = keep;
+    agg_done(a);
+    return rc;
+}
+
+/*
+ * The fewest GPUs that carry @demand with the most accurate variants and nothing to spare
+ * (beta 1, no burst spares, no noise margin): a floor no policy that keeps full accuracy goes
+ * below at that demand; queueing needs more.
+ */
+static int gpu_floor(const struct loki_topology *t, double demand)
+{
+    struct loki_topology *c = malloc(sizeof(*c));
+    struct loki_plan *pl = malloc(sizeof(*pl));
+    struct loki_planner *pn = NULL;
+    int g = -1;
+    if (c && pl) {
+        memcpy(c, t, sizeof(*c));
+        c->planner.beta = 1;
+        c->planner.burst_spares = 0;
+        double d[LOKI_MAX_PIPELINES] = {demand};
+        if (loki_planner_create(c, &pn) == 0 &&
+            loki_planner_solve_policy(pn, LOKI_POLICY_INFERLINE, d, NULL, 0, pl) == 0 &&
+            pl->mode == LOKI_MODE_HARDWARE)
+            g = pl->gpus_active;
+    }
+    if (pn)
+        loki_planner_destroy(pn);
+    free(pl);
+    free(c);
+    return g;
+}
 
 /* Largest constant demand with <= 1 % violations and accuracy >= 90 (binary search). */
 static double capacity(const struct loki_topology *t, enum loki_policy p, const struct opts *o,
@@ -111,14 +251,12 @@ static double capacity(const struct loki_topology *t, enum loki_policy p, const 
 int main(int argc, char **argv)
 {
     struct opts o = {
-        "examples/traffic_analysis.yaml", "examples/traces", "build/bench/eval", 1.35, 1, false};
-    static const struct option lo[] = {{"topology", required_argument, 0, 't'},
-                                       {"traces", required_argument, 0, 'T'},
-                                       {"out", required_argument, 0, 'o'},
-                                       {"beta", required_argument, 0, 'b'},
-                                       {"seed", required_argument, 0, 's'},
-                                       {"quick", no_argument, 0, 'q'},
-                                       {0, 0, 0, 0}};
+        "examples/traffic_analysis.yaml", "examples/traces", "build/bench/eval", 1.35, 1, 5, false};
+    static const struct option lo[] = {
+        {"topology", required_argument, 0, 't'}, {"traces", required_argument, 0, 'T'},
+        {"out", required_argument, 0, 'o'},      {"beta", required_argument, 0, 'b'},
+        {"seed", required_argument, 0, 's'},     {"seeds", required_argument, 0, 'n'},
+        {"quick", no_argument, 0, 'q'},          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -137,12 +275,19 @@ int main(int argc, char **argv)
         case 's':
             o.seed = strtoull(optarg, NULL, 0);
             break;
+        case 'n':
+            o.seeds = atoi(optarg);
+            if (o.seeds < 1 || o.seeds > 100) {
+                fprintf(stderr, "eval_paper: --seeds wants 1..100\n");
+                return 2;
+            }
+            break;
         case 'q':
             o.quick = true;
             break;
         default:
             fprintf(stderr, "usage: eval_paper [--topology F] [--traces DIR] [--out DIR] "
-                            "[--beta B] [--seed N] [--quick]\n");
+                            "[--beta B] [--seed N] [--seeds K] [--quick]\n");
             return 2;
         }
     }
@@ -171,12 +316,15 @@ int main(int argc, char **argv)
     }
     fprintf(md,
             "# Loki evaluation (replay)\n\n%s: %d GPUs, SLO %.0f ms, planner beta %.2f, "
-            "headroom %.2f, seed %llu. Traces min-max rescaled to 50-425 qps, one trace "
-            "minute per replay second. Violations count dropped, late, refused and failed "
-            "queries; accuracy is over served queries; off-peak/peak = seconds with demand in "
-            "the lowest/highest quartile.\n\n",
+            "headroom %.2f, burst spares %d, seeds %llu-%llu (every figure is the mean over "
+            "them; the violation range is across seeds). Traces min-max rescaled to 50-425 "
+            "qps, one trace minute per replay second. Violations count dropped, late, refused "
+            "and failed queries; accuracy is over served queries; GPUs in use are distinct "
+            "GPUs holding an instance (starting, serving or retiring); off-peak/peak = seconds "
+            "with demand in the lowest/highest quartile.\n\n",
             t->pipelines[0].name, t->gpus.count, t->pipelines[0].slo_ms, t->planner.beta,
-            t->planner.headroom, o.seed);
+            t->planner.headroom, t->planner.burst_spares, o.seed,
+            o.seed + (unsigned long long)o.seeds - 1);
     fprintf(js, "{\"beta\":%.3f,\"traces\":{", t->planner.beta);
 
     static const char *const traces[2][2] = {
@@ -184,9 +332,8 @@ int main(int argc, char **argv)
         {"twitter", "twitter_2021-08-02_per_minute.csv"},
     };
     struct loki_replay_result res[2][NPOL];
-    struct loki_replay_result abl[3];
+    struct agg ag[2][NPOL];
     memset(res, 0, sizeof(res));
-    memset(abl, 0, sizeof(abl));
     double dur = o.quick ? 240 : 0;
     for (int k = 0; k < 2; k++) {
         struct loki_trace tr;
@@ -199,34 +346,34 @@ int main(int argc, char **argv)
                 tr.n, hdr);
         fprintf(js, "%s\"%s\":[", k ? "," : "", traces[k][0]);
         for (int i = 0; i < NPOL; i++) {
-            if (run(t, &tr, pols[i], -1, -1, dur, &o, &res[k][i]))
+            if (runs(t, &tr, pols[i], -1, -1, -1, dur, &o, &ag[k][i], &res[k][i]))
                 return 1;
-            row(md, res[k][i].policy, &res[k][i]);
+            row(md, res[k][i].policy, &ag[k][i]);
             fprintf(js, i ? "," : "");
-            loki_replay_write_json(js, &res[k][i]);
+            agg_json(js, res[k][i].policy, &ag[k][i]);
             char name[64];
             snprintf(name, sizeof(name), "%s_%.15s", k ? "twitter" : "azure", res[k][i].policy);
             write_csv(o.out, name, &res[k][i]);
-            fprintf(stderr, "eval_paper: %s %s done (%.1f s)\n", traces[k][0], res[k][i].policy,
-                    res[k][i].wall_s);
+            fprintf(stderr, "eval_paper: %s %s done (%d seeds, %.1f s each)\n", traces[k][0],
+                    res[k][i].policy, ag[k][i].n, ag[k][i].wall_s);
         }
         if (k == 0) {
-            static const char *const alabel[3] = {"loki, no early drop", "loki, no reroute",
-                                                  "loki, no burst spares"};
-            static const char *const aname[3] = {"loki-nodrop", "loki-noreroute", "loki-nospares"};
-            for (int a = 0; a < 3; a++) {
-                int spares = t->planner.burst_spares;
-                if (a == 2)
-                    t->planner.burst_spares = 0;
-                int rc = run(t, &tr, LOKI_POLICY_LOKI, a == 0 ? 0 : -1, a == 1 ? 0 : -1, dur, &o,
-                             &abl[a]);
-                t->planner.burst_spares = spares;
-                if (rc)
+            /* Ablations, then the burst-spares trade-off: violations against GPUs held. */
+            static const char *const alabel[5] = {"loki, no early drop", "loki, no reroute",
+                                                  "loki, burst spares 0", "loki, burst spares 2",
+                                                  "loki, burst spares 3"};
+            static const int adrop[5] = {0, -1, -1, -1, -1}, arr[5] = {-1, 0, -1, -1, -1},
+                             asp[5] = {-1, -1, 0, 2, 3};
+            for (int a = 0; a < 5; a++) {
+                struct agg x;
+                if (asp[a] == t->planner.burst_spares)
+                    continue; /* that is the loki row */
+                if (runs(t, &tr, LOKI_POLICY_LOKI, adrop[a], arr[a], asp[a], dur, &o, &x, NULL))
                     return 1;
-                row(md, alabel[a], &abl[a]);
+                row(md, alabel[a], &x);
                 fprintf(js, ",");
-                snprintf(abl[a].policy, sizeof(abl[a].policy), "%s", aname[a]);
-                loki_replay_write_json(js, &abl[a]);
+                agg_json(js, alabel[a], &x);
+                fprintf(stderr, "eval_paper: %s %s done\n", traces[k][0], alabel[a]);
             }
         }
         fprintf(js, "]");
@@ -236,20 +383,26 @@ int main(int argc, char **argv)
         if (svg) {
             char title[256];
             snprintf(title, sizeof(title),
-                     "%s trace, traffic analysis, 20 GPUs, SLO 250 ms (10 s moving mean)",
-                     traces[k][0]);
+                     "%s trace, traffic analysis, 20 GPUs, SLO 250 ms, seed %llu (10 s moving "
+                     "mean)",
+                     traces[k][0], o.seed);
             loki_replay_plot_svg(svg, title, rp, NULL, NPOL, 10);
             fclose(svg);
         }
-        const struct loki_replay_result *L = &res[k][0], *I = &res[k][1], *P = &res[k][2];
-        double vi = L->viol_ratio > 0 ? I->viol_ratio / L->viol_ratio : INFINITY;
-        double vp = L->viol_ratio > 0 ? P->viol_ratio / L->viol_ratio : INFINITY;
+        const struct agg *L = &ag[k][0], *I = &ag[k][1], *P = &ag[k][2];
+        double vi = L->viol > 0 ? I->viol / L->viol : INFINITY;
+        double vp = L->viol > 0 ? P->viol / L->viol : INFINITY;
+        int fl = gpu_floor(t, L->demand_off);
         fprintf(md,
                 "\nPaper targets on this trace: violations inferline/loki = %.2fx, proteus/loki "
                 "= %.2fx (target >= 10x); accuracy loki - proteus = %+.2f points (target >= "
-                "-5); off-peak GPUs proteus/loki = %.2fx (target >= 2.67x). Plot: %s.svg\n\n",
-                vi, vp, L->accuracy - P->accuracy,
-                L->gpus_offpeak > 0 ? P->gpus_offpeak / L->gpus_offpeak : 0, traces[k][0]);
+                "-5); off-peak GPUs proteus/loki = %.2fx (target >= 2.67x). Off-peak demand "
+                "averages %.1f qps; the fewest GPUs that carry it at full accuracy with nothing "
+                "to spare (beta 1, no spares, no noise margin) are %d, i.e. at most %.2fx. "
+                "Plot: %s.svg\n\n",
+                vi, vp, L->acc - P->acc, L->gpus_off > 0 ? P->gpus_off / L->gpus_off : 0,
+                L->demand_off, fl, fl > 0 ? P->gpus_off / fl : 0, traces[k][0]);
+        fprintf(js, ",\"%s_offpeak_floor_gpus\":%d", traces[k][0], fl);
         loki_trace_free(&tr);
     }
     fprintf(js, "},\"capacity\":{");
@@ -281,9 +434,6 @@ int main(int argc, char **argv)
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < NPOL; i++)
             loki_replay_result_free(&res[k][i]);
-    loki_replay_result_free(&abl[0]);
-    loki_replay_result_free(&abl[1]);
-    loki_replay_result_free(&abl[2]);
     free(t);
     return 0;
 }
