@@ -4,8 +4,16 @@
  * library, against a zero-latency sim topology (bench/e2e_zero.yaml: pipeline
  * `one` is one task, `two` a chain of two; every batch takes 1 ns). Measures
  * the largest root queries/s several pipelined connections get, and the
- * latency of one query at a time through `one` and `two`: `two - one` is the
- * cost of one more pipeline hop. The reference is measured in the same run:
+ * latency of one query at a time through `one` and `two`. The cost of one
+ * pipeline hop (lokid's router -> shared-memory ring -> worker process ->
+ * result ring -> router) is measured directly: lokid, run with LOKI_HOP_LOG,
+ * records every batch's time from just before its descriptor is encoded to
+ * the moment its result record is picked up (its own CLOCK_MONOTONIC), and the
+ * batches sent during the latency rounds (one query each, nothing else in
+ * flight) give `lokid_hop_latency`, the figure the 50 us target is judged on.
+ * `two - one` (quantiles of client and server latencies) is reported too: at
+ * the median it agrees, at p99 it is the difference of two tails that the
+ * machine's scheduling noise dominates. The reference is measured in the same run:
  * redis-server on a Unix socket, driven by redis-benchmark PING (what a Unix
  * socket server does on this machine). Prints `name unit median p99 n` and
  * writes DIR/e2e.json. Without redis the reference is reported as skipped.
@@ -104,7 +112,7 @@ static const struct metric *find(const char *name)
 /* ---- lokid --------------------------------------------------------------------------------- */
 
 static pid_t lokid_pid = -1;
-static char tmpdir[64], lokid_sock[96];
+static char tmpdir[64], lokid_sock[96], hop_log[96];
 
 static int lokid_start(void)
 {
@@ -112,6 +120,7 @@ static int lokid_start(void)
     if (pipe2(fds, O_CLOEXEC))
         return -errno;
     snprintf(lokid_sock, sizeof(lokid_sock), "%s/lokid.sock", tmpdir);
+    snprintf(hop_log, sizeof(hop_log), "%s/hops.txt", tmpdir);
     lokid_pid = fork();
     if (lokid_pid < 0)
         return -errno;
@@ -122,6 +131,7 @@ static int lokid_start(void)
         int null = open("/dev/null", O_WRONLY);
         if (null >= 0 && !getenv("LOKI_BENCH_VERBOSE"))
             dup2(null, 2);
+        setenv("LOKI_HOP_LOG", hop_log, 1);
         execl(cfg.lokid, cfg.lokid, "--topology", cfg.topology, "--socket", lokid_sock,
               "--ready-fd", fd, "--quiet", "--fixed-plan", (char *)NULL);
         _exit(127);
@@ -210,6 +220,28 @@ static int latency_round(struct loki_client *c, double *l1, double *s1, size_t *
     }
     sem_destroy(&o.done);
     return 0;
+}
+
+/*
+ * The hop log lokid wrote at exit ("inst send_ns transit_ns" lines): append the transit
+ * times (us) of batches sent inside one of the @n windows [@win[2i], @win[2i+1]) to @v.
+ */
+static size_t read_hops(const uint64_t *win, int n, double *v, size_t max)
+{
+    FILE *f = fopen(hop_log, "r");
+    size_t k = 0;
+    int inst;
+    unsigned long long sent, transit;
+    if (!f)
+        return 0;
+    while (k < max && fscanf(f, "%d %llu %llu", &inst, &sent, &transit) == 3)
+        for (int i = 0; i < n; i++)
+            if (sent >= win[2 * i] && sent < win[2 * i + 1]) {
+                v[k++] = (double)transit / 1e3;
+                break;
+            }
+    fclose(f);
+    return k;
 }
 
 /* ---- throughput: pipelined connections ------------------------------------------------------ */
@@ -389,6 +421,7 @@ static void cleanup(void)
     redis_stop();
     if (tmpdir[0]) {
         unlink(lokid_sock);
+        unlink(hop_log);
         unlink(redis_sock);
         rmdir(tmpdir);
     }
@@ -492,8 +525,10 @@ int main(int argc, char **argv)
     double *ratio = calloc((size_t)cfg.rounds, sizeof(double));
     double *rq_p = calloc((size_t)cfg.rounds, sizeof(double));
     double *ratio_p = calloc((size_t)cfg.rounds, sizeof(double));
-    if (!l1 || !l2 || !s1 || !s2 || !r1lat50 || !r1lat99 || !q1 || !q2 || !rq_c || !rq_50 ||
-        !rq_1 || !ratio || !rq_p || !ratio_p) {
+    double *hops = malloc(sizeof(double) * LAT_MAX);
+    uint64_t *win = calloc(2 * (size_t)cfg.rounds, sizeof(uint64_t));
+    if (!hops || !win || !l2 || !s1 || !s2 || !r1lat50 || !r1lat99 || !q1 || !q2 || !rq_c ||
+        !rq_50 || !rq_1 || !ratio || !rq_p || !ratio_p) {
         fprintf(stderr, "bench_e2e: out of memory\n");
         return 1;
     }
@@ -512,8 +547,10 @@ int main(int argc, char **argv)
     }
     int n_redis = 0;
     for (int r = 0; r < cfg.rounds; r++) {
+        win[2 * r] = loki_now_ns();
         if (latency_round(cs[0], l1, s1, &n1, l2, s2, &n2, &bad))
             return 1;
+        win[2 * r + 1] = loki_now_ns();
         q1[r] = tput_round(cs, "one", &bad);
         q2[r] = tput_round(cs, "two", &bad);
         if (have_redis) {
@@ -542,7 +579,12 @@ int main(int argc, char **argv)
         loki_client_close(cs[i]);
     redis_stop();
 
-    /* latency: hop overhead is the difference of the distributions' quantiles */
+    /* the hop itself, by lokid's clock, one batch of one query at a time */
+    size_t n_hops = read_hops(win, cfg.rounds, hops, LAT_MAX);
+    const struct metric *hop = n_hops ? record("lokid_hop_latency", "us", hops, n_hops) : NULL;
+    if (!hop)
+        printf("# lokid wrote no hop log (%s): lokid_hop_latency missing\n", hop_log);
+    /* the same from outside: the difference of the two pipelines' quantiles */
     const struct metric *m1 = record("lokid_one_hop_latency", "us", l1, n1);
     const struct metric *m2 = record("lokid_two_hop_latency", "us", l2, n2);
     record2("lokid_hop_overhead", "us", m2->median - m1->median, m2->p99 - m1->p99,
@@ -580,12 +622,11 @@ int main(int argc, char **argv)
     } tg[2] = {
         {"qps_vs_redis", ">=", n_redis ? find("lokid_one_qps_vs_redis")->median : 0, 0.5, !n_redis,
          false, "no redis reference"},
-        {"hop_overhead_p99_us", "<=", find("lokid_hop_overhead")->p99, 50, false, false, NULL},
+        {"hop_latency_p99_us", "<=", hop ? hop->p99 : 0, 50, !hop, false, "no hop log from lokid"},
     };
-    /* a difference of two p99s is noise below ~1000 samples each, and never negative */
-    if (n1 < 1000 || n2 < 1000 || tg[1].value < 0) {
+    if (hop && hop->n < 1000) {
         tg[1].skipped = true;
-        tg[1].why = "inconclusive: too few samples or noise above the signal";
+        tg[1].why = "too few hops for a p99";
     }
     for (int i = 0; i < 2; i++) {
         tg[i].met = !tg[i].skipped && (tg[i].op[0] == '>' ? tg[i].value >= tg[i].target
@@ -619,7 +660,10 @@ int main(int argc, char **argv)
     fprintf(f, "  \"redis\": %s,\n  \"lokid_exit_status\": %d,\n  \"not_ok_queries\": %llu,\n",
             n_redis ? "true" : "false", lokid_exit, (unsigned long long)bad);
     fprintf(f, "  \"notes\": \"latency: one query in flight, alternating pipelines one and two, "
-               "submit to completion callback; hop overhead = quantile(two) - quantile(one); "
+               "submit to completion callback; hop latency (the target): per batch sent in the "
+               "latency rounds, lokid's time from before encoding the descriptor to picking up "
+               "its result record (ring, worker wake-up, zero-latency sim, result ring); hop "
+               "overhead = quantile(two) - quantile(one), client and server clocks; "
                "qps: conns x window pipelined async submits, per-round rates (p99 = max); "
                "redis: redis-benchmark PING_MBULK over a Unix socket, reference rps = max of "
                "-c conns and -c 50 (no pipelining, as the target is defined); -P window is "
@@ -654,5 +698,7 @@ int main(int argc, char **argv)
     free(ratio);
     free(rq_p);
     free(ratio_p);
+    free(hops);
+    free(win);
     return 0;
 }

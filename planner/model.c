@@ -33,6 +33,7 @@ void loki_topology_defaults(struct loki_topology *t)
     t->frontend.mode = 0660;
     t->frontend.max_payload = 1u << 20;
     t->frontend.max_inflight = 65536;
+    t->runtime.spin_us = 50;
 }
 
 int loki_variant_share_index(const struct loki_variant *v, double share)

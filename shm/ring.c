@@ -39,10 +39,21 @@
  * says empty (consumer) or full (producer), so a busy stream touches the other
  * side's cache line once per batch of records, not once per record.
  *
- * Parking. A waiting side spins for spin_ns, then sets a waiter bit on the
- * *other* side's line, re-reads the other side's index and, if nothing moved,
- * sleeps in futex_wait on the low 32 bits of that index (capacity < 2^31, so the
- * word cannot come back to the same value while the sleeper holds its index).
+ * Parking. A waiting side first polls: a microsecond of pause-spinning (no
+ * syscall: a peer on another core answers within a cache-line round trip),
+ * then sched_yield() between looks until its spin budget is spent. The yield
+ * matters on a machine with fewer cores than busy threads: a pure spinner
+ * would hold the very core its peer needs to answer, while sched_yield()
+ * returns at once when nothing else wants the core. The budget adapts between
+ * LOKI_RING_SPIN_MIN_NS and the configured spin_ns: a wait that parked and was
+ * answered soon after (within twice the maximum) restores the maximum, one
+ * that parked for long halves it, so a side whose peer is slow (a model taking
+ * milliseconds, or idle traffic) stops burning CPU, and one whose peer answers
+ * in microseconds keeps catching it without a sleep. Then the side sets a
+ * waiter bit on the *other* side's line, re-reads the other side's index and,
+ * if nothing moved, sleeps in futex_wait on the low 32 bits of that index
+ * (capacity < 2^31, so the word cannot come back to the same value while the
+ * sleeper holds its index).
  * The publishing side stores its index and then loads its own line's waiter
  * word. Both pairs are seq_cst (S1 on the publisher, S2 on the sleeper: store
  * idx / load waiter against store waiter / load idx), the Dekker pattern: at
@@ -50,7 +61,10 @@
  * lives on the publisher's own line, so the common case (nobody parked) costs
  * one load of a line it already owns and no syscall. With an eventfd configured
  * the sleeper poll()s the eventfd and the publisher writes it instead: that is
- * the fd a libuv loop can watch (loki_ring_notify_arm()).
+ * the fd a libuv loop can watch (loki_ring_notify_arm()). A loop that polls the
+ * ring for a while instead (lokid right after sending a batch to a fast worker)
+ * withdraws its request with loki_ring_notify_disarm(), so the peer's publishes
+ * cost no write() syscall, and arms again before it sleeps.
  *
  * Liveness. Each side records its pid and a generation (0 never attached,
  * 1 attached, 2 detached) on its own line. A parked side wakes at least every
@@ -66,6 +80,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +119,8 @@ struct loki_ring {
     bool reserved;
     bool peeked;
 
-    uint64_t spin_ns;
+    uint64_t spin_ns;  /* configured (maximum) spin budget */
+    uint64_t spin_cur; /* adapted budget, LOKI_RING_SPIN_MIN_NS (or less) .. spin_ns */
     int wait_fd;
     int wake_fd;
     int pidfd;
@@ -170,6 +186,7 @@ static int handle_new(struct ring_map *map, enum loki_ring_role role, struct lok
     r->me = role == LOKI_RING_PRODUCER ? &r->shm->prod : &r->shm->cons;
     r->peer = role == LOKI_RING_PRODUCER ? &r->shm->cons : &r->shm->prod;
     r->spin_ns = LOKI_RING_SPIN_NS_DEFAULT;
+    r->spin_cur = LOKI_RING_SPIN_NS_DEFAULT;
     r->wait_fd = -1;
     r->wake_fd = -1;
     r->pidfd = -1;
@@ -572,6 +589,12 @@ int loki_ring_peer_pidfd(struct loki_ring *r, int *fd)
 void loki_ring_set_spin(struct loki_ring *r, uint64_t spin_ns)
 {
     r->spin_ns = spin_ns;
+    r->spin_cur = spin_ns;
+}
+
+uint64_t loki_ring_spin_budget(const struct loki_ring *r)
+{
+    return r->spin_cur;
 }
 
 void loki_ring_set_notify(struct loki_ring *r, int wait_fd, int wake_fd)
@@ -614,6 +637,12 @@ static uint64_t record_need(const struct loki_ring *r, size_t len)
     return align_up(sizeof(struct loki_ring_rec) + len, LOKI_RING_ALIGN);
 }
 
+void loki_ring_notify_disarm(struct loki_ring *r)
+{
+    /* Relaxed: a publisher that still sees the bit writes the eventfd once more, harmless. */
+    __atomic_fetch_and(&r->peer->waiter, ~LOKI_RING_WAIT_EVENTFD, __ATOMIC_RELAXED);
+}
+
 int loki_ring_notify_arm(struct loki_ring *r, size_t len)
 {
     uint32_t seen;
@@ -623,35 +652,73 @@ int loki_ring_notify_arm(struct loki_ring *r, size_t len)
     return rc != 0 ? 1 : 0;
 }
 
+/*
+ * After a wait that parked for @waited_ns in all: adapt the next spin budget
+ * (see the design note). Answered within twice the maximum: spinning the
+ * maximum would (nearly) have caught it. Longer: halve, down to the floor.
+ */
+static void spin_adapt(struct loki_ring *r, uint64_t waited_ns)
+{
+    uint64_t floor = r->spin_ns < LOKI_RING_SPIN_MIN_NS ? r->spin_ns : LOKI_RING_SPIN_MIN_NS;
+    if (waited_ns <= 2 * r->spin_ns)
+        r->spin_cur = r->spin_ns;
+    else
+        r->spin_cur = r->spin_cur / 2 > floor ? r->spin_cur / 2 : floor;
+}
+
+/*
+ * Poll until ready, @spin_end or @deadline: pause-spin for the first
+ * LOKI_RING_PAUSE_NS, then sched_yield() between looks. Returns ready()'s
+ * value (0: not ready when the time ran out).
+ */
+static int spin_poll(struct loki_ring *r, uint64_t need, uint64_t start, uint64_t spin_end,
+                     uint64_t deadline)
+{
+    uint64_t pause_end = start + LOKI_RING_PAUSE_NS;
+    uint64_t end = spin_end < deadline ? spin_end : deadline;
+    uint64_t now = start;
+    if (end <= start)
+        return ready(r, need);
+    for (unsigned i = 0;; i++) {
+        int rc = ready(r, need);
+        if (rc)
+            return rc;
+        if (now < pause_end) {
+            cpu_relax();
+            if ((i & 31) != 31)
+                continue;
+        } else {
+            sched_yield(); /* the core goes to whoever needs it, our peer perhaps */
+        }
+        now = loki_now_ns();
+        if (now >= end)
+            return 0;
+    }
+}
+
 int loki_ring_wait(struct loki_ring *r, size_t len, int64_t timeout_ns)
 {
-    uint64_t now = loki_now_ns();
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : now + (uint64_t)timeout_ns;
+    uint64_t start = loki_now_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
     uint64_t need = record_need(r, len);
+    uint64_t now;
     int rc;
 
     if (r->role == LOKI_RING_PRODUCER && len > loki_ring_max_record(r))
         return LOKI_ETOOBIG;
-    /* Spin: a busy peer answers within the spin, and nothing here is a syscall. */
-    uint64_t spin_end = now + r->spin_ns;
-    for (unsigned i = 0;; i++) {
-        rc = ready(r, need);
-        if (rc)
-            return rc < 0 ? rc : 0;
-        if ((i & 63) == 63) {
-            now = loki_now_ns();
-            if (now >= spin_end || now >= deadline)
-                break;
-        }
-        cpu_relax();
-    }
+    rc = spin_poll(r, need, start, start + r->spin_cur, deadline);
+    if (rc)
+        return rc < 0 ? rc : 0;
 
     uint32_t mode = r->wait_fd >= 0 ? LOKI_RING_WAIT_EVENTFD : LOKI_RING_WAIT_FUTEX;
     for (;;) {
         uint32_t seen;
         rc = park_prepare(r, mode, need, &seen);
-        if (rc)
+        if (rc) {
+            if (rc > 0)
+                spin_adapt(r, loki_now_ns() - start);
             return rc < 0 ? rc : 0;
+        }
         int dead = loki_ring_peer_check(r);
         if (dead) {
             /* Records committed before the peer went away are still delivered. */

@@ -131,6 +131,13 @@ struct loki_frontend_cfg {
     uint32_t max_inflight; /* accepted, unanswered queries; default 65536 */
 };
 
+/* How lokid and its workers wait for each other (the shared-memory rings). */
+struct loki_runtime_cfg {
+    double spin_us; /* poll this long before sleeping (worker: its next batch, adaptive
+                     * below it; lokid: a fast worker's result, up to twice it); 0 sleeps
+                     * at once; default 50 */
+};
+
 struct loki_topology {
     char source[LOKI_PATH_MAX]; /* file it was loaded from */
     struct loki_gpus gpus;
@@ -138,6 +145,7 @@ struct loki_topology {
     struct loki_pipeline pipelines[LOKI_MAX_PIPELINES];
     struct loki_planner_cfg planner;
     struct loki_frontend_cfg frontend;
+    struct loki_runtime_cfg runtime;
 };
 
 /* Fill @cfg with defaults (the values documented in docs/topology.md). */

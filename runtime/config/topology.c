@@ -559,6 +559,19 @@ static void load_frontend(struct ctx *c, const struct node *m)
         f->max_inflight = (uint32_t)i;
 }
 
+static void load_runtime(struct ctx *c, const struct node *m)
+{
+    static const char *const keys[] = {"spin_us", NULL};
+    const struct node *v;
+    double d;
+    if (!want(c, m, N_MAP, "runtime"))
+        return;
+    check_keys(c, m, "runtime", keys);
+    if ((v = map_get(m, "spin_us")) && get_double(c, v, "spin_us", &d) &&
+        in_range(c, v, "spin_us", d, 0, 10000, false))
+        c->t->runtime.spin_us = d;
+}
+
 /* Parses a list of positive latencies; @n must match the batch list. */
 static bool load_lat_row(struct ctx *c, const struct node *seq, const char *key, int n, double *row)
 {
@@ -968,7 +981,7 @@ static void load_pipeline(struct ctx *c, const struct node *m, struct loki_pipel
 
 static void load_root(struct ctx *c, const struct node *root)
 {
-    static const char *const keys[] = {"gpus", "planner", "frontend", "pipelines", NULL};
+    static const char *const keys[] = {"gpus", "planner", "frontend", "runtime", "pipelines", NULL};
     const struct node *v;
     if (!root) {
         errorf(c, NULL, NULL, "empty document");
@@ -983,6 +996,8 @@ static void load_root(struct ctx *c, const struct node *root)
         load_planner(c, v);
     if ((v = map_get(root, "frontend")))
         load_frontend(c, v);
+    if ((v = map_get(root, "runtime")))
+        load_runtime(c, v);
     v = require(c, root, "pipelines", "the top level");
     if (!v || !want(c, v, N_SEQ, "pipelines"))
         return;

@@ -1760,7 +1760,8 @@ int lokid_run(const struct lokid_options *opt)
                                      opt->arena_mb ? (size_t)opt->arena_mb << 20 : (size_t)64 << 20,
                                  .ring_bytes = 1u << 16,
                                  .seed = opt->seed,
-                                 .mps = true};
+                                 .mps = true,
+                                 .spin_ns = (uint64_t)(d->topo->runtime.spin_us * 1e3)};
     struct loki_sup_ops so = {.ready = s_ready, .result = s_result, .exited = s_exited};
     if ((rc = loki_sup_create(d->loop, d->topo, &sc, &so, d, &d->sup))) {
         fprintf(stderr, "lokid: supervisor: %s\n", loki_strerror(rc));

@@ -10,6 +10,25 @@
  *   one eventfd for all result rings: uv_poll wakes the loop once, and the
  *   loop drains every ring, then re-arms each (arm returning 1 = drain again)
  *
+ * Completions from a fast worker are polled, not waited for: after sending a
+ * batch to a worker whose batches come back within twice the spin time (an
+ * EWMA of send-to-result, samples clipped at four times it so that one
+ * preemption does not end the polling for long), the supervisor polls for up
+ * to that long. It runs a uv_idle handle, so the
+ * loop keeps serving its sockets but never sleeps, and looks at the result
+ * rings on every turn (yielding the core when nothing came: on a small
+ * machine the worker may need it). Its eventfd request is withdrawn meanwhile
+ * (loki_ring_notify_disarm()), so the worker publishes without a syscall. When
+ * nothing is due any more, or nothing came for twice the spin time, the handle
+ * stops and every ring is armed again before the loop may sleep. Each hop
+ * then costs one wakeup (the parked worker's futex) instead of two.
+ *
+ * With LOKI_HOP_LOG=FILE in its environment (bench_e2e sets it), lokid keeps
+ * every batch's send-to-result time (the first HOP_LOG_MAX, in memory
+ * allocated at start-up) and writes them to FILE at exit: "inst send_ns
+ * transit_ns" per line, CLOCK_MONOTONIC, so a benchmark can pick the batches
+ * of its own measurement windows.
+ *
  * A worker is exec'd (not just forked) so it starts with a clean address
  * space and the same binary can be pinned and given CUDA/MPS environment.
  * Rings are single use: a restarted worker gets fresh ones.
@@ -32,6 +51,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +65,7 @@
 #include <unistd.h>
 
 #include "loki/arena.h"
+#include "loki/clock.h"
 #include "loki/error.h"
 #include "loki/ring.h"
 #include "loki/topology.h"
@@ -60,6 +81,9 @@ _Static_assert(LOKI_CUDA_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS
 
 enum mps_state { MPS_NONE = 0, MPS_UP, MPS_FAILED };
 
+#define SENT_RING 16u /* send times kept per worker (EWMA samples, hop log) */
+#define HOP_LOG_MAX (1u << 20)
+
 struct worker {
     bool used, stopping, ready;
     int inst;
@@ -69,6 +93,17 @@ struct worker {
     uv_process_t proc;
     bool proc_live;
     struct loki_sup *sup;
+    /* completion polling: batches sent and answered, the send times of the last
+     * SENT_RING sent (a sample needs its slot not yet reused), EWMA of send-to-result */
+    uint64_t n_sent, n_done;
+    uint64_t sent_ns[SENT_RING];
+    uint64_t ewma_ns;
+    bool armed; /* our eventfd request may be set on the result ring */
+};
+
+struct hop_sample {
+    uint64_t send_ns, transit_ns;
+    int inst;
 };
 
 struct loki_sup {
@@ -81,6 +116,13 @@ struct loki_sup {
     int arena_fd, efd;
     struct loki_arena *arena;
     uv_poll_t poll;
+    uv_idle_t spin;          /* active while completions are polled */
+    bool spinning;           /* @spin started */
+    uint64_t spin_until;     /* stop polling at this time unless a result or send extends it */
+    uint64_t due;            /* batches sent to workers and not answered yet */
+    int hi;                  /* w[i] is NULL for every i >= hi */
+    struct hop_sample *hops; /* LOKI_HOP_LOG: NULL when not asked for */
+    size_t n_hops;
     struct worker *w[MAX_INST];
     int slots[256]; /* per GPU (+1 for none): next placement slot */
     int alive;
@@ -300,11 +342,47 @@ static void stop_mps(struct loki_sup *s)
     s->run_dir[0] = 0;
 }
 
-static void drain(struct loki_sup *s)
+/* A worker answers fast when its batches come back within twice the spin time: we poll that long.
+ */
+static uint64_t poll_ns(const struct loki_sup *s)
 {
+    return 2 * s->cfg.spin_ns;
+}
+
+static bool worker_is_fast(const struct loki_sup *s, const struct worker *w)
+{
+    return w->ewma_ns < poll_ns(s);
+}
+
+/* One result of @w seen at @now: its latency sample, and polling goes on while more is due. */
+static void result_seen(struct loki_sup *s, struct worker *w, uint64_t now)
+{
+    if (w->n_done == w->n_sent)
+        return; /* not one we sent (a corrupt record): nothing was due */
+    if (w->n_sent - w->n_done <= SENT_RING) {
+        uint64_t sent = w->sent_ns[w->n_done % SENT_RING];
+        uint64_t clip = now - sent < 2 * poll_ns(s) ? now - sent : 2 * poll_ns(s);
+        w->ewma_ns = w->ewma_ns - w->ewma_ns / 8 + clip / 8;
+        if (s->hops && s->n_hops < HOP_LOG_MAX)
+            s->hops[s->n_hops++] = (struct hop_sample){sent, now - sent, w->inst};
+    }
+    w->n_done++;
+    s->due--;
+    if (s->spinning && w->n_done != w->n_sent && worker_is_fast(s, w))
+        s->spin_until = now + poll_ns(s);
+}
+
+/*
+ * Hand every result record to the router; with @arm, request the eventfd on each
+ * ring afterwards (loki_ring_notify_arm() returning 1: more came, drain again).
+ * Returns the number of records taken.
+ */
+static int drain(struct loki_sup *s, bool arm)
+{
+    int taken = 0;
     for (int again = 1; again;) {
         again = 0;
-        for (int i = 0; i < MAX_INST; i++) {
+        for (int i = 0; i < s->hi; i++) {
             struct worker *w = s->w[i];
             if (!w || !w->res)
                 continue;
@@ -313,6 +391,7 @@ static void drain(struct loki_sup *s)
             while (w->res && loki_ring_peek(w->res, &rec, &len) == 0) {
                 struct loki_batch_view v;
                 int rc = loki_batch_decode(rec, len, &v);
+                taken++;
                 if (rc == 0 && v.kind == LOKI_BATCH_KIND_RESULT) {
                     if (v.batch_id == LOKI_WORKER_READY_BATCH) {
                         w->ready = true;
@@ -320,6 +399,7 @@ static void drain(struct loki_sup *s)
                         s->ops.ready(s->ctx, w->inst);
                         continue;
                     }
+                    result_seen(s, w, loki_now_ns());
                     s->ops.result(s->ctx, w->inst, &v);
                 }
                 /* a corrupt record is skipped; the batch it answered fails when the
@@ -327,9 +407,45 @@ static void drain(struct loki_sup *s)
                 if (w->res)
                     loki_ring_consume(w->res);
             }
-            if (w->res && loki_ring_notify_arm(w->res, 0) == 1)
-                again = 1;
+            if (arm && w->res && !w->armed) {
+                if (loki_ring_notify_arm(w->res, 0) == 1)
+                    again = 1;
+                else
+                    w->armed = true;
+            }
         }
+    }
+    return taken;
+}
+
+/* Polling turn (uv_idle: the loop does not sleep while it runs). */
+static void on_spin(uv_idle_t *h)
+{
+    struct loki_sup *s = h->data;
+    int taken = drain(s, false);
+    if (s->due == 0 || loki_now_ns() >= s->spin_until) {
+        s->spinning = false;
+        uv_idle_stop(&s->spin);
+        drain(s, true); /* armed before the loop may sleep: no result is missed */
+    } else if (!taken) {
+        sched_yield(); /* the worker we wait for may be queued behind us on this core */
+    }
+}
+
+/* After a send to @w at @now: poll for its answer if it usually comes back fast. */
+static void spin_for(struct loki_sup *s, struct worker *w, uint64_t now)
+{
+    if (!s->cfg.spin_ns || !worker_is_fast(s, w))
+        return;
+    if (now + poll_ns(s) > s->spin_until)
+        s->spin_until = now + poll_ns(s);
+    if (w->armed) {
+        loki_ring_notify_disarm(w->res);
+        w->armed = false;
+    }
+    if (!s->spinning) {
+        s->spinning = true;
+        uv_idle_start(&s->spin, on_spin);
     }
 }
 
@@ -339,7 +455,10 @@ static void on_efd(uv_poll_t *h, int status, int events)
     uint64_t v;
     if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         return;
-    drain(s);
+    for (int i = 0; i < s->hi; i++)
+        if (s->w[i])
+            s->w[i]->armed = false; /* the publisher that wrote took the request with it */
+    drain(s, !s->spinning);
 }
 
 int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
@@ -379,6 +498,10 @@ int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
         goto err;
     s->poll.data = s;
     uv_poll_start(&s->poll, UV_READABLE, on_efd);
+    uv_idle_init(loop, &s->spin);
+    s->spin.data = s;
+    if (getenv("LOKI_HOP_LOG"))
+        s->hops = malloc(sizeof(*s->hops) * HOP_LOG_MAX); /* best effort: NULL logs nothing */
     *out = s;
     return 0;
 err:
@@ -424,7 +547,8 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
                 inst, w->pi.gpu, w->pi.share);
     /* results it published before dying are still delivered first */
     if (w->res)
-        drain(s);
+        drain(s, !s->spinning);
+    s->due -= w->n_sent - w->n_done; /* never answered: the router re-runs them */
     s->alive--;
     free_rings(w);
     s->w[inst] = NULL;
@@ -463,6 +587,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
         goto err;
     loki_ring_set_notify(w->res, s->efd, -1);
     loki_ring_notify_arm(w->res, 0);
+    w->armed = true;
 
     char a_pipe[16], a_task[16], a_var[16], a_batch[16], a_share[32], a_gpu[16], a_inst[16],
         a_seed[32];
@@ -583,6 +708,8 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     w->proc_live = true;
     w->used = true;
     s->w[inst] = w;
+    if (inst >= s->hi)
+        s->hi = inst + 1;
     s->alive++;
 
     char cpus[64];
@@ -612,9 +739,16 @@ int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d)
 {
     if (inst < 0 || inst >= MAX_INST || !s->w[inst] || !s->w[inst]->req)
         return -ENOENT;
-    int rc = loki_batch_desc_send(s->w[inst]->req, d);
-    if (rc == 0)
+    struct worker *w = s->w[inst];
+    uint64_t now = loki_now_ns(); /* before encoding: the send is part of the hop */
+    int rc = loki_batch_desc_send(w->req, d);
+    if (rc == 0) {
+        w->sent_ns[w->n_sent % SENT_RING] = now;
+        w->n_sent++;
+        s->due++;
+        spin_for(s, w, now);
         return 0;
+    }
     int peer = loki_ring_peer_check(s->w[inst]->req);
     return peer ? peer : rc;
 }
@@ -636,6 +770,18 @@ int loki_sup_alive(const struct loki_sup *s)
     return s->alive;
 }
 
+static void write_hop_log(struct loki_sup *s)
+{
+    const char *path = getenv("LOKI_HOP_LOG");
+    FILE *f = s->hops && path ? fopen(path, "w") : NULL;
+    for (size_t i = 0; f && i < s->n_hops; i++)
+        fprintf(f, "%d %llu %llu\n", s->hops[i].inst, (unsigned long long)s->hops[i].send_ns,
+                (unsigned long long)s->hops[i].transit_ns);
+    if (f && fclose(f))
+        fprintf(stderr, "lokid: LOKI_HOP_LOG %s: %s\n", path, strerror(errno));
+    free(s->hops);
+}
+
 void loki_sup_destroy(struct loki_sup *s)
 {
     if (!s)
@@ -651,7 +797,9 @@ void loki_sup_destroy(struct loki_sup *s)
         s->w[i] = NULL;
     }
     uv_close((uv_handle_t *)&s->poll, NULL);
+    uv_close((uv_handle_t *)&s->spin, NULL);
     uv_run(s->loop, UV_RUN_NOWAIT);
+    write_hop_log(s);
     stop_mps(s); /* after the SIGKILLs: quit waits for the server's clients to go */
     loki_arena_destroy(s->arena);
     close(s->arena_fd);

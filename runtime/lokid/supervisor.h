@@ -37,6 +37,8 @@ struct loki_sup_config {
     size_t ring_bytes;         /* per ring (power of two) */
     uint64_t seed;             /* base seed for the sim backends */
     bool mps;                  /* run MPS for CUDA workers when the topology has shares < 1 */
+    uint64_t spin_ns;          /* poll a fast worker's results this long before sleeping; 0:
+                                * never poll (topology runtime.spin_us) */
     const char *run_dir;       /* MPS pipe and log folders go under it; NULL: a fresh
                                 * $TMPDIR/loki-PID-XXXXXX, removed by loki_sup_destroy() */
 };

@@ -65,9 +65,16 @@ static int sim_infer(void *state, const struct loki_backend_query *q, int n,
                            (unsigned long long)q[i].id);
         r->output_len = len < (int)sizeof(r->output) ? (uint32_t)len : sizeof(r->output) - 1;
     }
-    if (ms > 0)
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
-            ;
+    if (ms > 0) {
+        /* A deadline already behind us returns at once: the kernel would still arm a timer
+         * and sleep up to its slack (tens of us), which a sub-microsecond profile cannot mean. */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec < until.tv_sec ||
+            (now.tv_sec == until.tv_sec && now.tv_nsec < until.tv_nsec))
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+                ;
+    }
     return 0;
 }
 

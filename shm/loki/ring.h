@@ -24,8 +24,12 @@ enum loki_ring_role {
     LOKI_RING_CONSUMER = 1,
 };
 
-/* Default spin before parking, in ns (changed with loki_ring_set_spin()). */
-#define LOKI_RING_SPIN_NS_DEFAULT 20000u
+/* Default spin budget before parking, in ns (changed with loki_ring_set_spin()). */
+#define LOKI_RING_SPIN_NS_DEFAULT 50000u
+/* Floor the adaptive budget shrinks to while the peer keeps answering late. */
+#define LOKI_RING_SPIN_MIN_NS 2000u
+/* First part of a spin: pause-spinning without a syscall; sched_yield() polling after it. */
+#define LOKI_RING_PAUSE_NS 1000u
 /* Longest a parked side sleeps between two liveness checks of its peer. */
 #define LOKI_RING_PARK_SLICE_NS 25000000u
 
@@ -134,7 +138,8 @@ int loki_ring_read(struct loki_ring *r, void *buf, size_t cap, size_t *len);
 /*
  * loki_ring_wait - block until the ring is ready for this side: a record to
  * peek (consumer) or room for a @len-byte record (producer; ignored for the
- * consumer). Spins for the spin time first (no syscall), then parks on the
+ * consumer). Polls for the adaptive spin budget first (pause-spinning, then
+ * sched_yield(); see loki_ring_set_spin()), then parks on the
  * futex (or poll()s the wait fd of loki_ring_set_notify()), waking at least
  * every LOKI_RING_PARK_SLICE_NS to check the peer.
  * @timeout_ns: < 0 waits forever, 0 just checks.
@@ -159,8 +164,16 @@ int loki_ring_peer_check(struct loki_ring *r);
  */
 int loki_ring_peer_pidfd(struct loki_ring *r, int *fd);
 
-/* loki_ring_set_spin - spin time before parking, in ns (0: park at once). Owning thread. */
+/*
+ * loki_ring_set_spin - the most loki_ring_wait() polls before parking, in ns
+ * (0: park at once). The budget in use adapts below it: a wait that parked for
+ * longer than twice @spin_ns halves it (down to LOKI_RING_SPIN_MIN_NS), one
+ * answered sooner restores @spin_ns. Owning thread.
+ */
 void loki_ring_set_spin(struct loki_ring *r, uint64_t spin_ns);
+
+/* loki_ring_spin_budget - the spin budget the next wait will use, in ns. Owning thread. */
+uint64_t loki_ring_spin_budget(const struct loki_ring *r);
 
 /*
  * loki_ring_set_notify - use eventfds instead of the futex.
@@ -182,6 +195,14 @@ void loki_ring_set_notify(struct loki_ring *r, int wait_fd, int wake_fd);
  * @len: room wanted (producer); ignored for the consumer. Owning thread.
  */
 int loki_ring_notify_arm(struct loki_ring *r, size_t len);
+
+/*
+ * loki_ring_notify_disarm - withdraw loki_ring_notify_arm(): the peer's next
+ * publishes do not write our wait fd (no syscall on its side) while we poll
+ * the ring ourselves. At most one more write may still come (a publish racing
+ * with this). Arm again before sleeping on the wait fd. Owning thread.
+ */
+void loki_ring_notify_disarm(struct loki_ring *r);
 
 /* Counters for tests and metrics: records published by each side so far. Any thread. */
 uint64_t loki_ring_produced(const struct loki_ring *r);

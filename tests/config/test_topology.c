@@ -114,6 +114,23 @@ static void test_planner_keys(void **state)
                  "burst_spares: 99 is out of range [0, 16]");
 }
 
+static void test_runtime_keys(void **state)
+{
+    struct loki_topology *t;
+    char doc[4096];
+    assert_int_equal(parse(GOOD, &t), 0);
+    assert_true(t->runtime.spin_us == 50);
+    free(t);
+    snprintf(doc, sizeof(doc), "%sruntime: {spin_us: 0}\n", GOOD);
+    assert_int_equal(parse(doc, &t), 0);
+    assert_true(t->runtime.spin_us == 0);
+    free(t);
+    expect_error("pipelines:\n", "runtime: {spin_us: 20000}\npipelines:\n",
+                 "spin_us: 20000 is out of range [0, 10000]");
+    expect_error("pipelines:\n", "runtime: {spin: 5}\npipelines:\n",
+                 "spin: unknown key in runtime");
+}
+
 static void test_json_accepted(void **state)
 {
     const char *json =
@@ -268,6 +285,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good),
+        cmocka_unit_test(test_runtime_keys),
         cmocka_unit_test(test_json_accepted),
         cmocka_unit_test(test_unknown_child),
         cmocka_unit_test(test_cycle),

@@ -471,6 +471,90 @@ static void test_close_wakes_parked(void **state)
     close(p.fd);
 }
 
+/* ---- adaptive spin, notify disarm ---------------------------------------------------------- */
+
+struct late_write {
+    struct loki_ring *prod;
+    unsigned delay_us;
+};
+
+static void *late_write_main(void *arg)
+{
+    struct late_write *lw = arg;
+    usleep(lw->delay_us);
+    return (void *)(intptr_t)loki_ring_write(lw->prod, "x", 1);
+}
+
+/* One wait answered @delay_us after it started (give or take the scheduler). */
+static void wait_answered_after(struct pair *p, unsigned delay_us)
+{
+    struct late_write lw = {.prod = p->prod, .delay_us = delay_us};
+    pthread_t t;
+    void *rc;
+    char buf[8];
+    size_t n;
+    assert_int_equal(pthread_create(&t, NULL, late_write_main, &lw), 0);
+    assert_int_equal(loki_ring_wait(p->cons, 0, 5ll * 1000 * 1000 * 1000), 0);
+    pthread_join(t, &rc);
+    assert_int_equal((intptr_t)rc, 0);
+    assert_int_equal(loki_ring_read(p->cons, buf, sizeof(buf), &n), 0);
+}
+
+/*
+ * A peer that answers long after the spin budget (here 10 ms against 2 ms) halves the
+ * budget down to the floor, so an idle side stops spinning; one that answers soon after
+ * (1 ms, within twice the maximum) gets the whole budget back.
+ */
+static void test_adaptive_spin(void **state)
+{
+    struct pair p;
+    const uint64_t max = 2 * 1000 * 1000;
+    pair_open(&p, 4096);
+    loki_ring_set_spin(p.cons, max);
+    assert_int_equal(loki_ring_spin_budget(p.cons), max);
+    for (int i = 0; i < 5 && loki_ring_spin_budget(p.cons) == max; i++)
+        wait_answered_after(&p, 10 * 1000);
+    assert_int_equal(loki_ring_spin_budget(p.cons), max / 2);
+    /* ten halvings reach the floor; a few more tries absorb a descheduled waiter */
+    for (int i = 0; i < 30 && loki_ring_spin_budget(p.cons) != LOKI_RING_SPIN_MIN_NS; i++)
+        wait_answered_after(&p, 10 * 1000);
+    assert_int_equal(loki_ring_spin_budget(p.cons), LOKI_RING_SPIN_MIN_NS);
+    for (int i = 0; i < 20 && loki_ring_spin_budget(p.cons) != max; i++)
+        wait_answered_after(&p, 1000);
+    assert_int_equal(loki_ring_spin_budget(p.cons), max);
+    /* a budget of 0 stays 0: park at once */
+    loki_ring_set_spin(p.cons, 0);
+    wait_answered_after(&p, 1000);
+    assert_int_equal(loki_ring_spin_budget(p.cons), 0);
+    pair_close(&p);
+}
+
+/* A disarmed consumer is not written to; armed again, it is. */
+static void test_notify_disarm(void **state)
+{
+    struct pair p;
+    char buf[8];
+    size_t n;
+    uint64_t v;
+    pair_open(&p, 4096);
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    loki_ring_set_notify(p.cons, efd, -1);
+    loki_ring_set_notify(p.prod, -1, efd);
+    struct pollfd pfd = {.fd = efd, .events = POLLIN};
+
+    assert_int_equal(loki_ring_notify_arm(p.cons, 0), 0);
+    loki_ring_notify_disarm(p.cons);
+    assert_int_equal(loki_ring_write(p.prod, "a", 1), 0);
+    assert_int_equal(poll(&pfd, 1, 0), 0);
+    assert_int_equal(loki_ring_read(p.cons, buf, sizeof(buf), &n), 0);
+    assert_int_equal(loki_ring_notify_arm(p.cons, 0), 0);
+    assert_int_equal(loki_ring_write(p.prod, "b", 1), 0);
+    assert_int_equal(poll(&pfd, 1, 0), 1);
+    assert_int_equal(read(efd, &v, sizeof(v)), 8);
+    pair_close(&p);
+    close(efd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +570,8 @@ int main(void)
         cmocka_unit_test(test_eventfd_notify),
         cmocka_unit_test(test_clean_close),
         cmocka_unit_test(test_close_wakes_parked),
+        cmocka_unit_test(test_adaptive_spin),
+        cmocka_unit_test(test_notify_disarm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
