@@ -40,18 +40,18 @@
  * side's cache line once per batch of records, not once per record.
  *
  * Parking. A waiting side first polls: a microsecond of pause-spinning (no
- * syscall: a peer on another core answers within a cache-line round trip),
- * then sched_yield() between looks until its spin budget is spent. The yield
- * matters on a machine with fewer cores than busy threads: a pure spinner
- * would hold the very core its peer needs to answer, while sched_yield()
- * returns at once when nothing else wants the core. The budget adapts between
- * LOKI_RING_SPIN_MIN_NS and the configured spin_ns: a wait that parked and was
- * answered soon after (within twice the maximum) restores the maximum, one
- * that parked for long halves it, so a side whose peer is slow (a model taking
- * milliseconds, or idle traffic) stops burning CPU, and one whose peer answers
- * in microseconds keeps catching it without a sleep. Then the side sets a
- * waiter bit on the *other* side's line, re-reads the other side's index and,
- * if nothing moved, sleeps in futex_wait on the low 32 bits of that index
+ * syscall: a peer on another core answers within a cache-line round trip), then
+ * the same with a sched_yield() every 32 looks until its spin budget is spent.
+ * The yield matters on a machine with fewer cores than busy threads: a pure
+ * spinner would hold the very core its peer needs to answer, while
+ * sched_yield() returns at once when nothing else wants the core. The budget
+ * adapts between LOKI_RING_SPIN_MIN_NS and the configured spin_ns: a wait that
+ * parked and was answered soon after (within twice the maximum) restores the
+ * maximum, one that parked for long halves it, so a side whose peer is slow (a
+ * model taking milliseconds, or idle traffic) stops burning CPU, and one whose
+ * peer answers in microseconds keeps catching it without a sleep. Then the side
+ * sets a waiter bit on the *other* side's line, re-reads the other side's index
+ * and, if nothing moved, sleeps in futex_wait on the low 32 bits of that index
  * (capacity < 2^31, so the word cannot come back to the same value while the
  * sleeper holds its index).
  * The publishing side stores its index and then loads its own line's waiter
@@ -667,8 +667,10 @@ static void spin_adapt(struct loki_ring *r, uint64_t waited_ns)
 }
 
 /*
- * Poll until ready, @spin_end or @deadline: pause-spin for the first
- * LOKI_RING_PAUSE_NS, then sched_yield() between looks. Returns ready()'s
+ * Poll until ready, @spin_end or @deadline: look, pause, and every 32 looks
+ * read the clock; past the first LOKI_RING_PAUSE_NS, also sched_yield() there.
+ * A record is seen within a pause of its commit, except while we are inside
+ * the yield (a fraction of a microsecond, once per 32 looks). Returns ready()'s
  * value (0: not ready when the time ran out).
  */
 static int spin_poll(struct loki_ring *r, uint64_t need, uint64_t start, uint64_t spin_end,
@@ -676,23 +678,20 @@ static int spin_poll(struct loki_ring *r, uint64_t need, uint64_t start, uint64_
 {
     uint64_t pause_end = start + LOKI_RING_PAUSE_NS;
     uint64_t end = spin_end < deadline ? spin_end : deadline;
-    uint64_t now = start;
     if (end <= start)
         return ready(r, need);
-    for (unsigned i = 0;; i++) {
+    for (unsigned i = 1;; i++) {
         int rc = ready(r, need);
         if (rc)
             return rc;
-        if (now < pause_end) {
-            cpu_relax();
-            if ((i & 31) != 31)
-                continue;
-        } else {
-            sched_yield(); /* the core goes to whoever needs it, our peer perhaps */
-        }
-        now = loki_now_ns();
+        cpu_relax();
+        if (i % 32)
+            continue;
+        uint64_t now = loki_now_ns();
         if (now >= end)
             return 0;
+        if (now >= pause_end)
+            sched_yield(); /* the core goes to whoever needs it, our peer perhaps */
     }
 }
 
