@@ -3,15 +3,21 @@
  * Planner solve time: the traffic-analysis pipeline at 20 GPUs over a demand
  * walk that crosses all modes, cold (no current plan) and warm (the previous
  * plan as warm start), and synthetic chains growing from 8 to 128 GPUs, 2 to
- * 5 tasks, 4 to 8 variants with shares 1, 1/2, 1/4. Prints
- * `name unit median p99 n` per metric; --out DIR writes DIR/planner.json.
+ * 5 tasks, 4 to 8 variants with shares 1, 1/2, 1/4; plan quality on the
+ * traffic pipeline against the first version's MILP (milp.c, rq->reference)
+ * and the optimum. Times are wall and processor time (the machine may be
+ * shared). Prints `name unit median p99 n` per metric; --out DIR writes
+ * DIR/planner.json; --verbose prints every solve.
  */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "bench_stats.h"
+#include "internal.h"
 #include "loki/planner.h"
 #include "loki/topology.h"
 
@@ -20,16 +26,19 @@ struct metric {
     const char *unit;
     double median, p99;
     int n;
-    char note[192];
+    char note[256];
 };
 
 static struct metric metrics[64];
 static int n_metrics;
+static bool verbose;
 
-static int cmpd(const void *a, const void *b)
+/* Processor time of this process, ms: the machine is shared, so wall time alone misleads. */
+static double cpu_ms(void)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 static void record(const char *name, const char *unit, double *v, int n, const char *note)
@@ -37,10 +46,9 @@ static void record(const char *name, const char *unit, double *v, int n, const c
     struct metric *m = &metrics[n_metrics++];
     snprintf(m->name, sizeof(m->name), "%s", name);
     m->unit = unit;
-    qsort(v, (size_t)n, sizeof(double), cmpd);
-    m->median = n ? v[n / 2] : 0;
-    int k = (int)ceil(0.99 * n) - 1;
-    m->p99 = n ? v[k < 0 ? 0 : k] : 0;
+    qsort(v, (size_t)n, sizeof(double), loki_bench_cmp_double);
+    m->median = loki_bench_pct(v, (size_t)n, 0.5);
+    m->p99 = loki_bench_pct(v, (size_t)n, 0.99);
     m->n = n;
     snprintf(m->note, sizeof(m->note), "%s", note ? note : "");
     printf("%s %s %.3f %.3f %d%s%s\n", m->name, unit, m->median, m->p99, n, note ? "  # " : "",
@@ -99,6 +107,106 @@ static struct loki_topology *synthetic(int gpus, int tasks, int nv, unsigned see
     return t;
 }
 
+/* The MILP's mode ladder (hardware, then accuracy) at root demand @d. */
+struct rung {
+    int mode; /* 0 hardware, 1 accuracy, 2 neither */
+    double objective, cpu_ms;
+};
+
+static struct rung ladder(const struct loki_topology *t, double d, double gap, double limit_ms,
+                          bool reference, struct loki__milp_res *res)
+{
+    struct loki__milp_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.topo = t;
+    rq.demand[0] = d;
+    rq.budget = t->gpus.count;
+    rq.mip_gap = gap;
+    rq.time_limit_ms = limit_ms;
+    rq.reference = reference;
+    struct rung r = {.mode = 2};
+    double c0 = cpu_ms();
+    for (int mode = 0; mode < 2 && r.mode == 2; mode++) {
+        rq.mode = mode ? LOKI__MILP_ACCURACY : LOKI__MILP_HARDWARE;
+        rq.best_only = mode == 0;
+        if (loki__milp_solve(&rq, res) < 0)
+            exit(1);
+        if (res->feasible) {
+            r.mode = mode;
+            r.objective = res->objective;
+        }
+    }
+    r.cpu_ms = cpu_ms() - c0;
+    return r;
+}
+
+/*
+ * Plan quality over a demand walk: the MILP as the planner runs it (its gap
+ * and time limit, a basis kept from solve to solve) against the first
+ * version's formulation and search at the same gap without a time limit, and
+ * against the optimum (gap 1e-9; tests/planner check that both formulations
+ * agree there).
+ */
+static void quality(const char *name, const struct loki_topology *t)
+{
+    struct loki__milp_res *res = calloc(1, sizeof(*res)), *ref = calloc(1, sizeof(*ref));
+    enum { N = 50 };
+    double short_ref[N], short_opt[N], t_new[N], t_ref[N];
+    int n = 0, nhw = 0, hw_same = 0, worse = 0;
+    double sum_new = 0, sum_ref = 0, sum_opt = 0;
+    for (int i = 0; i < N; i++) {
+        double d = 20 + 20 * i;
+        struct rung a = ladder(t, d, t->planner.mip_gap, t->planner.time_limit_ms, false, res);
+        struct rung b = ladder(t, d, t->planner.mip_gap, 0, true, ref);
+        struct rung o = ladder(t, d, 1e-9, 0, false, ref);
+        if (a.mode != b.mode || a.mode != o.mode) {
+            fprintf(stderr, "bench_planner: %s at %.0f qps: modes %d/%d/%d\n", name, d, a.mode,
+                    b.mode, o.mode);
+            exit(1);
+        }
+        if (a.mode == 0) {
+            nhw++;
+            hw_same += fabs(a.objective - b.objective) < 1e-6;
+            continue;
+        }
+        short_ref[n] = fmax(0, 100 * (b.objective - a.objective));
+        short_opt[n] = fmax(0, 100 * (o.objective - a.objective));
+        worse += b.objective > a.objective + 1e-6;
+        t_new[n] = a.cpu_ms;
+        t_ref[n] = b.cpu_ms;
+        sum_new += a.objective, sum_ref += b.objective, sum_opt += o.objective;
+        n++;
+    }
+    char m[128], note[256];
+    snprintf(m, sizeof(m), "%s_below_reference", name);
+    snprintf(note, sizeof(note),
+             "accuracy mode, 20-1000 qps: below the reference at %d of %d points; mean objective "
+             "%.5f, reference %.5f, optimum %.5f; hardware mode: same GPUs at %d of %d",
+             worse, n, sum_new / n, sum_ref / n, sum_opt / n, hw_same, nhw);
+    record(m, "pp", short_ref, n, note);
+    snprintf(m, sizeof(m), "%s_below_optimum", name);
+    record(m, "pp", short_opt, n, "accuracy points below the optimum (gap 1e-9)");
+    snprintf(m, sizeof(m), "%s_milp_cpu", name);
+    record(m, "ms", t_new, n, "processor time of one ladder (hardware, then accuracy) as planned");
+    snprintf(m, sizeof(m), "%s_reference_cpu", name);
+    snprintf(note, sizeof(note), "the same with the first version's formulation and search");
+    record(m, "ms", t_ref, n, note);
+    free(res);
+    free(ref);
+}
+
+/* 1 (and with --verbose the reason) when @p fails the independent checker. */
+static int checked(const char *name, int i, const struct loki_topology *t,
+                   const struct loki_plan *p, double d)
+{
+    char why[512] = "";
+    if (loki_plan_check(t, p, &d, why, sizeof(why)) == 0)
+        return 0;
+    if (verbose)
+        printf("#   %s %d: %.1f qps, mode %d: check failed: %s\n", name, i, d, p->mode, why);
+    return 1;
+}
+
 /* Solve a demand walk cold and warm; returns the hard-mode root demand used. */
 static void run(const char *name, struct loki_topology *t, const double *demand, int n)
 {
@@ -107,26 +215,38 @@ static void run(const char *name, struct loki_topology *t, const double *demand,
         exit(1);
     struct loki_plan *cur = malloc(sizeof(*cur)), *next = malloc(sizeof(*next));
     double *cold = malloc(sizeof(double) * (size_t)n), *warm = malloc(sizeof(double) * (size_t)n);
+    double *cold_cpu = malloc(sizeof(double) * (size_t)n);
+    double *warm_cpu = malloc(sizeof(double) * (size_t)n);
     int missed_cold = 0, missed_warm = 0, bad = 0;
     /* What was measured: plan modes, kept plans, path-cap truncation, time-limit hits. */
     int mode_c[4] = {0}, mode_w[4] = {0}, kept = 0, trunc_c = 0, trunc_w = 0, tl_c = 0, tl_w = 0;
     double served = 0; /* mean served fraction of the cold plans: 0 = the serve-nothing plan */
     for (int i = 0; i < n; i++) {
         double d = demand[i];
+        double c0 = cpu_ms();
         if (loki_planner_solve(pl, &d, NULL, i, next) < 0)
             exit(1);
+        cold_cpu[i] = cpu_ms() - c0;
         cold[i] = next->solve_ms;
+        int cmode = next->mode;
         missed_cold += next->gap > t->planner.mip_gap + 1e-9;
         mode_c[next->mode & 3]++;
         served += next->served_fraction[0] / n;
         trunc_c += next->truncated;
         tl_c += next->time_limited;
-        bad += loki_plan_check(t, next, &d, NULL, 0) != 0;
+        bad += checked(name, i, t, next, d);
         if (i == 0)
             memcpy(cur, next, sizeof(*cur));
+        c0 = cpu_ms();
         if (loki_planner_solve(pl, &d, cur, 1000.0 * i, next) < 0)
             exit(1);
+        warm_cpu[i] = cpu_ms() - c0;
         warm[i] = next->solve_ms;
+        if (verbose)
+            printf("#   %s %2d: %6.1f qps  cold %6.1f ms (cpu %6.1f) mode %d | warm %6.1f ms (cpu "
+                   "%6.1f) mode %d acc %.4f%s\n",
+                   name, i, d, cold[i], cold_cpu[i], cmode, warm[i], warm_cpu[i], next->mode,
+                   next->accuracy[0], next->kept ? " kept" : "");
         missed_warm += next->gap > t->planner.mip_gap + 1e-9;
         if (next->kept) {
             kept++;
@@ -135,7 +255,7 @@ static void run(const char *name, struct loki_topology *t, const double *demand,
             trunc_w += next->truncated;
             tl_w += next->time_limited;
         }
-        bad += loki_plan_check(t, next, &d, NULL, 0) != 0;
+        bad += checked(name, i, t, next, d);
         memcpy(cur, next, sizeof(*cur));
     }
     char m[128], note[192];
@@ -151,8 +271,14 @@ static void run(const char *name, struct loki_topology *t, const double *demand,
              "%d, gap above target %d",
              kept, mode_w[0], mode_w[1], mode_w[2], tl_w, trunc_w, missed_warm);
     record(m, "ms", warm, n, note);
+    snprintf(m, sizeof(m), "%s_cold_cpu", name);
+    record(m, "ms", cold_cpu, n, "processor time of the same solves");
+    snprintf(m, sizeof(m), "%s_warm_cpu", name);
+    record(m, "ms", warm_cpu, n, "processor time of the same solves");
     free(cold);
     free(warm);
+    free(cold_cpu);
+    free(warm_cpu);
     free(cur);
     free(next);
     loki_planner_destroy(pl);
@@ -166,6 +292,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc)
             out = argv[++i];
+        else if (!strcmp(argv[i], "--verbose"))
+            verbose = true;
         else if (!strcmp(argv[i], "--traffic-only"))
             traffic_only = true;
         else if (!strcmp(argv[i], "--topology") && i + 1 < argc)
@@ -189,6 +317,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 40; i++)
             peak[i] = 700 + 300 * urand(&s);
         run("traffic20_peak", t, peak, 40);
+        quality("traffic20_quality", t);
         free(t);
     } else {
         fprintf(stderr, "bench_planner: %s: %s (traffic metrics skipped)\n", topo, err);

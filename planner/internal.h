@@ -7,6 +7,7 @@
 #define LOKI_PLANNER_INTERNAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "loki/demand.h"
 #include "loki/plan.h"
@@ -24,6 +25,12 @@ struct loki__milp_req {
     enum loki__milp_mode mode;
     bool best_only; /* only the most accurate variant of every task */
     /*
+     * The plain formulation and search of the first version (per-variant
+     * capacity rows, GLPK's presolver, no GPU aggregates, no incumbent, warm
+     * start ignored): the baseline quality checks compare against.
+     */
+    bool reference;
+    /*
      * Proteus: every task is planned alone for task_demand[p][t] with an
      * equal slice of the latency budget (headroom * SLO / depth of its
      * deepest chain); no fan-out or path coupling.
@@ -37,10 +44,24 @@ struct loki__milp_req {
     const struct loki_plan *warm; /* NULL or a plan to warm start from */
 };
 
+/*
+ * The optimal LP basis of the last solve of one kind of model, the start of
+ * the next solve of a model with the same structure (only demand and budget
+ * differ between the planner's solves): statuses (GLP_BS..GLP_NS) of the
+ * rows, then of the columns.
+ */
+#define LOKI__MILP_BASIS_MAX 16384
+struct loki__milp_basis {
+    uint64_t key; /* the model's structure; 0: empty */
+    int n_rows, n_cols;
+    unsigned char stat[LOKI__MILP_BASIS_MAX];
+};
+
 struct loki__milp_res {
     bool feasible;
-    bool warm_used; /* the warm start was a valid incumbent */
-    bool truncated; /* node options were thinned to respect max_paths */
+    bool warm_used;    /* the warm start was a valid incumbent, better than the greedy one */
+    bool truncated;    /* node options were thinned to respect max_paths */
+    bool time_limited; /* the time limit cut the search short (answer: best found) */
     int n_cols, n_rows, n_paths;
     double objective, gap, solve_ms;
     int inst[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
@@ -53,6 +74,11 @@ struct loki__milp_res {
     double acc_sub[LOKI_MAX_PIPELINES];  /* every leaf sub-query weighs one */
     int n_chains[LOKI_MAX_PIPELINES];
     double chain_lat[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
+    /*
+     * Kept across solves with the same @res (loki__milp_solve() resets
+     * everything above): one LP basis per mode. Zero it before the first use.
+     */
+    struct loki__milp_basis basis[3];
 };
 
 /*

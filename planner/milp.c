@@ -33,13 +33,25 @@
  * realises when it routes a sub-query by the variant that served its parent.
  *
  * Capacity: the load on variant v of task t is read off the first chain
- * that contains t (the *owner* chain; consistency makes every chain agree):
- * beta * D * sum_{p in owner, p(t) = v} M_p(t) c[p] <= sum_n theta_n z[n],
- * with M_p(t) the product of the fan-outs of p's variants upstream of t.
+ * that contains t (the *owner* chain; consistency makes every chain agree).
+ * It is written per option node, beta * D * sum_{p in owner, p ni n} M_p(t)
+ * c[p] <= theta_n z[n], with M_p(t) the product of the fan-outs of p's
+ * variants upstream of t: only the chosen option of a variant carries paths,
+ * so on integer points this is the per-variant row, but its LP relaxation
+ * cannot serve a fast option's paths with a slow option's throughput (the
+ * per-variant row allowed that and cost the first version most of its search).
  * All terms are linear: the fan-out products are constants of the path
  * option. GPUs: sum share_n z[n] <= G; plus aggregate memory and MPS-client
  * rows that make the placement step (first-fit decreasing, planner.c) rarely
  * fail; when it does, the planner re-solves with a smaller G.
+ *
+ * GPU aggregates: integer columns g[t] = sum_{n of t} (share_n / granularity)
+ * z[n] per task and g[v] per variant. They change no solution; they are what
+ * branch and bound branches on first (task, then variant; the callback picks
+ * the most fractional), which splits the GPU budget between tasks before
+ * anything else. The LP relaxation's weakness is rounding instances up to
+ * whole GPUs; branching on one option's z[n] at a time closed that gap
+ * slowly, branching on a task's total closes it in a few nodes.
  *
  * Objectives: HARDWARE minimises sum share * z (best variants only);
  * ACCURACY maximises sum_pipelines w_D sum_chains (1/#chains) sum_p A_p c[p]
@@ -57,28 +69,44 @@
  * the router's Markov routing keeps the planned loads but may mix paths.
  *
  * Size: the traffic pipeline has 35 detector and 49 + 35 classifier options
- * at whole GPUs, so about 1.7k + 1.2k path options. Pruning: options
+ * at whole GPUs; after pruning 84 of them lie on 874 path options (1,063
+ * columns, 391 rows with the aggregates). Pruning: options
  * dominated within (variant, share) (no faster and no higher throughput),
  * and path options whose latency already breaks h * SLO (a DFS prunes with
  * the fastest completion of the rest of the chain). If more than max_paths
  * remain, option batch sizes are thinned (every other batch kept) and the
  * result flagged truncated: no longer exact, but still feasible.
  *
- * Greedy fallback: when neither GLPK (within the time limit) nor the warm
- * start gives a solution in ACCURACY mode, a greedy one-option-per-task
- * assignment (greedy_vector) is the answer, so a short time limit degrades
- * accuracy a little instead of dropping to served mode.
- *
- * Warm start: the current plan, raised to carry the new demand, is checked
- * against every row here; if it is a feasible solution it becomes (1) an
- * objective cut-off row (GLPK 5 with presolve takes no incumbent through the
- * callback, but a bound on the objective prunes the same subtrees and lets
- * presolve tighten bounds) and (2) the answer if GLPK finds nothing better
- * within the time limit.
+ * Search, ACCURACY mode (GLPK's presolver is off: it renumbers columns, and
+ * then neither an incumbent nor a branching choice can be handed over):
+ *   1. Incumbent: the better of the warm start (the current plan raised to
+ *      carry the new demand, checked against every row) and a greedy
+ *      one-option-per-task assignment (greedy_vector).
+ *   2. LP relaxation, started from the optimal basis of the last solve of a
+ *      model with the same structure (kept in the caller's result; only
+ *      demand and budget differ between the planner's solves). An incumbent
+ *      within the gap of its bound is the answer.
+ *   3. The MILP restricted to the variants that the
+ *      relaxation or the incumbents use (every batch and share of them; the
+ *      rest fixed to zero), a small problem whose optimum is usually close to
+ *      the global one; it replaces the incumbent when better.
+ *   4. Branch and bound on the whole MILP, the incumbent handed over at the
+ *      first heuristic call (glp_ios_heur_sol), GPU aggregates branched first.
+ * A time limit cuts this short anywhere; the incumbent is then the answer
+ * (a short limit degrades accuracy a little instead of dropping to served
+ * mode). SERVED mode (no incumbent to hand over; on big models GLPK's
+ * presolver finds some served fraction sooner) runs GLPK's branch and cut
+ * with its presolver. So do HARDWARE mode and rq->reference, on the first
+ * version's formulation (per-variant capacity, no aggregates; see plain()):
+ * the reference is the baseline of the quality checks in tests/planner and
+ * bench/bench_planner.
  */
 #include <errno.h>
+#include <limits.h>
 #include <glpk.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -128,6 +156,7 @@ struct node {
     int p, t, v, batch;
     double share, lat, thr, mem;
     bool used;
+    bool off; /* fixed to zero while the support heuristic runs */
     int col_y, col_z;
 };
 
@@ -165,6 +194,12 @@ struct model {
     bool overflow;
     int max_paths;
     int col_sigma[LOKI_MAX_PIPELINES];
+    /* integer GPU aggregates (in share-granularity units): per task, per variant */
+    int col_task[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
+    int col_var[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    int agg_task[LOKI_MAX_PIPELINES * LOKI_MAX_TASKS], n_agg_task;
+    int agg_var[LOKI_MAX_PIPELINES * LOKI_MAX_TASKS * LOKI_MAX_VARIANTS], n_agg_var;
+    double gran; /* share granularity: 1 for whole GPUs */
     int n_cols;
     /* triplets */
     int *ia, *ja;
@@ -486,15 +521,89 @@ static void fill_fanouts(struct model *m)
 }
 
 struct cbinfo {
+    const struct model *m;
+    const double *inc; /* incumbent handed to GLPK at the first GLP_IHEUR, or NULL */
+    bool given;
     double gap;
 };
+
+/* The most fractional column of @cols GLPK may branch on at this node, or 0. */
+static int most_fractional(glp_tree *tree, const int *cols, int n)
+{
+    glp_prob *lp = glp_ios_get_prob(tree);
+    int best = 0;
+    double bd = 1;
+    for (int i = 0; i < n; i++) {
+        if (!glp_ios_can_branch(tree, cols[i]))
+            continue;
+        double v = glp_get_col_prim(lp, cols[i]);
+        double d = fabs(v - floor(v) - 0.5);
+        if (d < bd) {
+            bd = d;
+            best = cols[i];
+        }
+    }
+    return best;
+}
 
 static void callback(glp_tree *tree, void *info)
 {
     struct cbinfo *ci = info;
-    int r = glp_ios_reason(tree);
-    if (r == GLP_IBINGO || r == GLP_ISELECT)
+    switch (glp_ios_reason(tree)) {
+    case GLP_IBRANCH: {
+        /* GPUs per task first, then per variant; the option binaries are left to GLPK. */
+        int j = most_fractional(tree, ci->m->agg_task, ci->m->n_agg_task);
+        if (!j)
+            j = most_fractional(tree, ci->m->agg_var, ci->m->n_agg_var);
+        if (j)
+            glp_ios_branch_upon(tree, j, GLP_NO_BRNCH);
+        break;
+    }
+    case GLP_IHEUR:
+        if (ci->inc && !ci->given) {
+            ci->given = true;
+            glp_ios_heur_sol(tree, ci->inc); /* rejected when not better: fine */
+        }
+        break;
+    case GLP_IBINGO:
+    case GLP_ISELECT:
         ci->gap = glp_ios_mip_gap(tree);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Units of share granularity one instance of @n takes (an integer by loki__share_allowed). */
+static double granules(const struct model *m, const struct node *n)
+{
+    return round(n->share / m->gran);
+}
+
+/* Set the GPU aggregates of solution vector @x from its instance counts. */
+static void fill_aggregates(const struct model *m, double *x)
+{
+    if (!m->n_agg_task)
+        return;
+    for (int i = 0; i < m->n_agg_task; i++)
+        x[m->agg_task[i]] = 0;
+    for (int i = 0; i < m->n_agg_var; i++)
+        x[m->agg_var[i]] = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct node *n = &m->nodes[i];
+        if (!n->used)
+            continue;
+        x[m->col_task[n->p][n->t]] += granules(m, n) * x[n->col_z];
+        x[m->col_var[n->p][n->t][n->v]] += granules(m, n) * x[n->col_z];
+    }
+}
+
+static double objective_of(glp_prob *lp, const double *x, int n_cols)
+{
+    double o = 0;
+    for (int j = 1; j <= n_cols; j++)
+        o += glp_get_obj_coef(lp, j) * x[j];
+    return o;
 }
 
 /*
@@ -571,7 +680,10 @@ static bool warm_vector(struct model *m, double *x)
         const struct node *n = &m->nodes[i];
         if (!n->used || x[n->col_y] < 0.5)
             continue;
-        double need = ceil(topo->planner.beta * load[n->p][n->t][n->v] / n->thr - 1e-9);
+        /* the split is stored as float: a variant planned full to the last query per second
+         * must not read as needing one more instance */
+        double want = topo->planner.beta * load[n->p][n->t][n->v] / n->thr;
+        double need = ceil(want - 1e-6 * fmax(1, want));
         if (x[n->col_z] < need)
             x[n->col_z] = need;
         if (x[n->col_z] < 1)
@@ -588,7 +700,7 @@ static bool warm_vector(struct model *m, double *x)
 }
 
 /*
- * Greedy incumbent for ACCURACY mode when there is no usable warm start: one
+ * Greedy incumbent for ACCURACY mode: one
  * option node per task (an "assignment"), every chain on the single path it
  * induces. Start from the most accurate path of each chain that agrees with
  * the tasks already assigned, then, while the instances it needs exceed the
@@ -893,13 +1005,195 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
     return 0;
 }
 
-static int solve_model(struct model *m, struct loki__milp_res *res)
+/* The structure of @m's matrix (which row has which column): keys its stored basis. */
+static uint64_t model_key(const struct model *m)
+{
+    uint64_t h = 1469598103934665603ull;
+    int dims[3] = {m->n_rows, m->n_cols, m->nz};
+    for (int i = 0; i < 3; i++)
+        h = (h ^ (uint64_t)(unsigned)dims[i]) * 1099511628211ull;
+    for (int k = 1; k <= m->nz; k++)
+        h = (h ^ ((uint64_t)(unsigned)m->ia[k] << 32 | (unsigned)m->ja[k])) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* Start @lp from the basis @bs stored for this structure; false if none. */
+static bool load_basis(glp_prob *lp, const struct loki__milp_basis *bs, uint64_t key, int rows,
+                       int cols)
+{
+    if (bs->key != key || bs->n_rows != rows || bs->n_cols != cols)
+        return false;
+    for (int i = 0; i < rows + cols; i++)
+        if (bs->stat[i] < GLP_BS || bs->stat[i] > GLP_NS)
+            return false;
+    /* GLPK maps a non-basic status onto what the (new) bounds allow. */
+    for (int i = 1; i <= rows; i++)
+        glp_set_row_stat(lp, i, bs->stat[i - 1]);
+    for (int j = 1; j <= cols; j++)
+        glp_set_col_stat(lp, j, bs->stat[rows + j - 1]);
+    return true;
+}
+
+static void save_basis(glp_prob *lp, struct loki__milp_basis *bs, uint64_t key, int rows, int cols)
+{
+    if (rows + cols > LOKI__MILP_BASIS_MAX) {
+        bs->key = 0;
+        return;
+    }
+    for (int i = 1; i <= rows; i++)
+        bs->stat[i - 1] = (unsigned char)glp_get_row_stat(lp, i);
+    for (int j = 1; j <= cols; j++)
+        bs->stat[rows + j - 1] = (unsigned char)glp_get_col_stat(lp, j);
+    bs->key = key;
+    bs->n_rows = rows;
+    bs->n_cols = cols;
+}
+
+/* Milliseconds left of @rq's time limit counted from @t0: INT_MAX without one, 0 when spent. */
+static int ms_left(const struct loki__milp_req *rq, double t0)
+{
+    if (rq->time_limit_ms <= 0)
+        return INT_MAX;
+    double left = rq->time_limit_ms - (loki__now_ms() - t0);
+    return left < 1 ? 0 : (int)ceil(left);
+}
+
+/* Solve the LP relaxation from the current basis; true when optimal. Sets *@timed_out. */
+static bool relax(glp_prob *lp, int tm_lim, bool *timed_out)
+{
+    glp_smcp sm;
+    glp_init_smcp(&sm);
+    sm.msg_lev = GLP_MSG_OFF;
+    sm.tm_lim = tm_lim;
+    int ret = glp_simplex(lp, &sm);
+    *timed_out |= ret == GLP_ETMLIM;
+    return ret == 0 && glp_get_status(lp) == GLP_OPT;
+}
+
+static double rel_gap(double bound, double obj)
+{
+    return fabs(bound - obj) / fmax(fabs(obj), 1e-9);
+}
+
+static bool better(const struct loki__milp_req *rq, double a, double b)
+{
+    return rq->mode == LOKI__MILP_HARDWARE ? a < b - 1e-12 : a > b + 1e-12;
+}
+
+/* Bounds of node @n's columns: free, or fixed to zero while @n->off. */
+static void node_bounds(const struct model *m, glp_prob *lp, const struct node *n)
+{
+    double zmax = floor(m->rq->budget / n->share + 1e-9);
+    if (n->off) {
+        glp_set_col_bnds(lp, n->col_y, GLP_FX, 0, 0);
+        glp_set_col_bnds(lp, n->col_z, GLP_FX, 0, 0);
+    } else {
+        glp_set_col_bnds(lp, n->col_y, GLP_DB, 0, 1);
+        if (zmax < 1)
+            glp_set_col_bnds(lp, n->col_z, GLP_FX, 0, 0);
+        else
+            glp_set_col_bnds(lp, n->col_z, GLP_DB, 0, zmax);
+    }
+}
+
+/*
+ * @on: fix to zero every variant that the LP relaxation (y > 0) and the
+ * solutions @a and @b (each may be NULL) leave unused, so a MILP over the
+ * rest is small; !@on: undo.
+ */
+static void restrict_support(struct model *m, glp_prob *lp, const double *a, const double *b,
+                             bool on)
+{
+    bool keep[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
+    memset(keep, 0, sizeof(keep));
+    for (int i = 0; i < m->n_nodes && on; i++) {
+        const struct node *n = &m->nodes[i];
+        if (n->used && (glp_get_col_prim(lp, n->col_y) > 1e-7 || (a && a[n->col_y] > 0.5) ||
+                        (b && b[n->col_y] > 0.5)))
+            keep[n->p][n->t][n->v] = true;
+    }
+    double gmax = floor(m->rq->budget / m->gran + 1e-9);
+    for (int i = 0; i < m->n_nodes; i++) {
+        struct node *n = &m->nodes[i];
+        if (!n->used || (on && keep[n->p][n->t][n->v]) || (!on && !n->off))
+            continue;
+        n->off = on;
+        node_bounds(m, lp, n);
+        int cv = m->col_var[n->p][n->t][n->v];
+        if (on)
+            glp_set_col_bnds(lp, cv, GLP_FX, 0, 0);
+        else
+            glp_set_col_bnds(lp, cv, GLP_DB, 0, gmax);
+    }
+}
+
+/*
+ * The first version's formulation (per-variant capacity, no GPU aggregates):
+ * the reference, and HARDWARE mode, whose models (best variants only) solve
+ * in well under a millisecond either way and whose many plans with equally
+ * few GPUs then stay the ones the first version chose.
+ */
+static bool plain(const struct loki__milp_req *rq)
+{
+    return rq->reference || rq->mode == LOKI__MILP_HARDWARE;
+}
+
+/* Only tracks the gap: GLPK's presolver renumbers columns, so nothing can be handed over. */
+static void gap_callback(glp_tree *tree, void *info)
+{
+    int r = glp_ios_reason(tree);
+    if (r == GLP_IBINGO || r == GLP_ISELECT)
+        ((struct cbinfo *)info)->gap = glp_ios_mip_gap(tree);
+}
+
+/*
+ * GLPK's own branch and cut with its presolver, nothing of ours: the
+ * reference search, and SERVED mode's (no incumbent to hand over there, and
+ * on big models the presolver finds some served fraction sooner).
+ */
+static int solve_presolved(struct model *m, glp_prob *lp, double *x, double t0,
+                           struct loki__milp_res *res)
+{
+    const struct loki__milp_req *rq = m->rq;
+    struct cbinfo ci = {.m = m};
+    glp_iocp parm;
+    glp_init_iocp(&parm);
+    parm.msg_lev = GLP_MSG_OFF;
+    parm.presolve = GLP_ON;
+    parm.mip_gap = rq->mip_gap > 0 ? rq->mip_gap : 0;
+    parm.tm_lim = ms_left(rq, t0);
+    parm.fp_heur = GLP_OFF;
+    parm.cb_func = gap_callback;
+    parm.cb_info = &ci;
+    if (!parm.tm_lim) {
+        res->time_limited = true;
+        return 0;
+    }
+    int ret = glp_intopt(lp, &parm);
+    int st = glp_mip_status(lp);
+    res->time_limited = ret == GLP_ETMLIM;
+    bool ok = ret == 0 || ret == GLP_ETMLIM || ret == GLP_EMIPGAP || ret == GLP_ESTOP ||
+              ret == GLP_ENOPFS || ret == GLP_ENODFS;
+    if (!ok)
+        return LOKI_ESOLVER;
+    if (st != GLP_OPT && st != GLP_FEAS)
+        return 0;
+    for (int j = 1; j <= m->n_cols; j++)
+        x[j] = glp_mip_col_val(lp, j);
+    res->objective = glp_mip_obj_val(lp);
+    res->gap = ret == 0 ? 0 : ret == GLP_EMIPGAP ? fmin(ci.gap, parm.mip_gap) : ci.gap;
+    res->feasible = true;
+    return extract(m, x, res);
+}
+
+static int solve_model(struct model *m, double t0, struct loki__milp_res *res)
 {
     const struct loki__milp_req *rq = m->rq;
     const struct loki_topology *topo = rq->topo;
     int rc = 0;
     glp_prob *lp = glp_create_prob();
-    double *x = NULL;
+    double *x = NULL, *inc = NULL;
+    int term = glp_term_out(GLP_OFF); /* scaling and basis construction print otherwise */
     glp_set_obj_dir(lp, rq->mode == LOKI__MILP_HARDWARE ? GLP_MIN : GLP_MAX);
 
     /* Nodes that appear on some path option. */
@@ -930,19 +1224,39 @@ static int solve_model(struct model *m, struct loki__milp_res *res)
         m->paths[i].col = ++n_cols;
     for (int p = 0; p < topo->n_pipelines; p++)
         m->col_sigma[p] = ++n_cols;
+    m->gran = topo->gpus.share_granularity > 0 && topo->gpus.share_granularity < 1
+                  ? topo->gpus.share_granularity
+                  : 1;
+    memset(m->col_task, 0, sizeof(m->col_task));
+    memset(m->col_var, 0, sizeof(m->col_var));
+    m->n_agg_task = m->n_agg_var = 0;
+    for (int i = 0; i < m->n_nodes && !plain(rq); i++) {
+        const struct node *n = &m->nodes[i];
+        if (!n->used)
+            continue;
+        if (!m->col_task[n->p][n->t])
+            m->agg_task[m->n_agg_task++] = m->col_task[n->p][n->t] = ++n_cols;
+        if (!m->col_var[n->p][n->t][n->v])
+            m->agg_var[m->n_agg_var++] = m->col_var[n->p][n->t][n->v] = ++n_cols;
+    }
     m->n_cols = n_cols;
     glp_add_cols(lp, n_cols);
+    double gmax = floor(rq->budget / m->gran + 1e-9);
+    for (int i = 0; i < m->n_agg_task; i++) {
+        glp_set_col_kind(lp, m->agg_task[i], GLP_IV);
+        glp_set_col_bnds(lp, m->agg_task[i], GLP_DB, 0, gmax);
+    }
+    for (int i = 0; i < m->n_agg_var; i++) {
+        glp_set_col_kind(lp, m->agg_var[i], GLP_IV);
+        glp_set_col_bnds(lp, m->agg_var[i], GLP_DB, 0, gmax);
+    }
     for (int i = 0; i < m->n_nodes; i++) {
         const struct node *n = &m->nodes[i];
         if (!n->used)
             continue;
         glp_set_col_kind(lp, n->col_y, GLP_BV);
-        double zmax = floor(rq->budget / n->share + 1e-9);
         glp_set_col_kind(lp, n->col_z, GLP_IV);
-        if (zmax < 1)
-            glp_set_col_bnds(lp, n->col_z, GLP_FX, 0, 0);
-        else
-            glp_set_col_bnds(lp, n->col_z, GLP_DB, 0, zmax);
+        node_bounds(m, lp, n);
         if (rq->mode == LOKI__MILP_HARDWARE)
             glp_set_obj_coef(lp, n->col_z, n->share);
         else
@@ -1082,25 +1396,33 @@ static int solve_model(struct model *m, struct loki__milp_res *res)
         if (rc < 0)
             goto out;
     }
-    /* Capacity per variant. */
+    /*
+     * Capacity per option node. Only the chosen option of a variant carries
+     * paths, so on integer points this is the per-variant row; its LP
+     * relaxation is tighter: a fast option's paths cannot borrow a slow,
+     * high-throughput option's capacity.
+     */
     {
-        int *caprow =
-            calloc((size_t)(LOKI_MAX_PIPELINES * LOKI_MAX_TASKS * LOKI_MAX_VARIANTS), sizeof(int));
+        int *caprow = calloc((size_t)m->n_nodes, sizeof(int));
         if (!caprow) {
             rc = -ENOMEM;
             goto out;
         }
-#define CAPIDX(p, t, v) (((p)*LOKI_MAX_TASKS + (t)) * LOKI_MAX_VARIANTS + (v))
+        int last = -1;
         for (int i = 0; i < m->n_nodes && rc == 0; i++) {
             const struct node *n = &m->nodes[i];
             if (!n->used)
                 continue;
-            int *cr = &caprow[CAPIDX(n->p, n->t, n->v)];
-            if (!*cr) {
+            /* The reference shares one row among a variant's options (nodes are grouped). */
+            const struct node *pn = last >= 0 ? &m->nodes[last] : NULL;
+            if (plain(rq) && pn && pn->p == n->p && pn->t == n->t && pn->v == n->v) {
+                caprow[i] = caprow[last];
+            } else {
                 ROW(GLP_UP, 0, 0);
-                *cr = row;
+                caprow[i] = row;
             }
-            rc = push_nz(m, *cr, n->col_z, -n->thr);
+            rc = push_nz(m, caprow[i], n->col_z, -n->thr);
+            last = i;
         }
         double beta = topo->planner.beta > 0 ? topo->planner.beta : 1;
         for (int i = 0; i < m->n_paths && rc == 0; i++) {
@@ -1110,13 +1432,24 @@ static int solve_model(struct model *m, struct loki__milp_res *res)
                 const struct node *n = &m->nodes[ph->node[j]];
                 double coef = beta * c->base * ph->mult[j];
                 if (m->owner[c->p][n->t] == ph->chain && coef > 0)
-                    rc = push_nz(m, caprow[CAPIDX(n->p, n->t, n->v)], ph->col, coef);
+                    rc = push_nz(m, caprow[ph->node[j]], ph->col, coef);
             }
         }
-#undef CAPIDX
         free(caprow);
         if (rc < 0)
             goto out;
+    }
+    /* GPU aggregates: granules of every task and every variant, integers to branch on. */
+    for (int i = 0; i < m->n_agg_task + m->n_agg_var; i++) {
+        bool task = i < m->n_agg_task;
+        int col = task ? m->agg_task[i] : m->agg_var[i - m->n_agg_task];
+        ROW(GLP_FX, 0, 0);
+        NZ(col, -1);
+        for (int k = 0; k < m->n_nodes; k++) {
+            const struct node *n = &m->nodes[k];
+            if (n->used && (task ? m->col_task[n->p][n->t] : m->col_var[n->p][n->t][n->v]) == col)
+                NZ(n->col_z, granules(m, n));
+        }
     }
     /* GPU budget, memory and MPS clients in aggregate. */
     ROW(GLP_UP, 0, rq->budget);
@@ -1135,115 +1468,161 @@ static int solve_model(struct model *m, struct loki__milp_res *res)
             if (m->nodes[i].used)
                 NZ(m->nodes[i].col_z, 1);
     }
-    /* Warm start: an objective cut-off row and a fallback answer. */
-    x = calloc((size_t)(n_cols + 1), sizeof(double));
-    if (!x) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    bool warm = warm_vector(m, x);
-    double warm_obj = 0;
-    if (warm) {
-        for (int j = 1; j <= n_cols; j++)
-            warm_obj += glp_get_obj_coef(lp, j) * x[j];
-        double tol = 1e-7 * fabs(warm_obj) + 1e-9;
-        if (rq->mode == LOKI__MILP_HARDWARE)
-            ROW(GLP_UP, 0, warm_obj + tol);
-        else
-            ROW(GLP_LO, warm_obj - tol, 0);
-        for (int j = 1; j <= n_cols; j++) {
-            double cf = glp_get_obj_coef(lp, j);
-            if (cf != 0)
-                NZ(j, cf);
-        }
-    }
 #undef ROW
 #undef NZ
     m->n_rows = row;
     glp_load_matrix(lp, m->nz, m->ia, m->ja, m->ar);
-
-    glp_iocp parm;
-    glp_init_iocp(&parm);
-    parm.msg_lev = GLP_MSG_OFF;
-    parm.presolve = GLP_ON;
-    parm.mip_gap = rq->mip_gap > 0 ? rq->mip_gap : 0;
-    if (rq->time_limit_ms > 0)
-        parm.tm_lim = (int)ceil(rq->time_limit_ms);
-    parm.fp_heur = GLP_OFF;
-    struct cbinfo ci = {.gap = 0};
-    parm.cb_func = callback;
-    parm.cb_info = &ci;
-    /*
-     * A warm start within the relative gap of the LP bound is already good
-     * enough: skip branch and bound (the common case when demand moves
-     * little between two solves).
-     */
-    if (warm) {
-        glp_smcp sm;
-        glp_init_smcp(&sm);
-        sm.msg_lev = GLP_MSG_OFF;
-        sm.presolve = GLP_ON;
-        if (glp_simplex(lp, &sm) == 0 && glp_get_status(lp) == GLP_OPT) {
-            double bound = glp_get_obj_val(lp);
-            double gap = fabs(bound - warm_obj) / fmax(fabs(warm_obj), 1e-9);
-            if (gap <= parm.mip_gap) {
-                res->n_cols = n_cols;
-                res->n_rows = row;
-                res->n_paths = m->n_paths;
-                res->objective = warm_obj;
-                res->gap = gap;
-                res->feasible = true;
-                res->warm_used = true;
-                rc = extract(m, x, res);
-                goto out;
-            }
-        }
-    }
-    int ret = glp_intopt(lp, &parm);
-    int st = glp_mip_status(lp);
-    bool have = (ret == 0 || ret == GLP_ETMLIM || ret == GLP_EMIPGAP || ret == GLP_ESTOP) &&
-                (st == GLP_OPT || st == GLP_FEAS);
     res->n_cols = n_cols;
     res->n_rows = row;
     res->n_paths = m->n_paths;
-    if (have) {
+
+    x = calloc((size_t)(n_cols + 1), sizeof(double));
+    inc = calloc((size_t)(n_cols + 1), sizeof(double));
+    if (!x || !inc) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (plain(rq) || rq->mode == LOKI__MILP_SERVED) {
+        rc = solve_presolved(m, lp, x, t0, res);
+        goto out;
+    }
+    /*
+     * The incumbent: the better of the warm start and (accuracy mode) the
+     * greedy assignment. Both: a warm plan made for other demand can be far
+     * worse than the greedy one, and the heuristic below searches near both.
+     */
+    bool warm = warm_vector(m, inc), warm_ok = warm;
+    bool gr = greedy_vector(m, lp, x);
+    double inc_obj = 0;
+    if (warm)
+        fill_aggregates(m, inc);
+    if (gr) {
+        fill_aggregates(m, x);
+        double go = objective_of(lp, x, n_cols);
+        if (!warm || better(rq, go, objective_of(lp, inc, n_cols))) {
+            double *t = inc;
+            inc = x, x = t;
+            warm = false;
+        }
+    }
+    bool have = warm || gr, both = warm_ok && gr;
+    if (have)
+        inc_obj = objective_of(lp, inc, n_cols);
+    double tol = rq->mip_gap > 0 ? rq->mip_gap : 0;
+    double bound = 0, gap = 0;
+    bool have_bound = false;
+    struct cbinfo ci = {.m = m};
+    glp_iocp parm;
+    glp_init_iocp(&parm);
+    parm.msg_lev = GLP_MSG_OFF;
+    parm.presolve = GLP_OFF; /* GLPK's presolver renumbers columns: no incumbent, no branching */
+    parm.mip_gap = tol;
+    parm.fp_heur = GLP_OFF;
+    parm.cb_func = callback;
+    parm.cb_info = &ci;
+
+    glp_scale_prob(lp, GLP_SF_AUTO);
+    struct loki__milp_basis *bs = &res->basis[rq->mode];
+    uint64_t key = model_key(m);
+    bool cached = load_basis(lp, bs, key, row, n_cols);
+    if (!cached)
+        glp_adv_basis(lp, 0);
+    int left = ms_left(rq, t0);
+    bool rok = left && relax(lp, left, &res->time_limited);
+    if (!rok && cached && glp_get_status(lp) != GLP_NOFEAS && (left = ms_left(rq, t0))) {
+        glp_adv_basis(lp, 0); /* the stored basis did not work out here */
+        rok = relax(lp, left, &res->time_limited);
+    }
+    if (rok)
+        save_basis(lp, bs, key, row, n_cols);
+    if (!left || !rok) {
+        if (left && glp_get_status(lp) == GLP_NOFEAS) {
+            res->feasible = false;
+            goto out;
+        }
+        goto fallback; /* out of time */
+    }
+    bound = glp_get_obj_val(lp);
+    have_bound = true;
+    /*
+     * An incumbent within the gap of the LP bound needs no search (the common
+     * case for a warm start when demand moved little).
+     */
+    if (have && rel_gap(bound, inc_obj) <= tol)
+        goto fallback;
+    if (rq->mode == LOKI__MILP_ACCURACY && (left = ms_left(rq, t0)) > 0) {
+        /* Heuristic: the same MILP on the variants the relaxation or the incumbent uses. */
+        restrict_support(m, lp, have ? inc : NULL, both ? x : NULL, true);
+        if (relax(lp, left, &res->time_limited)) {
+            ci.inc = have ? inc : NULL;
+            ci.given = false;
+            parm.tm_lim = left > 1 ? left / 2 : 1;
+            int ret = glp_intopt(lp, &parm);
+            res->time_limited |= ret == GLP_ETMLIM && !ms_left(rq, t0);
+            int st = glp_mip_status(lp);
+            double o = glp_mip_obj_val(lp);
+            if ((st == GLP_OPT || st == GLP_FEAS) && (!have || better(rq, o, inc_obj))) {
+                /* glp_ios_heur_sol() takes integer columns only when exactly integral */
+                for (int j = 1; j <= n_cols; j++)
+                    inc[j] = glp_get_col_kind(lp, j) == GLP_CV ? glp_mip_col_val(lp, j)
+                                                               : round(glp_mip_col_val(lp, j));
+                have = true;
+                inc_obj = o;
+            }
+        }
+        restrict_support(m, lp, NULL, NULL, false);
+        if (have && rel_gap(bound, inc_obj) <= tol)
+            goto fallback;
+        if (!(left = ms_left(rq, t0)) || !relax(lp, left, &res->time_limited))
+            goto fallback;
+    }
+    if (!(left = ms_left(rq, t0)))
+        goto fallback;
+    ci.inc = have ? inc : NULL;
+    ci.given = false;
+    ci.gap = have ? rel_gap(bound, inc_obj) : 1;
+    parm.tm_lim = left;
+    int ret = glp_intopt(lp, &parm);
+    int st = glp_mip_status(lp);
+    if ((ret == 0 || ret == GLP_ETMLIM || ret == GLP_EMIPGAP || ret == GLP_ESTOP) &&
+        (st == GLP_OPT || st == GLP_FEAS)) {
+        /* GLPK's answer: the incumbent handed over, or better. */
         for (int j = 1; j <= n_cols; j++)
             x[j] = glp_mip_col_val(lp, j);
         res->objective = glp_mip_obj_val(lp);
-        res->gap = st == GLP_OPT ? (ret == GLP_EMIPGAP ? ci.gap : 0) : ci.gap;
-        if (st == GLP_OPT && ret == 0)
-            res->gap = ci.gap < parm.mip_gap ? ci.gap : 0;
+        res->gap = ret == 0 ? 0 : ret == GLP_EMIPGAP ? fmin(ci.gap, tol) : ci.gap;
+        res->time_limited |= ret == GLP_ETMLIM;
         res->feasible = true;
         res->warm_used = warm;
-    } else if (warm) {
-        /* GLPK found nothing within the limit: the warm start is the answer. */
-        res->objective = warm_obj;
-        res->gap = ci.gap;
-        res->feasible = true;
-        res->warm_used = true;
-    } else if (ret == GLP_ETMLIM && greedy_vector(m, lp, x)) {
-        /*
-         * Nor a warm start: the greedy assignment rather than no plan in this
-         * mode (the ladder would fall to served mode and shed what fits).
-         * Only as a fallback: fed as a cut-off it changes which of the
-         * near-optimal plans GLPK returns, and those did worse on the Twitter
-         * trace (docs/evaluation.md).
-         */
-        res->objective = 0;
-        for (int j = 1; j <= n_cols; j++)
-            res->objective += glp_get_obj_coef(lp, j) * x[j];
-        res->gap = ci.gap;
-        res->feasible = true;
-    } else if (ret == 0 || ret == GLP_ENOPFS || ret == GLP_ENODFS || ret == GLP_ETMLIM ||
-               ret == GLP_EMIPGAP || ret == GLP_ESTOP) {
-        res->feasible = false;
-    } else {
-        rc = LOKI_ESOLVER;
-    }
-    if (res->feasible)
         rc = extract(m, x, res);
+        goto out;
+    }
+    if (!have && !(ret == 0 || ret == GLP_ENOPFS || ret == GLP_ENODFS || ret == GLP_ETMLIM ||
+                   ret == GLP_EMIPGAP || ret == GLP_ESTOP)) {
+        rc = LOKI_ESOLVER;
+        goto out;
+    }
+fallback:
+    res->time_limited |= ms_left(rq, t0) == 0;
+    /*
+     * The incumbent is the answer: within the gap of the bound, or the best
+     * there is when time ran out. Without one, no solution (the ladder moves
+     * on to the next mode).
+     */
+    if (have) {
+        gap = have_bound ? rel_gap(bound, inc_obj) : 1;
+        res->objective = inc_obj;
+        res->gap = gap;
+        res->feasible = true;
+        res->warm_used = warm;
+        rc = extract(m, inc, res);
+    } else {
+        res->feasible = false;
+    }
 out:
+    glp_term_out(term);
     free(x);
+    free(inc);
     glp_delete_prob(lp);
     return rc;
 }
@@ -1251,7 +1630,7 @@ out:
 int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res)
 {
     double t0 = loki__now_ms();
-    memset(res, 0, sizeof(*res));
+    memset(res, 0, offsetof(struct loki__milp_res, basis));
     struct model *m = calloc(1, sizeof(*m));
     if (!m)
         return -ENOMEM;
@@ -1280,7 +1659,7 @@ int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res
             if (rq->mode != LOKI__MILP_SERVED)
                 goto out;
         }
-    rc = solve_model(m, res);
+    rc = solve_model(m, t0, res);
 out:
     free(m->nodes);
     free(m->paths);

@@ -25,7 +25,7 @@ void loki_topology_defaults(struct loki_topology *t)
     t->planner.hysteresis = 0.02;
     t->planner.min_dwell_s = 10;
     t->planner.time_limit_ms = 200;
-    t->planner.mip_gap = 0.01;
+    t->planner.mip_gap = 0.005;
     t->planner.burst_spares = 1;
     t->planner.early_drop = true;
     t->planner.reroute = true;

@@ -470,7 +470,7 @@ static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const 
             if (rc < 0)
                 return rc;
             trunc |= pl->res.truncated;
-            tlim |= pl->res.solve_ms >= 0.95 * rq.time_limit_ms;
+            tlim |= pl->res.time_limited;
             if (!pl->res.feasible)
                 break;
             reset_plan(out, policy);

@@ -114,7 +114,7 @@ struct loki_planner_cfg {
     double hysteresis;    /* relative objective gain needed to switch; default 0.02 */
     double min_dwell_s;   /* a variant stays at least this long; default 10 */
     double time_limit_ms; /* GLPK time limit per solve; default 200 */
-    double mip_gap;       /* relative gap; default 0.01 */
+    double mip_gap;       /* relative gap; default 0.005 */
     int burst_spares;     /* loki, hardware mode: warm spares per loaded task; default 1 */
     bool early_drop;      /* default true */
     bool reroute;         /* default true */
