@@ -37,7 +37,7 @@ struct load_second {
 struct load_stats {
     pthread_mutex_t m;
     uint64_t sent, done, by_status[LOKI_STATUS_COUNT_], local_overload;
-    double acc_sum;
+    double acc_sum, acc_ok_sum; /* over ok + late, and over ok alone */
     uint64_t acc_n;
     double *lat;
     uint32_t *lat_sec; /* send second of lat[i] (only with per_second) */
@@ -89,6 +89,8 @@ static void on_reply(void *ctx, const struct loki_reply *r)
     if (r->status == LOKI_STATUS_OK || r->status == LOKI_STATUS_LATE) {
         S.acc_sum += r->accuracy;
         S.acc_n++;
+        if (r->status == LOKI_STATUS_OK)
+            S.acc_ok_sum += r->accuracy;
         if (sec) {
             sec->acc_sum += r->accuracy;
             sec->acc_n++;
@@ -604,15 +606,30 @@ int loki_cli_load(int argc, char **argv)
     qsort(S.lat, S.n_lat, sizeof(double), cmp_double);
     double p50 = pct(S.lat, S.n_lat, 0.50), p99 = pct(S.lat, S.n_lat, 0.99);
     double acc = S.acc_n ? S.acc_sum / (double)S.acc_n : 0;
+    double acc_ok = b[LOKI_STATUS_OK] ? S.acc_ok_sum / (double)b[LOKI_STATUS_OK] : 0;
+    /* GPUs in use: mean and largest of lokid's once-a-second answers (--csv/--plot only) */
+    double gpu_sum = 0, gpu_max = 0;
+    size_t gpu_n = 0;
+    for (size_t i = 0; i < S.n_sec; i++)
+        if (S.sec[i].gpus >= 0) {
+            gpu_sum += S.sec[i].gpus;
+            gpu_max = S.sec[i].gpus > gpu_max ? S.sec[i].gpus : gpu_max;
+            gpu_n++;
+        }
     if (json) {
         printf("{\"pipeline\": \"%s\", \"duration_s\": %.3f, \"sent\": %llu, \"ok\": %llu, "
                "\"dropped\": %llu, \"late\": %llu, \"overloaded\": %llu, \"timeouts\": %llu, "
-               "\"errors\": %llu, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"mean_accuracy\": %.3f}\n",
+               "\"errors\": %llu, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"mean_accuracy\": %.3f, "
+               "\"mean_accuracy_ok\": %.3f",
                pipeline, send_s, (unsigned long long)S.sent, (unsigned long long)b[LOKI_STATUS_OK],
                (unsigned long long)b[LOKI_STATUS_DROPPED], (unsigned long long)b[LOKI_STATUS_LATE],
                (unsigned long long)(b[LOKI_STATUS_OVERLOADED] + S.local_overload),
                (unsigned long long)b[LOKI_STATUS_TIMEOUT], (unsigned long long)errors, p50, p99,
-               acc);
+               acc, acc_ok);
+        if (gpu_n)
+            printf(", \"gpus_mean\": %.3f, \"gpus_max\": %.2f, \"gpu_samples\": %zu",
+                   gpu_sum / (double)gpu_n, gpu_max, gpu_n);
+        printf("}\n");
     } else {
         printf("pipeline    %s\n", pipeline);
         printf("duration    %.1f s\n", send_s);
@@ -626,6 +643,9 @@ int loki_cli_load(int argc, char **argv)
         printf("errors      %llu\n", (unsigned long long)errors);
         printf("latency     p50 %.2f ms  p99 %.2f ms\n", p50, p99);
         printf("accuracy    %.2f (mean over ok+late)\n", acc);
+        if (gpu_n)
+            printf("GPUs        mean %.2f, max %.2f (lokid's metrics, once a second)\n",
+                   gpu_sum / (double)gpu_n, gpu_max);
     }
     pthread_mutex_unlock(&S.m);
     free(S.lat);

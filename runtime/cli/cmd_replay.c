@@ -37,6 +37,17 @@ static void usage(FILE *f)
             "                       replay second (= --time-scale 60/Y for minute traces)\n"
             "  --payload-bytes B    with --like-load: `loki load --payload-bytes` (default 64)\n"
             "  --write-trace OUT    write the (rescaled) trace as a CSV `loki load` reads\n"
+            "  --like-lokid         lokid's control loop: a plan lands after its solve's\n"
+            "                       wall time, no re-plan during a solve or plan change,\n"
+            "                       an unchanged plan is not re-applied\n"
+            "  --spawn-ms MS        with --like-lokid: each instance started pauses the\n"
+            "                       router MS (lokid spawns workers on its loop)\n"
+            "  --initial-demand QPS first plan for this demand (lokid --initial-demand;\n"
+            "                       default: the trace's first rate)\n"
+            "  --startup-ms MS      every instance starts in MS (default: each variant's\n"
+            "                       startup_ms; lokid's sim workers take tens of ms)\n"
+            "  --sim-seed N         seed of the fan-out draws (default: --seed); with\n"
+            "                       --like-load the arrivals stay those of --seed\n"
             "  --json               summary as JSON (one object per policy, in an array)\n"
             "  --csv OUT            per-second CSV (policy name inserted before .csv if several)\n"
             "  --plot OUT.svg       SVG: demand, accuracy, GPUs, violations per policy\n");
@@ -86,10 +97,13 @@ static void print_text(const struct loki_topology *topo, const struct loki_repla
         printf(" %s %llu", topo->pipelines[0].tasks[t].name,
                (unsigned long long)r->dropped_stage[t]);
     printf("; mean batch %.2f\n", r->batches ? (double)r->batched / (double)r->batches : 0);
-    printf("  accuracy of served: %.2f per query, %.2f per sub-query; latency mean %.1f ms\n",
-           r->accuracy, r->accuracy_sub, r->latency_ms_mean);
-    printf("  GPUs: mean %.2f, max %.2f, off-peak %.2f, peak %.2f; %.0f GPU-seconds\n",
-           r->gpus_mean, r->gpus_max, r->gpus_offpeak, r->gpus_peak, r->gpu_seconds);
+    printf("  accuracy of served: %.2f per query, %.2f per sub-query; latency mean %.1f ms, "
+           "p50 %.1f ms, p99 %.1f ms\n",
+           r->accuracy, r->accuracy_sub, r->latency_ms_mean, r->latency_ms_p50, r->latency_ms_p99);
+    printf("  GPUs: mean %.2f (time average %.2f), max %.2f, off-peak %.2f, peak %.2f; %.0f "
+           "GPU-seconds\n",
+           r->gpus_mean, r->gpus_time_mean, r->gpus_max, r->gpus_offpeak, r->gpus_peak,
+           r->gpu_seconds);
     printf("  planner: %d solves (mean %.2f ms, max %.2f ms), %d plan changes\n", r->replans,
            r->solve_ms_mean, r->solve_ms_max, r->plan_changes);
 }
@@ -110,7 +124,12 @@ int loki_cli_replay(int argc, char **argv)
         O_LIKE,
         O_LTS,
         O_PAY,
-        O_WTR
+        O_WTR,
+        O_LIKED,
+        O_INITD,
+        O_START,
+        O_SSEED,
+        O_SPAWN
     };
     static const struct option opts[] = {
         {"topology", required_argument, 0, 't'},
@@ -134,6 +153,11 @@ int loki_cli_replay(int argc, char **argv)
         {"load-time-scale", required_argument, 0, O_LTS},
         {"payload-bytes", required_argument, 0, O_PAY},
         {"write-trace", required_argument, 0, O_WTR},
+        {"like-lokid", no_argument, 0, O_LIKED},
+        {"initial-demand", required_argument, 0, O_INITD},
+        {"startup-ms", required_argument, 0, O_START},
+        {"sim-seed", required_argument, 0, O_SSEED},
+        {"spawn-ms", required_argument, 0, O_SPAWN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -144,6 +168,10 @@ int loki_cli_replay(int argc, char **argv)
     double lts = 0;
     long payload = 64;
     const char *wtrace = NULL;
+    bool like_lokid = false;
+    double initial_demand = 0, startup_ms = -1;
+    unsigned long long sim_seed = 0;
+    double spawn_ms = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -212,6 +240,27 @@ int loki_cli_replay(int argc, char **argv)
             break;
         case O_WTR:
             wtrace = optarg;
+            break;
+        case O_LIKED:
+            like_lokid = true;
+            break;
+        case O_INITD:
+            initial_demand = atof(optarg);
+            if (!(initial_demand > 0))
+                tscale = -1; /* rejected below */
+            break;
+        case O_SPAWN:
+            spawn_ms = atof(optarg);
+            if (!(spawn_ms >= 0))
+                tscale = -1; /* rejected below */
+            break;
+        case O_SSEED:
+            sim_seed = strtoull(optarg, NULL, 0);
+            break;
+        case O_START:
+            startup_ms = atof(optarg);
+            if (!(startup_ms >= 0))
+                tscale = -1; /* rejected below */
             break;
         case 'h':
             usage(stdout);
@@ -293,6 +342,12 @@ int loki_cli_replay(int argc, char **argv)
             .prewarm = !cold,
             .arrivals = like ? LOKI_ARRIVALS_LOAD : LOKI_ARRIVALS_REPLAY,
             .load_payload_bytes = payload,
+            .lokid_loop = like_lokid,
+            .initial_demand = initial_demand,
+            .override_startup = startup_ms >= 0,
+            .startup_ms = startup_ms,
+            .sim_seed = sim_seed,
+            .spawn_ms = spawn_ms,
         };
         rc = loki_replay_run(topo, &tr, &cfg, &res[ok]);
         if (rc) {

@@ -20,6 +20,11 @@
  *                that is not "kept" is applied with loki_router_set_plan()
  *                (make-before-break happens inside the router).
  *   TICK         every replay second: one CSV row.
+ *   APPLY        (lokid_loop only) the plan solved at REPLAN takes effect
+ *                once the solve's measured wall time has passed, as in
+ *                lokid, whose planner runs off the loop thread.
+ *   SAMPLE       every 100 ms, mid-interval: GPUs held, for a time average
+ *                that does not fall on the instant a re-plan starts instances.
  *
  * The router sees only the virtual clock and instance ids, the same
  * interface lokid gives it, so the policy code is exactly the live one.
@@ -120,7 +125,7 @@ unsigned loki_rng_fanout(struct loki_rng *g, const struct loki_fanout *f)
 
 /* ---- event heap ----------------------------------------------------------------------------- */
 
-enum ev_type { EV_ARRIVAL, EV_DONE, EV_READY, EV_REPLAN, EV_TICK };
+enum ev_type { EV_ARRIVAL, EV_DONE, EV_READY, EV_REPLAN, EV_APPLY, EV_TICK, EV_SAMPLE };
 
 struct ev {
     uint64_t t, seq;
@@ -220,6 +225,8 @@ struct sim {
     size_t kids_cap;
     struct loki_plan *plan, *next;
     bool have_plan;
+    bool solving;        /* lokid_loop: a solved plan waits for its EV_APPLY */
+    uint64_t busy_until; /* lokid_loop: the router is spawning workers until then */
     uint64_t prev_served[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
     uint64_t prev_kids[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_CHILDREN];
     /* current second */
@@ -228,6 +235,11 @@ struct sim {
     struct loki_replay_result *res;
     int sec_cap;
     double solve_sum;
+    /* whole run: latencies of ok + late roots (percentiles), their accuracy, GPU samples */
+    double *lat;
+    size_t n_lat, cap_lat;
+    double acc_ok_late, gpu_samples;
+    uint64_t n_gpu_samples;
 };
 
 static uint64_t sim_now(void *ctx)
@@ -280,6 +292,20 @@ static void sim_complete(void *ctx, const struct loki_router_completion *c)
         r->overloaded++;
         break;
     }
+    if (c->status == LOKI_QUERY_OK || c->status == LOKI_QUERY_LATE) {
+        s->acc_ok_late += c->accuracy;
+        if (s->n_lat == s->cap_lat) {
+            size_t cap = s->cap_lat ? s->cap_lat * 2 : 4096;
+            double *p = realloc(s->lat, cap * sizeof(*p));
+            if (!p) {
+                s->err = -ENOMEM;
+                return;
+            }
+            s->lat = p;
+            s->cap_lat = cap;
+        }
+        s->lat[s->n_lat++] = c->latency_ms;
+    }
     s->cur_sub += c->n_sub > 0 ? c->n_sub : 1;
     s->cur_sub_viol +=
         c->status == LOKI_QUERY_OVERLOADED && c->n_sub == 0 ? 1 : c->n_sub_violations;
@@ -297,8 +323,13 @@ static void sim_start(void *ctx, int i, const struct loki_plan_instance *pi)
     memset(&in->exec, 0, sizeof(in->exec));
     memset(&in->staged, 0, sizeof(in->staged));
     double ms = s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant].startup_ms;
+    if (s->cfg.override_startup)
+        ms = s->cfg.startup_ms;
     if (s->cfg.prewarm && !s->have_plan)
         ms = 0;
+    if (s->cfg.lokid_loop && s->have_plan && s->cfg.spawn_ms > 0)
+        s->busy_until =
+            (s->busy_until > s->now ? s->busy_until : s->now) + (uint64_t)(s->cfg.spawn_ms * 1e6);
     int rc = heap_push(&s->heap, s->now + (uint64_t)(ms * 1e6), EV_READY, i, in->gen);
     if (rc)
         s->err = rc;
@@ -346,15 +377,37 @@ static void on_done(struct sim *s, int i, uint64_t bid)
 
 /* ---- planning ------------------------------------------------------------------------------- */
 
+/* Would applying @b change anything against @a? (lokid's test before it applies a plan.) */
+static bool plan_differs(const struct loki_plan *a, const struct loki_plan *b)
+{
+    if (a->n_instances != b->n_instances || memcmp(a->split, b->split, sizeof(a->split)) ||
+        memcmp(a->served_fraction, b->served_fraction, sizeof(a->served_fraction)))
+        return true;
+    for (int i = 0; i < a->n_instances; i++) {
+        const struct loki_plan_instance *x = &a->inst[i], *y = &b->inst[i];
+        if (x->pipeline != y->pipeline || x->task != y->task || x->variant != y->variant ||
+            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu)
+            return true;
+    }
+    return false;
+}
+
+static int apply(struct sim *s);
+
 static int replan(struct sim *s, bool first)
 {
     double now_s = (double)s->now / 1e9;
     double d[LOKI_MAX_PIPELINES] = {0};
     const struct loki_router_stats *st = loki_router_stats(s->router);
     struct loki_fanout_est *fe = loki_planner_fanout(s->planner);
+    /* lokid: one reconfiguration at a time; the fan-out counts wait for the next solve */
+    if (!first && s->cfg.lokid_loop && (s->solving || loki_router_is_transitioning(s->router)))
+        return 0;
     for (int p = 0; p < s->topo->n_pipelines; p++) {
         if (first) {
-            d[p] = s->trace->n ? s->trace->rate[0] : 0;
+            d[p] = s->cfg.initial_demand > 0 ? s->cfg.initial_demand
+                   : s->trace->n             ? s->trace->rate[0]
+                                             : 0;
         } else {
             /* The shared planning rule (same input for every policy): see demand.h. */
             d[p] = loki_demand_plan_input(&s->demand[p], now_s);
@@ -387,14 +440,28 @@ static int replan(struct sim *s, bool first)
         s->res->solve_ms_max = ms;
     if (rc < 0)
         return rc;
+    if (!first && s->cfg.lokid_loop) {
+        /* lokid solves off its loop: the plan lands once the solve's wall time has passed */
+        s->solving = true;
+        return heap_push(&s->heap, s->now + (uint64_t)(ms * 1e6), EV_APPLY, 0, 0);
+    }
+    return apply(s);
+}
+
+/* Route by the plan in s->next unless the planner kept the current one. */
+static int apply(struct sim *s)
+{
+    s->solving = false;
     if (s->have_plan && s->next->kept) {
         /* Same instances and split: keep routing; admission follows the new estimate. */
         return 0;
     }
+    if (s->have_plan && s->cfg.lokid_loop && !plan_differs(s->plan, s->next))
+        return 0;
     struct loki_plan *t = s->plan;
     s->plan = s->next;
     s->next = t;
-    rc = loki_router_set_plan(s->router, s->plan);
+    int rc = loki_router_set_plan(s->router, s->plan);
     s->have_plan = true;
     s->res->plan_changes++;
     return rc;
@@ -438,6 +505,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The @q quantile of sorted @v[0..n), n > 0: the smallest value with at least q n at or below. */
+static double nearest_rank(const double *v, size_t n, double q)
+{
+    size_t i = (size_t)ceil(q * (double)n);
+    return v[i > 0 ? (i <= n ? i - 1 : n - 1) : 0];
+}
+
 static void summarise(struct sim *s)
 {
     struct loki_replay_result *res = s->res;
@@ -472,6 +546,13 @@ static void summarise(struct sim *s)
     res->accuracy_sub = res->ok ? acc_sub / (double)res->ok : 0;
     res->latency_ms_mean = res->ok + res->late ? lat / (double)(res->ok + res->late) : 0;
     res->solve_ms_mean = res->replans ? s->solve_sum / res->replans : 0;
+    res->accuracy_ok_late = s->n_lat ? s->acc_ok_late / (double)s->n_lat : 0;
+    res->gpus_time_mean = s->n_gpu_samples ? s->gpu_samples / (double)s->n_gpu_samples : 0;
+    if (s->n_lat) {
+        qsort(s->lat, s->n_lat, sizeof(double), cmp_double);
+        res->latency_ms_p50 = nearest_rank(s->lat, s->n_lat, 0.50);
+        res->latency_ms_p99 = nearest_rank(s->lat, s->n_lat, 0.99);
+    }
     int n = res->n_seconds;
     double *dem = malloc(sizeof(double) * (size_t)(n ? n : 1));
     for (int i = 0; i < n; i++) {
@@ -504,6 +585,8 @@ static void summarise(struct sim *s)
 }
 
 /* ---- the run -------------------------------------------------------------------------------- */
+
+#define SAMPLE_NS 100000000ull /* GPU samples every 100 ms */
 
 static int schedule_arrival(struct sim *s, int p)
 {
@@ -595,7 +678,7 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
     if (interval <= 0)
         interval = 1000;
     uint64_t interval_ns = (uint64_t)(interval * 1e6);
-    loki_rng_seed(&s->rng, cfg->seed);
+    loki_rng_seed(&s->rng, cfg->sim_seed ? cfg->sim_seed : cfg->seed);
     s->load_rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
     for (long i = 0; i < cfg->load_payload_bytes; i++)
         load_uniform(&s->load_rng);
@@ -627,12 +710,20 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
         rc = heap_push(&s->heap, interval_ns, EV_REPLAN, 0, 0);
     if (!rc)
         rc = heap_push(&s->heap, 1000000000ull, EV_TICK, 0, 0);
+    if (!rc)
+        rc = heap_push(&s->heap, SAMPLE_NS / 2, EV_SAMPLE, 0, 0);
     uint64_t next_id = 0;
     while (!rc && s->heap.n > 0 && !s->err) {
         struct ev e = heap_pop(&s->heap);
         /* Past the end only in-flight work runs on, so every query completes. */
         if (e.t > s->end_ns && e.type != EV_DONE && e.type != EV_READY)
             continue;
+        if (e.t < s->busy_until && e.type != EV_TICK && e.type != EV_SAMPLE) {
+            /* lokid's loop is still spawning workers: this waits (same order, later time);
+             * a finished batch's staged successor waits with it (a little pessimistic) */
+            rc = heap_push(&s->heap, s->busy_until, e.type, e.a, e.b);
+            continue;
+        }
         s->now = e.t;
         out->events++;
         switch (e.type) {
@@ -658,11 +749,22 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
             if (!rc)
                 rc = heap_push(&s->heap, s->now + interval_ns, EV_REPLAN, 0, 0);
             break;
+        case EV_APPLY:
+            rc = apply(s);
+            break;
         case EV_TICK:
             rc = close_second(s, (double)s->now / 1e9 - 1);
             if (!rc)
                 rc = heap_push(&s->heap, s->now + 1000000000ull, EV_TICK, 0, 0);
             break;
+        case EV_SAMPLE: {
+            double g = 0;
+            loki_router_instances(s->router, &g);
+            s->gpu_samples += g;
+            s->n_gpu_samples++;
+            rc = heap_push(&s->heap, s->now + SAMPLE_NS, EV_SAMPLE, 0, 0);
+            break;
+        }
         }
     }
     if (!rc && s->err)
@@ -679,6 +781,7 @@ free_planner:
     loki_planner_destroy(s->planner);
 free_sim:
     free(s->heap.e);
+    free(s->lat);
     free(s->kids);
     free(s->topo);
     free(s->plan);
@@ -721,7 +824,8 @@ int loki_replay_write_json(FILE *f, const struct loki_replay_result *r)
             "\"rerouted\":%llu,\"events\":%llu,\"viol_ratio\":%.6f,\"viol_ratio_sub\":%.6f,"
             "\"accuracy\":%.3f,\"accuracy_sub\":%.3f,\"gpu_seconds\":%.1f,\"gpus_mean\":%.3f,"
             "\"gpus_max\":%.2f,\"gpus_offpeak\":%.3f,\"gpus_peak\":%.3f,"
-            "\"latency_ms_mean\":%.2f,\"replans\":%d,\"plan_changes\":%d,"
+            "\"latency_ms_mean\":%.2f,\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,"
+            "\"accuracy_ok_late\":%.3f,\"gpus_time_mean\":%.3f,\"replans\":%d,\"plan_changes\":%d,"
             "\"solve_ms_mean\":%.3f,\"solve_ms_max\":%.3f,\"sim_qps\":%.0f,\"sim_subqps\":%.0f}",
             r->policy, (unsigned long long)r->seed, r->replay_s, r->wall_s,
             (unsigned long long)r->arrived, (unsigned long long)r->ok,
@@ -730,7 +834,8 @@ int loki_replay_write_json(FILE *f, const struct loki_replay_result *r)
             (unsigned long long)r->sub_created, (unsigned long long)r->sub_violations,
             (unsigned long long)r->rerouted, (unsigned long long)r->events, r->viol_ratio,
             r->viol_ratio_sub, r->accuracy, r->accuracy_sub, r->gpu_seconds, r->gpus_mean,
-            r->gpus_max, r->gpus_offpeak, r->gpus_peak, r->latency_ms_mean, r->replans,
-            r->plan_changes, r->solve_ms_mean, r->solve_ms_max, r->sim_qps, r->sim_subqps);
+            r->gpus_max, r->gpus_offpeak, r->gpus_peak, r->latency_ms_mean, r->latency_ms_p50,
+            r->latency_ms_p99, r->accuracy_ok_late, r->gpus_time_mean, r->replans, r->plan_changes,
+            r->solve_ms_mean, r->solve_ms_max, r->sim_qps, r->sim_subqps);
     return ferror(f) ? -EIO : 0;
 }

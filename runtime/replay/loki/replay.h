@@ -68,6 +68,38 @@ struct loki_replay_config {
      */
     int arrivals;
     long load_payload_bytes; /* `loki load --payload-bytes` (its default is 64) */
+    /*
+     * lokid's control loop rather than the idealised one (for the live cross-check):
+     * a plan takes effect only once its solve's measured wall time has passed
+     * (lokid solves off its loop thread), no re-plan while a solve or a plan
+     * change is still in progress (lokid skips its plan timer meanwhile), and a
+     * solved plan that equals the current one is not applied again. Off: re-plan
+     * every interval and apply at once every plan the planner does not mark
+     * "kept" (deterministic but for the MILP's wall-clock limit).
+     */
+    bool lokid_loop;
+    /*
+     * lokid_loop: lokid spawns each new worker (fork + exec) on its loop thread, which
+     * routes nothing meanwhile: every instance a plan change starts keeps the router
+     * busy this long, and arrivals, batch completions and timers that fall in that
+     * time are handled at its end. 0: no such pause.
+     */
+    double spawn_ms;
+    /* > 0: the first plan is solved for this demand (lokid --initial-demand); 0: row 0's rate */
+    double initial_demand;
+    /*
+     * true: every instance takes @startup_ms from start to ready instead of its
+     * variant's startup_ms (the live sim backend does not wait startup_ms: its
+     * workers are ready once spawned, tens of milliseconds).
+     */
+    bool override_startup;
+    double startup_ms;
+    /*
+     * Seed of the harness's own xoshiro256** stream (fan-outs; arrivals too unless
+     * LOKI_ARRIVALS_LOAD); 0: @seed. With LOKI_ARRIVALS_LOAD it varies the fan-out
+     * draws alone, the arrivals staying `loki load --seed`'s.
+     */
+    uint64_t sim_seed;
 };
 
 enum { LOKI_ARRIVALS_REPLAY = 0, LOKI_ARRIVALS_LOAD = 1 };
@@ -103,6 +135,10 @@ struct loki_replay_result {
     double gpus_offpeak;    /* mean GPUs over seconds with demand <= the 25th percentile */
     double gpus_peak;       /* mean GPUs over seconds with demand >= the 75th percentile */
     double latency_ms_mean; /* over ok + late */
+    double latency_ms_p50;  /* over ok + late, nearest rank (as `loki load` reports it) */
+    double latency_ms_p99;
+    double accuracy_ok_late; /* mean per-root accuracy over ok + late (as `loki load`) */
+    double gpus_time_mean;   /* GPU shares held, sampled every 100 ms at mid-interval */
     int replans, plan_changes;
     double solve_ms_mean, solve_ms_max;
     double sim_qps;    /* root queries simulated per wall-clock second */

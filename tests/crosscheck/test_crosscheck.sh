@@ -1,0 +1,58 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Live against replay on a 60 s burst (Azure minutes 1073-1084, 50-425 qps, 12 trace s per wall
+# s: 110 -> 425 -> 86 qps, through accuracy scaling and back). bench/crosscheck runs lokid +
+# `loki load` and `loki replay --like-load --like-lokid` on the same arrivals; its own 20 %
+# verdict is reported, not asserted (see docs/evaluation.md, "Live cross-check": on one burst the
+# fan-out draws alone move the violation ratio by more than that). Asserted here:
+#   * the very same arrivals: live sent == replay arrived, and no query lost or timed out;
+#   * the run is not trivial: the replays (5 fan-out streams) violate on 0.2 % of the queries
+#     or more on average (about 20 in the burst) and serve below 99 % accuracy (the planner
+#     traded accuracy for throughput);
+#   * mean accuracy (ok + late) within 2 % of the replays' mean (measured: 0.0-0.1 %; the
+#     streams themselves spread 0.4 %);
+#   * GPUs in use within 5 % (measured 0.0-0.7 %) and p50 latency within 15 % (measured
+#     2-3 %: the socket and rings add about 1.5 ms);
+#   * the live violation ratio at most 3 x the replays' highest plus 1 percentage point. Loose
+#     on purpose: on this burst one fan-out stream against another moves it from 0.1 to 1.9 %,
+#     and three live runs on the shared 2-core machine gave 0.49, 0.90 and 3.80 % (lokid
+#     starved of CPU answers late and drops). A lokid that does not re-plan or scale accuracy
+#     loses far more (the burst is 4x the first minute's rate).
+# usage: test_crosscheck.sh SOURCE_DIR BIN_DIR OUT_DIR
+set -u
+src=$1
+bin=$2
+out=$3
+rc=0
+"$src/bench/crosscheck" --bin "$bin" --out "$out" --duration 60 --first-minute 1073 \
+    --time-scale 12 --replay-seeds 5 || rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then
+    echo "test_crosscheck: bench/crosscheck failed ($rc)" >&2
+    exit 1
+fi
+exec python3 - "$out/crosscheck.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+L, R = j["live"], j["replay"]
+lo, mid, hi = j["replay_spread"]["viol_ratio_pct"]
+acc_mid = j["replay_spread"]["accuracy"][1]
+bad = L["dropped"] + L["late"] + L["overloaded"] + L["timeouts"] + L["errors"]
+live_viol = 100 * bad / (L["ok"] + bad)
+checks = [
+    ("same arrivals", L["sent"] == R["arrived"] and L["sent"] > 5000),
+    ("no query lost", L["ok"] + bad == L["sent"] and L["timeouts"] + L["errors"] == 0),
+    ("burst is not trivial", mid >= 0.2 and acc_mid < 99),
+    ("accuracy within 2 %", abs(L["mean_accuracy"] - acc_mid) <= 0.02 * acc_mid),
+    ("GPUs within 5 %", abs(L["gpus_mean"] - R["gpus_time_mean"]) <= 0.05 * R["gpus_time_mean"]),
+    ("p50 latency within 15 %",
+     abs(L["p50_ms"] - R["latency_ms_p50"]) <= 0.15 * R["latency_ms_p50"]),
+    ("violation ratio at most 3 x the replays' highest + 1 point", live_viol <= 3 * hi + 1),
+]
+print(f"live: {L['sent']} sent, violations {live_viol:.3f} %, accuracy {L['mean_accuracy']:.2f}")
+print(f"replay: violations {lo:.3f}-{hi:.3f} % (mean {mid:.3f} %), accuracy {acc_mid:.2f}; "
+      f"bench/crosscheck's 20 % verdict: {j['verdict']}")
+failed = [name for name, ok in checks if not ok]
+for name in failed:
+    print(f"FAILED: {name}")
+sys.exit(1 if failed else 0)
+EOF
