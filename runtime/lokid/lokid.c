@@ -1227,7 +1227,8 @@ static void prometheus(struct lokid *d, struct sbuf *b)
         double v;
     } g[] = {
         {"loki_instances", "gauge", "Worker instances live in the router.", n_inst},
-        {"loki_gpus_in_use", "gauge", "Sum of the GPU shares of live instances.", gpus},
+        {"loki_gpus_in_use", "gauge",
+         "Distinct GPUs holding live instances (starting, serving or retiring).", gpus},
         {"loki_gpus_active", "gauge", "GPUs hosting an instance of the plan.", pl_->gpus_active},
         {"loki_gpus", "gauge", "GPUs in the topology.", d->topo->gpus.count},
         {"loki_planner_last_solve_seconds", "gauge", "Duration of the last solve.",
