@@ -105,16 +105,18 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 g = [float(r["gpus"]) for r in rows if r["gpus"]]
 a = [float(r["mean_accuracy"]) for r in rows if int(r["ok"]) + int(r["late"]) > 0]
 if g:
-    print(f"GPUs in use {min(g):g} .. {max(g):g} (lokid's loki_gpus_in_use once a second; during a")
-    print("            plan change it also counts instances still starting or retiring)")
+    print(f"GPUs in use {min(g):g} .. {max(g):g} (lokid's loki_gpus_in_use once a second: distinct GPUs")
+    print("            holding an instance, starting or retiring ones included)")
 if a:
     print(f"accuracy    {min(a):.1f} .. {max(a):.1f} per second")
 EOF
 
 cat <<'NOTE'
-(One trace minute lasts one wall second here: a one-minute burst is a one-second step, and new
-instances take their startup_ms (2 s) to come up, so part of a burst is dropped early, answered
-"dropped" at once rather than late. docs/evaluation.md measures the same effect on full traces.)
+(One trace minute lasts one wall second here: a one-minute burst is a one-second step that the
+plan follows a second or two later (demand estimate, solve, worker spawn), so part of a burst is
+dropped early, answered "dropped" at once rather than late. The sim backend's workers are ready
+in milliseconds, not after the profile's startup_ms; the replay harness charges startup_ms, see
+docs/evaluation.md.)
 NOTE
 
 if "$bdir/bin/loki" help 2>/dev/null | grep -q '^  status'; then

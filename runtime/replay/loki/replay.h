@@ -114,7 +114,7 @@ struct loki_replay_second {
     double viol_ratio_sub; /* violating sub-queries / sub-queries of completed roots */
     double accuracy;       /* mean per-root accuracy of ok queries (0 when none) */
     double accuracy_sub;   /* mean per-sub-query accuracy of ok queries */
-    double gpus;           /* GPU shares held by instances (starting, serving, draining) */
+    double gpus;           /* distinct GPUs holding instances (starting, serving, draining) */
     double solve_ms;       /* planner wall time spent in this second */
     int mode;              /* enum loki_plan_mode of the plan routing now */
 };
@@ -138,7 +138,7 @@ struct loki_replay_result {
     double latency_ms_p50;  /* over ok + late, nearest rank (as `loki load` reports it) */
     double latency_ms_p99;
     double accuracy_ok_late; /* mean per-root accuracy over ok + late (as `loki load`) */
-    double gpus_time_mean;   /* GPU shares held, sampled every 100 ms at mid-interval */
+    double gpus_time_mean;   /* GPUs in use (as @gpus), sampled every 100 ms at mid-interval */
     int replans, plan_changes;
     double solve_ms_mean, solve_ms_max;
     double sim_qps;    /* root queries simulated per wall-clock second */
