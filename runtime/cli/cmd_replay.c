@@ -46,8 +46,8 @@ static void usage(FILE *f)
             "                       default: the trace's first rate)\n"
             "  --startup-ms MS      every instance starts in MS (default: each variant's\n"
             "                       startup_ms; lokid's sim workers take tens of ms)\n"
-            "  --sim-seed N         seed of the fan-out draws (default: --seed); with\n"
-            "                       --like-load the arrivals stay those of --seed\n"
+            "  --sim-seed N         seed of the fan-out draws (default: --seed); the\n"
+            "                       arrivals stay those of --seed\n"
             "  --json               summary as JSON (one object per policy, in an array)\n"
             "  --csv OUT            per-second CSV (policy name inserted before .csv if several)\n"
             "  --plot OUT.svg       SVG: demand, accuracy, GPUs, violations per policy\n");

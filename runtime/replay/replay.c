@@ -211,9 +211,11 @@ struct sim {
     struct loki_router *router;
     struct loki_planner *planner;
     struct loki_demand demand[LOKI_MAX_PIPELINES];
-    struct loki_rng rng;
-    uint64_t load_rng; /* LOKI_ARRIVALS_LOAD: `loki load`'s xorshift64* state */
-    uint64_t load_t;   /* its clock: time of the last arrival or row end, ns */
+    struct loki_rng rng;     /* fan-out draws */
+    struct loki_rng arr_rng; /* Poisson arrivals: their own stream, so every policy run with
+                              * the same seed sees the same arrivals */
+    uint64_t load_rng;       /* LOKI_ARRIVALS_LOAD: `loki load`'s xorshift64* state */
+    uint64_t load_t;         /* its clock: time of the last arrival or row end, ns */
     long load_row;
     struct heap heap;
     uint64_t now;
@@ -599,7 +601,7 @@ static int schedule_arrival(struct sim *s, int p)
         double rate = s->trace->rate[k];
         double end = (double)(k + 1) * step;
         if (rate > 0) {
-            double nt = t + loki_rng_exp(&s->rng, rate);
+            double nt = t + loki_rng_exp(&s->arr_rng, rate);
             if (nt < end) {
                 uint64_t ns = (uint64_t)(nt * 1e9);
                 if (ns >= s->end_ns)
@@ -679,6 +681,7 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
         interval = 1000;
     uint64_t interval_ns = (uint64_t)(interval * 1e6);
     loki_rng_seed(&s->rng, cfg->sim_seed ? cfg->sim_seed : cfg->seed);
+    loki_rng_seed(&s->arr_rng, cfg->seed ^ 0x6172726976616c73ull); /* "arrivals" */
     s->load_rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
     for (long i = 0; i < cfg->load_payload_bytes; i++)
         load_uniform(&s->load_rng);

@@ -95,9 +95,10 @@ struct loki_replay_config {
     bool override_startup;
     double startup_ms;
     /*
-     * Seed of the harness's own xoshiro256** stream (fan-outs; arrivals too unless
-     * LOKI_ARRIVALS_LOAD); 0: @seed. With LOKI_ARRIVALS_LOAD it varies the fan-out
-     * draws alone, the arrivals staying `loki load --seed`'s.
+     * Seed of the fan-out draws' xoshiro256** stream; 0: @seed. Arrivals come from a
+     * stream of their own, seeded from @seed (or `loki load --seed`'s generator with
+     * LOKI_ARRIVALS_LOAD), so this varies the fan-out draws alone, and policies compared
+     * with the same @seed see the very same arrivals.
      */
     uint64_t sim_seed;
 };
