@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 #include "loki/arena.h"
 #include "loki/batch.h"
@@ -206,6 +207,15 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
                      loki_cuda_last_error());
 #endif
         goto out_mem;
+    }
+    if (w.be == loki_backend_sim() && var->startup_ms > 0) {
+        /* The sim backend stands in for a model that takes startup_ms to load: the instance
+         * is ready that long after its process started, as the replay harness charges it. */
+        long long ns = (long long)(var->startup_ms * 1e6);
+        struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000LL),
+                              .tv_nsec = (long)(ns % 1000000000LL)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
     }
     struct loki_batch_result ready = {.batch_id = LOKI_WORKER_READY_BATCH,
                                       .instance_id = a->instance_id};
