@@ -113,10 +113,10 @@ EOF
 
 cat <<'NOTE'
 (One trace minute lasts one wall second here: a one-minute burst is a one-second step that the
-plan follows a second or two later (demand estimate, solve, worker spawn), so part of a burst is
-dropped early, answered "dropped" at once rather than late. The sim backend's workers are ready
-in milliseconds, not after the profile's startup_ms; the replay harness charges startup_ms, see
-docs/evaluation.md.)
+plan follows a second later (demand estimate, solve) and new instances take their startup_ms
+(2 s; the sim workers wait it out like the models they stand in for), so part of a burst is
+dropped early, answered "dropped" at once rather than late. docs/evaluation.md measures the same
+effect on full traces.)
 NOTE
 
 if "$bdir/bin/loki" help 2>/dev/null | grep -q '^  status'; then
