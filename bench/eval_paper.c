@@ -43,37 +43,6 @@ struct agg {
     int n;
 };
 
-/* Mean root demand over the seconds in the lowest demand quartile (the off-peak seconds). */
-static double offpeak_demand(const struct loki_replay_result *r)
-{
-    int n = r->n_seconds;
-    if (n <= 0)
-        return 0;
-    double *d = malloc((size_t)n * sizeof(*d));
-    if (!d)
-        return 0;
-    for (int i = 0; i < n; i++)
-        d[i] = r->sec[i].demand;
-    for (int i = 1; i < n; i++) { /* insertion sort: a day is 1,440 rows */
-        double x = d[i];
-        int j = i - 1;
-        while (j >= 0 && d[j] > x) {
-            d[j + 1] = d[j];
-            j--;
-        }
-        d[j + 1] = x;
-    }
-    double q25 = d[n / 4], sum = 0;
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (r->sec[i].demand <= q25) {
-            sum += r->sec[i].demand;
-            k++;
-        }
-    free(d);
-    return k ? sum / k : 0;
-}
-
 static void agg_add(struct agg *a, const struct loki_replay_result *r)
 {
     double v = 100 * r->viol_ratio;
@@ -92,7 +61,7 @@ static void agg_add(struct agg *a, const struct loki_replay_result *r)
     a->rerouted += (double)r->rerouted;
     a->solve_ms += r->solve_ms_mean;
     a->wall_s += r->wall_s;
-    a->demand_off += offpeak_demand(r);
+    a->demand_off += r->demand_offpeak;
     a->n++;
 }
 

@@ -1102,6 +1102,22 @@ out:
 
 /* ---- diff ---- */
 
+bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b)
+{
+    if (!a || !b)
+        return true;
+    if (a->n_instances != b->n_instances || memcmp(a->split, b->split, sizeof(a->split)) ||
+        memcmp(a->served_fraction, b->served_fraction, sizeof(a->served_fraction)))
+        return true;
+    for (int i = 0; i < a->n_instances; i++) {
+        const struct loki_plan_instance *x = &a->inst[i], *y = &b->inst[i];
+        if (x->pipeline != y->pipeline || x->task != y->task || x->variant != y->variant ||
+            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu)
+            return true;
+    }
+    return false;
+}
+
 int loki_plan_diff(const struct loki_plan *from, const struct loki_plan *to,
                    struct loki_plan_action *acts, int max)
 {

@@ -95,6 +95,12 @@ struct loki_plan_action {
 };
 
 /*
+ * Whether applying @b in place of @a changes anything workers or routing see: instances
+ * (variant, batch, share, GPU, in order), splits or served fractions. NULL differs.
+ */
+bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b);
+
+/*
  * Actions turning @from (NULL: nothing running) into @to, in a
  * make-before-break order: starts, resizes, re-splits, then stops. Splits
  * differing by less than 1e-3 are equal. Writes at most @max actions and

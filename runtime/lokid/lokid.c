@@ -1480,23 +1480,6 @@ static void apply_plan(struct lokid *d, struct loki_plan *p, const char *why)
           p->demand_qps[0], p->served_fraction[0], p->solve_ms);
 }
 
-/* Whether applying @b would change anything workers or routing see. */
-static bool plan_differs(const struct loki_plan *a, const struct loki_plan *b)
-{
-    if (!a || !b)
-        return true;
-    if (a->n_instances != b->n_instances || memcmp(a->split, b->split, sizeof(a->split)) ||
-        memcmp(a->served_fraction, b->served_fraction, sizeof(a->served_fraction)))
-        return true;
-    for (int i = 0; i < a->n_instances; i++) {
-        const struct loki_plan_instance *x = &a->inst[i], *y = &b->inst[i];
-        if (x->pipeline != y->pipeline || x->task != y->task || x->variant != y->variant ||
-            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu)
-            return true;
-    }
-    return false;
-}
-
 static void plan_after(uv_work_t *w, int status)
 {
     struct lokid *d = w->data;
@@ -1517,7 +1500,7 @@ static void plan_after(uv_work_t *w, int status)
         d->plans_kept++;
         return;
     }
-    if (plan_differs(d->plan_cur, d->plan_next))
+    if (loki_plan_differs(d->plan_cur, d->plan_next))
         apply_plan(d, d->plan_next, "demand changed");
 }
 

@@ -379,21 +379,6 @@ static void on_done(struct sim *s, int i, uint64_t bid)
 
 /* ---- planning ------------------------------------------------------------------------------- */
 
-/* Would applying @b change anything against @a? (lokid's test before it applies a plan.) */
-static bool plan_differs(const struct loki_plan *a, const struct loki_plan *b)
-{
-    if (a->n_instances != b->n_instances || memcmp(a->split, b->split, sizeof(a->split)) ||
-        memcmp(a->served_fraction, b->served_fraction, sizeof(a->served_fraction)))
-        return true;
-    for (int i = 0; i < a->n_instances; i++) {
-        const struct loki_plan_instance *x = &a->inst[i], *y = &b->inst[i];
-        if (x->pipeline != y->pipeline || x->task != y->task || x->variant != y->variant ||
-            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu)
-            return true;
-    }
-    return false;
-}
-
 static int apply(struct sim *s);
 
 static int replan(struct sim *s, bool first)
@@ -458,7 +443,7 @@ static int apply(struct sim *s)
         /* Same instances and split: keep routing; admission follows the new estimate. */
         return 0;
     }
-    if (s->have_plan && s->cfg.lokid_loop && !plan_differs(s->plan, s->next))
+    if (s->have_plan && s->cfg.lokid_loop && !loki_plan_differs(s->plan, s->next))
         return 0;
     struct loki_plan *t = s->plan;
     s->plan = s->next;
@@ -568,11 +553,12 @@ static void summarise(struct sim *s)
     if (dem && n) {
         qsort(dem, (size_t)n, sizeof(double), cmp_double);
         double q25 = dem[n / 4], q75 = dem[(3 * n) / 4];
-        double lo = 0, hi = 0;
+        double lo = 0, hi = 0, dlo = 0;
         int nl = 0, nh = 0;
         for (int i = 0; i < n; i++) {
             if (res->sec[i].demand <= q25) {
                 lo += res->sec[i].gpus;
+                dlo += res->sec[i].demand;
                 nl++;
             }
             if (res->sec[i].demand >= q75) {
@@ -581,6 +567,7 @@ static void summarise(struct sim *s)
             }
         }
         res->gpus_offpeak = nl ? lo / nl : 0;
+        res->demand_offpeak = nl ? dlo / nl : 0;
         res->gpus_peak = nh ? hi / nh : 0;
     }
     free(dem);

@@ -135,6 +135,7 @@ struct loki_replay_result {
     double gpu_seconds, gpus_mean, gpus_max;
     double gpus_offpeak;    /* mean GPUs over seconds with demand <= the 25th percentile */
     double gpus_peak;       /* mean GPUs over seconds with demand >= the 75th percentile */
+    double demand_offpeak;  /* mean root demand over those off-peak seconds (qps) */
     double latency_ms_mean; /* over ok + late */
     double latency_ms_p50;  /* over ok + late, nearest rank (as `loki load` reports it) */
     double latency_ms_p99;
