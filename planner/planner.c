@@ -261,6 +261,50 @@ static int finish(const struct loki_topology *topo, const double *demand,
     return 0;
 }
 
+/* Per-GPU room while placing: shares (<= 1), MPS clients, memory. */
+struct packing {
+    const struct loki_topology *topo;
+    int G, maxc;
+    double used[LOKI_MAX_INSTANCES], mem[LOKI_MAX_INSTANCES];
+    int clients[LOKI_MAX_INSTANCES];
+};
+
+static void packing_init(struct packing *k, const struct loki_topology *topo)
+{
+    memset(k, 0, sizeof(*k));
+    k->topo = topo;
+    k->G = topo->gpus.count < LOKI_MAX_INSTANCES ? topo->gpus.count : LOKI_MAX_INSTANCES;
+    k->maxc = topo->gpus.mps_max_clients > 0 ? topo->gpus.mps_max_clients : 1 << 30;
+}
+
+static double inst_mem(const struct loki_topology *topo, const struct loki_plan_instance *x)
+{
+    return topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
+}
+
+static bool packing_fits(const struct packing *k, int g, const struct loki_plan_instance *x)
+{
+    double mb = k->topo->gpus.mem_mb;
+    return k->used[g] + x->share <= 1 + 1e-9 && k->clients[g] < k->maxc &&
+           (mb <= 0 || k->mem[g] + inst_mem(k->topo, x) <= mb + 1e-6);
+}
+
+static void packing_put(struct packing *k, int g, struct loki_plan_instance *x)
+{
+    x->gpu = g;
+    k->used[g] += x->share;
+    k->mem[g] += inst_mem(k->topo, x);
+    k->clients[g]++;
+}
+
+static int packing_active(const struct packing *k)
+{
+    int n = 0;
+    for (int g = 0; g < k->G; g++)
+        n += k->clients[g] > 0;
+    return n;
+}
+
 /* First-fit decreasing by share, then memory. Returns 0 or -ENOSPC. */
 static int place(const struct loki_topology *topo, struct loki_plan *pl)
 {
@@ -296,34 +340,23 @@ static int place(const struct loki_topology *topo, struct loki_plan *pl)
         }
         pl->inst[j + 1] = x;
     }
-    int G = topo->gpus.count;
-    double used[G > 0 ? G : 1], mem[G > 0 ? G : 1];
-    int clients[G > 0 ? G : 1];
-    for (int g = 0; g < G; g++) {
-        used[g] = mem[g] = 0;
-        clients[g] = 0;
-    }
-    int maxc = topo->gpus.mps_max_clients > 0 ? topo->gpus.mps_max_clients : 1 << 30;
-    for (int i = 0; i < n; i++) {
+    struct packing *k = malloc(sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    packing_init(k, topo);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
         struct loki_plan_instance *x = &pl->inst[i];
-        double m = topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
-        for (int g = 0; g < G; g++) {
-            if (used[g] + x->share <= 1 + 1e-9 && clients[g] < maxc &&
-                (topo->gpus.mem_mb <= 0 || mem[g] + m <= topo->gpus.mem_mb + 1e-6)) {
-                x->gpu = g;
-                used[g] += x->share;
-                mem[g] += m;
-                clients[g]++;
-                break;
-            }
-        }
+        for (int g = 0; g < k->G && x->gpu < 0; g++)
+            if (packing_fits(k, g, x))
+                packing_put(k, g, x);
         if (x->gpu < 0)
-            return -ENOSPC;
+            rc = -ENOSPC;
     }
-    pl->gpus_active = 0;
-    for (int g = 0; g < G; g++)
-        pl->gpus_active += clients[g] > 0;
-    return 0;
+    if (rc == 0)
+        pl->gpus_active = packing_active(k);
+    free(k);
+    return rc;
 }
 
 /*
@@ -339,64 +372,54 @@ static int place(const struct loki_topology *topo, struct loki_plan *pl)
 static void place_stably(const struct loki_topology *topo, const struct loki_plan *cur,
                          struct loki_plan *pl)
 {
-    int G = topo->gpus.count, n = pl->n_instances;
-    if (!cur || G <= 0 || n <= 0 || G > LOKI_MAX_INSTANCES)
+    int n = pl->n_instances;
+    if (!cur || topo->gpus.count <= 0 || n <= 0 || topo->gpus.count > LOKI_MAX_INSTANCES)
         return;
-    struct loki_plan_instance saved[LOKI_MAX_INSTANCES];
-    memcpy(saved, pl->inst, (size_t)n * sizeof(saved[0]));
-    double used[LOKI_MAX_INSTANCES] = {0}, mem[LOKI_MAX_INSTANCES] = {0};
-    int clients[LOKI_MAX_INSTANCES] = {0};
-    bool busy_cur[LOKI_MAX_INSTANCES] = {0}, taken[LOKI_MAX_INSTANCES] = {0};
-    int maxc = topo->gpus.mps_max_clients > 0 ? topo->gpus.mps_max_clients : 1 << 30;
+    struct scratch {
+        struct packing k;
+        struct loki_plan_instance saved[LOKI_MAX_INSTANCES];
+        bool busy_cur[LOKI_MAX_INSTANCES], taken[LOKI_MAX_INSTANCES];
+    } *w = calloc(1, sizeof(*w));
+    if (!w)
+        return; /* the solve's own placement stays */
+    struct packing *k = &w->k;
+    packing_init(k, topo);
+    memcpy(w->saved, pl->inst, (size_t)n * sizeof(w->saved[0]));
     for (int j = 0; j < cur->n_instances; j++)
-        if (cur->inst[j].gpu >= 0 && cur->inst[j].gpu < G)
-            busy_cur[cur->inst[j].gpu] = true;
+        if (cur->inst[j].gpu >= 0 && cur->inst[j].gpu < k->G)
+            w->busy_cur[cur->inst[j].gpu] = true;
     for (int i = 0; i < n; i++)
         pl->inst[i].gpu = -1;
-#define FITS(x, g, m)                                                                              \
-    (used[g] + (x)->share <= 1 + 1e-9 && clients[g] < maxc &&                                      \
-     (topo->gpus.mem_mb <= 0 || mem[g] + (m) <= topo->gpus.mem_mb + 1e-6))
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < n; i++) {
-            struct loki_plan_instance *x = &pl->inst[i];
-            if (x->gpu >= 0)
-                continue;
-            double m = topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
-            int g = -1;
-            if (pass == 0) {
-                for (int j = 0; j < cur->n_instances && g < 0; j++) {
-                    const struct loki_plan_instance *y = &cur->inst[j];
-                    if (!taken[j] && y->pipeline == x->pipeline && y->task == x->task &&
-                        y->variant == x->variant && fabs(y->share - x->share) < 1e-9 &&
-                        y->gpu >= 0 && y->gpu < G && FITS(x, y->gpu, m)) {
-                        taken[j] = true;
-                        g = y->gpu;
-                    }
-                }
-                if (g < 0)
-                    continue;
-            } else {
-                /* first fit: GPUs the new plan already uses, then idle ones, then any */
-                for (int pref = 0; pref < 3 && g < 0; pref++)
-                    for (int k = 0; k < G && g < 0; k++) {
-                        bool want = pref == 0 ? used[k] > 0 : pref == 1 ? !busy_cur[k] : true;
-                        if (want && FITS(x, k, m))
-                            g = k;
-                    }
-                if (g < 0) {
-                    memcpy(pl->inst, saved, (size_t)n * sizeof(saved[0]));
-                    return;
-                }
+    /* first the twins of running instances, on their GPUs */
+    for (int i = 0; i < n; i++) {
+        struct loki_plan_instance *x = &pl->inst[i];
+        for (int j = 0; j < cur->n_instances && x->gpu < 0; j++) {
+            const struct loki_plan_instance *y = &cur->inst[j];
+            if (!w->taken[j] && y->pipeline == x->pipeline && y->task == x->task &&
+                y->variant == x->variant && fabs(y->share - x->share) < 1e-9 && y->gpu >= 0 &&
+                y->gpu < k->G && packing_fits(k, y->gpu, x)) {
+                w->taken[j] = true;
+                packing_put(k, y->gpu, x);
             }
-            x->gpu = g;
-            used[g] += x->share;
-            mem[g] += m;
-            clients[g]++;
         }
-#undef FITS
-    pl->gpus_active = 0;
-    for (int g = 0; g < G; g++)
-        pl->gpus_active += clients[g] > 0;
+    }
+    /* then first fit: GPUs the new plan already uses, then idle ones, then any */
+    for (int i = 0; i < n; i++) {
+        struct loki_plan_instance *x = &pl->inst[i];
+        for (int pref = 0; pref < 3 && x->gpu < 0; pref++)
+            for (int g = 0; g < k->G && x->gpu < 0; g++) {
+                bool want = pref == 0 ? k->used[g] > 0 : pref == 1 ? !w->busy_cur[g] : true;
+                if (want && packing_fits(k, g, x))
+                    packing_put(k, g, x);
+            }
+        if (x->gpu < 0) {
+            memcpy(pl->inst, w->saved, (size_t)n * sizeof(w->saved[0]));
+            free(w);
+            return;
+        }
+    }
+    pl->gpus_active = packing_active(k);
+    free(w);
 }
 
 static void plan_from_res(const struct loki_topology *topo, const struct loki__milp_res *r,
