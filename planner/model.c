@@ -26,7 +26,8 @@ void loki_topology_defaults(struct loki_topology *t)
     t->planner.min_dwell_s = 10;
     t->planner.time_limit_ms = 200;
     t->planner.mip_gap = 0.005;
-    t->planner.burst_spares = 1;
+    t->planner.burst_spares = 0;
+    t->planner.fallback = true;
     t->planner.early_drop = true;
     t->planner.reroute = true;
     strcpy(t->frontend.socket_path, "/run/loki/loki.sock");

@@ -885,6 +885,81 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
 #define FORCED_MARGIN 0.05
 #endif
 
+/* Fastest possible time below task @t: batch 1 of the fastest variant per later task, worst branch. */
+static double down_min_ms(const struct loki_pipeline *pp, int t, int depth)
+{
+    const struct loki_task *tk = &pp->tasks[t];
+    double worst = 0;
+    for (int c = 0; c < tk->n_children && depth < LOKI_MAX_TASKS; c++) {
+        int ch = tk->children[c];
+        worst = fmax(worst, loki_task_min_latency(&pp->tasks[ch]) + down_min_ms(pp, ch, depth + 1));
+    }
+    return worst;
+}
+
+/*
+ * The fallback of task @t at share @sh: the variant with the highest throughput at a batch size
+ * whose latency, plus the fastest path below, fits the headroom budget; -1 when none.
+ */
+static int fallback_variant(const struct loki_topology *topo, int p, int t, double sh)
+{
+    const struct loki_pipeline *pp = &topo->pipelines[p];
+    const struct loki_task *tk = &pp->tasks[t];
+    double budget = topo->planner.headroom * pp->slo_ms - down_min_ms(pp, t, 0), best = 0;
+    int fv = -1;
+    for (int v = 0; v < tk->n_variants; v++) {
+        const struct loki_variant *va = &tk->variants[v];
+        for (int k = 0; k < va->n_batches; k++) {
+            double l = loki_variant_latency(va, va->batches[k], sh);
+            if (l > 0 && l <= budget && va->batches[k] * 1000.0 / l > best * (1 + 1e-9)) {
+                best = va->batches[k] * 1000.0 / l;
+                fv = v;
+            }
+        }
+    }
+    return fv;
+}
+
+/*
+ * Loki: every placed instance whose variant is not its task's fallback loads the fallback too,
+ * when that is faster at batch 1 and its memory fits the GPU next to everything placed there.
+ * The router runs overflow on it the moment a queue outgrows the plan (runtime/router), which
+ * no new instance can do within its start-up. Deterministic in the placement, so a kept
+ * instance keeps its fallback.
+ */
+static void set_fallbacks(const struct loki_topology *topo, enum loki_policy policy,
+                          struct loki_plan *pl)
+{
+    for (int i = 0; i < pl->n_instances; i++)
+        pl->inst[i].fallback = 0;
+    if (policy != LOKI_POLICY_LOKI || !topo->planner.fallback)
+        return;
+    int G = topo->gpus.count < LOKI_MAX_INSTANCES ? topo->gpus.count : LOKI_MAX_INSTANCES;
+    double *mem = calloc((size_t)(G > 0 ? G : 1), sizeof(*mem));
+    if (!mem)
+        return; /* no fallbacks: a plan without them is still valid */
+    for (int i = 0; i < pl->n_instances; i++)
+        if (pl->inst[i].gpu >= 0 && pl->inst[i].gpu < G)
+            mem[pl->inst[i].gpu] += inst_mem(topo, &pl->inst[i]);
+    for (int i = 0; i < pl->n_instances; i++) {
+        struct loki_plan_instance *x = &pl->inst[i];
+        const struct loki_task *tk = &topo->pipelines[x->pipeline].tasks[x->task];
+        int fv = fallback_variant(topo, x->pipeline, x->task, x->share);
+        if (fv < 0 || fv == x->variant || x->gpu < 0 || x->gpu >= G)
+            continue;
+        double lf = loki_variant_latency(&tk->variants[fv], 1, x->share);
+        double lv = loki_variant_latency(&tk->variants[x->variant], 1, x->share);
+        if (!(lf > 0) || (lv > 0 && lf >= lv))
+            continue;
+        double fm = tk->variants[fv].mem_mb;
+        if (topo->gpus.mem_mb > 0 && mem[x->gpu] + fm > topo->gpus.mem_mb + 1e-6)
+            continue;
+        mem[x->gpu] += fm;
+        x->fallback = fv + 1;
+    }
+    free(mem);
+}
+
 int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
                               const double *demand, const struct loki_plan *current, double now_s,
                               struct loki_plan *out)
@@ -970,6 +1045,7 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
         free(alt);
     }
     place_stably(topo, current, out);
+    set_fallbacks(topo, policy, out);
     out->solve_ms = loki__now_ms() - t0;
     return 0;
 }
@@ -1025,8 +1101,14 @@ int loki_plan_check(const struct loki_topology *topo, const struct loki_plan *pl
             WHY("instance %d disagrees with its variant's batch/share", i);
             goto out;
         }
+        const struct loki_task *xt = &topo->pipelines[x->pipeline].tasks[x->task];
+        int fv = loki_plan_fallback(x);
+        if (fv >= xt->n_variants || fv == x->variant || x->fallback < 0) {
+            WHY("instance %d has a bad fallback %d", i, x->fallback);
+            goto out;
+        }
         used[x->gpu] += x->share;
-        mem[x->gpu] += topo->pipelines[x->pipeline].tasks[x->task].variants[x->variant].mem_mb;
+        mem[x->gpu] += xt->variants[x->variant].mem_mb + (fv >= 0 ? xt->variants[fv].mem_mb : 0);
         cl[x->gpu]++;
         count[x->pipeline][x->task][x->variant]++;
     }
@@ -1135,7 +1217,8 @@ bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b)
     for (int i = 0; i < a->n_instances; i++) {
         const struct loki_plan_instance *x = &a->inst[i], *y = &b->inst[i];
         if (x->pipeline != y->pipeline || x->task != y->task || x->variant != y->variant ||
-            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu)
+            x->batch != y->batch || x->share != y->share || x->gpu != y->gpu ||
+            x->fallback != y->fallback)
             return true;
     }
     return false;

@@ -115,7 +115,8 @@ struct loki_planner_cfg {
     double min_dwell_s;   /* a variant stays at least this long; default 10 */
     double time_limit_ms; /* GLPK time limit per solve; default 200 */
     double mip_gap;       /* relative gap; default 0.005 */
-    int burst_spares;     /* loki, hardware mode: warm spares per loaded task; default 1 */
+    int burst_spares;     /* loki, hardware mode: warm spares per loaded task; default 0 */
+    bool fallback;        /* loki: instances load a fast fallback variant; default true */
     bool early_drop;      /* default true */
     bool reroute;         /* default true */
     int n_static;

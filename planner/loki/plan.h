@@ -25,7 +25,19 @@ struct loki_plan_instance {
     int batch;    /* planned (maximum) batch size */
     double share; /* fraction of one GPU */
     int gpu;      /* 0..gpus.count-1 */
+    /*
+     * Fallback: 0 none, else 1 + the index of a faster variant of the same task that the
+     * instance loads alongside its own (memory counted on its GPU) and that the router runs
+     * overflow batches on at once when a burst outruns the plan (loki_plan_fallback()).
+     */
+    int fallback;
 };
+
+/* The fallback variant of @x, or -1. */
+static inline int loki_plan_fallback(const struct loki_plan_instance *x)
+{
+    return x->fallback - 1;
+}
 
 struct loki_plan_variant {
     int instances;

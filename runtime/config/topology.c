@@ -419,7 +419,8 @@ static void load_planner(struct ctx *c, const struct node *m)
     static const char *const keys[] = {"policy",        "interval_ms",  "headroom",   "beta",
                                        "ewma_alpha",    "ewma_windows", "hysteresis", "min_dwell_s",
                                        "time_limit_ms", "mip_gap",      "early_drop", "reroute",
-                                       "static_plan",   "burst_spares", NULL};
+                                       "static_plan",   "burst_spares", "fallback",
+                                       NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     const struct node *v;
     double d;
@@ -451,6 +452,8 @@ static void load_planner(struct ctx *c, const struct node *m)
         p->burst_spares = (int)i;
     if ((v = map_get(m, "early_drop")))
         get_bool(c, v, "early_drop", &p->early_drop);
+    if ((v = map_get(m, "fallback")))
+        get_bool(c, v, "fallback", &p->fallback);
     if ((v = map_get(m, "reroute")))
         get_bool(c, v, "reroute", &p->reroute);
 }

@@ -589,11 +589,12 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     loki_ring_notify_arm(w->res, 0);
     w->armed = true;
 
-    char a_pipe[16], a_task[16], a_var[16], a_batch[16], a_share[32], a_gpu[16], a_inst[16],
-        a_seed[32];
+    char a_pipe[16], a_task[16], a_var[16], a_fb[16], a_batch[16], a_share[32], a_gpu[16],
+        a_inst[16], a_seed[32];
     snprintf(a_pipe, sizeof(a_pipe), "%d", pi->pipeline);
     snprintf(a_task, sizeof(a_task), "%d", pi->task);
     snprintf(a_var, sizeof(a_var), "%d", pi->variant);
+    snprintf(a_fb, sizeof(a_fb), "%d", pi->fallback);
     snprintf(a_batch, sizeof(a_batch), "%d", pi->batch);
     snprintf(a_share, sizeof(a_share), "%.6f", pi->share);
     snprintf(a_gpu, sizeof(a_gpu), "%d", pi->gpu);
@@ -610,6 +611,8 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
                     a_task,
                     "--variant",
                     a_var,
+                    "--fallback",
+                    a_fb,
                     "--batch",
                     a_batch,
                     "--share",
@@ -664,10 +667,15 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
                      pi->gpu);
             env[k++] = e_pipe;
             env[k++] = e_log;
-            if (var->mem_mb > 0) {
+            /* its variant's memory plus its fallback's (loaded alongside) */
+            double mb = var->mem_mb;
+            int fb = loki_plan_fallback(pi);
+            if (mb > 0 && fb >= 0 && fb < s->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
+                mb += s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fb].mem_mb;
+            if (mb > 0) {
                 /* the worker sees its GPU as device 0 (CUDA_VISIBLE_DEVICES above) */
                 snprintf(e_mem, sizeof(e_mem), "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=%lldM",
-                         (long long)(var->mem_mb + 0.5));
+                         (long long)(mb + 0.5));
                 env[k++] = e_mem;
             }
         }
@@ -828,7 +836,7 @@ int loki_worker_process_main(int argc, char **argv)
     if (getppid() == 1)
         return 1;
     const char *topo_path = NULL;
-    long pipeline = -1, task = -1, variant = -1, batch = 1, gpu = -1, inst = 0;
+    long pipeline = -1, task = -1, variant = -1, fallback = 0, batch = 1, gpu = -1, inst = 0;
     double share = 1;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -849,6 +857,8 @@ int loki_worker_process_main(int argc, char **argv)
             bad = int_arg(v, 0, LOKI_MAX_TASKS - 1, &task);
         else if (!strcmp(k, "--variant"))
             bad = int_arg(v, 0, LOKI_MAX_VARIANTS - 1, &variant);
+        else if (!strcmp(k, "--fallback"))
+            bad = int_arg(v, 0, LOKI_MAX_VARIANTS, &fallback);
         else if (!strcmp(k, "--batch"))
             bad = int_arg(v, 1, LOKI_BATCH_MAX_QUERIES, &batch);
         else if (!strcmp(k, "--gpu"))
@@ -874,8 +884,9 @@ int loki_worker_process_main(int argc, char **argv)
     }
     if (pipeline < 0 || pipeline >= t->n_pipelines || task < 0 ||
         task >= t->pipelines[pipeline].n_tasks || variant < 0 ||
-        variant >= t->pipelines[pipeline].tasks[task].n_variants) {
-        fprintf(stderr, "lokid worker: pipeline/task/variant index out of range\n");
+        variant >= t->pipelines[pipeline].tasks[task].n_variants ||
+        fallback > t->pipelines[pipeline].tasks[task].n_variants || fallback == variant + 1) {
+        fprintf(stderr, "lokid worker: pipeline/task/variant/fallback index out of range\n");
         free(t);
         return 2;
     }
@@ -888,6 +899,7 @@ int loki_worker_process_main(int argc, char **argv)
         .pipeline = (int)pipeline,
         .task = (int)task,
         .variant = (int)variant,
+        .fallback = (int)fallback,
         .batch = (int)batch,
         .share = share,
         .gpu = (int)gpu,

@@ -193,7 +193,7 @@ static struct ev heap_pop(struct heap *h)
 
 struct sim_batch {
     uint64_t id;
-    int n;
+    int n, v;
     double ms;
 };
 
@@ -261,7 +261,7 @@ static int sim_dispatch(void *ctx, const struct loki_router_batch *b)
 {
     struct sim *s = ctx;
     struct sim_inst *in = &s->inst[b->instance];
-    struct sim_batch sb = {.id = b->batch_id, .n = b->n, .ms = b->expect_ms};
+    struct sim_batch sb = {.id = b->batch_id, .n = b->n, .v = b->variant, .ms = b->expect_ms};
     if (in->exec.id == 0)
         start_batch(s, b->instance, &sb);
     else if (in->staged.id == 0)
@@ -324,7 +324,10 @@ static void sim_start(void *ctx, int i, const struct loki_plan_instance *pi)
     in->v = pi->variant;
     memset(&in->exec, 0, sizeof(in->exec));
     memset(&in->staged, 0, sizeof(in->staged));
-    double ms = s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant].startup_ms;
+    const struct loki_task *tk = &s->topo->pipelines[pi->pipeline].tasks[pi->task];
+    int fv = loki_plan_fallback(pi);
+    /* The worker loads its variant, then the fallback: ready after both (as the sim backend). */
+    double ms = tk->variants[pi->variant].startup_ms + (fv >= 0 ? tk->variants[fv].startup_ms : 0);
     if (s->cfg.override_startup)
         ms = s->cfg.startup_ms;
     if (s->cfg.prewarm && !s->have_plan)
@@ -352,7 +355,7 @@ static void on_done(struct sim *s, int i, uint64_t bid)
     int n = in->exec.n;
     const struct loki_task *tk = &s->topo->pipelines[in->p].tasks[in->t];
     int nc = tk->n_children;
-    const struct loki_variant *va = &tk->variants[in->v];
+    const struct loki_variant *va = &tk->variants[in->exec.v];
     size_t need = (size_t)n * (size_t)(nc ? nc : 1);
     if (need > s->kids_cap) {
         uint16_t *k = realloc(s->kids, need * sizeof(*k));

@@ -87,6 +87,7 @@ struct sq {
 struct slot {
     uint64_t id; /* 0: empty */
     int n;
+    int variant; /* what it runs: the instance's variant or its fallback */
     double lat_ms;
     uint32_t *items; /* sq indexes */
 };
@@ -102,6 +103,9 @@ struct inst {
     uint64_t busy_until;
     struct slot slot[2];
     float *lat; /* lat[n], n = 1..max_batch, ms at this share */
+    int fb;     /* fallback variant loaded alongside, or -1 */
+    int fbcap;
+    float *fblat; /* the fallback's lat[n] at this share */
 };
 
 struct bucket {
@@ -390,9 +394,13 @@ static const struct loki_variant *inst_variant(const struct loki_router *r, cons
     return &r->topo->pipelines[in->pi.pipeline].tasks[in->pi.task].variants[in->pi.variant];
 }
 
-static void inst_set_pi(struct loki_router *r, struct inst *in, const struct loki_plan_instance *pi)
+/* Take @pi's variant, batch cap and share; @fallback (loki_plan_instance.fallback) is what the
+ * worker loaded: a kept instance keeps the one it started with. */
+static void inst_set_pi(struct loki_router *r, struct inst *in, const struct loki_plan_instance *pi,
+                        int fallback)
 {
     in->pi = *pi;
+    in->pi.fallback = fallback;
     const struct loki_variant *v = inst_variant(r, in);
     int cap = pi->batch < 1 ? 1 : pi->batch;
     if (cap > r->max_batch)
@@ -408,6 +416,26 @@ static void inst_set_pi(struct loki_router *r, struct inst *in, const struct lok
         in->lat[n] = (float)l;
     }
     in->cap = cap < 1 ? 1 : cap;
+    in->fb = -1;
+    int fv = loki_plan_fallback(&in->pi);
+    if (fv >= 0) {
+        const struct loki_variant *f =
+            &r->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fv];
+        int fc = 0;
+        in->fblat[0] = 0;
+        for (int n = 1; n <= r->max_batch; n++) {
+            double l = loki_variant_latency(f, n, pi->share);
+            if (l <= 0)
+                l = in->fblat[n - 1] > 0 ? in->fblat[n - 1] * 2 : 1e6;
+            else
+                fc = n;
+            in->fblat[n] = (float)l;
+        }
+        if (fc >= 1 && in->fblat[1] < in->lat[1]) {
+            in->fb = fv;
+            in->fbcap = fc;
+        }
+    }
 }
 
 /* Capacity (queries/s) of @in at its batch cap. */
@@ -739,9 +767,11 @@ static void try_dispatch(struct loki_router *r, int i)
         int p = in->pi.pipeline, t = in->pi.task;
         uint64_t down = ms_ns(r->down_ms[p][t]);
         struct slot *sl = in->slot[0].id == 0 ? &in->slot[0] : &in->slot[1];
+        const float *lat = in->lat;
+        int cap = in->cap, var = in->pi.variant;
         int n = 0;
         uint64_t head_dl = 0;
-        while (in->qlen > 0 && n < in->cap) {
+        while (in->qlen > 0 && n < cap) {
             uint32_t s = in->heap;
             struct sq *q = &r->sqs[s];
             if (r->roots[q->root].finished) {
@@ -749,10 +779,28 @@ static void try_dispatch(struct loki_router *r, int i)
                 sq_release(r, s);
                 continue;
             }
-            uint64_t fin = start + ms_ns(in->lat[n + 1]);
+            uint64_t fin = start + ms_ns(lat[n + 1]);
             if (n == 0) {
                 bool hopeless =
                     topo->planner.early_drop ? fin + down > q->deadline : tn > q->deadline;
+                /*
+                 * Fallback batch: when the head cannot make it on the instance's own variant,
+                 * or the queue behind it, served at the planned batch's rate, would not be
+                 * through by the head's deadline (a burst the plan does not cover), run this
+                 * batch on the faster variant loaded alongside, if the head makes it there.
+                 */
+                bool press = hopeless;
+                if (!press && in->fb >= 0) {
+                    double per = in->lat[in->cap] / in->cap;
+                    press = start + ms_ns(per * in->qlen) + down > q->deadline;
+                }
+                if (press && in->fb >= 0 && lat == in->lat &&
+                    start + ms_ns(in->fblat[1]) + down <= q->deadline) {
+                    lat = in->fblat;
+                    cap = in->fbcap;
+                    var = in->fb;
+                    hopeless = false;
+                }
                 if (hopeless) {
                     q_pop(r, i);
                     if (topo->planner.reroute && try_reroute(r, s, i, tn))
@@ -766,16 +814,18 @@ static void try_dispatch(struct loki_router *r, int i)
                 break; /* a bigger batch would make the head miss */
             }
             q_pop(r, i);
+            q->variant = (uint8_t)var;
             sl->items[n++] = s;
         }
         if (n == 0)
             continue;
         sl->id = ++r->batch_seq;
         sl->n = n;
-        sl->lat_ms = in->lat[n];
+        sl->variant = var;
+        sl->lat_ms = lat[n];
         in->inflight++;
         in->busy_until = start + ms_ns(sl->lat_ms);
-        r->st.var[p][t][in->pi.variant].batches++;
+        r->st.var[p][t][var].batches++;
 
         struct loki_router_item items[n];
         for (int k = 0; k < n; k++) {
@@ -790,7 +840,7 @@ static void try_dispatch(struct loki_router *r, int i)
             .batch_id = sl->id,
             .pipeline = p,
             .task = t,
-            .variant = in->pi.variant,
+            .variant = var,
             .n = n,
             .n_children = topo->pipelines[p].tasks[t].n_children,
             .items = items,
@@ -916,7 +966,7 @@ int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
     for (int k = 0; k < n; k++) {
         uint32_t s = items[k];
         if (failed && failed[k]) {
-            r->st.var[p][t][in->pi.variant].served++;
+            r->st.var[p][t][sl->variant].served++;
             sq_fail(r, s, LOKI_QUERY_ERROR);
             continue;
         }
@@ -980,7 +1030,10 @@ int loki_router_set_plan(struct loki_router *r, const struct loki_plan *plan)
         const struct loki_plan_instance *pi = &plan->inst[k];
         if (pi->pipeline < 0 || pi->pipeline >= r->topo->n_pipelines || pi->task < 0 ||
             pi->task >= r->topo->pipelines[pi->pipeline].n_tasks || pi->variant < 0 ||
-            pi->variant >= r->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
+            pi->variant >= r->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants ||
+            pi->fallback < 0 ||
+            pi->fallback > r->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants ||
+            pi->fallback == pi->variant + 1)
             return -EINVAL;
     }
     memcpy(&r->pending, plan, sizeof(r->pending));
@@ -1002,6 +1055,7 @@ int loki_router_set_plan(struct loki_router *r, const struct loki_plan *plan)
                     found = i;
             }
         }
+        int fallback = pi->fallback;
         if (found < 0) {
             found = inst_alloc(r);
             if (found < 0)
@@ -1009,11 +1063,13 @@ int loki_router_set_plan(struct loki_router *r, const struct loki_plan *plan)
             r->inst[found].state = I_STARTING;
             started_k[ns] = k;
             started[ns++] = found;
-        } else if (r->inst[found].state == I_RETIRING) {
-            r->inst[found].state = I_READY;
+        } else {
+            fallback = r->inst[found].pi.fallback;
+            if (r->inst[found].state == I_RETIRING)
+                r->inst[found].state = I_READY;
         }
         r->inst[found].matched = true;
-        inst_set_pi(r, &r->inst[found], pi);
+        inst_set_pi(r, &r->inst[found], pi, fallback);
     }
     for (int i = 0; i < r->n_inst_hw; i++) {
         struct inst *in = &r->inst[i];
@@ -1244,7 +1300,7 @@ int loki_router_create(const struct loki_topology *topo, const struct loki_route
     /* calloc: pages are touched only as the pools' high-water marks rise. */
     r->roots = calloc(r->n_roots, sizeof(*r->roots));
     r->sqs = calloc(r->n_sqs, sizeof(*r->sqs));
-    float *lat = calloc((size_t)MAX_INST * (size_t)(r->max_batch + 1), sizeof(float));
+    float *lat = calloc((size_t)MAX_INST * 2 * (size_t)(r->max_batch + 1), sizeof(float));
     uint32_t *items = calloc((size_t)MAX_INST * 2 * (size_t)r->max_batch, sizeof(uint32_t));
     if (!r->roots || !r->sqs || !lat || !items) {
         free(r->roots);
@@ -1255,7 +1311,8 @@ int loki_router_create(const struct loki_topology *topo, const struct loki_route
         return -ENOMEM;
     }
     for (int i = 0; i < MAX_INST; i++) {
-        r->inst[i].lat = lat + (size_t)i * (size_t)(r->max_batch + 1);
+        r->inst[i].lat = lat + (size_t)i * 2 * (size_t)(r->max_batch + 1);
+        r->inst[i].fblat = r->inst[i].lat + r->max_batch + 1;
         r->inst[i].slot[0].items = items + (size_t)i * 2 * (size_t)r->max_batch;
         r->inst[i].slot[1].items = r->inst[i].slot[0].items + r->max_batch;
         r->inst[i].heap = NIL;

@@ -26,11 +26,20 @@
 #include "loki/cuda.h"
 #endif
 
+/* One loaded variant: its backend and what its config points at (valid until fini). */
+struct loaded {
+    int variant;
+    const struct loki_backend_v1 *be;
+    void *state;
+    double means[LOKI_MAX_CHILDREN];
+    int dists[LOKI_MAX_CHILDREN];
+};
+
 struct wstate {
     struct loki_ring *req, *res;
     struct loki_arena *arena;
-    const struct loki_backend_v1 *be;
-    void *be_state;
+    struct loaded m[2]; /* [0] the instance's variant, [1] its fallback */
+    int n_m;
     int max_batch;
     struct loki_backend_query *q;
     struct loki_backend_result *r;
@@ -79,7 +88,13 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
     }
     if (rc < 0)
         return rc;
-    rc = w->be->infer(w->be_state, w->q, n, w->r);
+    const struct loaded *m = NULL;
+    for (int k = 0; k < w->n_m; k++)
+        if ((uint32_t)w->m[k].variant == v.variant)
+            m = &w->m[k];
+    if (!m)
+        return LOKI_ECORRUPT; /* a variant this worker did not load */
+    rc = m->be->infer(m->state, w->q, n, w->r);
     for (int i = 0; i < n; i++) {
         struct loki_batch_result_query *o = &w->rq[i];
         const struct loki_backend_result *r = &w->r[i];
@@ -108,6 +123,81 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
     return send_result(w, &res);
 }
 
+/* Choose, configure and initialise the backend for variant @vi in @m. */
+static int load_variant(const struct loki_worker_args *a, int vi, int max_batch, struct loaded *m,
+                        char *err, unsigned errlen)
+{
+    const struct loki_pipeline *p = &a->topo->pipelines[a->pipeline];
+    const struct loki_task *t = &p->tasks[a->task];
+    const struct loki_variant *var = &t->variants[vi];
+    int rc;
+    m->variant = vi;
+    m->be = a->backend;
+    if (!m->be) {
+        if (var->backend == LOKI_BACKEND_PLUGIN) {
+            rc = loki_backend_load_plugin(var->backend_path, &m->be, err, errlen);
+            if (rc)
+                return rc;
+        } else if (var->backend == LOKI_BACKEND_CUDA) {
+#ifdef LOKI_HAVE_CUDA
+            m->be = loki_backend_cuda();
+#else
+            snprintf(err, errlen, "variant %s asks for the cuda backend, not built in this lokid",
+                     var->name);
+            return -ENOTSUP;
+#endif
+        } else {
+            m->be = loki_backend_sim();
+        }
+    }
+    int s = loki_variant_share_index(var, a->share);
+    if (s < 0) {
+        snprintf(err, errlen, "variant %s has no profile at share %g", var->name, a->share);
+        return -EINVAL;
+    }
+    for (int c = 0; c < t->n_children; c++) {
+        m->means[c] = var->fanout[c].mean;
+        m->dists[c] = (int)var->fanout[c].dist;
+    }
+    struct loki_backend_config cfg = {
+        .pipeline = p->name,
+        .task = t->name,
+        .variant = var->name,
+        .max_batch = max_batch,
+        .share = a->share,
+        .gpu = a->gpu,
+        .n_batches = var->n_batches,
+        .batches = var->batches,
+        .latency_ms = var->latency_ms[s],
+        .n_children = t->n_children,
+        .fanout_mean = m->means,
+        .fanout_dist = m->dists,
+        .seed = a->seed + (uint64_t)(vi != a->variant),
+        .args = getenv("LOKI_BACKEND_ARGS"),
+    };
+    if ((rc = m->be->init(&cfg, &m->state))) {
+        snprintf(err, errlen, "backend %s init for %s: %s", m->be->name, var->name,
+                 loki_strerror(rc));
+#ifdef LOKI_HAVE_CUDA
+        if (m->be == loki_backend_cuda())
+            snprintf(err, errlen, "backend cuda init for %s: %s (%s)", var->name, loki_strerror(rc),
+                     loki_cuda_last_error());
+#endif
+        return rc;
+    }
+    if (m->be == loki_backend_sim() && var->startup_ms > 0) {
+        /* The sim backend stands in for a model that takes startup_ms to load: the instance
+         * is ready that long after its process started (per variant it loads), as the replay
+         * harness charges it. */
+        long long ns = (long long)(var->startup_ms * 1e6);
+        struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000LL),
+                              .tv_nsec = (long)(ns % 1000000000LL)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return 0;
+}
+
 int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen)
 {
     struct wstate w = {0};
@@ -122,9 +212,19 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
     prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
 
     /* the router may raise the batch cap in place (a plan change without a restart):
-     * size for the largest batch the variant is profiled for */
+     * size for the largest batch the variant (or its fallback) is profiled for */
+    int fb = a->fallback - 1;
+    if (fb >= t->n_variants || fb == a->variant || a->fallback < 0) {
+        snprintf(err, errlen, "bad fallback %d for %s", a->fallback, var->name);
+        return -EINVAL;
+    }
     w.max_batch =
         a->batch > var->batches[var->n_batches - 1] ? a->batch : var->batches[var->n_batches - 1];
+    if (fb >= 0) {
+        const struct loki_variant *fv = &t->variants[fb];
+        if (fv->batches[fv->n_batches - 1] > w.max_batch)
+            w.max_batch = fv->batches[fv->n_batches - 1];
+    }
     if ((rc = loki_ring_attach(a->req_fd, LOKI_RING_CONSUMER, &w.req))) {
         snprintf(err, errlen, "attach batch ring: %s", loki_strerror(rc));
         return rc;
@@ -151,71 +251,11 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
         goto out_mem;
     }
 
-    w.be = a->backend;
-    if (!w.be) {
-        if (var->backend == LOKI_BACKEND_PLUGIN) {
-            rc = loki_backend_load_plugin(var->backend_path, &w.be, err, errlen);
-            if (rc)
-                goto out_mem;
-        } else if (var->backend == LOKI_BACKEND_CUDA) {
-#ifdef LOKI_HAVE_CUDA
-            w.be = loki_backend_cuda();
-#else
-            rc = -ENOTSUP;
-            snprintf(err, errlen, "variant %s asks for the cuda backend, not built in this lokid",
-                     var->name);
-            goto out_mem;
-#endif
-        } else {
-            w.be = loki_backend_sim();
-        }
-    }
-    int s = loki_variant_share_index(var, a->share);
-    if (s < 0) {
-        rc = -EINVAL;
-        snprintf(err, errlen, "variant %s has no profile at share %g", var->name, a->share);
-        goto out_mem;
-    }
-    double means[LOKI_MAX_CHILDREN];
-    int dists[LOKI_MAX_CHILDREN];
-    for (int c = 0; c < t->n_children; c++) {
-        means[c] = var->fanout[c].mean;
-        dists[c] = (int)var->fanout[c].dist;
-    }
-    struct loki_backend_config cfg = {
-        .pipeline = p->name,
-        .task = t->name,
-        .variant = var->name,
-        .max_batch = w.max_batch,
-        .share = a->share,
-        .gpu = a->gpu,
-        .n_batches = var->n_batches,
-        .batches = var->batches,
-        .latency_ms = var->latency_ms[s],
-        .n_children = t->n_children,
-        .fanout_mean = means,
-        .fanout_dist = dists,
-        .seed = a->seed,
-        .args = getenv("LOKI_BACKEND_ARGS"),
-    };
-    if ((rc = w.be->init(&cfg, &w.be_state))) {
-        snprintf(err, errlen, "backend %s init for %s: %s", w.be->name, var->name,
-                 loki_strerror(rc));
-#ifdef LOKI_HAVE_CUDA
-        if (w.be == loki_backend_cuda())
-            snprintf(err, errlen, "backend cuda init for %s: %s (%s)", var->name, loki_strerror(rc),
-                     loki_cuda_last_error());
-#endif
-        goto out_mem;
-    }
-    if (w.be == loki_backend_sim() && var->startup_ms > 0) {
-        /* The sim backend stands in for a model that takes startup_ms to load: the instance
-         * is ready that long after its process started, as the replay harness charges it. */
-        long long ns = (long long)(var->startup_ms * 1e6);
-        struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000LL),
-                              .tv_nsec = (long)(ns % 1000000000LL)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
+    w.n_m = 0;
+    for (int k = 0; k < 1 + (fb >= 0); k++) {
+        if ((rc = load_variant(a, k ? fb : a->variant, w.max_batch, &w.m[k], err, errlen)))
+            goto out_be;
+        w.n_m++;
     }
     struct loki_batch_result ready = {.batch_id = LOKI_WORKER_READY_BATCH,
                                       .instance_id = a->instance_id};
@@ -251,7 +291,8 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
         }
     }
 out_be:
-    w.be->fini(w.be_state);
+    for (int k = 0; k < w.n_m; k++)
+        w.m[k].be->fini(w.m[k].state);
 out_mem:
     free(w.q);
     free(w.r);

@@ -93,7 +93,8 @@ static void test_good(void **state)
     /* defaults */
     assert_true(t->planner.headroom == 0.5);
     assert_int_equal(t->frontend.mode, 0660);
-    assert_int_equal(t->planner.burst_spares, 1);
+    assert_int_equal(t->planner.burst_spares, 0);
+    assert_true(t->planner.fallback);
     free(t);
 }
 

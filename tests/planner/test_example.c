@@ -198,6 +198,82 @@ static void test_stable_placement(void **state)
     free(t);
 }
 
+/*
+ * Fallbacks (Loki only): every instance whose variant is not its task's fallback (the highest
+ * throughput within the headroom budget: yolov5n, efficientnet-b0 here) loads it too, within the
+ * GPU's memory; the baselines get none; planner.fallback = false turns them off.
+ */
+static int n_fallbacks(const struct loki_plan *p, int *wrong)
+{
+    int n = 0;
+    for (int i = 0; i < p->n_instances; i++) {
+        const struct loki_plan_instance *x = &p->inst[i];
+        int fv = loki_plan_fallback(x);
+        if (fv < 0)
+            continue;
+        n++;
+        /* detection: yolov5n (0); car classification: efficientnet-b0 (0) */
+        if (fv == x->variant || (x->task <= 1 && fv != 0))
+            (*wrong)++;
+    }
+    return n;
+}
+
+static void test_fallbacks(void **state)
+{
+    (void)state;
+    struct loki_topology *t = load();
+    struct loki_planner *pl;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    struct loki_plan *p = malloc(sizeof(*p));
+    double d = 120;
+    char why[256] = "";
+    int wrong = 0;
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_LOKI, &d, NULL, 0, p), 0);
+    assert_int_equal(loki_plan_check(t, p, &d, why, sizeof(why)), 0);
+    int n = n_fallbacks(p, &wrong);
+    assert_int_equal(wrong, 0);
+    /* hardware mode at 120 qps: only the most accurate variants run, each with a fallback */
+    assert_int_equal(p->mode, LOKI_MODE_HARDWARE);
+    assert_int_equal(n, p->n_instances);
+    enum loki_policy base[] = {LOKI_POLICY_INFERLINE, LOKI_POLICY_PROTEUS};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(loki_planner_solve_policy(pl, base[k], &d, NULL, 0, p), 0);
+        assert_int_equal(n_fallbacks(p, &wrong), 0);
+    }
+    loki_planner_destroy(pl);
+    /* memory: a GPU with room for yolov5x (2600 MB) but not also yolov5n (600 MB) */
+    t->gpus.mem_mb = 3000;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_LOKI, &d, NULL, 0, p), 0);
+    assert_int_equal(loki_plan_check(t, p, &d, why, sizeof(why)), 0);
+    int det = 0, det_fb = 0;
+    for (int i = 0; i < p->n_instances; i++)
+        if (p->inst[i].task == 0) {
+            det++;
+            det_fb += p->inst[i].fallback != 0;
+        }
+    assert_true(det > 0);
+    assert_int_equal(det_fb, 0);
+    assert_true(n_fallbacks(p, &wrong) > 0); /* the classifiers' still fit */
+    /* a plan whose fallbacks overflow a GPU is refused by the checker */
+    for (int i = 0; i < p->n_instances; i++)
+        if (p->inst[i].task == 0)
+            p->inst[i].fallback = 1;
+    assert_int_not_equal(loki_plan_check(t, p, &d, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "MB"));
+    loki_planner_destroy(pl);
+    t->gpus.mem_mb = 11264;
+    t->planner.fallback = false;
+    assert_int_equal(loki_planner_create(t, &pl), 0);
+    assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_LOKI, &d, NULL, 0, p), 0);
+    assert_int_equal(n_fallbacks(p, &wrong), 0);
+    assert_int_equal(wrong, 0);
+    loki_planner_destroy(pl);
+    free(p);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_plans_check),
         cmocka_unit_test(test_short_time_limit),
         cmocka_unit_test(test_stable_placement),
+        cmocka_unit_test(test_fallbacks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,6 +186,7 @@ static void test_burst_absorbed(void **state)
     struct loki_replay_config cfg = {
         .policy = LOKI_POLICY_LOKI, .seed = 5, .early_drop = -1, .reroute = -1, .prewarm = true};
     struct loki_replay_result with, without;
+    t->planner.fallback = false; /* spares alone */
     t->planner.burst_spares = 1;
     assert_int_equal(loki_replay_run(t, &tr, &cfg, &with), 0);
     t->planner.burst_spares = 0;
@@ -199,6 +200,40 @@ static void test_burst_absorbed(void **state)
     assert_true(with.accuracy < without.accuracy); /* paid in accuracy during bursts */
     assert_true(with.accuracy > 95);
     assert_true(with.gpus_mean < without.gpus_mean + 3);
+    loki_replay_result_free(&with);
+    loki_replay_result_free(&without);
+    loki_trace_free(&tr);
+    free(t);
+}
+
+/*
+ * The same bursts with fallbacks (the default) and no spares: instances run overflow batches on
+ * the fast variant they loaded alongside, at once, on the GPUs already in use. Far fewer
+ * violations than without, paid in accuracy during the bursts only, not in GPUs.
+ */
+static void test_fallback_absorbs_bursts(void **state)
+{
+    struct loki_topology *t = traffic();
+    struct loki_trace tr;
+    assert_int_equal(loki_trace_constant(&tr, 70, 90), 0);
+    for (int i = 20; i < 90; i += 20)
+        tr.rate[i] = 190;
+    struct loki_replay_config cfg = {
+        .policy = LOKI_POLICY_LOKI, .seed = 5, .early_drop = -1, .reroute = -1, .prewarm = true};
+    struct loki_replay_result with, without;
+    t->planner.burst_spares = 0;
+    assert_true(t->planner.fallback);
+    assert_int_equal(loki_replay_run(t, &tr, &cfg, &with), 0);
+    t->planner.fallback = false;
+    assert_int_equal(loki_replay_run(t, &tr, &cfg, &without), 0);
+    print_message("fallback: viol %.4f acc %.2f gpus %.2f | none: viol %.4f acc %.2f gpus %.2f\n",
+                  with.viol_ratio, with.accuracy, with.gpus_mean, without.viol_ratio,
+                  without.accuracy, without.gpus_mean);
+    assert_true(without.viol_ratio > 0.01);
+    assert_true(with.viol_ratio < 0.2 * without.viol_ratio);
+    assert_true(with.accuracy < without.accuracy);
+    assert_true(with.accuracy > 95);
+    assert_true(fabs(with.gpus_mean - without.gpus_mean) < 1);
     loki_replay_result_free(&with);
     loki_replay_result_free(&without);
     loki_trace_free(&tr);
@@ -361,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_demand_step),
         cmocka_unit_test(test_burst_absorbed),
+        cmocka_unit_test(test_fallback_absorbs_bursts),
         cmocka_unit_test(test_like_load),
         cmocka_unit_test(test_steady_few_changes),
         cmocka_unit_test(test_same_arrivals_across_policies),

@@ -18,6 +18,7 @@
 
 struct rec_batch {
     int instance, variant, task, n;
+    double ms;
     uint64_t id;
     uint64_t qid[64];
 };
@@ -48,6 +49,7 @@ static int c_dispatch(void *x, const struct loki_router_batch *b)
     r->variant = b->variant;
     r->task = b->task;
     r->n = b->n;
+    r->ms = b->expect_ms;
     r->id = b->batch_id;
     for (int i = 0; i < b->n && i < 64; i++)
         r->qid[i] = b->items[i].query_id;
@@ -133,9 +135,9 @@ static struct loki_plan *mkplan(int n_fast, int n_slow, int batch, int n_cls, fl
     for (int v = 0; v < 2; v++)
         for (int k = 0; k < (v ? n_slow : n_fast); k++)
             pl->inst[pl->n_instances++] =
-                (struct loki_plan_instance){0, 0, v, batch, 1.0, pl->n_instances};
+                (struct loki_plan_instance){0, 0, v, batch, 1.0, pl->n_instances, 0};
     for (int k = 0; k < n_cls; k++)
-        pl->inst[pl->n_instances++] = (struct loki_plan_instance){0, 1, 0, 4, 1.0, 0};
+        pl->inst[pl->n_instances++] = (struct loki_plan_instance){0, 1, 0, 4, 1.0, 0, 0};
     pl->split[0][0][0][0] = f_fast;
     pl->split[0][0][0][1] = 1 - f_fast;
     pl->split[0][1][0][0] = 1;
@@ -544,6 +546,82 @@ static void test_drain_requeues(void **state)
     fx_fini(&f);
 }
 
+/*
+ * Fallback: one slow det instance (batch 4, 10 ms per query) that also loaded "fast" (5 ms per
+ * query at batch 4) gets 30 queries at once, 300 ms of work at its own speed against a 200 ms
+ * SLO. Once the queue cannot be through by the head's deadline, batches run on the fallback
+ * (same instance, variant fast), and every query is served in time; without the fallback some
+ * are dropped. A kept instance keeps the fallback it started with; a bad fallback is refused.
+ */
+static int burst_on_one(struct fx *f, int *fb_batches, int *inst_seen)
+{
+    *fb_batches = 0;
+    *inst_seen = -1;
+    int first = f->c->nb;
+    for (int q = 1; q <= 30; q++)
+        assert_int_equal(loki_router_submit(f->r, 0, (uint64_t)q, 0, 0), 0);
+    /* one instance: its batches run back to back, in dispatch order */
+    for (int k = first; k < f->c->nb; k++) {
+        struct rec_batch *b = &f->c->b[k];
+        if (*inst_seen < 0)
+            *inst_seen = b->instance;
+        assert_int_equal(b->instance, *inst_seen);
+        if (b->variant == 0)
+            (*fb_batches)++;
+        f->c->now += (uint64_t)(b->ms * 1e6);
+        finish(f, k, 0);
+    }
+    int ok = 0;
+    for (int q = 1; q <= 30; q++) {
+        assert_int_equal(f->c->done_count[q], 1);
+        ok += f->c->status[q] == LOKI_QUERY_OK;
+    }
+    return ok;
+}
+
+static void test_fallback(void **state)
+{
+    int fb, inst;
+    /* without */
+    struct fx f;
+    fx_init(&f, 200, NULL, false);
+    struct loki_plan *pl = mkplan(0, 1, 4, 1, 0);
+    assert_int_equal(loki_router_set_plan(f.r, pl), 0);
+    int ok_without = burst_on_one(&f, &fb, &inst);
+    assert_int_equal(fb, 0);
+    assert_true(ok_without < 30);
+    fx_fini(&f);
+    /* with: det "slow" loads "fast" (variant 0) alongside */
+    fx_init(&f, 200, NULL, false);
+    pl->inst[0].fallback = 1;
+    assert_int_equal(loki_router_set_plan(f.r, pl), 0);
+    int ok = burst_on_one(&f, &fb, &inst);
+    print_message("fallback: %d of 30 ok with, %d without; %d fallback batches\n", ok,
+                  ok_without, fb);
+    assert_int_equal(ok, 30);
+    assert_true(fb > 0);
+    const struct loki_router_stats *st = loki_router_stats(f.r);
+    assert_true(st->var[0][0][0].served > 0 && st->var[0][0][1].served > 0);
+    assert_int_equal(st->var[0][0][0].served + st->var[0][0][1].served, 30);
+    assert_true(st->pipe[0].acc_sum < 30 * 100.0 - 1); /* the fast ones count at 80 */
+    /* a re-plan that keeps the instance keeps what its worker loaded */
+    pl->inst[0].fallback = 0;
+    assert_int_equal(loki_router_set_plan(f.r, pl), 0);
+    memset(f.c->done_count, 0, sizeof(f.c->done_count));
+    f.c->now += 1000 * MS;
+    int inst2;
+    assert_int_equal(burst_on_one(&f, &fb, &inst2), 30);
+    assert_int_equal(inst2, inst);
+    assert_true(fb > 0);
+    /* a fallback naming the instance's own variant or no variant is refused */
+    pl->inst[0].fallback = 2;
+    assert_int_equal(loki_router_set_plan(f.r, pl), -EINVAL);
+    pl->inst[0].fallback = 3;
+    assert_int_equal(loki_router_set_plan(f.r, pl), -EINVAL);
+    free(pl);
+    fx_fini(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_fanout_counts),
         cmocka_unit_test(test_pool_exhausted),
         cmocka_unit_test(test_drain_requeues),
+        cmocka_unit_test(test_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

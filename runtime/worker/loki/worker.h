@@ -2,8 +2,10 @@
 /*
  * The worker process: one per instance. It attaches to its two rings
  * (batches in, results out) and the router's payload arena, initialises its
- * backend, announces itself ready with an empty result (batch id 0), then
- * runs batches until the router detaches or dies. A worker never holds
+ * backend (and, with a fallback, a second one for the fallback variant),
+ * announces itself ready with an empty result (batch id 0), then runs
+ * batches, each on the variant its descriptor names, until the router
+ * detaches or dies. A worker never holds
  * queries of its own: the router keeps them until a batch is formed.
  */
 #ifndef LOKI_WORKER_H
@@ -19,6 +21,7 @@ struct loki_worker_args {
     int notify_fd;                /* router's eventfd to wake on results; -1: futex only */
     const struct loki_topology *topo;
     int pipeline, task, variant;
+    int fallback; /* loki_plan_instance.fallback: 0 none, else 1 + a variant loaded alongside */
     int batch;    /* planned batch size */
     double share; /* GPU share */
     int gpu;      /* -1 without GPU */
