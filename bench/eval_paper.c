@@ -39,7 +39,7 @@ struct opts {
 /* Means over seeds of one run configuration. */
 struct agg {
     double viol, viol_min, viol_max, viol_sub, acc, acc_sub, gpus_mean, gpus_off, gpus_peak, gpu_s,
-        rerouted, solve_ms, wall_s, demand_off;
+        rerouted, fallback, solve_ms, wall_s, demand_off;
     int n;
 };
 
@@ -59,6 +59,7 @@ static void agg_add(struct agg *a, const struct loki_replay_result *r)
     a->gpus_peak += r->gpus_peak;
     a->gpu_s += r->gpu_seconds;
     a->rerouted += (double)r->rerouted;
+    a->fallback += (double)r->fallback;
     a->solve_ms += r->solve_ms_mean;
     a->wall_s += r->wall_s;
     a->demand_off += r->demand_offpeak;
@@ -70,6 +71,7 @@ static void agg_done(struct agg *a)
     double n = a->n > 0 ? a->n : 1;
     a->viol /= n, a->viol_sub /= n, a->acc /= n, a->acc_sub /= n, a->gpus_mean /= n;
     a->gpus_off /= n, a->gpus_peak /= n, a->gpu_s /= n, a->rerouted /= n, a->solve_ms /= n;
+    a->fallback /= n;
     a->wall_s /= n, a->demand_off /= n;
 }
 
@@ -107,9 +109,9 @@ static void row(FILE *md, const char *label, const struct agg *a)
 {
     fprintf(md,
             "| %s | %.3f (%.3f-%.3f) | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | "
-            "%.1f | %.1f |\n",
+            "%.0f | %.1f | %.1f |\n",
             label, a->viol, a->viol_min, a->viol_max, a->viol_sub, a->acc, a->acc_sub, a->gpus_mean,
-            a->gpus_off, a->gpus_peak, a->gpu_s, a->rerouted, a->solve_ms, a->wall_s);
+            a->gpus_off, a->gpus_peak, a->gpu_s, a->rerouted, a->fallback, a->solve_ms, a->wall_s);
 }
 
 static void agg_json(FILE *js, const char *label, const struct agg *a)
@@ -118,26 +120,36 @@ static void agg_json(FILE *js, const char *label, const struct agg *a)
             "{\"run\":\"%s\",\"seeds\":%d,\"viol_pct\":%.4f,\"viol_pct_min\":%.4f,"
             "\"viol_pct_max\":%.4f,\"viol_pct_sub\":%.4f,\"accuracy\":%.3f,"
             "\"accuracy_sub\":%.3f,\"gpus_mean\":%.3f,\"gpus_offpeak\":%.3f,"
-            "\"gpus_peak\":%.3f,\"gpu_seconds\":%.1f,\"rerouted\":%.1f,"
+            "\"gpus_peak\":%.3f,\"gpu_seconds\":%.1f,\"rerouted\":%.1f,\"fallback\":%.1f,"
             "\"offpeak_demand_qps\":%.2f}",
             label, a->n, a->viol, a->viol_min, a->viol_max, a->viol_sub, a->acc, a->acc_sub,
-            a->gpus_mean, a->gpus_off, a->gpus_peak, a->gpu_s, a->rerouted, a->demand_off);
+            a->gpus_mean, a->gpus_off, a->gpus_peak, a->gpu_s, a->rerouted, a->fallback,
+            a->demand_off);
 }
 
 static const char *hdr = "| run | viol % (query): mean (range) | viol % (sub-query) | "
                          "accuracy (query) | accuracy (sub-query) | GPUs mean | GPUs off-peak | "
-                         "GPUs peak | GPU-s | rerouted | solve ms | wall s |\n"
-                         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+                         "GPUs peak | GPU-s | rerouted | on fallback | solve ms | wall s |\n"
+                         "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /* One configuration over o->seeds seeds; the first seed's result is kept in @first. */
 static int runs(struct loki_topology *t, const struct loki_trace *tr, enum loki_policy p,
-                int early_drop, int reroute, int spares, double duration, const struct opts *o,
-                struct agg *a, struct loki_replay_result *first)
+                int early_drop, int reroute, int spares, int fallback, double beta, double sigmas,
+                double duration, const struct opts *o, struct agg *a,
+                struct loki_replay_result *first)
 {
     memset(a, 0, sizeof(*a));
     int keep = t->planner.burst_spares;
+    bool keep_fb = t->planner.fallback;
+    double keep_beta = t->planner.beta, keep_sig = t->planner.demand_sigmas;
+    if (beta > 0)
+        t->planner.beta = beta;
+    if (sigmas >= 0)
+        t->planner.demand_sigmas = sigmas;
     if (spares >= 0)
         t->planner.burst_spares = spares;
+    if (fallback >= 0)
+        t->planner.fallback = fallback != 0;
     struct opts os = *o;
     int rc = 0;
     for (int k = 0; k < o->seeds && rc == 0; k++) {
@@ -152,6 +164,9 @@ static int runs(struct loki_topology *t, const struct loki_trace *tr, enum loki_
             loki_replay_result_free(&r);
     }
     t->planner.burst_spares = keep;
+    t->planner.fallback = keep_fb;
+    t->planner.beta = keep_beta;
+    t->planner.demand_sigmas = keep_sig;
     agg_done(a);
     return rc;
 }
@@ -285,15 +300,16 @@ int main(int argc, char **argv)
     }
     fprintf(md,
             "# Loki evaluation (replay)\n\n%s: %d GPUs, SLO %.0f ms, planner beta %.2f, "
-            "headroom %.2f, burst spares %d, seeds %llu-%llu (every figure is the mean over "
+            "headroom %.2f, burst spares %d, fallbacks %s, seeds %llu-%llu (every figure is the "
+            "mean over "
             "them; the violation range is across seeds). Traces min-max rescaled to 50-425 "
             "qps, one trace minute per replay second. Violations count dropped, late, refused "
             "and failed queries; accuracy is over served queries; GPUs in use are distinct "
             "GPUs holding an instance (starting, serving or retiring); off-peak/peak = seconds "
             "with demand in the lowest/highest quartile.\n\n",
             t->pipelines[0].name, t->gpus.count, t->pipelines[0].slo_ms, t->planner.beta,
-            t->planner.headroom, t->planner.burst_spares, o.seed,
-            o.seed + (unsigned long long)o.seeds - 1);
+            t->planner.headroom, t->planner.burst_spares, t->planner.fallback ? "on" : "off",
+            o.seed, o.seed + (unsigned long long)o.seeds - 1);
     fprintf(js, "{\"beta\":%.3f,\"traces\":{", t->planner.beta);
 
     static const char *const traces[2][2] = {
@@ -315,7 +331,7 @@ int main(int argc, char **argv)
                 tr.n, hdr);
         fprintf(js, "%s\"%s\":[", k ? "," : "", traces[k][0]);
         for (int i = 0; i < NPOL; i++) {
-            if (runs(t, &tr, pols[i], -1, -1, -1, dur, &o, &ag[k][i], &res[k][i]))
+            if (runs(t, &tr, pols[i], -1, -1, -1, -1, 0, -1, dur, &o, &ag[k][i], &res[k][i]))
                 return 1;
             row(md, res[k][i].policy, &ag[k][i]);
             fprintf(js, i ? "," : "");
@@ -326,18 +342,34 @@ int main(int argc, char **argv)
             fprintf(stderr, "eval_paper: %s %s done (%d seeds, %.1f s each)\n", traces[k][0],
                     res[k][i].policy, ag[k][i].n, ag[k][i].wall_s);
         }
-        if (k == 0) {
-            /* Ablations, then the burst-spares trade-off: violations against GPUs held. */
-            static const char *const alabel[5] = {"loki, no early drop", "loki, no reroute",
-                                                  "loki, burst spares 0", "loki, burst spares 2",
-                                                  "loki, burst spares 3"};
-            static const int adrop[5] = {0, -1, -1, -1, -1}, arr[5] = {-1, 0, -1, -1, -1},
-                             asp[5] = {-1, -1, 0, 2, 3};
-            for (int a = 0; a < 5; a++) {
+        {
+            /*
+             * Ablations, then the fallback and burst-spares trade-off: violations against GPUs
+             * held. On (b) only the fallback ablation.
+             */
+            static const char *const alabel[] = {
+                "loki, no early drop",
+                "loki, no reroute",
+                "loki, no fallback",
+                "loki, no fallback, burst spares 1 (the previous default)",
+                "loki, burst spares 1",
+                "loki, burst spares 2",
+                "loki, lean: beta 1.1, demand_sigmas 1",
+                "loki, leaner: beta 1.0, demand_sigmas 0"};
+            static const int adrop[] = {0, -1, -1, -1, -1, -1, -1, -1},
+                             arr[] = {-1, 0, -1, -1, -1, -1, -1, -1},
+                             asp[] = {-1, -1, -1, 1, 1, 2, -1, -1},
+                             afb[] = {-1, -1, 0, 0, -1, -1, -1, -1};
+            static const double abeta[] = {0, 0, 0, 0, 0, 0, 1.1, 1.0},
+                                asig[] = {-1, -1, -1, -1, -1, -1, 1, 0};
+            for (int a = 0; a < (int)(sizeof(alabel) / sizeof(alabel[0])); a++) {
                 struct agg x;
-                if (asp[a] == t->planner.burst_spares)
+                if (k == 1 && a != 2 && a != 6)
+                    continue;
+                if (afb[a] < 0 && asp[a] >= 0 && asp[a] == t->planner.burst_spares)
                     continue; /* that is the loki row */
-                if (runs(t, &tr, LOKI_POLICY_LOKI, adrop[a], arr[a], asp[a], dur, &o, &x, NULL))
+                if (runs(t, &tr, LOKI_POLICY_LOKI, adrop[a], arr[a], asp[a], afb[a], abeta[a],
+                         asig[a], dur, &o, &x, NULL))
                     return 1;
                 row(md, alabel[a], &x);
                 fprintf(js, ",");

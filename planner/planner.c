@@ -885,7 +885,8 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
 #define FORCED_MARGIN 0.05
 #endif
 
-/* Fastest possible time below task @t: batch 1 of the fastest variant per later task, worst branch. */
+/* Fastest possible time below task @t: batch 1 of the fastest variant per later task, worst branch.
+ */
 static double down_min_ms(const struct loki_pipeline *pp, int t, int depth)
 {
     const struct loki_task *tk = &pp->tasks[t];

@@ -117,6 +117,7 @@ struct loki_planner_cfg {
     double mip_gap;       /* relative gap; default 0.005 */
     int burst_spares;     /* loki, hardware mode: warm spares per loaded task; default 0 */
     bool fallback;        /* loki: instances load a fast fallback variant; default true */
+    double demand_sigmas; /* Poisson standard deviations added to the demand planned; default 2 */
     bool early_drop;      /* default true */
     bool reroute;         /* default true */
     int n_static;

@@ -90,8 +90,10 @@ static void print_text(const struct loki_topology *topo, const struct loki_repla
            (unsigned long long)r->arrived, (unsigned long long)r->ok,
            (unsigned long long)r->dropped, (unsigned long long)r->late,
            (unsigned long long)r->overloaded, (unsigned long long)r->error);
-    printf("  SLO violations: %.3f %% of queries, %.3f %% of sub-queries; rerouted %llu\n",
-           100 * r->viol_ratio, 100 * r->viol_ratio_sub, (unsigned long long)r->rerouted);
+    printf("  SLO violations: %.3f %% of queries, %.3f %% of sub-queries; rerouted %llu, "
+           "on fallbacks %llu\n",
+           100 * r->viol_ratio, 100 * r->viol_ratio_sub, (unsigned long long)r->rerouted,
+           (unsigned long long)r->fallback);
     printf("  dropped sub-queries per stage:");
     for (int t = 0; t < topo->pipelines[0].n_tasks; t++)
         printf(" %s %llu", topo->pipelines[0].tasks[t].name,

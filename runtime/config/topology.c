@@ -416,11 +416,11 @@ static void load_gpus(struct ctx *c, const struct node *m)
 
 static void load_planner(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"policy",        "interval_ms",  "headroom",   "beta",
-                                       "ewma_alpha",    "ewma_windows", "hysteresis", "min_dwell_s",
-                                       "time_limit_ms", "mip_gap",      "early_drop", "reroute",
-                                       "static_plan",   "burst_spares", "fallback",
-                                       NULL};
+    static const char *const keys[] = {
+        "policy",        "interval_ms", "headroom",    "beta",          "ewma_alpha",
+        "ewma_windows",  "hysteresis",  "min_dwell_s", "time_limit_ms", "mip_gap",
+        "early_drop",    "reroute",     "static_plan", "burst_spares",  "fallback",
+        "demand_sigmas", NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     const struct node *v;
     double d;
@@ -452,6 +452,9 @@ static void load_planner(struct ctx *c, const struct node *m)
         p->burst_spares = (int)i;
     if ((v = map_get(m, "early_drop")))
         get_bool(c, v, "early_drop", &p->early_drop);
+    if ((v = map_get(m, "demand_sigmas")) && get_double(c, v, "demand_sigmas", &d) &&
+        in_range(c, v, "demand_sigmas", d, 0, 10, false))
+        p->demand_sigmas = d;
     if ((v = map_get(m, "fallback")))
         get_bool(c, v, "fallback", &p->fallback);
     if ((v = map_get(m, "reroute")))

@@ -693,6 +693,7 @@ static int fe_metrics(void *ctx, struct loki_metric *out, int max)
         {"loki_subqueries_total", (double)p->sub_created},
         {"loki_subquery_violations_total", (double)p->sub_violations},
         {"loki_rerouted_total", (double)p->rerouted},
+        {"loki_fallback_total", (double)p->fallback},
         {"loki_instances", (double)n_inst},
         {"loki_gpus_in_use", gpus},
         {"loki_demand_qps", d->demand_est[0]},
@@ -1089,6 +1090,8 @@ static void prometheus(struct lokid *d, struct sbuf *b)
         PC("request_overloaded_total", overloaded,
            "Root queries refused by admission control (no worker time spent)."),
         PC("request_rerouted_total", rerouted, "Sub-queries rerouted to a faster variant."),
+        PC("request_fallback_total", fallback,
+           "Sub-queries run on an instance's fallback variant (burst overflow)."),
         PC("subquery_total", sub_created, "Sub-queries created (root included)."),
         PC("subquery_violation_total", sub_violations,
            "Sub-queries dropped or finished after the deadline."),
@@ -1114,6 +1117,7 @@ static void prometheus(struct lokid *d, struct sbuf *b)
         VC("drop_total", dropped, "Sub-queries dropped early at this variant."),
         VC("late_total", late, "Sub-queries completed here after the deadline."),
         VC("rerouted_total", rerouted, "Sub-queries moved here to escape a drop."),
+        VC("fallback_total", fallback, "Sub-queries run here as another variant's fallback."),
         VC("batches_total", batches, "Batches completed by this variant."),
 #undef VC
     };
@@ -1773,6 +1777,7 @@ int lokid_run(const struct lokid_options *opt)
     for (int p = 0; p < d->topo->n_pipelines; p++) {
         names[p] = d->topo->pipelines[p].name;
         loki_demand_init(&d->demand[p], d->topo->planner.ewma_alpha, d->topo->planner.ewma_windows);
+        d->demand[p].plan_sigmas = d->topo->planner.demand_sigmas;
         d->demand_est[p] = opt->initial_demand;
     }
     struct loki_frontend_opts fo = {.cfg = &d->topo->frontend,

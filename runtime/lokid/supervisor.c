@@ -670,7 +670,8 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
             /* its variant's memory plus its fallback's (loaded alongside) */
             double mb = var->mem_mb;
             int fb = loki_plan_fallback(pi);
-            if (mb > 0 && fb >= 0 && fb < s->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
+            if (mb > 0 && fb >= 0 &&
+                fb < s->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
                 mb += s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fb].mem_mb;
             if (mb > 0) {
                 /* the worker sees its GPU as device 0 (CUDA_VISIBLE_DEVICES above) */

@@ -518,6 +518,7 @@ static void summarise(struct sim *s)
         res->sub_created += ps->sub_created;
         res->sub_violations += ps->sub_violations;
         res->rerouted += ps->rerouted;
+        res->fallback += ps->fallback;
         for (int t = 0; t < s->topo->pipelines[p].n_tasks; t++)
             for (int v = 0; v < s->topo->pipelines[p].tasks[t].n_variants; v++) {
                 res->dropped_stage[t] += st->var[p][t][v].dropped;
@@ -675,8 +676,10 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
     s->load_rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
     for (long i = 0; i < cfg->load_payload_bytes; i++)
         load_uniform(&s->load_rng);
-    for (int p = 0; p < s->topo->n_pipelines; p++)
+    for (int p = 0; p < s->topo->n_pipelines; p++) {
         loki_demand_init(&s->demand[p], s->topo->planner.ewma_alpha, s->topo->planner.ewma_windows);
+        s->demand[p].plan_sigmas = s->topo->planner.demand_sigmas;
+    }
 
     struct loki_router_ops ops = {
         .now_ns = sim_now,
@@ -814,7 +817,8 @@ int loki_replay_write_json(FILE *f, const struct loki_replay_result *r)
             "{\"policy\":\"%s\",\"seed\":%llu,\"replay_s\":%.1f,\"wall_s\":%.3f,"
             "\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,\"late\":%llu,\"error\":%llu,"
             "\"overloaded\":%llu,\"sub_created\":%llu,\"sub_violations\":%llu,"
-            "\"rerouted\":%llu,\"events\":%llu,\"viol_ratio\":%.6f,\"viol_ratio_sub\":%.6f,"
+            "\"rerouted\":%llu,\"fallback\":%llu,\"events\":%llu,\"viol_ratio\":%.6f,\"viol_ratio_"
+            "sub\":%.6f,"
             "\"accuracy\":%.3f,\"accuracy_sub\":%.3f,\"gpu_seconds\":%.1f,\"gpus_mean\":%.3f,"
             "\"gpus_max\":%.2f,\"gpus_offpeak\":%.3f,\"gpus_peak\":%.3f,"
             "\"latency_ms_mean\":%.2f,\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,"
@@ -825,10 +829,11 @@ int loki_replay_write_json(FILE *f, const struct loki_replay_result *r)
             (unsigned long long)r->dropped, (unsigned long long)r->late,
             (unsigned long long)r->error, (unsigned long long)r->overloaded,
             (unsigned long long)r->sub_created, (unsigned long long)r->sub_violations,
-            (unsigned long long)r->rerouted, (unsigned long long)r->events, r->viol_ratio,
-            r->viol_ratio_sub, r->accuracy, r->accuracy_sub, r->gpu_seconds, r->gpus_mean,
-            r->gpus_max, r->gpus_offpeak, r->gpus_peak, r->latency_ms_mean, r->latency_ms_p50,
-            r->latency_ms_p99, r->accuracy_ok_late, r->gpus_time_mean, r->replans, r->plan_changes,
-            r->solve_ms_mean, r->solve_ms_max, r->sim_qps, r->sim_subqps);
+            (unsigned long long)r->rerouted, (unsigned long long)r->fallback,
+            (unsigned long long)r->events, r->viol_ratio, r->viol_ratio_sub, r->accuracy,
+            r->accuracy_sub, r->gpu_seconds, r->gpus_mean, r->gpus_max, r->gpus_offpeak,
+            r->gpus_peak, r->latency_ms_mean, r->latency_ms_p50, r->latency_ms_p99,
+            r->accuracy_ok_late, r->gpus_time_mean, r->replans, r->plan_changes, r->solve_ms_mean,
+            r->solve_ms_max, r->sim_qps, r->sim_subqps);
     return ferror(f) ? -EIO : 0;
 }

@@ -826,6 +826,10 @@ static void try_dispatch(struct loki_router *r, int i)
         in->inflight++;
         in->busy_until = start + ms_ns(sl->lat_ms);
         r->st.var[p][t][var].batches++;
+        if (var != in->pi.variant) {
+            r->st.var[p][t][var].fallback += (uint64_t)n;
+            r->st.pipe[p].fallback += (uint64_t)n;
+        }
 
         struct loki_router_item items[n];
         for (int k = 0; k < n; k++) {

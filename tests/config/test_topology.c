@@ -95,6 +95,7 @@ static void test_good(void **state)
     assert_int_equal(t->frontend.mode, 0660);
     assert_int_equal(t->planner.burst_spares, 0);
     assert_true(t->planner.fallback);
+    assert_true(t->planner.demand_sigmas == 2);
     free(t);
 }
 
@@ -102,17 +103,25 @@ static void test_planner_keys(void **state)
 {
     struct loki_topology *t;
     char doc[4096];
-    snprintf(doc, sizeof(doc), "%splanner: {burst_spares: 0, beta: 1.2, policy: proteus}\n", GOOD);
+    snprintf(doc, sizeof(doc),
+             "%splanner: {burst_spares: 2, beta: 1.2, policy: proteus, fallback: false, "
+             "demand_sigmas: 1}\n",
+             GOOD);
     int rc = parse(doc, &t);
     if (rc)
         fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
-    assert_int_equal(t->planner.burst_spares, 0);
+    assert_int_equal(t->planner.burst_spares, 2);
+    assert_false(t->planner.fallback);
+    assert_true(t->planner.demand_sigmas == 1);
     assert_true(t->planner.beta == 1.2);
     assert_int_equal(t->planner.policy, LOKI_POLICY_PROTEUS);
     free(t);
     expect_error("pipelines:\n", "planner: {burst_spares: 99}\npipelines:\n",
                  "burst_spares: 99 is out of range [0, 16]");
+    expect_error("pipelines:\n", "planner: {demand_sigmas: -1}\npipelines:\n",
+                 "demand_sigmas: -1 is out of range [0, 10]");
+    expect_error("pipelines:\n", "planner: {fallback: 3}\npipelines:\n", "fallback");
 }
 
 static void test_runtime_keys(void **state)

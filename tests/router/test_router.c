@@ -596,8 +596,8 @@ static void test_fallback(void **state)
     pl->inst[0].fallback = 1;
     assert_int_equal(loki_router_set_plan(f.r, pl), 0);
     int ok = burst_on_one(&f, &fb, &inst);
-    print_message("fallback: %d of 30 ok with, %d without; %d fallback batches\n", ok,
-                  ok_without, fb);
+    print_message("fallback: %d of 30 ok with, %d without; %d fallback batches\n", ok, ok_without,
+                  fb);
     assert_int_equal(ok, 30);
     assert_true(fb > 0);
     const struct loki_router_stats *st = loki_router_stats(f.r);

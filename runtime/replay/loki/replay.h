@@ -126,6 +126,7 @@ struct loki_replay_result {
     double replay_s, wall_s;
     uint64_t arrived, ok, dropped, late, error, overloaded;
     uint64_t sub_created, sub_violations, rerouted, events;
+    uint64_t fallback;                      /* sub-queries run on an instance's fallback variant */
     uint64_t dropped_stage[LOKI_MAX_TASKS]; /* sub-queries dropped per task (all pipelines) */
     uint64_t batches, batched;              /* batches dispatched and queries in them */
     double viol_ratio;                      /* (dropped + late + error + overloaded) / arrived */

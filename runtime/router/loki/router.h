@@ -102,6 +102,7 @@ struct loki_router_pipeline_stats {
     uint64_t arrived, ok, dropped, late, error, overloaded;
     uint64_t sub_created, sub_violations; /* per sub-query SLO accounting */
     uint64_t rerouted;
+    uint64_t fallback;           /* sub-queries run on an instance's fallback variant */
     double acc_sum, acc_sub_sum; /* sums of completion.accuracy(_sub) over ok roots */
     double latency_ms_sum;       /* over ok + late roots */
 };
@@ -113,6 +114,7 @@ struct loki_router_variant_stats {
     uint64_t dropped;  /* dropped at this stage */
     uint64_t late;     /* completed here after the deadline */
     uint64_t rerouted; /* moved here from a slower variant to escape a drop */
+    uint64_t fallback; /* served here as the fallback of another variant's instance */
     uint64_t batches;
     /* fan-out observations for the planner's estimator: children produced per child slot */
     uint64_t children[LOKI_MAX_CHILDREN];
