@@ -3,12 +3,15 @@
  * lokid end to end with the sim backend, through the client library: every
  * query is answered exactly once, fan-out counts reach the reply, a worker
  * SIGKILLed under load loses no accepted query and comes back, and SIGTERM
- * drains (in-flight queries are answered, lokid exits 0).
+ * drains (in-flight queries are answered, lokid exits 0). A burst far over the
+ * plan runs overflow batches on the fallback variant (Prometheus counters), and
+ * `lokid --worker` refuses a bad --fallback with exit status 2.
  */
 #include "harness.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +142,7 @@ static void on_reply(const struct loki_reply *rep)
 struct sender {
     struct loki_client *c;
     int n;
+    int first; /* index of its first query in answers[] */
     double gap_ms;
     uint64_t ids[MAXQ];
     atomic_int done;
@@ -166,12 +171,13 @@ static void *send_thread(void *p)
                                       .payload = payload,
                                       .payload_len = sizeof(payload),
                                       .timeout_ms = 20000};
-        ctxs[i].s = s;
-        ctxs[i].idx = i;
-        int rc = loki_client_submit(s->c, &req, on_reply_idx, &ctxs[i], &s->ids[i]);
+        int k = s->first + i;
+        ctxs[k].s = s;
+        ctxs[k].idx = k;
+        int rc = loki_client_submit(s->c, &req, on_reply_idx, &ctxs[k], &s->ids[i]);
         if (rc) {
             /* not accepted by the library (connection gone): counts as answered by us */
-            atomic_fetch_add(&answers[i], 1);
+            atomic_fetch_add(&answers[k], 1);
             atomic_fetch_add(&by_status[LOKI_STATUS_CLOSED], 1);
         }
         if (s->gap_ms > 0)
@@ -328,6 +334,148 @@ static void test_sigterm_drains(void **state)
     unlink(r.sock);
 }
 
+/* Value of the sample line that starts with @series (name plus labels), or NAN. */
+static double prom_value(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+static char *metrics_text(const char *sock)
+{
+    struct loki_client *c;
+    assert_int_equal(loki_client_connect(sock, NULL, &c), 0);
+    char *text = NULL, err[128];
+    assert_int_equal(
+        loki_client_report(c, LOKI_MSG_METRICS, "prometheus", 5000, NULL, &text, err, sizeof(err)),
+        0);
+    loki_client_close(c);
+    assert_non_null(text);
+    return text;
+}
+
+#define VARIANT_FB(task, var)                                                                      \
+    "loki_variant_fallback_total{pipeline=\"small\",task=\"" task "\",variant=\"" var "\"}"
+
+/*
+ * A burst far over the plan (small.yaml at 200 qps: one det-best instance, 667 qps planned)
+ * with no gap between queries: the detect queue outgrows what the planned batches clear by
+ * the head's deadline at once, so the router runs batches on det-fast, the fallback loaded
+ * in the same worker. Nothing is timed: the burst is thousands of planned batch slots deep
+ * however slow this machine is, and with `planner: {fallback: false}` both counters stay 0.
+ */
+static void test_fallback_burst(void **state)
+{
+    struct run r;
+    reset();
+    start(&r, NULL);
+    /* the whole burst in flight at once: 1024 per connection, 8192 in small.yaml's frontend */
+    enum { CONNS = 4, PER_CONN = 1000, N = CONNS * PER_CONN };
+    static struct sender s[CONNS];
+    pthread_t th[CONNS];
+    memset(s, 0, sizeof(s));
+    for (int k = 0; k < CONNS; k++) {
+        assert_int_equal(loki_client_connect(r.sock, NULL, &s[k].c), 0);
+        s[k].n = PER_CONN;
+        s[k].first = k * PER_CONN;
+    }
+    for (int k = 0; k < CONNS; k++)
+        pthread_create(&th[k], NULL, send_thread, &s[k]);
+    for (int k = 0; k < CONNS; k++)
+        pthread_join(th[k], NULL);
+    wait_answers(N, 60000);
+    print_statuses("answers to a burst");
+    assert_exactly_once(N);
+    /* batches run on the fallback come back with det-fast's fan-out (3), no worker error */
+    assert_int_equal(atomic_load(&bad_outputs), 0);
+    assert_true(atomic_load(&by_status[LOKI_STATUS_OK]) > 0);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_ERROR]), 0);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_TIMEOUT]), 0);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_CLOSED]), 0);
+
+    char *m = metrics_text(r.sock);
+    double req_fb = prom_value(m, "loki_request_fallback_total{pipeline=\"small\"}");
+    double det_fast = prom_value(m, VARIANT_FB("detect", "det-fast"));
+    double det_best = prom_value(m, VARIANT_FB("detect", "det-best"));
+    double cls_fast = prom_value(m, VARIANT_FB("classify", "cls-fast"));
+    double det_fast_req =
+        prom_value(m, "loki_variant_request_total{pipeline=\"small\",task=\"detect\","
+                      "variant=\"det-fast\"}");
+    double det_fast_ran =
+        prom_value(m, "loki_variant_success_total{pipeline=\"small\",task=\"detect\","
+                      "variant=\"det-fast\"}");
+    free(m);
+    fprintf(stderr,
+            "fallback: %.0f sub-queries; det-fast %.0f (ran %.0f, routed to its own instances "
+            "%.0f), det-best %.0f, cls-fast %.0f\n",
+            req_fb, det_fast, det_fast_ran, det_fast_req, det_best, cls_fast);
+    assert_true(req_fb > 0);
+    assert_true(det_fast > 0);
+    /* the worker ran them on det-fast (no error above): the first of many batches is long
+     * back by the time the last of 4000 queries is answered */
+    assert_true(det_fast_ran > 0);
+    assert_true(det_fast <= req_fb);
+    assert_true(det_best == 0); /* the slower variant is nobody's fallback */
+    for (int k = 0; k < CONNS; k++)
+        loki_client_close(s[k].c);
+    int st = stop(&r, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback. */
+static int worker_exit(const char *variant, const char *fallback)
+{
+    const char *argv[] = {loki_test_bin("bin/lokid"),
+                          "--worker",
+                          "--topology",
+                          loki_test_src("tests/lokid/small.yaml"),
+                          "--pipeline",
+                          "0",
+                          "--task",
+                          "0",
+                          "--variant",
+                          variant,
+                          "--fallback",
+                          fallback,
+                          "--batch",
+                          "8",
+                          NULL};
+    struct rlimit rl;
+    int max_fd =
+        getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* no rings on fds 3..6: a worker whose arguments pass fails to attach them (exit 1) */
+        for (int fd = 3; fd < max_fd; fd++)
+            close(fd);
+        execv(argv[0], (char **)argv);
+        _exit(127);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void test_worker_bad_fallback(void **state)
+{
+    /* detect has det-fast (0) and det-best (1); --fallback is 0 (none) or 1 + a variant */
+    assert_int_equal(worker_exit("1", "2"), 2);  /* its own variant */
+    assert_int_equal(worker_exit("0", "1"), 2);  /* likewise */
+    assert_int_equal(worker_exit("1", "3"), 2);  /* past the task's variants */
+    assert_int_equal(worker_exit("1", "17"), 2); /* past LOKI_MAX_VARIANTS */
+    assert_int_equal(worker_exit("1", "-1"), 2);
+    assert_int_equal(worker_exit("1", "x"), 2);
+    /* the same command with a good fallback (or none) passes the parser */
+    assert_int_equal(worker_exit("1", "1"), 1);
+    assert_int_equal(worker_exit("0", "2"), 1);
+    assert_int_equal(worker_exit("1", "0"), 1);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -335,6 +483,8 @@ int main(void)
         cmocka_unit_test_teardown(test_answers_and_fanout, teardown),
         cmocka_unit_test_teardown(test_worker_sigkill, teardown),
         cmocka_unit_test_teardown(test_sigterm_drains, teardown),
+        cmocka_unit_test_teardown(test_fallback_burst, teardown),
+        cmocka_unit_test(test_worker_bad_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
