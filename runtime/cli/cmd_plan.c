@@ -115,11 +115,23 @@ static void print_table(const struct loki_topology *t, const struct loki_plan *p
                 const struct loki_plan_variant *pv = &pl->var[p][k][v];
                 if (pv->instances <= 0)
                     continue;
-                printf("  %-22s %-18s %5d %5d %5.2f %10.1f %10.1f %5.0f%%%s\n", pp->tasks[k].name,
+                int fb = 0, fv = -1; /* instances that load a fallback, and which */
+                for (int i = 0; i < pl->n_instances; i++) {
+                    const struct loki_plan_instance *x = &pl->inst[i];
+                    if (x->pipeline == p && x->task == k && x->variant == v && x->fallback) {
+                        fb++;
+                        fv = loki_plan_fallback(x);
+                    }
+                }
+                printf("  %-22s %-18s %5d %5d %5.2f %10.1f %10.1f %5.0f%%%s", pp->tasks[k].name,
                        pp->tasks[k].variants[v].name, pv->instances, pv->batch, pv->share,
                        pv->capacity_qps, pv->load_qps,
                        pv->capacity_qps > 0 ? 100 * pv->load_qps / pv->capacity_qps : 0,
                        pv->spares ? "  (burst spare)" : "");
+                if (fb > 0 && fv >= 0)
+                    printf("  +fallback %s%s", pp->tasks[k].variants[fv].name,
+                           fb < pv->instances ? " (some)" : "");
+                printf("\n");
             }
         printf("  routing split (task <- parent variant: fractions)\n");
         for (int k = 0; k < pp->n_tasks; k++) {
