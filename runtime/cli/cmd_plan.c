@@ -155,7 +155,7 @@ static void print_table(const struct loki_topology *t, const struct loki_plan *p
             printf("  chain %d: worst planned latency %.1f ms of %.1f ms budget\n", c,
                    pl->chain_latency_ms[p][c], t->planner.headroom * pp->slo_ms);
     }
-    printf("\ninstances (gpu: task/variant share batch)\n");
+    printf("\ninstances (gpu: task/variant[+fallback](share,batch))\n");
     for (int g = 0; g < t->gpus.count; g++) {
         bool any = false;
         for (int i = 0; i < pl->n_instances; i++) {
@@ -165,9 +165,10 @@ static void print_table(const struct loki_topology *t, const struct loki_plan *p
             if (!any)
                 printf("  gpu %d:", g);
             any = true;
-            printf(" %s/%s(%.2f,b%d)", t->pipelines[x->pipeline].tasks[x->task].name,
-                   t->pipelines[x->pipeline].tasks[x->task].variants[x->variant].name, x->share,
-                   x->batch);
+            const struct loki_task *xt = &t->pipelines[x->pipeline].tasks[x->task];
+            int fv = loki_plan_fallback(x);
+            printf(" %s/%s%s%s(%.2f,b%d)", xt->name, xt->variants[x->variant].name,
+                   fv >= 0 ? "+" : "", fv >= 0 ? xt->variants[fv].name : "", x->share, x->batch);
         }
         if (any)
             printf("\n");
@@ -233,7 +234,12 @@ static void print_json(const struct loki_topology *t, const struct loki_plan *pl
         json_str(t->pipelines[x->pipeline].tasks[x->task].name);
         printf(",\"variant\":");
         json_str(t->pipelines[x->pipeline].tasks[x->task].variants[x->variant].name);
-        printf(",\"batch\":%d,\"share\":%.4f,\"gpu\":%d}", x->batch, x->share, x->gpu);
+        printf(",\"batch\":%d,\"share\":%.4f,\"gpu\":%d,\"fallback\":", x->batch, x->share, x->gpu);
+        if (loki_plan_fallback(x) >= 0)
+            json_str(t->pipelines[x->pipeline].tasks[x->task].variants[loki_plan_fallback(x)].name);
+        else
+            printf("null");
+        printf("}");
     }
     printf("]}\n");
 }

@@ -496,8 +496,11 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
     d->inst[instance].live = true;
     d->inst[instance].n_inflight = 0;
     loki_router_instance_bind(d->router, instance, (uint64_t)instance);
-    logf_(d, LOKID_LOG_INFO, "worker %d starting: %s batch %d share %.2f gpu %d pid %d", instance,
-          v->name, pi->batch, pi->share, pi->gpu, loki_sup_pid(d->sup, instance));
+    int fv = loki_plan_fallback(pi);
+    logf_(d, LOKID_LOG_INFO, "worker %d starting: %s batch %d share %.2f gpu %d pid %d%s%s",
+          instance, v->name, pi->batch, pi->share, pi->gpu, loki_sup_pid(d->sup, instance),
+          fv >= 0 ? " fallback " : "",
+          fv >= 0 ? d->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fv].name : "");
 }
 
 static void r_instance_stop(void *ctx, int instance, uint64_t handle)
