@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "loki/client.h"
+#include "prom.h"
 
 #define MAXQ 20000
 
@@ -332,29 +333,6 @@ static void test_sigterm_drains(void **state)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     loki_client_close(s.c);
     unlink(r.sock);
-}
-
-/* Value of the sample line that starts with @series (name plus labels), or NAN. */
-static double prom_value(const char *text, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, series, n) && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return NAN;
-}
-
-static char *metrics_text(const char *sock)
-{
-    struct loki_client *c;
-    assert_int_equal(loki_client_connect(sock, NULL, &c), 0);
-    char *text = NULL, err[128];
-    assert_int_equal(
-        loki_client_report(c, LOKI_MSG_METRICS, "prometheus", 5000, NULL, &text, err, sizeof(err)),
-        0);
-    loki_client_close(c);
-    assert_non_null(text);
-    return text;
 }
 
 #define VARIANT_FB(task, var)                                                                      \

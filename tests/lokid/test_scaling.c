@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "loki/client.h"
+#include "prom.h"
 #include "loki/error.h"
 
 #define MAXQ 20000
@@ -493,29 +494,6 @@ static void print_plan_log(struct run *r)
         char *e = strchr(p, '\n');
         fprintf(stderr, "  %.*s\n", e ? (int)(e - p) : (int)strlen(p), p);
     }
-}
-
-/* Value of the first sample line starting with @series (name plus labels), or NAN. */
-static double prom_value(const char *text, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, series, n) && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return NAN;
-}
-
-static char *metrics_text(const char *sock)
-{
-    struct loki_client *c;
-    assert_int_equal(loki_client_connect(sock, NULL, &c), 0);
-    char *text = NULL, err[128];
-    assert_int_equal(
-        loki_client_report(c, LOKI_MSG_METRICS, "prometheus", 5000, NULL, &text, err, sizeof(err)),
-        0);
-    loki_client_close(c);
-    assert_non_null(text);
-    return text;
 }
 
 static void test_admission(void **state)

@@ -176,15 +176,22 @@ static void test_demand_step(void **state)
  * One-second bursts, shorter than instance start-up (2 s): scaling out cannot
  * help; warm burst spares of a cheaper variant take the overflow at once.
  */
+/* 90 s at 70 qps with a one-second burst to 190 qps every 20 s; the config both burst tests run. */
+static void bursts(struct loki_trace *tr, struct loki_replay_config *cfg)
+{
+    assert_int_equal(loki_trace_constant(tr, 70, 90), 0);
+    for (int i = 20; i < 90; i += 20)
+        tr->rate[i] = 190;
+    *cfg = (struct loki_replay_config){
+        .policy = LOKI_POLICY_LOKI, .seed = 5, .early_drop = -1, .reroute = -1, .prewarm = true};
+}
+
 static void test_burst_absorbed(void **state)
 {
     struct loki_topology *t = traffic();
     struct loki_trace tr;
-    assert_int_equal(loki_trace_constant(&tr, 70, 90), 0);
-    for (int i = 20; i < 90; i += 20)
-        tr.rate[i] = 190;
-    struct loki_replay_config cfg = {
-        .policy = LOKI_POLICY_LOKI, .seed = 5, .early_drop = -1, .reroute = -1, .prewarm = true};
+    struct loki_replay_config cfg;
+    bursts(&tr, &cfg);
     struct loki_replay_result with, without;
     t->planner.fallback = false; /* spares alone */
     t->planner.burst_spares = 1;
@@ -215,11 +222,8 @@ static void test_fallback_absorbs_bursts(void **state)
 {
     struct loki_topology *t = traffic();
     struct loki_trace tr;
-    assert_int_equal(loki_trace_constant(&tr, 70, 90), 0);
-    for (int i = 20; i < 90; i += 20)
-        tr.rate[i] = 190;
-    struct loki_replay_config cfg = {
-        .policy = LOKI_POLICY_LOKI, .seed = 5, .early_drop = -1, .reroute = -1, .prewarm = true};
+    struct loki_replay_config cfg;
+    bursts(&tr, &cfg);
     struct loki_replay_result with, without;
     t->planner.burst_spares = 0;
     assert_true(t->planner.fallback);
