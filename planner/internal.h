@@ -25,6 +25,13 @@ struct loki__milp_req {
     enum loki__milp_mode mode;
     bool best_only; /* only the most accurate variant of every task */
     /*
+     * HARDWARE mode over all variants (!best_only): every pipeline's planned
+     * accuracy (per root query, the measure ACCURACY mode maximises) >= this
+     * (0..1); 0: no such row. The objective then also rewards accuracy, too
+     * little to ever buy a GPU granule.
+     */
+    double acc_floor;
+    /*
      * The plain formulation and search of the first version (per-variant
      * capacity rows, GLPK's presolver, no GPU aggregates, no incumbent, warm
      * start ignored): the baseline quality checks compare against.

@@ -60,6 +60,14 @@
  * 1e-3-weighted accuracy term. A_p is the product of normalised accuracies
  * or the topology's path table.
  *
+ * Accuracy floor (rq->acc_floor > 0, HARDWARE mode over all variants): one
+ * more row per pipeline, sum_chains weight sum_p A_p c[p] >= floor * sigma
+ * (the measure ACCURACY mode maximises), and the objective subtracts
+ * gran/2 times that accuracy, which cannot outweigh one GPU granule: the
+ * fewest GPUs, then the most accuracy on them. It runs on this formulation
+ * and ACCURACY mode's search (a warm start below the floor is no incumbent;
+ * no greedy one), not on the plain one.
+ *
  * Routing split: the router splits by (task, parent variant). Loads flowing
  * along an edge (u -> v) are l = D sum M_p(t) c[p] over owner paths with that
  * edge; split = l / sum_v l. Propagating root demand through that split
@@ -699,6 +707,29 @@ static bool warm_vector(struct model *m, double *x)
     return true;
 }
 
+/* Whether solution vector @x satisfies every row of @m (loaded into @lp). */
+static bool rows_hold(const struct model *m, glp_prob *lp, const double *x)
+{
+    double *act = calloc((size_t)(m->n_rows + 1), sizeof(double));
+    if (!act)
+        return false;
+    for (int k = 1; k <= m->nz; k++)
+        act[m->ia[k]] += m->ar[k] * x[m->ja[k]];
+    bool ok = true;
+    for (int i = 1; i <= m->n_rows && ok; i++) {
+        int type = glp_get_row_type(lp, i);
+        double tol = 1e-7 * fmax(1, fabs(act[i]));
+        if ((type == GLP_LO || type == GLP_DB || type == GLP_FX) &&
+            act[i] < glp_get_row_lb(lp, i) - tol)
+            ok = false;
+        if ((type == GLP_UP || type == GLP_DB || type == GLP_FX) &&
+            act[i] > glp_get_row_ub(lp, i) + tol)
+            ok = false;
+    }
+    free(act);
+    return ok;
+}
+
 /*
  * Greedy incumbent for ACCURACY mode: one
  * option node per task (an "assignment"), every chain on the single path it
@@ -1135,7 +1166,7 @@ static void restrict_support(struct model *m, glp_prob *lp, const double *a, con
  */
 static bool plain(const struct loki__milp_req *rq)
 {
-    return rq->reference || rq->mode == LOKI__MILP_HARDWARE;
+    return rq->reference || (rq->mode == LOKI__MILP_HARDWARE && !(rq->acc_floor > 0));
 }
 
 /* Only tracks the gap: GLPK's presolver renumbers columns, so nothing can be handed over. */
@@ -1271,6 +1302,8 @@ static int solve_model(struct model *m, double t0, struct loki__milp_res *res)
             glp_set_obj_coef(lp, ph->col, a);
         else if (rq->mode == LOKI__MILP_SERVED)
             glp_set_obj_coef(lp, ph->col, 1e-3 * a);
+        else if (rq->acc_floor > 0)
+            glp_set_obj_coef(lp, ph->col, -0.5 * m->gran * a); /* sum of a <= 1: < one granule */
     }
     for (int p = 0; p < topo->n_pipelines; p++) {
         if (rq->mode == LOKI__MILP_SERVED) {
@@ -1358,6 +1391,23 @@ static int solve_model(struct model *m, double t0, struct loki__milp_res *res)
         for (int i = 0; i < c->n; i++)
             NZ(m->paths[c->first + i].col, 1);
         NZ(m->col_sigma[c->p], -1);
+    }
+    /*
+     * Accuracy floor, per pipeline: sum_chains weight sum_p A_p c[p] >= floor
+     * * sigma. A hair above the floor, so that the router's float split
+     * still evaluates at or above it; never above 1, which best variants reach.
+     */
+    if (rq->acc_floor > 0) {
+        double lb = fmin(rq->acc_floor + 1e-6, 1 - 1e-9);
+        for (int p = 0; p < topo->n_pipelines; p++) {
+            ROW(GLP_LO, 0, 0);
+            for (int k = 0; k < m->n_chains; k++) {
+                const struct chain *c = &m->chains[k];
+                for (int i = 0; i < c->n && c->p == p; i++)
+                    NZ(m->paths[c->first + i].col, c->weight * m->paths[c->first + i].acc);
+            }
+            NZ(m->col_sigma[p], -lb);
+        }
     }
     /* Shared prefixes agree. */
     for (int k = 1; k < m->n_chains; k++) {
@@ -1491,11 +1541,14 @@ static int solve_model(struct model *m, double t0, struct loki__milp_res *res)
      * greedy assignment. Both: a warm plan made for other demand can be far
      * worse than the greedy one, and the heuristic below searches near both.
      */
-    bool warm = warm_vector(m, inc), warm_ok = warm;
-    bool gr = greedy_vector(m, lp, x);
-    double inc_obj = 0;
+    bool warm = warm_vector(m, inc);
     if (warm)
         fill_aggregates(m, inc);
+    if (warm && rq->acc_floor > 0)
+        warm = rows_hold(m, lp, inc); /* a current plan below the floor is no incumbent */
+    bool warm_ok = warm;
+    bool gr = greedy_vector(m, lp, x);
+    double inc_obj = 0;
     if (gr) {
         fill_aggregates(m, x);
         double go = objective_of(lp, x, n_cols);

@@ -29,6 +29,7 @@ void loki_topology_defaults(struct loki_topology *t)
     t->planner.burst_spares = 0;
     t->planner.fallback = true;
     t->planner.demand_sigmas = 2;
+    t->planner.accuracy_floor = 0;
     t->planner.early_drop = true;
     t->planner.reroute = true;
     strcpy(t->frontend.socket_path, "/run/loki/loki.sock");

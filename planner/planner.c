@@ -446,10 +446,62 @@ static void reset_plan(struct loki_plan *pl, enum loki_policy policy)
     pl->policy = policy;
 }
 
+/* Policy loki's accuracy floor as a fraction; 0 when off or for another policy. */
+static double acc_floor(const struct loki_topology *topo, enum loki_policy policy)
+{
+    double f = topo->planner.accuracy_floor;
+    return policy == LOKI_POLICY_LOKI && f > 0 ? fmin(f, 100) / 100 : 0;
+}
+
+/*
+ * A floor plan @out (placed) holds the fewest GPUs; on exactly those, ask
+ * ACCURACY mode for the most accurate plan, warm-started from @out so its
+ * answer is never worse. Taken when it places and is at least as accurate
+ * on no more GPUs; @out keeps its mode (hardware). @ms accumulates.
+ */
+static int refine_floor(struct loki_planner *pl, const struct loki__milp_req *base,
+                        const double *demand, struct loki_plan *out, double *ms)
+{
+    const struct loki_topology *topo = pl->topo;
+    struct loki_plan *warm = malloc(2 * sizeof(*warm));
+    if (!warm)
+        return -ENOMEM;
+    struct loki_plan *alt = warm + 1;
+    memcpy(warm, out, sizeof(*warm));
+    struct loki__milp_req rq = *base;
+    rq.mode = LOKI__MILP_ACCURACY;
+    rq.best_only = false;
+    rq.acc_floor = 0;
+    rq.budget = out->gpus_used;
+    rq.warm = warm;
+    int rc = loki__milp_solve(&rq, &pl->res);
+    *ms += pl->res.solve_ms;
+    if (rc < 0 || !pl->res.feasible)
+        goto out;
+    reset_plan(alt, out->policy);
+    plan_from_res(topo, &pl->res, alt);
+    alt->mode = out->mode;
+    if ((rc = finish(topo, demand, &pl->fan, alt)) < 0)
+        goto out;
+    bool ok = alt->gpus_used <= out->gpus_used + 1e-9;
+    for (int p = 0; p < topo->n_pipelines && ok; p++)
+        ok = alt->served_fraction[p] >= 1 - 1e-9 && alt->accuracy[p] >= out->accuracy[p] - 1e-9;
+    if (ok && place(topo, alt) == 0) {
+        alt->objective = out->objective; /* the floor solve's: GPUs less the accuracy term */
+        memcpy(out, alt, sizeof(*out));
+    }
+out:
+    free(warm);
+    return rc < 0 ? rc : 0;
+}
+
 /*
  * The mode ladder. @best_only and !@accuracy make it inferline. On a
  * placement failure the same mode is re-solved with the budget shrunk below
- * what the failed plan used.
+ * what the failed plan used. With loki's accuracy floor the first rung
+ * minimises GPUs over all variants at planned accuracy >= the floor
+ * (reported as hardware mode), then refine_floor() spends them on accuracy;
+ * below the floor it falls to accuracy mode as usual.
  */
 static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const double *demand,
                         const struct loki_plan *current, bool best_only, bool accuracy,
@@ -478,6 +530,7 @@ static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const 
                                      LOKI__MILP_SERVED};
     double budget = topo->gpus.count;
     double gap_sum = 0, ms = 0;
+    double acc_min = best_only ? 0 : acc_floor(topo, policy);
     bool trunc = false, tlim = false;
     for (int mi = 0; mi < 4; mi++) {
         if ((mi == 1 && !accuracy) || (mi == 3 && best_only))
@@ -485,7 +538,8 @@ static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const 
         if (mi == 3)
             budget = topo->gpus.count;
         rq.mode = modes[mi];
-        rq.best_only = mi == 0 || mi == 3 || best_only;
+        rq.best_only = (mi == 0 && acc_min <= 0) || mi == 3 || best_only;
+        rq.acc_floor = mi == 0 ? acc_min : 0;
         for (int attempt = 0; attempt < 8 && budget > 0; attempt++) {
             rq.budget = budget;
             int rc = loki__milp_solve(&rq, &pl->res);
@@ -503,6 +557,11 @@ static int solve_ladder(struct loki_planner *pl, enum loki_policy policy, const 
             if ((rc = finish(topo, demand, &pl->fan, out)) < 0)
                 return rc;
             if (place(topo, out) == 0) {
+                if (rq.acc_floor > 0) {
+                    if ((rc = refine_floor(pl, &rq, demand, out, &ms)) < 0)
+                        return rc;
+                    tlim |= pl->res.time_limited;
+                }
                 out->solve_ms = ms;
                 out->gap = gap_sum;
                 out->truncated = trunc;
@@ -809,6 +868,19 @@ static double mean_accuracy(const struct loki_topology *topo, const struct loki_
     return den > 0 ? num / den : 0;
 }
 
+/* Whether @p is a plan of loki's accuracy floor: all served, every pipeline at the floor. */
+static bool meets_floor(const struct loki_topology *topo, enum loki_policy policy,
+                        const struct loki_plan *p, const double *demand)
+{
+    double f = acc_floor(topo, policy);
+    if (!(f > 0) || p->mode != LOKI_MODE_HARDWARE)
+        return false;
+    for (int i = 0; i < topo->n_pipelines; i++)
+        if (demand[i] > 0 && (p->served_fraction[i] < 1 - 1e-9 || p->accuracy[i] < f - 1e-6))
+            return false;
+    return true;
+}
+
 /* Whether @pl, re-evaluated for @demand, still carries all of it within the SLO. */
 static bool carries(struct loki_planner *pl, const struct loki_plan *cur, const double *demand)
 {
@@ -977,7 +1049,9 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
     if (warm && policy != LOKI_POLICY_STATIC && carries(pl, warm, demand)) {
         double h = topo->planner.hysteresis > 0 ? topo->planner.hysteresis : 0;
         double an = mean_accuracy(topo, out, demand), ac = mean_accuracy(topo, warm, demand);
-        bool fewer_gpus = an >= ac - 1e-9 && out->gpus_used < warm->gpus_used * (1 - h) - 1e-9;
+        /* under an accuracy floor, fewer GPUs at or above it win even at some accuracy */
+        bool fewer_gpus = (an >= ac - 1e-9 || meets_floor(topo, policy, out, demand)) &&
+                          out->gpus_used < warm->gpus_used * (1 - h) - 1e-9;
         bool better = an > ac * (1 + h) + 1e-12 || fewer_gpus;
         if (better && !fewer_gpus) {
             double d2[LOKI_MAX_PIPELINES];

@@ -120,6 +120,8 @@ struct loki_planner_cfg {
     double demand_sigmas; /* Poisson standard deviations added to the demand planned; default 2 */
     bool early_drop;      /* default true */
     bool reroute;         /* default true */
+    /* loki: fewest GPUs over all variants at planned accuracy >= this %; default 0 (off) */
+    double accuracy_floor;
     int n_static;
     struct loki_static_entry static_plan[LOKI_MAX_STATIC];
 };

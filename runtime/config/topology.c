@@ -417,10 +417,10 @@ static void load_gpus(struct ctx *c, const struct node *m)
 static void load_planner(struct ctx *c, const struct node *m)
 {
     static const char *const keys[] = {
-        "policy",        "interval_ms", "headroom",    "beta",          "ewma_alpha",
-        "ewma_windows",  "hysteresis",  "min_dwell_s", "time_limit_ms", "mip_gap",
-        "early_drop",    "reroute",     "static_plan", "burst_spares",  "fallback",
-        "demand_sigmas", NULL};
+        "policy",        "interval_ms",    "headroom",    "beta",          "ewma_alpha",
+        "ewma_windows",  "hysteresis",     "min_dwell_s", "time_limit_ms", "mip_gap",
+        "early_drop",    "reroute",        "static_plan", "burst_spares",  "fallback",
+        "demand_sigmas", "accuracy_floor", NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     const struct node *v;
     double d;
@@ -455,6 +455,9 @@ static void load_planner(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "demand_sigmas")) && get_double(c, v, "demand_sigmas", &d) &&
         in_range(c, v, "demand_sigmas", d, 0, 10, false))
         p->demand_sigmas = d;
+    if ((v = map_get(m, "accuracy_floor")) && get_double(c, v, "accuracy_floor", &d) &&
+        in_range(c, v, "accuracy_floor", d, 0, 100, false))
+        p->accuracy_floor = d;
     if ((v = map_get(m, "fallback")))
         get_bool(c, v, "fallback", &p->fallback);
     if ((v = map_get(m, "reroute")))

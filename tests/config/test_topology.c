@@ -96,6 +96,7 @@ static void test_good(void **state)
     assert_int_equal(t->planner.burst_spares, 0);
     assert_true(t->planner.fallback);
     assert_true(t->planner.demand_sigmas == 2);
+    assert_true(t->planner.accuracy_floor == 0);
     free(t);
 }
 
@@ -105,7 +106,7 @@ static void test_planner_keys(void **state)
     char doc[4096];
     snprintf(doc, sizeof(doc),
              "%splanner: {burst_spares: 2, beta: 1.2, policy: proteus, fallback: false, "
-             "demand_sigmas: 1}\n",
+             "demand_sigmas: 1, accuracy_floor: 95.5}\n",
              GOOD);
     int rc = parse(doc, &t);
     if (rc)
@@ -114,6 +115,7 @@ static void test_planner_keys(void **state)
     assert_int_equal(t->planner.burst_spares, 2);
     assert_false(t->planner.fallback);
     assert_true(t->planner.demand_sigmas == 1);
+    assert_true(t->planner.accuracy_floor == 95.5);
     assert_true(t->planner.beta == 1.2);
     assert_int_equal(t->planner.policy, LOKI_POLICY_PROTEUS);
     free(t);
@@ -121,6 +123,8 @@ static void test_planner_keys(void **state)
                  "burst_spares: 99 is out of range [0, 16]");
     expect_error("pipelines:\n", "planner: {demand_sigmas: -1}\npipelines:\n",
                  "demand_sigmas: -1 is out of range [0, 10]");
+    expect_error("pipelines:\n", "planner: {accuracy_floor: 101}\npipelines:\n",
+                 "accuracy_floor: 101 is out of range [0, 100]");
     expect_error("pipelines:\n", "planner: {fallback: 3}\npipelines:\n", "fallback");
 }
 
