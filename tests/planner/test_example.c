@@ -199,9 +199,10 @@ static void test_stable_placement(void **state)
 }
 
 /*
- * Fallbacks (Loki only): every instance whose variant is not its task's fallback (the highest
- * throughput within the headroom budget: yolov5n, efficientnet-b0 here) loads it too, within the
- * GPU's memory; the baselines get none; planner.fallback = false turns them off.
+ * Fallbacks (Loki only): every instance loads a faster variant of its task too (the most
+ * accurate with 3x its throughput within the headroom budget, else the fastest: yolov5s for
+ * yolov5x, efficientnet-b0 for efficientnet-b6 here), within the GPU's memory; the baselines get
+ * none; planner.fallback = false turns them off.
  */
 static int n_fallbacks(const struct loki_plan *p, int *wrong)
 {
@@ -212,8 +213,9 @@ static int n_fallbacks(const struct loki_plan *p, int *wrong)
         if (fv < 0)
             continue;
         n++;
-        /* detection: yolov5n (0); car classification: efficientnet-b0 (0) */
-        if (fv == x->variant || (x->task <= 1 && fv != 0))
+        /* detection: yolov5x (4) -> yolov5s (1); car classification: efficientnet-b0 (0) */
+        if (fv == x->variant || (x->task == 0 && x->variant == 4 && fv != 1) ||
+            (x->task == 1 && fv != 0))
             (*wrong)++;
     }
     return n;
@@ -242,7 +244,7 @@ static void test_fallbacks(void **state)
         assert_int_equal(n_fallbacks(p, &wrong), 0);
     }
     loki_planner_destroy(pl);
-    /* memory: a GPU with room for yolov5x (2600 MB) but not also yolov5n (600 MB) */
+    /* memory: a GPU with room for yolov5x (2600 MB) but not also yolov5s (800 MB) */
     t->gpus.mem_mb = 3000;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     assert_int_equal(loki_planner_solve_policy(pl, LOKI_POLICY_LOKI, &d, NULL, 0, p), 0);
