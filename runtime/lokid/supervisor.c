@@ -33,6 +33,17 @@
  * space and the same binary can be pinned and given CUDA/MPS environment.
  * Rings are single use: a restarted worker gets fresh ones.
  *
+ * Spawning runs on the loop thread, so it must be cheap: posix_spawn (glibc:
+ * clone with CLONE_VM|CLONE_VFORK, no copy of lokid's page tables; the loop
+ * waits only until the child has exec'd), not fork. File actions put the
+ * worker's four descriptors on 3..6 (each first duplicated to 10 or above, so
+ * no source sits on a target) and /dev/null on 0; 1 and 2 are inherited, and
+ * everything from 7 up is closed. Signals come back to their defaults and the
+ * mask is emptied, as libuv did for its children. The exit is seen through a
+ * pidfd (pidfd_open(2), Linux 5.3) on a uv_poll handle and reaped with
+ * waitpid(pid, WNOHANG): no SIGCHLD handler, and nothing here uses uv_spawn
+ * (the MPS control binary is rare and runs with fork, waited for in place).
+ *
  * MPS (DESIGN.md §7): an MPS share is fixed when a CUDA context is created,
  * so a share is a property of the worker process. One control daemon runs
  * per GPU, started on the first CUDA worker for it and quit in destroy:
@@ -53,6 +64,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +72,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +89,10 @@
 _Static_assert(LOKI_CUDA_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
 #endif
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434 /* the same on every architecture */
+#endif
+
 #define MAX_INST 4096
 #define MAX_MPS_GPUS 64
 
@@ -85,13 +102,14 @@ enum mps_state { MPS_NONE = 0, MPS_UP, MPS_FAILED };
 #define HOP_LOG_MAX (1u << 20)
 
 struct worker {
-    bool used, stopping, ready;
+    bool stopping, ready;
     int inst;
     struct loki_plan_instance pi;
     int req_fd, res_fd;
     struct loki_ring *req, *res;
-    uv_process_t proc;
-    bool proc_live;
+    pid_t pid;
+    int pidfd;           /* readable once the worker has exited */
+    uv_poll_t exit_poll; /* on @pidfd; its close frees the worker */
     struct loki_sup *sup;
     /* completion polling: batches sent and answered, the send times of the last
      * SENT_RING sent (a sample needs its slot not yet reused), EWMA of send-to-result */
@@ -531,13 +549,25 @@ static void free_rings(struct worker *w)
 static void on_proc_closed(uv_handle_t *h)
 {
     struct worker *w = h->data;
+    close(w->pidfd);
     free(w);
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+/* The worker's pidfd is readable: it has exited. Reap it and tell lokid. */
+static void on_exit_cb(uv_poll_t *h, int poll_status, int events)
 {
-    struct worker *w = p->data;
+    struct worker *w = h->data;
     struct loki_sup *s = w->sup;
+    int st = 0;
+    pid_t r;
+    do
+        r = waitpid(w->pid, &st, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return; /* not yet a zombie (a pidfd is readable only then: should not happen) */
+    /* r < 0 (ECHILD: reaped elsewhere) still ends the worker, with an unknown status */
+    int64_t status = r < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+    int sig = r > 0 && WIFSIGNALED(st) ? WTERMSIG(st) : 0;
     bool expected = w->stopping;
     int inst = w->inst;
     if (!expected && sig == 0 && status == LOKI_SUP_EXIT_MPS)
@@ -552,14 +582,14 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     s->alive--;
     free_rings(w);
     s->w[inst] = NULL;
-    w->proc_live = false;
-    uv_close((uv_handle_t *)&w->proc, on_proc_closed);
+    uv_close((uv_handle_t *)&w->exit_poll, on_proc_closed);
     s->ops.exited(s->ctx, inst, status, sig, expected);
 }
 
 static int make_ring(size_t bytes, enum loki_ring_role role, int *fd, struct loki_ring **r)
 {
-    *fd = memfd_create("loki-ring", 0); /* inherited by the exec'd worker */
+    /* close-on-exec: only the worker it is for gets it (spawn_worker() puts it on 3 or 4) */
+    *fd = memfd_create("loki-ring", MFD_CLOEXEC);
     if (*fd < 0)
         return -errno;
     int rc = loki_ring_create(*fd, bytes, role, r);
@@ -567,6 +597,79 @@ static int make_ring(size_t bytes, enum loki_ring_role role, int *fd, struct lok
         close(*fd);
         *fd = -1;
     }
+    return rc;
+}
+
+/*
+ * Start @exe with @argv and @env, @fds[0..3] on its descriptors 3..6, /dev/null on 0,
+ * our 1 and 2, nothing else; signals at their defaults, none blocked. Returns 0 (the
+ * child's pid in @pid) or negative (an exec failure too: glibc reports it and reaps).
+ */
+static int spawn_worker(const char *exe, char **argv, char **env, const int fds[4], pid_t *pid)
+{
+    int dup[4] = {-1, -1, -1, -1}, rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++)
+        if ((dup[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            rc = -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all); /* glibc leaves out its internal signals; KILL and STOP are skipped */
+    if (rc == 0 && (rc = -posix_spawn_file_actions_init(&fa)) == 0) {
+        if ((rc = -posix_spawnattr_init(&at)) == 0) {
+            rc = -posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+            /* dup2 clears close-on-exec on the target */
+            for (int i = 0; i < 4 && rc == 0; i++)
+                rc = -posix_spawn_file_actions_adddup2(&fa, dup[i], 3 + i);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+            /* also what lokid inherited without close-on-exec (ours all have it) */
+            if (rc == 0)
+                rc = -posix_spawn_file_actions_addclosefrom_np(&fa, 7);
+#endif
+            if (rc == 0)
+                rc = -posix_spawnattr_setsigmask(&at, &none);
+            if (rc == 0)
+                rc = -posix_spawnattr_setsigdefault(&at, &all);
+            if (rc == 0)
+                rc = -posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+            if (rc == 0)
+                rc = -posix_spawn(pid, exe, &fa, &at, argv, env);
+            posix_spawnattr_destroy(&at);
+        }
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    for (int i = 0; i < 4; i++)
+        if (dup[i] >= 0)
+            close(dup[i]);
+    return rc;
+}
+
+/*
+ * Watch @w's exit (pid set). Returns 0, or negative with the child killed and reaped;
+ * then @w is the caller's to free, unless *@closing: the handle's close frees it.
+ */
+static int watch_worker(struct loki_sup *s, struct worker *w, bool *closing)
+{
+    int rc = 0;
+    *closing = false;
+    w->pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0); /* close-on-exec */
+    if (w->pidfd < 0)
+        rc = -errno;
+    else if ((rc = uv_poll_init(s->loop, &w->exit_poll, w->pidfd)) == 0) {
+        w->exit_poll.data = w;
+        if ((rc = uv_poll_start(&w->exit_poll, UV_READABLE, on_exit_cb))) {
+            uv_close((uv_handle_t *)&w->exit_poll, on_proc_closed);
+            *closing = true;
+        }
+    }
+    if (rc == 0)
+        return 0;
+    if (w->pidfd >= 0 && !*closing)
+        close(w->pidfd);
+    kill(w->pid, SIGKILL);
+    while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
     return rc;
 }
 
@@ -683,39 +786,16 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     }
     env[k] = NULL;
 
-    uv_stdio_container_t stdio[7];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = 1;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
-    stdio[3].flags = UV_INHERIT_FD;
-    stdio[3].data.fd = w->req_fd;
-    stdio[4].flags = UV_INHERIT_FD;
-    stdio[4].data.fd = w->res_fd;
-    stdio[5].flags = UV_INHERIT_FD;
-    stdio[5].data.fd = s->arena_fd;
-    stdio[6].flags = UV_INHERIT_FD;
-    stdio[6].data.fd = s->efd;
-    uv_process_options_t o = {
-        .exit_cb = on_exit_cb,
-        .file = s->cfg.self_exe,
-        .args = args,
-        .env = env,
-        .stdio_count = 7,
-        .stdio = stdio,
-    };
-    w->proc.data = w;
-    rc = uv_spawn(s->loop, &w->proc, &o);
+    int fds[4] = {w->req_fd, w->res_fd, s->arena_fd, s->efd};
+    rc = spawn_worker(s->cfg.self_exe, args, env, fds, &w->pid);
     free(env);
-    if (rc) {
-        /* libuv wants the handle closed even when spawning failed; w goes with it */
-        free_rings(w);
-        uv_close((uv_handle_t *)&w->proc, on_proc_closed);
+    bool closing = false;
+    if (rc == 0 && (rc = watch_worker(s, w, &closing)) && closing) {
+        free_rings(w); /* the handle's close frees w */
         return rc;
     }
-    w->proc_live = true;
-    w->used = true;
+    if (rc)
+        goto err;
     s->w[inst] = w;
     if (inst >= s->hi)
         s->hi = inst + 1;
@@ -724,7 +804,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     char cpus[64];
     int gslot = pi->gpu >= 0 && pi->gpu < 255 ? pi->gpu + 1 : 0;
     if (loki_placement_core_for(s->place, pi->gpu, s->slots[gslot]++, cpus, sizeof(cpus)) == 0)
-        loki_placement_bind(s->place, w->proc.pid, cpus); /* best effort: pinning is a hint */
+        loki_placement_bind(s->place, w->pid, cpus); /* best effort: pinning is a hint */
     return 0;
 err:
     free_rings(w);
@@ -771,7 +851,7 @@ int loki_sup_pid(const struct loki_sup *s, int inst)
 {
     if (inst < 0 || inst >= MAX_INST || !s->w[inst])
         return -1;
-    return s->w[inst]->proc.pid;
+    return s->w[inst]->pid;
 }
 
 int loki_sup_alive(const struct loki_sup *s)
@@ -799,10 +879,9 @@ void loki_sup_destroy(struct loki_sup *s)
         struct worker *w = s->w[i];
         if (!w)
             continue;
-        uv_process_kill(&w->proc, SIGKILL);
+        kill(w->pid, SIGKILL); /* not reaped: lokid is on its way out */
         free_rings(w);
-        w->proc.exit_cb = NULL;
-        uv_close((uv_handle_t *)&w->proc, on_proc_closed);
+        uv_close((uv_handle_t *)&w->exit_poll, on_proc_closed);
         s->w[i] = NULL;
     }
     uv_close((uv_handle_t *)&s->poll, NULL);

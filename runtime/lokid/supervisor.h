@@ -3,7 +3,7 @@
  * The supervisor: one worker process per instance, spawned from lokid's own
  * executable (`lokid --worker ...`), pinned with hwloc near its GPU, wired
  * to lokid by two shared-memory rings (batches in, results out) and the
- * shared payload arena, and reaped through libuv. Runs on lokid's loop
+ * shared payload arena, and reaped through a pidfd on the loop. Runs on lokid's loop
  * thread; every callback runs there too.
  */
 #ifndef LOKI_SUPERVISOR_H
