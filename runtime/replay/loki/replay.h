@@ -79,10 +79,10 @@ struct loki_replay_config {
      */
     bool lokid_loop;
     /*
-     * lokid_loop: lokid spawns each new worker (fork + exec) on its loop thread, which
-     * routes nothing meanwhile: every instance a plan change starts keeps the router
-     * busy this long, and arrivals, batch completions and timers that fall in that
-     * time are handled at its end. 0: no such pause.
+     * lokid_loop: lokid spawns each new worker (posix_spawn, until the child execs)
+     * on its loop thread, which routes nothing meanwhile: every instance a plan
+     * change starts keeps the router busy this long, and arrivals, batch completions
+     * and timers that fall in that time are handled at its end. 0: no such pause.
      */
     double spawn_ms;
     /* > 0: the first plan is solved for this demand (lokid --initial-demand); 0: row 0's rate */
