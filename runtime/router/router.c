@@ -33,6 +33,16 @@
  * dropped sub-query completes its root as dropped; the root's other
  * sub-queries are discarded when they reach a batch.
  *
+ * Fallbacks. An instance that loaded a faster variant of its task beside its
+ * own (loki_plan_instance.fallback) runs the next batch on it when its queue,
+ * served at the planned batch's rate, would not be through by the head's
+ * deadline, or when the head can make it there but not on its own variant:
+ * a burst is met on the GPUs in use, at once, at some accuracy.
+ *
+ * Overrun. Every finish time predicted for an instance adds how much later
+ * than profiled its batches have been coming back (an EWMA): in lokid the
+ * rings, wake-ups and the loop's own delays; on the replay's clock 0.
+ *
  * Plans change make-before-break: see loki_router_set_plan() in the header.
  * Memory: two pools (roots, sub-queries) with free lists, preallocated at
  * create and touched lazily; an empty pool refuses work with "overloaded".
@@ -51,6 +61,7 @@
 #define NIL UINT32_MAX
 #define OFF 0xff
 #define MAX_INST (2 * LOKI_MAX_INSTANCES)
+#define OVERRUN_MAX_NS (20 * 1000000ull) /* one stall counts at most this much */
 
 enum inst_state {
     I_FREE = 0,
@@ -85,7 +96,8 @@ struct sq {
 };
 
 struct slot {
-    uint64_t id; /* 0: empty */
+    uint64_t id;   /* 0: empty */
+    uint64_t sent; /* when it was dispatched */
     int n;
     int variant; /* what it runs: the instance's variant or its fallback */
     double lat_ms;
@@ -101,6 +113,14 @@ struct inst {
     uint32_t heap, qlen;
     int inflight;
     uint64_t busy_until;
+    /*
+     * Overrun: how much later than profiled this instance's batches come back (EWMA of
+     * completion - start - profiled latency, clamped at 0..OVERRUN_MAX_NS), i.e. the real
+     * cost of a hop (rings, wake-ups, the worker's timer) the profile does not include.
+     * Added to every finish time the router predicts for it; 0 on the replay's exact clock.
+     */
+    uint64_t over_ns;
+    uint64_t last_done; /* when its previous batch came back */
     struct slot slot[2];
     float *lat; /* lat[n], n = 1..max_batch, ms at this share */
     int fb;     /* fallback variant loaded alongside, or -1 */
@@ -541,6 +561,8 @@ static int inst_alloc(struct loki_router *r)
             in->inflight = 0;
             in->handle = 0;
             in->busy_until = 0;
+            in->over_ns = 0;
+            in->last_done = 0;
             in->slot[0].id = in->slot[1].id = 0;
             return i;
         }
@@ -588,7 +610,7 @@ static bool bucket_take(struct bucket *b, uint64_t t)
 /* Estimated ns until @in could start a new query (in-flight work plus its queue). */
 static uint64_t inst_backlog(const struct inst *in, uint64_t t)
 {
-    uint64_t busy = in->busy_until > t ? in->busy_until - t : 0;
+    uint64_t busy = in->busy_until > t ? in->busy_until - t : 0; /* overrun included */
     double per = in->lat[in->cap] / in->cap;
     return busy + ms_ns(per * in->qlen);
 }
@@ -731,7 +753,7 @@ static bool try_reroute(struct loki_router *r, uint32_t s, int from, uint64_t tn
                 continue;
             uint64_t start = in->inflight && in->busy_until > tn ? in->busy_until : tn;
             int nb = (int)in->qlen + 1 <= in->cap ? (int)in->qlen + 1 : in->cap;
-            uint64_t fin = start + ms_ns(in->lat[nb]);
+            uint64_t fin = start + ms_ns(in->lat[nb]) + in->over_ns;
             if (fin + ms_ns(down) > q->deadline)
                 continue;
             if (best < 0 || r->acc[p][t][v] > r->acc[p][t][r->inst[best].pi.variant] ||
@@ -765,7 +787,8 @@ static void try_dispatch(struct loki_router *r, int i)
         uint64_t tn = now(r);
         uint64_t start = in->inflight && in->busy_until > tn ? in->busy_until : tn;
         int p = in->pi.pipeline, t = in->pi.task;
-        uint64_t down = ms_ns(r->down_ms[p][t]);
+        /* the fastest path below, plus this instance's measured overrun per batch */
+        uint64_t down = ms_ns(r->down_ms[p][t]) + in->over_ns;
         struct slot *sl = in->slot[0].id == 0 ? &in->slot[0] : &in->slot[1];
         const float *lat = in->lat;
         int cap = in->cap, var = in->pi.variant;
@@ -824,7 +847,8 @@ static void try_dispatch(struct loki_router *r, int i)
         sl->variant = var;
         sl->lat_ms = lat[n];
         in->inflight++;
-        in->busy_until = start + ms_ns(sl->lat_ms);
+        sl->sent = tn;
+        in->busy_until = start + ms_ns(sl->lat_ms) + in->over_ns;
         r->st.var[p][t][var].batches++;
         if (var != in->pi.variant) {
             r->st.var[p][t][var].fallback += (uint64_t)n;
@@ -958,9 +982,17 @@ int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
     uint64_t tn = now(r);
     sl->id = 0;
     in->inflight--;
+    /* It started when it was sent or when the batch before it came back, whichever is later. */
+    uint64_t began = sl->sent > in->last_done ? sl->sent : in->last_done;
+    uint64_t took = tn > began ? tn - began : 0, prof = ms_ns(sl->lat_ms);
+    uint64_t over = took > prof ? took - prof : 0;
+    if (over > OVERRUN_MAX_NS)
+        over = OVERRUN_MAX_NS;
+    in->over_ns = (in->over_ns * 7 + over) / 8;
+    in->last_done = tn;
     /* The staged batch (if any) started when this one finished. */
     struct slot *other = sl == &in->slot[0] ? &in->slot[1] : &in->slot[0];
-    in->busy_until = in->inflight ? tn + ms_ns(other->lat_ms) : tn;
+    in->busy_until = in->inflight ? tn + ms_ns(other->lat_ms) + in->over_ns : tn;
     int p = in->pi.pipeline, t = in->pi.task;
     int nc = r->topo->pipelines[p].tasks[t].n_children;
     int n = sl->n;

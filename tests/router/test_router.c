@@ -622,6 +622,43 @@ static void test_fallback(void **state)
     fx_fini(&f);
 }
 
+/*
+ * Overrun: an instance whose batches keep coming back 5 ms later than profiled (a real hop's
+ * rings and wake-ups) gets that added to every finish time the router predicts for it. A query
+ * with 2 ms to spare on the profile alone is then dropped at once instead of served late; an
+ * instance with no overrun still takes it.
+ */
+static void test_overrun_learned(void **state)
+{
+    for (int late = 0; late < 2; late++) {
+        struct fx f;
+        fx_init(&f, 200, NULL, false);
+        struct loki_plan *pl = mkplan(0, 1, 1, 1, 0); /* det "slow": 20 ms at batch 1 */
+        assert_int_equal(loki_router_set_plan(f.r, pl), 0);
+        for (int q = 1; q <= 24; q++) {
+            assert_int_equal(loki_router_submit(f.r, 0, (uint64_t)q, 0, 0), 0);
+            struct rec_batch *b = &f.c->b[f.c->nb - 1];
+            f.c->now += (uint64_t)(b->ms * 1e6) + (late ? 5 : 0) * MS;
+            finish(&f, f.c->nb - 1, 0);
+            assert_int_equal(f.c->status[q], LOKI_QUERY_OK);
+            f.c->now += 10 * MS;
+        }
+        /* 20 ms here + 5 ms of cls below (the fastest path) + 2 ms to spare */
+        int nb = f.c->nb;
+        assert_int_equal(loki_router_submit(f.r, 0, 99, 0, f.c->now + 27 * MS), 0);
+        if (late) {
+            assert_int_equal(f.c->done_count[99], 1);
+            assert_int_equal(f.c->status[99], LOKI_QUERY_DROPPED);
+            assert_int_equal(f.c->nb, nb);
+        } else {
+            assert_int_equal(f.c->nb, nb + 1);
+            assert_int_equal(f.c->b[nb].qid[0], 99);
+        }
+        free(pl);
+        fx_fini(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -636,6 +673,7 @@ int main(void)
         cmocka_unit_test(test_pool_exhausted),
         cmocka_unit_test(test_drain_requeues),
         cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_overrun_learned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
