@@ -113,10 +113,11 @@ EOF
 
 cat <<'NOTE'
 (One trace minute lasts one wall second here: a one-minute burst is a one-second step that the
-plan follows a second later (demand estimate, solve) and new instances take their startup_ms
-(2 s; the sim workers wait it out like the models they stand in for), so part of a burst is
-dropped early, answered "dropped" at once rather than late. docs/evaluation.md measures the same
-effect on full traces.)
+plan follows a second later (demand estimate, solve), and new instances take their startup_ms
+(2 s, 4 s with a fallback; the sim workers wait it out like the models they stand in for).
+Meanwhile every instance runs the overflow on the faster fallback variant it keeps loaded (the
+dips in accuracy per second); what still cannot make its deadline is dropped early, answered
+"dropped" at once rather than late. docs/evaluation.md measures the same on full traces.)
 NOTE
 
 if "$bdir/bin/loki" help 2>/dev/null | grep -q '^  status'; then
