@@ -844,6 +844,17 @@ static int parent_task(const struct loki_pipeline *pl, int t)
 }
 
 /* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
+/* The fallback the instances of variant @v of task @t load (the first one found), or -1. */
+static int variant_fallback(const struct loki_plan *plan, int p, int t, int v)
+{
+    for (int i = 0; i < plan->n_instances; i++) {
+        const struct loki_plan_instance *pi = &plan->inst[i];
+        if (pi->pipeline == p && pi->task == t && pi->variant == v && pi->fallback)
+            return loki_plan_fallback(pi);
+    }
+    return -1;
+}
+
 static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap,
                          bool json)
 {
@@ -923,10 +934,17 @@ static void status_json(struct lokid *d, struct sbuf *b)
                 sb_printf(b,
                           ",\"accuracy\":%.3f,\"instances\":%d,\"batch\":%d,\"share\":%.4f,"
                           "\"gpus\":[%s],\"capacity_qps\":%.3f,\"load_qps\":%.3f,"
-                          "\"dropped_total\":%llu}",
+                          "\"dropped_total\":%llu,\"fallback_total\":%llu,\"fallback\":",
                           pl->tasks[t].variants[v].accuracy, pv->instances, pv->batch, pv->share, g,
                           pv->capacity_qps, pv->load_qps,
-                          (unsigned long long)st->var[p][t][v].dropped);
+                          (unsigned long long)st->var[p][t][v].dropped,
+                          (unsigned long long)st->var[p][t][v].fallback);
+                int fv = variant_fallback(pl_, p, t, v);
+                if (fv >= 0)
+                    sb_quoted(b, pl->tasks[t].variants[fv].name);
+                else
+                    sb_printf(b, "null");
+                sb_printf(b, "}");
                 first = false;
             }
         sb_printf(b, "],\"splits\":[");
@@ -998,8 +1016,8 @@ static void status_table(struct lokid *d, struct sbuf *b)
         sb_printf(b, "  drops by stage:");
         for (int t = 0; t < pl->n_tasks; t++)
             sb_printf(b, " %s %llu", pl->tasks[t].name, (unsigned long long)m.stage_drop[t]);
-        sb_printf(b, "\n  %-16s %-20s %5s %5s %6s %-10s %10s %10s\n", "TASK", "VARIANT", "INST",
-                  "BATCH", "SHARE", "GPUS", "CAP/s", "LOAD/s");
+        sb_printf(b, "\n  %-16s %-20s %5s %5s %6s %-10s %10s %10s  %s\n", "TASK", "VARIANT", "INST",
+                  "BATCH", "SHARE", "GPUS", "CAP/s", "LOAD/s", "FALLBACK");
         for (int t = 0; t < pl->n_tasks; t++)
             for (int v = 0; v < pl->tasks[t].n_variants; v++) {
                 const struct loki_plan_variant *pv = &pl_->var[p][t][v];
@@ -1007,9 +1025,11 @@ static void status_table(struct lokid *d, struct sbuf *b)
                     continue;
                 char g[512];
                 variant_gpus(pl_, p, t, v, g, sizeof(g), false);
-                sb_printf(b, "  %-16s %-20s %5d %5d %6.2f %-10s %10.1f %10.1f\n", pl->tasks[t].name,
-                          pl->tasks[t].variants[v].name, pv->instances, pv->batch, pv->share, g,
-                          pv->capacity_qps, pv->load_qps);
+                int fv = variant_fallback(pl_, p, t, v);
+                sb_printf(b, "  %-16s %-20s %5d %5d %6.2f %-10s %10.1f %10.1f  %s\n",
+                          pl->tasks[t].name, pl->tasks[t].variants[v].name, pv->instances,
+                          pv->batch, pv->share, g, pv->capacity_qps, pv->load_qps,
+                          fv >= 0 ? pl->tasks[t].variants[fv].name : "-");
             }
         sb_printf(b, "  splits:\n");
         for (int t = 0; t < pl->n_tasks; t++) {
