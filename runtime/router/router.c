@@ -39,9 +39,10 @@
  * deadline, or when the head can make it there but not on its own variant:
  * a burst is met on the GPUs in use, at once, at some accuracy.
  *
- * Overrun. Every finish time predicted for an instance adds how much later
- * than profiled its batches have been coming back (an EWMA): in lokid the
- * rings, wake-ups and the loop's own delays; on the replay's clock 0.
+ * Overrun. Every deadline check for an instance adds how much later than
+ * profiled its batches have been coming back (an EWMA, plus twice its
+ * jitter): in lokid the rings, wake-ups and the loop's own delays; on the
+ * replay's clock 0.
  *
  * Plans change make-before-break: see loki_router_set_plan() in the header.
  * Memory: two pools (roots, sub-queries) with free lists, preallocated at
@@ -117,10 +118,14 @@ struct inst {
      * Overrun: how much later than profiled this instance's batches come back (EWMA of
      * completion - start - profiled latency, clamped at 0..OVERRUN_MAX_NS), i.e. the real
      * cost of a hop (rings, wake-ups, the worker's timer) the profile does not include.
-     * Added to every finish time the router predicts for it; 0 on the replay's exact clock.
+     * It plus twice its jitter is added to every deadline check the router makes for the
+     * instance (a query just inside the profile goes to the fallback instead of arriving
+     * late); 0 on the replay's exact clock.
      */
     uint64_t over_ns;
-    uint64_t last_done; /* when its previous batch came back */
+    uint64_t over_dev_ns; /* EWMA of |overrun - over_ns|: its jitter */
+    uint64_t margin_ns;   /* over_ns + 2 over_dev_ns: what deadline checks add */
+    uint64_t last_done;   /* when its previous batch came back */
     struct slot slot[2];
     float *lat; /* lat[n], n = 1..max_batch, ms at this share */
     int fb;     /* fallback variant loaded alongside, or -1 */
@@ -562,6 +567,8 @@ static int inst_alloc(struct loki_router *r)
             in->handle = 0;
             in->busy_until = 0;
             in->over_ns = 0;
+            in->over_dev_ns = 0;
+            in->margin_ns = 0;
             in->last_done = 0;
             in->slot[0].id = in->slot[1].id = 0;
             return i;
@@ -753,7 +760,7 @@ static bool try_reroute(struct loki_router *r, uint32_t s, int from, uint64_t tn
                 continue;
             uint64_t start = in->inflight && in->busy_until > tn ? in->busy_until : tn;
             int nb = (int)in->qlen + 1 <= in->cap ? (int)in->qlen + 1 : in->cap;
-            uint64_t fin = start + ms_ns(in->lat[nb]) + in->over_ns;
+            uint64_t fin = start + ms_ns(in->lat[nb]) + in->margin_ns;
             if (fin + ms_ns(down) > q->deadline)
                 continue;
             if (best < 0 || r->acc[p][t][v] > r->acc[p][t][r->inst[best].pi.variant] ||
@@ -788,7 +795,7 @@ static void try_dispatch(struct loki_router *r, int i)
         uint64_t start = in->inflight && in->busy_until > tn ? in->busy_until : tn;
         int p = in->pi.pipeline, t = in->pi.task;
         /* the fastest path below, plus this instance's measured overrun per batch */
-        uint64_t down = ms_ns(r->down_ms[p][t]) + in->over_ns;
+        uint64_t down = ms_ns(r->down_ms[p][t]) + in->margin_ns;
         struct slot *sl = in->slot[0].id == 0 ? &in->slot[0] : &in->slot[1];
         const float *lat = in->lat;
         int cap = in->cap, var = in->pi.variant;
@@ -988,7 +995,10 @@ int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
     uint64_t over = took > prof ? took - prof : 0;
     if (over > OVERRUN_MAX_NS)
         over = OVERRUN_MAX_NS;
+    uint64_t dev = over > in->over_ns ? over - in->over_ns : in->over_ns - over;
     in->over_ns = (in->over_ns * 7 + over) / 8;
+    in->over_dev_ns = (in->over_dev_ns * 7 + dev) / 8;
+    in->margin_ns = in->over_ns + 2 * in->over_dev_ns;
     in->last_done = tn;
     /* The staged batch (if any) started when this one finished. */
     struct slot *other = sl == &in->slot[0] ? &in->slot[1] : &in->slot[0];
