@@ -84,6 +84,24 @@ double loki_task_min_latency(const struct loki_task *t)
     return best;
 }
 
+static double min_below(const struct loki_pipeline *p, int t, int depth)
+{
+    const struct loki_task *tk = &p->tasks[t];
+    double worst = 0;
+    for (int c = 0; c < tk->n_children && depth < LOKI_MAX_TASKS; c++) {
+        int ch = tk->children[c];
+        double l = loki_task_min_latency(&p->tasks[ch]) + min_below(p, ch, depth + 1);
+        if (l > worst)
+            worst = l;
+    }
+    return worst;
+}
+
+double loki_task_min_below(const struct loki_pipeline *p, int t)
+{
+    return min_below(p, t, 0);
+}
+
 static int walk(const struct loki_pipeline *p, int task, int *stack, int depth,
                 int chains[][LOKI_MAX_TASKS], int *len, int n, int max)
 {

@@ -957,19 +957,6 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
 #define FORCED_MARGIN 0.05
 #endif
 
-/* Fastest possible time below task @t: batch 1 of the fastest variant per later task, worst branch.
- */
-static double down_min_ms(const struct loki_pipeline *pp, int t, int depth)
-{
-    const struct loki_task *tk = &pp->tasks[t];
-    double worst = 0;
-    for (int c = 0; c < tk->n_children && depth < LOKI_MAX_TASKS; c++) {
-        int ch = tk->children[c];
-        worst = fmax(worst, loki_task_min_latency(&pp->tasks[ch]) + down_min_ms(pp, ch, depth + 1));
-    }
-    return worst;
-}
-
 /* A fallback this many times the instance's own throughput is fast enough to clear a burst. */
 #define FALLBACK_SPEEDUP 3.0
 
@@ -985,7 +972,7 @@ static int fallback_variant(const struct loki_topology *topo, int p, int t, int 
 {
     const struct loki_pipeline *pp = &topo->pipelines[p];
     const struct loki_task *tk = &pp->tasks[t];
-    double budget = topo->planner.headroom * pp->slo_ms - down_min_ms(pp, t, 0);
+    double budget = topo->planner.headroom * pp->slo_ms - loki_task_min_below(pp, t);
     double thr[LOKI_MAX_VARIANTS] = {0};
     int fastest = -1, accurate = -1;
     for (int v = 0; v < tk->n_variants; v++) {

@@ -173,6 +173,12 @@ double loki_variant_throughput(const struct loki_variant *v, int batch, double s
 double loki_task_min_latency(const struct loki_task *t);
 
 /*
+ * Fastest possible time below task @t of @p: per later task the batch-1 latency of its fastest
+ * variant (loki_task_min_latency), summed along each branch, worst branch; 0 for a leaf.
+ */
+double loki_task_min_below(const struct loki_pipeline *p, int t);
+
+/*
  * Root-to-leaf chains of tasks. A chain is a list of task indexes starting
  * at the root and ending at a task with no children. Returns the number of
  * chains (<= @max) written to @chains, each of length @len[i].

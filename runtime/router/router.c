@@ -419,6 +419,26 @@ static const struct loki_variant *inst_variant(const struct loki_router *r, cons
     return &r->topo->pipelines[in->pi.pipeline].tasks[in->pi.task].variants[in->pi.variant];
 }
 
+/*
+ * lat[n], n = 0..max_batch: @v's latency (ms) at batch n and @share; past what is profiled,
+ * twice the previous one (never chosen, but finite). Returns the largest n up to which every
+ * batch size is profiled (0: none).
+ */
+static int fill_lat(const struct loki_variant *v, double share, int max_batch, float *lat)
+{
+    int ok = 0;
+    lat[0] = 0;
+    for (int n = 1; n <= max_batch; n++) {
+        double l = loki_variant_latency(v, n, share);
+        if (l <= 0)
+            l = lat[n - 1] > 0 ? lat[n - 1] * 2 : 1e6;
+        else if (ok == n - 1)
+            ok = n;
+        lat[n] = (float)l;
+    }
+    return ok;
+}
+
 /* Take @pi's variant, batch cap and share; @fallback (loki_plan_instance.fallback) is what the
  * worker loaded: a kept instance keeps the one it started with. */
 static void inst_set_pi(struct loki_router *r, struct inst *in, const struct loki_plan_instance *pi,
@@ -426,36 +446,19 @@ static void inst_set_pi(struct loki_router *r, struct inst *in, const struct lok
 {
     in->pi = *pi;
     in->pi.fallback = fallback;
-    const struct loki_variant *v = inst_variant(r, in);
     int cap = pi->batch < 1 ? 1 : pi->batch;
     if (cap > r->max_batch)
         cap = r->max_batch;
-    in->lat[0] = 0;
-    for (int n = 1; n <= r->max_batch; n++) {
-        double l = loki_variant_latency(v, n, pi->share);
-        if (l <= 0) {
-            if (n <= cap)
-                cap = n - 1;
-            l = in->lat[n - 1] > 0 ? in->lat[n - 1] * 2 : 1e6;
-        }
-        in->lat[n] = (float)l;
-    }
+    int ok = fill_lat(inst_variant(r, in), pi->share, r->max_batch, in->lat);
+    if (ok < cap)
+        cap = ok;
     in->cap = cap < 1 ? 1 : cap;
     in->fb = -1;
     int fv = loki_plan_fallback(&in->pi);
     if (fv >= 0) {
         const struct loki_variant *f =
             &r->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fv];
-        int fc = 0;
-        in->fblat[0] = 0;
-        for (int n = 1; n <= r->max_batch; n++) {
-            double l = loki_variant_latency(f, n, pi->share);
-            if (l <= 0)
-                l = in->fblat[n - 1] > 0 ? in->fblat[n - 1] * 2 : 1e6;
-            else
-                fc = n;
-            in->fblat[n] = (float)l;
-        }
+        int fc = fill_lat(f, pi->share, r->max_batch, in->fblat);
         if (fc >= 1 && in->fblat[1] < in->lat[1]) {
             in->fb = fv;
             in->fbcap = fc;
@@ -1286,19 +1289,6 @@ static double expected_subs(const struct loki_pipeline *p, int t, int depth)
     return 1 + best;
 }
 
-static double down_path(const struct loki_pipeline *p, int t, int depth)
-{
-    const struct loki_task *tk = &p->tasks[t];
-    double worst = 0;
-    for (int c = 0; c < tk->n_children && depth < LOKI_MAX_TASKS; c++) {
-        int ch = tk->children[c];
-        double l = loki_task_min_latency(&p->tasks[ch]) + down_path(p, ch, depth + 1);
-        if (l > worst)
-            worst = l;
-    }
-    return worst;
-}
-
 int loki_router_create(const struct loki_topology *topo, const struct loki_router_config *cfg,
                        const struct loki_router_ops *ops, void *ctx, struct loki_router **out)
 {
@@ -1323,7 +1313,7 @@ int loki_router_create(const struct loki_topology *topo, const struct loki_route
         if (e > subs)
             subs = e;
         for (int t = 0; t < pl->n_tasks; t++) {
-            r->down_ms[p][t] = r->down_topo[p][t] = down_path(pl, t, 0);
+            r->down_ms[p][t] = r->down_topo[p][t] = loki_task_min_below(pl, t);
             for (int v = 0; v < pl->tasks[t].n_variants; v++) {
                 const struct loki_variant *va = &pl->tasks[t].variants[v];
                 r->acc[p][t][v] = (float)(va->accuracy / 100.0);
