@@ -11,20 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example.h"
 #include "harness.h"
 #include "loki/planner.h"
 #include "loki/topology.h"
-
-static struct loki_topology *load(void)
-{
-    struct loki_topology *t = NULL;
-    char err[1024];
-    int rc =
-        loki_topology_load(loki_test_src("examples/traffic_analysis.yaml"), &t, err, sizeof(err));
-    if (rc < 0)
-        fail_msg("cannot load the example: %s", err);
-    return t;
-}
 
 /* A fresh planner's plan of @pol for @d qps under floor @floor; checked. */
 static void solve(struct loki_topology *t, double floor_pct, enum loki_policy pol, double d,
@@ -58,7 +48,7 @@ static bool same_variants(const struct loki_topology *t, const struct loki_plan 
 static void test_floor_95(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_plan *off = malloc(sizeof(*off)), *on = malloc(sizeof(*on));
     const double demands[] = {50, 100, 200};
     for (size_t i = 0; i < sizeof(demands) / sizeof(demands[0]); i++) {
@@ -87,7 +77,7 @@ static void test_floor_95(void **state)
 static void test_floor_100_is_hardware(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_plan *off = malloc(sizeof(*off)), *on = malloc(sizeof(*on));
     const double demands[] = {50, 100, 200};
     for (size_t i = 0; i < sizeof(demands) / sizeof(demands[0]); i++) {
@@ -111,14 +101,14 @@ static void test_floor_100_is_hardware(void **state)
 static void test_floor_off_and_baselines(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
     const double demands[] = {50, 100, 200, 400};
     enum loki_policy base[] = {LOKI_POLICY_INFERLINE, LOKI_POLICY_PROTEUS};
     for (size_t i = 0; i < sizeof(demands) / sizeof(demands[0]); i++) {
         double d = demands[i];
         /* the default is off */
-        struct loki_topology *fresh = load();
+        struct loki_topology *fresh = loki_test_traffic();
         assert_true(fresh->planner.accuracy_floor == 0);
         free(fresh);
         for (int k = 0; k < 2; k++) {
@@ -144,7 +134,7 @@ static void test_floor_off_and_baselines(void **state)
 static void test_floor_unreachable_falls_back(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
     double d = 400;
     solve(t, 0, LOKI_POLICY_LOKI, d, a);
@@ -166,7 +156,7 @@ static void test_floor_unreachable_falls_back(void **state)
 static void test_floor_walk(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     t->planner.accuracy_floor = 96;
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);

@@ -11,20 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example.h"
 #include "harness.h"
 #include "loki/planner.h"
 #include "loki/topology.h"
-
-static struct loki_topology *load(void)
-{
-    struct loki_topology *t = NULL;
-    char err[1024];
-    int rc =
-        loki_topology_load(loki_test_src("examples/traffic_analysis.yaml"), &t, err, sizeof(err));
-    if (rc < 0)
-        fail_msg("cannot load the example: %s", err);
-    return t;
-}
 
 static bool carried(struct loki_planner *pl, const struct loki_topology *t, enum loki_policy pol,
                     double d, struct loki_plan *p)
@@ -52,7 +42,7 @@ static double capacity(struct loki_planner *pl, const struct loki_topology *t, e
 static void test_car_chain_hardware_capacity(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_pipeline *pp = &t->pipelines[0];
     int car = loki_pipeline_task_index(pp, "car_classification");
     struct loki_task *root = &pp->tasks[pp->root];
@@ -81,7 +71,7 @@ static void test_car_chain_hardware_capacity(void **state)
 static void test_plans_check(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     struct loki_plan *p = malloc(sizeof(*p)), *prev = malloc(sizeof(*prev));
@@ -119,7 +109,7 @@ static void test_plans_check(void **state)
 static void test_short_time_limit(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     t->planner.time_limit_ms = 1;
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
@@ -148,7 +138,7 @@ static void test_short_time_limit(void **state)
 static void test_stable_placement(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
@@ -224,7 +214,7 @@ static int n_fallbacks(const struct loki_plan *p, int *wrong)
 static void test_fallbacks(void **state)
 {
     (void)state;
-    struct loki_topology *t = load();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     struct loki_plan *p = malloc(sizeof(*p));

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example.h"
 #include "harness.h"
 #include "internal.h"
 #include "loki/planner.h"
@@ -20,16 +21,6 @@
 #include "ptest.h"
 
 #define EXACT 1e-9
-
-static struct loki_topology *traffic(void)
-{
-    struct loki_topology *t = NULL;
-    char err[1024];
-    if (loki_topology_load(loki_test_src("examples/traffic_analysis.yaml"), &t, err, sizeof(err)) <
-        0)
-        fail_msg("cannot load the example: %s", err);
-    return t;
-}
 
 /* One MILP solve into @res (its stored bases are kept: the caller zeroes @res once). */
 static void milp(const struct loki_topology *t, enum loki__milp_mode mode, bool best_only,
@@ -113,7 +104,7 @@ static void test_random_agree(void **state)
 static void test_traffic_agree(void **state)
 {
     (void)state;
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     const double hw[] = {40, 100, 140};
     for (int i = 0; i < 3; i++)
         agree(t, LOKI__MILP_HARDWARE, true, hw[i], "traffic");
@@ -131,7 +122,7 @@ static void test_traffic_agree(void **state)
 static void test_traffic_quality(void **state)
 {
     (void)state;
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     double gap = t->planner.mip_gap;
     struct loki__milp_res *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
     double sum_new = 0, sum_ref = 0;
@@ -164,7 +155,7 @@ static void test_traffic_quality(void **state)
 static void test_stored_basis(void **state)
 {
     (void)state;
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     double unit;
     struct loki_topology *r = random_case(5, &unit);
     struct loki__milp_res *kept = calloc(1, sizeof(*kept)), *fresh = calloc(1, sizeof(*fresh));
@@ -198,7 +189,7 @@ static void test_stored_basis(void **state)
 static void test_warm_incumbent(void **state)
 {
     (void)state;
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     struct loki_plan *p = malloc(sizeof(*p));

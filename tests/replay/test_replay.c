@@ -10,20 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example.h"
 #include "harness.h"
 #include "loki/replay.h"
 #include "loki/topology.h"
-
-static struct loki_topology *traffic(void)
-{
-    struct loki_topology *t = NULL;
-    char err[1024];
-    int rc =
-        loki_topology_load(loki_test_src("examples/traffic_analysis.yaml"), &t, err, sizeof(err));
-    if (rc)
-        fail_msg("%s", err);
-    return t;
-}
 
 static void test_trace_load_rescale(void **state)
 {
@@ -72,7 +62,7 @@ static void test_fanout_draws(void **state)
 
 static void test_deterministic(void **state)
 {
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_trace tr;
     assert_int_equal(loki_trace_constant(&tr, 150, 12), 0);
     struct loki_replay_config cfg = {
@@ -138,7 +128,7 @@ static struct window win(const struct loki_replay_result *r, double from, double
 
 static void test_demand_step(void **state)
 {
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     /*
      * beta 1.35: the planner's default 1.05 packs the detector to ~95 %
      * utilisation, where queueing alone breaks a 250 ms SLO (see
@@ -188,7 +178,7 @@ static void bursts(struct loki_trace *tr, struct loki_replay_config *cfg)
 
 static void test_burst_absorbed(void **state)
 {
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_trace tr;
     struct loki_replay_config cfg;
     bursts(&tr, &cfg);
@@ -220,7 +210,7 @@ static void test_burst_absorbed(void **state)
  */
 static void test_fallback_absorbs_bursts(void **state)
 {
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_trace tr;
     struct loki_replay_config cfg;
     bursts(&tr, &cfg);
@@ -264,7 +254,7 @@ static double load_uniform(void)
 static void test_steady_few_changes(void **state)
 {
     (void)state;
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_trace tr;
     assert_int_equal(loki_trace_constant(&tr, 300, 200), 0);
     struct loki_replay_config cfg = {
@@ -290,7 +280,7 @@ static void test_steady_few_changes(void **state)
 static void test_same_arrivals_across_policies(void **state)
 {
     (void)state;
-    struct loki_topology *t = traffic();
+    struct loki_topology *t = loki_test_traffic();
     struct loki_trace tr;
     assert_int_equal(loki_trace_constant(&tr, 60, 40), 0);
     for (int i = 15; i < 25; i++)
@@ -352,7 +342,7 @@ static void test_like_load(void **state)
             expect[t / 1000000000ull]++;
         }
     }
-    struct loki_topology *topo = traffic();
+    struct loki_topology *topo = loki_test_traffic();
     struct loki_replay_config cfg = {.policy = LOKI_POLICY_LOKI,
                                      .seed = seed,
                                      .step_replay_s = row_s,
