@@ -24,7 +24,7 @@ src=$1
 bin=$2
 out=$3
 rc=0
-"$src/bench/crosscheck" --bin "$bin" --out "$out" --duration 60 --first-minute 1073 \
+"$src/bench/crosscheck" --bin "$bin" --out "$out" --azure-hour --duration 60 --first-minute 1073 \
     --time-scale 12 --replay-seeds 5 || rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then
     echo "test_crosscheck: bench/crosscheck failed ($rc)" >&2
