@@ -32,17 +32,34 @@ static void push(struct loki_demand *d, double rate)
         d->n_hist++;
 }
 
+void loki_demand_start(struct loki_demand *d, double now_s)
+{
+    if (d->cur >= 0)
+        return; /* already observing */
+    d->cur = (long)floor(now_s / d->window_s);
+    d->span_start = now_s;
+    d->cur_count = 0;
+}
+
 /* Close every window before the one containing @now_s. */
 static void advance(struct loki_demand *d, double now_s)
 {
     long w = (long)floor(now_s / d->window_s);
     if (d->cur < 0) {
         d->cur = w;
+        d->span_start = (double)w * d->window_s; /* the whole first window counts */
         return;
     }
     if (w <= d->cur)
         return;
-    push(d, d->cur_count / d->window_s);
+    /* Only the first window can have been seen for part of its length (loki_demand_start):
+     * its rate is over that part; seen for under half a window it runs on into the next. */
+    double span = (double)(d->cur + 1) * d->window_s - d->span_start;
+    if (span < 0.5 * d->window_s && w == d->cur + 1) {
+        d->cur = w;
+        return;
+    }
+    push(d, d->cur_count / (span >= 0.5 * d->window_s ? span : d->window_s));
     /* Idle windows count as zero, but more than the history holds changes nothing. */
     long gap = w - d->cur - 1;
     if (gap > LOKI_DEMAND_MAX_WINDOWS)
@@ -51,6 +68,7 @@ static void advance(struct loki_demand *d, double now_s)
         push(d, 0);
     d->cur = w;
     d->cur_count = 0;
+    d->span_start = (double)w * d->window_s;
 }
 
 void loki_demand_observe(struct loki_demand *d, double now_s, double count)
@@ -65,7 +83,7 @@ double loki_demand_estimate(struct loki_demand *d, double now_s)
     if (d->n_hist == 0) {
         if (d->cur < 0)
             return 0;
-        double el = now_s - (double)d->cur * d->window_s;
+        double el = now_s - d->span_start;
         return el > 1e-3 ? d->cur_count / el : 0;
     }
     int n = d->n_hist < d->windows ? d->n_hist : d->windows;

@@ -20,7 +20,9 @@ struct loki_demand {
     double window_s; /* 1.0 */
     long cur;        /* index of the open window (floor(t / window_s)); -1 before any */
     double cur_count;
-    int n_hist; /* closed windows kept, newest at hist[(head - 1) mod max] */
+    double span_start; /* where observation of the open window began (s): its start, or later
+                        * for the first window after loki_demand_start() */
+    int n_hist;        /* closed windows kept, newest at hist[(head - 1) mod max] */
     int head;
     double hist[LOKI_DEMAND_MAX_WINDOWS]; /* arrivals per second of closed windows */
     /* loki_demand_plan_input() knobs, set by init; callers may change them after. */
@@ -33,6 +35,15 @@ struct loki_demand {
  * Caller's memory; any thread, but one thread at a time per object.
  */
 void loki_demand_init(struct loki_demand *d, double alpha, int windows);
+
+/*
+ * Start observing at @now_s (seconds) when that is not a window boundary: the window holding
+ * @now_s counts only from there, so its rate is taken over the part seen (a part under half a
+ * window runs on into the next window), and nothing before @now_s counts as idle. lokid calls it
+ * when it starts serving; without it the first observation's whole window counts (the replay
+ * harness, whose arrivals start at 0). No effect once observing.
+ */
+void loki_demand_start(struct loki_demand *d, double now_s);
 
 /*
  * Record @count arrivals at time @now_s (seconds, monotonic, non-decreasing).

@@ -1570,8 +1570,13 @@ static void observe_fanout(struct lokid *d)
 static void on_plan_timer(uv_timer_t *t)
 {
     struct lokid *d = t->data;
+    /* Demand counts from the moment lokid serves (check_ready): the seconds its first workers
+     * took to start are not idle seconds, and counting them as zero would shrink the EWMA, and
+     * the plans, for the first 20 s after a start. */
+    if (!d->ready)
+        return;
     observe_demand(d);
-    if (d->solving || d->draining || !d->ready || d->opt.fixed_plan)
+    if (d->solving || d->draining || d->opt.fixed_plan)
         return;
     if (loki_router_is_transitioning(d->router))
         return; /* one reconfiguration at a time */
@@ -1643,6 +1648,8 @@ static void check_ready(uv_timer_t *t)
     int n = loki_router_instances(d->router, &gpus);
     if (d->ready || loki_router_is_transitioning(d->router) || n == 0)
         return;
+    for (int p = 0; p < d->topo->n_pipelines; p++)
+        loki_demand_start(&d->demand[p], now_s(d));
     int rc = loki_frontend_start(d->fe);
     if (rc) {
         logf_(d, LOKID_LOG_ERROR, "cannot listen on %s: %s", d->topo->frontend.socket_path,

@@ -13,6 +13,9 @@
  *              "overloaded" with a retry hint and never reaches a worker
  *   ops        status (table, json, --live, --ready), metrics over the socket and
  *              on --metrics-port, journald log lines and --log-level
+ *   start      workers that take 8 s to start: demand counts from when lokid serves,
+ *              so the estimate after 3 s of a steady load is that load (the seconds
+ *              of start-up used to count as idle ones and pulled it down a quarter)
  */
 #include "harness.h"
 
@@ -50,7 +53,8 @@ struct q {
 };
 
 static struct q qs[MAXQ];
-static pid_t live_pid; /* lokid of the running scenario: stopped by main() if a test fails */
+static pid_t live_pid;        /* lokid of the running scenario: stopped by main() if a test fails */
+static const char *topo_path; /* NULL: tests/lokid/scaling.yaml */
 static atomic_int n_sent;
 static double t0;
 
@@ -104,7 +108,7 @@ static void start(struct run *r, const char *const *extra, bool capture)
         snprintf(fd, sizeof(fd), "%d", fds[1]);
         const char *argv[32] = {loki_test_bin("bin/lokid"),
                                 "--topology",
-                                loki_test_src("tests/lokid/scaling.yaml"),
+                                topo_path ? topo_path : loki_test_src("tests/lokid/scaling.yaml"),
                                 "--socket",
                                 r->sock,
                                 "--ready-fd",
@@ -706,15 +710,71 @@ static void test_ops(void **state)
         assert_true(*p == '<');
 }
 
+/*
+ * Workers that take 8 s to start (scaling.yaml with startup_ms 4000, and each loads its
+ * fallback too): lokid re-plans every 0.5 s from its start, but demand must count only from
+ * when it serves. A steady 30 qps for 3 s must read as 30 qps (measured 29.9). Counting the
+ * start-up seconds as idle windows, as lokid did, read 23.0: zeros in the EWMA's history.
+ */
+static void test_start(void **state)
+{
+    (void)state;
+    static char path[128], yaml[8192];
+    FILE *f = fopen(loki_test_src("tests/lokid/scaling.yaml"), "r");
+    assert_non_null(f);
+    size_t n = fread(yaml, 1, sizeof(yaml) - 1, f);
+    fclose(f);
+    yaml[n] = 0;
+    snprintf(path, sizeof(path), "/tmp/loki-scale-start-%d.yaml", (int)getpid());
+    f = fopen(path, "w");
+    assert_non_null(f);
+    int swapped = 0;
+    for (char *p = yaml, *q; *p; p = q) {
+        q = strstr(p, "startup_ms: 100");
+        if (!q) {
+            fputs(p, f);
+            break;
+        }
+        fwrite(p, 1, (size_t)(q - p), f);
+        fputs("startup_ms: 4000", f);
+        q += strlen("startup_ms: 100");
+        swapped++;
+    }
+    fclose(f);
+    assert_int_equal(swapped, 4);
+    topo_path = path;
+    struct run r;
+    double t_start = mono();
+    start(&r, NULL, false);
+    double took = mono() - t_start;
+    fprintf(stderr, "lokid ready after %.2f s\n", took);
+    assert_true(took > 3.5); /* the slow start really happened */
+    static const struct phase ph[] = {{3.0, 30}};
+    run_load(&r, ph, 1, false, 200);
+    struct loki_client *c;
+    assert_int_equal(loki_client_connect(r.sock, NULL, &c), 0);
+    char *js = status_json(c);
+    double est = jnum(js, "estimate_qps");
+    free(js);
+    loki_client_close(c);
+    fprintf(stderr, "demand estimate after 3 s at 30 qps: %.2f qps\n", est);
+    assert_answered_once();
+    assert_true(est > 27 && est < 33);
+    int st = stop(&r);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    topo_path = NULL;
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_step),  cmocka_unit_test(test_reconfig),
         cmocka_unit_test(test_noisy), cmocka_unit_test(test_admission),
-        cmocka_unit_test(test_ops),
+        cmocka_unit_test(test_ops),   cmocka_unit_test(test_start),
     };
-    static const char *const names[] = {"step", "reconfig", "noisy", "admission", "ops"};
+    static const char *const names[] = {"step", "reconfig", "noisy", "admission", "ops", "start"};
     int rc = 2;
     if (argc > 1) {
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)

@@ -75,6 +75,46 @@ static void test_demand_plan_input(void **state)
     assert_true(loki_demand_plan_input(&d, 32.0) < 400);
 }
 
+/* Observing from mid-window (loki_demand_start, as lokid does when it starts serving). */
+static void test_demand_start(void **state)
+{
+    (void)state;
+    struct loki_demand d;
+    /* Seen from 4.3 s: 70 arrivals by 5.0 s are 100 qps, not 70 (the part seen counts). */
+    loki_demand_init(&d, 0, 0);
+    loki_demand_start(&d, 4.3);
+    for (int i = 0; i < 50; i++)
+        loki_demand_observe(&d, 4.3 + i / 100.0, 1);
+    assert_true(fabs(loki_demand_estimate(&d, 4.8) - 50 / 0.5) < 1e-6); /* open window so far */
+    for (int i = 50; i < 70; i++)
+        loki_demand_observe(&d, 4.3 + i / 100.0, 1);
+    assert_true(fabs(loki_demand_estimate(&d, 5.0) - 100) < 1e-6);
+    /* Without the start the whole first window counts: 70. */
+    loki_demand_init(&d, 0, 0);
+    for (int i = 0; i < 70; i++)
+        loki_demand_observe(&d, 4.3 + i / 100.0, 1);
+    assert_true(fabs(loki_demand_estimate(&d, 5.0) - 70) < 1e-6);
+    /* Seen for under half a window (from 4.8): it runs on into the next, one window of 1.2 s. */
+    loki_demand_init(&d, 0, 0);
+    loki_demand_start(&d, 4.8);
+    for (int i = 0; i < 120; i++)
+        loki_demand_observe(&d, 4.8 + i / 100.0, 1);
+    assert_true(fabs(loki_demand_estimate(&d, 6.0) - 100) < 1e-6);
+    assert_int_equal(d.n_hist, 1);
+    /* Nothing before the start is idle: ticks before it (none here) and the time before it
+     * do not dilute the estimate; idle seconds after it do. */
+    loki_demand_init(&d, 0, 0);
+    loki_demand_start(&d, 10.0);
+    for (int i = 0; i < 50; i++)
+        loki_demand_observe(&d, 10.0 + i / 50.0, 1);
+    assert_true(fabs(loki_demand_estimate(&d, 11.0) - 50) < 1e-6);
+    assert_true(loki_demand_estimate(&d, 13.0) < 50 * 0.6); /* 50, 0, 0: 25.1 */
+    /* Once observing, a start changes nothing. */
+    double before = loki_demand_estimate(&d, 13.0);
+    loki_demand_start(&d, 13.5);
+    assert_true(fabs(loki_demand_estimate(&d, 13.0) - before) < 1e-12);
+}
+
 static void test_fanout_est(void **state)
 {
     (void)state;
@@ -484,6 +524,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demand_ewma),
         cmocka_unit_test(test_demand_plan_input),
+        cmocka_unit_test(test_demand_start),
         cmocka_unit_test(test_fanout_est),
         cmocka_unit_test(test_burst_spares),
         cmocka_unit_test(test_never_fails),
