@@ -843,7 +843,6 @@ static int parent_task(const struct loki_pipeline *pl, int t)
     return -1;
 }
 
-/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
 /* The fallback the instances of variant @v of task @t load (the first one found), or -1. */
 static int variant_fallback(const struct loki_plan *plan, int p, int t, int v)
 {
@@ -855,6 +854,7 @@ static int variant_fallback(const struct loki_plan *plan, int p, int t, int v)
     return -1;
 }
 
+/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
 static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap,
                          bool json)
 {

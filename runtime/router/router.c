@@ -797,7 +797,7 @@ static void try_dispatch(struct loki_router *r, int i)
         uint64_t tn = now(r);
         uint64_t start = in->inflight && in->busy_until > tn ? in->busy_until : tn;
         int p = in->pi.pipeline, t = in->pi.task;
-        /* the fastest path below, plus this instance's measured overrun per batch */
+        /* the fastest path below, plus this instance's overrun margin per batch */
         uint64_t down = ms_ns(r->down_ms[p][t]) + in->margin_ns;
         struct slot *sl = in->slot[0].id == 0 ? &in->slot[0] : &in->slot[1];
         const float *lat = in->lat;

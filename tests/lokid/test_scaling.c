@@ -719,29 +719,31 @@ static void test_ops(void **state)
 static void test_start(void **state)
 {
     (void)state;
-    static char path[128], yaml[8192];
+    static char yaml[8192], slow[8192];
     FILE *f = fopen(loki_test_src("tests/lokid/scaling.yaml"), "r");
     assert_non_null(f);
     size_t n = fread(yaml, 1, sizeof(yaml) - 1, f);
     fclose(f);
     yaml[n] = 0;
-    snprintf(path, sizeof(path), "/tmp/loki-scale-start-%d.yaml", (int)getpid());
-    f = fopen(path, "w");
-    assert_non_null(f);
+    /* the same topology with every startup_ms 100 -> 4000 */
+    size_t o = 0;
     int swapped = 0;
-    for (char *p = yaml, *q; *p; p = q) {
+    for (const char *p = yaml, *q; *p; p = q) {
         q = strstr(p, "startup_ms: 100");
         if (!q) {
-            fputs(p, f);
+            o += (size_t)snprintf(slow + o, sizeof(slow) - o, "%s", p);
             break;
         }
-        fwrite(p, 1, (size_t)(q - p), f);
-        fputs("startup_ms: 4000", f);
+        o += (size_t)snprintf(slow + o, sizeof(slow) - o, "%.*sstartup_ms: 4000", (int)(q - p), p);
         q += strlen("startup_ms: 100");
         swapped++;
     }
-    fclose(f);
+    assert_true(o < sizeof(slow));
     assert_int_equal(swapped, 4);
+    static char path[4096];
+    const char *tmp = loki_test_write_tmp(slow, ".yaml");
+    assert_non_null(tmp);
+    snprintf(path, sizeof(path), "%s", tmp);
     topo_path = path;
     struct run r;
     double t_start = mono();
