@@ -46,6 +46,7 @@
 #include "loki/clock.h"
 #include "loki/compiler.h"
 #include "loki/error.h"
+#include "loki/log.h"
 #include "loki/planner.h"
 #include "loki/proto.h"
 #include "loki/router.h"
@@ -175,129 +176,10 @@ struct lokid {
     int http_port;
     int n_http;
     struct http_conn *http_conns;
-    /* logging */
-    enum lokid_log_level log_level;
-    bool journal;
-    double qlog_window_s;
-    unsigned qlog_n;
-    uint64_t qlog_suppressed;
     struct loki_reply reply; /* scratch: large, encoded before reuse */
     char paths[LOKI_MAX_TASKS * 8][LOKI_PROTO_PATH_STR_MAX / 8];
     int exit_code;
 };
-
-static const char *const level_name[] = {"debug", "info", "warn", "error"};
-static const int level_prio[] = {7, 6, 4, 3}; /* syslog priorities for journald */
-
-int lokid_log_level_parse(const char *s, enum lokid_log_level *out)
-{
-    static const char *const alias[] = {"debug", "info", "warning", "error"};
-    for (int i = 0; i <= LOKID_LOG_ERROR; i++)
-        if (!strcmp(s, level_name[i]) || !strcmp(s, alias[i])) {
-            *out = (enum lokid_log_level)i;
-            return 0;
-        }
-    return -EINVAL;
-}
-
-/*
- * Whether stderr is connected to the journal: systemd sets JOURNAL_STREAM to
- * "device:inode" of the stream it gave us; a child that inherited the variable
- * but writes elsewhere must keep JSON lines.
- */
-static bool stderr_is_journal(void)
-{
-    const char *js = getenv("JOURNAL_STREAM");
-    unsigned long long dev, ino;
-    struct stat st;
-    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st))
-        return false;
-    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
-}
-
-static void vlogf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, va_list ap)
-{
-    char msg[1024];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (d->journal) {
-        /* journald reads the "<N>" prefix as the priority; it adds its own timestamps */
-        for (char *c = msg; *c; c++)
-            if (*c == '\n')
-                *c = ' ';
-        fprintf(stderr, "<%d>%s\n", level_prio[lvl], msg);
-        return;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    char esc[2100];
-    size_t k = 0;
-    for (const char *c = msg; *c && k + 7 < sizeof(esc); c++) {
-        if (*c == '"' || *c == '\\') {
-            esc[k++] = '\\';
-            esc[k++] = *c;
-        } else if ((unsigned char)*c < 0x20) {
-            k += (size_t)snprintf(esc + k, sizeof(esc) - k, "\\u%04x", (unsigned char)*c);
-        } else {
-            esc[k++] = *c;
-        }
-    }
-    esc[k] = 0;
-    fprintf(stderr, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":\"%s\"}\n", (long long)ts.tv_sec,
-            ts.tv_nsec / 1000000, level_name[lvl], esc);
-}
-
-static void logf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* One place that logs: JSON lines on stderr (or "<N>text" lines into the journal). */
-static void logf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
-{
-    if (lvl < d->log_level)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(d, lvl, fmt, ap);
-    va_end(ap);
-}
-
-static double now_s(struct lokid *d);
-
-/* Say how many per-query lines the rate limit swallowed (tick and window change). */
-static void qlog_flush(struct lokid *d, double t)
-{
-    if (d->qlog_suppressed)
-        logf_(d, LOKID_LOG_WARN, "suppressed %llu per-query log messages in the last %.1f s",
-              (unsigned long long)d->qlog_suppressed, t - d->qlog_window_s);
-    d->qlog_suppressed = 0;
-    d->qlog_n = 0;
-    d->qlog_window_s = t;
-}
-
-static void qlogf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/*
- * Per-query messages (failures, drops at debug level): at most QLOG_PER_S a
- * second, so a failing worker under load cannot flood the log; the rest are
- * counted and summarised as "suppressed K".
- */
-static void qlogf_(struct lokid *d, enum lokid_log_level lvl, const char *fmt, ...)
-{
-    if (lvl < d->log_level)
-        return;
-    double t = now_s(d);
-    if (t - d->qlog_window_s >= 1.0)
-        qlog_flush(d, t);
-    if (d->qlog_n >= QLOG_PER_S) {
-        d->qlog_suppressed++;
-        return;
-    }
-    d->qlog_n++;
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(d, lvl, fmt, ap);
-    va_end(ap);
-}
 
 static double now_s(struct lokid *d)
 {
@@ -446,11 +328,11 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     const struct loki_pipeline *pl = &d->topo->pipelines[c->pipeline];
     const char *stage = c->stage >= 0 && c->stage < pl->n_tasks ? pl->tasks[c->stage].name : "-";
     if (c->status == LOKI_QUERY_ERROR)
-        qlogf_(d, LOKID_LOG_WARN, "query %llu (%s) failed at %s", (unsigned long long)r->id,
-               pl->name, stage);
+        loki_log_query(LOKI_LOG_WARN, "query %llu (%s) failed at %s", (unsigned long long)r->id,
+                       pl->name, stage);
     else if (c->status == LOKI_QUERY_DROPPED)
-        qlogf_(d, LOKID_LOG_DEBUG, "query %llu (%s) dropped at %s after %.1f ms",
-               (unsigned long long)r->id, pl->name, stage, c->latency_ms);
+        loki_log_query(LOKI_LOG_DEBUG, "query %llu (%s) dropped at %s after %.1f ms",
+                       (unsigned long long)r->id, pl->name, stage, c->latency_ms);
     memset(rep, 0, offsetof(struct loki_reply, outputs));
     rep->status = map_status(c->status);
     rep->accuracy = c->accuracy;
@@ -482,14 +364,14 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
 {
     struct lokid *d = ctx;
     if (instance < 0 || instance >= MAX_INST) {
-        logf_(d, LOKID_LOG_ERROR, "router instance id %d beyond the supervisor's table", instance);
+        loki_log(LOKI_LOG_ERROR, "router instance id %d beyond the supervisor's table", instance);
         return;
     }
     int rc = loki_sup_start(d->sup, instance, pi);
     const struct loki_variant *v =
         &d->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant];
     if (rc) {
-        logf_(d, LOKID_LOG_ERROR, "start worker %d (%s): %s", instance, v->name, loki_strerror(rc));
+        loki_log(LOKI_LOG_ERROR, "start worker %d (%s): %s", instance, v->name, loki_strerror(rc));
         loki_router_instance_failed(d->router, instance);
         return;
     }
@@ -497,10 +379,10 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
     d->inst[instance].n_inflight = 0;
     loki_router_instance_bind(d->router, instance, (uint64_t)instance);
     int fv = loki_plan_fallback(pi);
-    logf_(d, LOKID_LOG_INFO, "worker %d starting: %s batch %d share %.2f gpu %d pid %d%s%s",
-          instance, v->name, pi->batch, pi->share, pi->gpu, loki_sup_pid(d->sup, instance),
-          fv >= 0 ? " fallback " : "",
-          fv >= 0 ? d->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fv].name : "");
+    loki_log(LOKI_LOG_INFO, "worker %d starting: %s batch %d share %.2f gpu %d pid %d%s%s",
+             instance, v->name, pi->batch, pi->share, pi->gpu, loki_sup_pid(d->sup, instance),
+             fv >= 0 ? " fallback " : "",
+             fv >= 0 ? d->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fv].name : "");
 }
 
 static void r_instance_stop(void *ctx, int instance, uint64_t handle)
@@ -509,7 +391,7 @@ static void r_instance_stop(void *ctx, int instance, uint64_t handle)
     if (instance >= 0 && instance < MAX_INST) {
         d->inst[instance].live = false;
         loki_sup_stop(d->sup, instance);
-        logf_(d, LOKID_LOG_INFO, "worker %d stopping (plan change)", instance);
+        loki_log(LOKI_LOG_INFO, "worker %d stopping (plan change)", instance);
     }
 }
 
@@ -519,7 +401,7 @@ static void s_ready(void *ctx, int inst)
 {
     struct lokid *d = ctx;
     loki_router_instance_ready(d->router, inst);
-    logf_(d, LOKID_LOG_INFO, "worker %d ready", inst);
+    loki_log(LOKI_LOG_INFO, "worker %d ready", inst);
 }
 
 static void s_result(void *ctx, int inst, struct loki_batch_view *v)
@@ -593,11 +475,11 @@ static void s_exited(void *ctx, int inst, int64_t status, int term_signal, bool 
     in->live = false;
     in->n_inflight = 0;
     if (expected) {
-        logf_(d, LOKID_LOG_INFO, "worker %d exited (status %lld)", inst, (long long)status);
+        loki_log(LOKI_LOG_INFO, "worker %d exited (status %lld)", inst, (long long)status);
         return;
     }
-    logf_(d, LOKID_LOG_WARN, "worker %d died (status %lld, signal %d): re-running its batches",
-          inst, (long long)status, term_signal);
+    loki_log(LOKI_LOG_WARN, "worker %d died (status %lld, signal %d): re-running its batches", inst,
+             (long long)status, term_signal);
     loki_router_instance_failed(d->router, inst);
     if (d->draining || d->stopping)
         return;
@@ -822,8 +704,7 @@ static void on_tick(uv_timer_t *tm)
     d->win_head = (d->win_head + 1) % (WINDOW_S + 1);
     if (d->win_n < WINDOW_S + 1)
         d->win_n++;
-    if (d->qlog_suppressed && t - d->qlog_window_s >= 1.0)
-        qlog_flush(d, t);
+    loki_log_query_tick();
 }
 
 /* Violations: dropped, late or failed among the answered (refusals are counted apart). */
@@ -1492,7 +1373,7 @@ static void apply_plan(struct lokid *d, struct loki_plan *p, const char *why)
 {
     int rc = loki_router_set_plan(d->router, p);
     if (rc) {
-        logf_(d, LOKID_LOG_ERROR, "applying plan failed: %s", loki_strerror(rc));
+        loki_log(LOKI_LOG_ERROR, "applying plan failed: %s", loki_strerror(rc));
         return;
     }
     struct loki_plan *tmp = d->plan_cur;
@@ -1500,11 +1381,11 @@ static void apply_plan(struct lokid *d, struct loki_plan *p, const char *why)
     d->plan_next = tmp;
     d->plan_applied++;
     d->last_change_s = now_s(d);
-    logf_(d, LOKID_LOG_INFO,
-          "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, demand "
-          "%.1f qps, served fraction %.3f, solve %.1f ms",
-          why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, 100 * p->accuracy[0],
-          p->demand_qps[0], p->served_fraction[0], p->solve_ms);
+    loki_log(LOKI_LOG_INFO,
+             "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, demand "
+             "%.1f qps, served fraction %.3f, solve %.1f ms",
+             why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, 100 * p->accuracy[0],
+             p->demand_qps[0], p->served_fraction[0], p->solve_ms);
 }
 
 static void plan_after(uv_work_t *w, int status)
@@ -1515,8 +1396,8 @@ static void plan_after(uv_work_t *w, int status)
         return;
     if (d->solve_rc) {
         d->solve_errors++;
-        logf_(d, LOKID_LOG_WARN, "planner: %s; keeping the current plan",
-              loki_strerror(d->solve_rc));
+        loki_log(LOKI_LOG_WARN, "planner: %s; keeping the current plan",
+                 loki_strerror(d->solve_rc));
         return;
     }
     d->solves++;
@@ -1652,8 +1533,8 @@ static void check_ready(uv_timer_t *t)
         loki_demand_start(&d->demand[p], now_s(d));
     int rc = loki_frontend_start(d->fe);
     if (rc) {
-        logf_(d, LOKID_LOG_ERROR, "cannot listen on %s: %s", d->topo->frontend.socket_path,
-              loki_strerror(rc));
+        loki_log(LOKI_LOG_ERROR, "cannot listen on %s: %s", d->topo->frontend.socket_path,
+                 loki_strerror(rc));
         d->exit_code = 1;
         uv_timer_stop(t);
         uv_kill(getpid(), SIGTERM);
@@ -1661,8 +1542,8 @@ static void check_ready(uv_timer_t *t)
     }
     d->ready = true;
     uv_timer_stop(t);
-    logf_(d, LOKID_LOG_INFO, "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
-          d->topo->frontend.socket_path);
+    loki_log(LOKI_LOG_INFO, "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
+             d->topo->frontend.socket_path);
     if (d->opt.ready_fd >= 0) {
         (void)!write(d->opt.ready_fd, "ready\n", 6);
         close(d->opt.ready_fd);
@@ -1694,14 +1575,14 @@ static void shutdown_now(struct lokid *d)
 static void on_drained(void *ctx)
 {
     struct lokid *d = ctx;
-    logf_(d, LOKID_LOG_INFO, "drained: every accepted query answered");
+    loki_log(LOKI_LOG_INFO, "drained: every accepted query answered");
     shutdown_now(d);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
 {
     struct lokid *d = t->data;
-    logf_(d, LOKID_LOG_WARN, "drain timed out; stopping");
+    loki_log(LOKI_LOG_WARN, "drain timed out; stopping");
     d->exit_code = 1;
     shutdown_now(d);
 }
@@ -1715,7 +1596,7 @@ static void on_signal(uv_signal_t *s, int sig)
     }
     d->draining = true;
     notify_systemd("STOPPING=1");
-    logf_(d, LOKID_LOG_INFO, "%s: draining (new queries get \"draining\")", strsignal(sig));
+    loki_log(LOKI_LOG_INFO, "%s: draining (new queries get \"draining\")", strsignal(sig));
     double max_slo = 0;
     for (int p = 0; p < d->topo->n_pipelines; p++)
         max_slo = fmax(max_slo, d->topo->pipelines[p].slo_ms);
@@ -1727,7 +1608,7 @@ static void on_signal(uv_signal_t *s, int sig)
 static void on_sighup(uv_signal_t *s, int sig)
 {
     struct lokid *d = s->data;
-    logf_(d, LOKID_LOG_INFO, "SIGHUP: re-planning now");
+    loki_log(LOKI_LOG_INFO, "SIGHUP: re-planning now");
     on_plan_timer(&d->plan_timer);
 }
 
@@ -1743,8 +1624,7 @@ int lokid_run(const struct lokid_options *opt)
     memset(d, 0, sizeof(*d));
     d->opt = *opt;
     d->t0_ns = loki_now_ns();
-    d->log_level = opt->quiet && opt->log_level < LOKID_LOG_WARN ? LOKID_LOG_WARN : opt->log_level;
-    d->journal = stderr_is_journal();
+    loki_log_init(opt->quiet && opt->log_level < LOKI_LOG_WARN ? LOKI_LOG_WARN : opt->log_level);
     d->loop = uv_default_loop();
     if ((rc = loki_topology_load(opt->topology, &d->topo, err, sizeof(err)))) {
         fprintf(stderr, "%s\n", err);
@@ -1831,7 +1711,7 @@ int lokid_run(const struct lokid_options *opt)
                     uv_strerror(rc));
             return 1;
         }
-        logf_(d, LOKID_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", d->http_port);
+        loki_log(LOKI_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", d->http_port);
     }
 
     /* the initial plan, for the initial demand guess, solved before serving */
@@ -1898,8 +1778,7 @@ int lokid_run(const struct lokid_options *opt)
     free(d->plan_restart);
     free(d->rep.p);
     free(d->topo);
-    if (d->qlog_suppressed)
-        qlog_flush(d, now_s(d));
-    logf_(d, LOKID_LOG_INFO, "stopped");
+    loki_log_query_flush();
+    loki_log(LOKI_LOG_INFO, "stopped");
     return d->exit_code;
 }

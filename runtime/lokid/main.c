@@ -37,7 +37,7 @@ int main(int argc, char **argv)
     struct lokid_options o = {.initial_demand = 10,
                               .seed = 1,
                               .ready_fd = -1,
-                              .log_level = LOKID_LOG_INFO,
+                              .log_level = LOKI_LOG_INFO,
                               .metrics_port = -1};
     static const struct option lo[] = {{"topology", required_argument, 0, 't'},
                                        {"socket", required_argument, 0, 's'},
@@ -87,7 +87,7 @@ int main(int argc, char **argv)
             o.quiet = true;
             break;
         case 'l':
-            if (lokid_log_level_parse(optarg, &o.log_level)) {
+            if (loki_log_level_parse(optarg, &o.log_level)) {
                 fprintf(stderr, "lokid: unknown log level '%s'\n", optarg);
                 return 2;
             }
