@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "loki/model.h"
+#include "loki/config.h"
 #include "loki/proto.h"
 
 struct loki_frontend;

@@ -32,11 +32,6 @@ void loki_topology_defaults(struct loki_topology *t)
     t->planner.accuracy_floor = 0;
     t->planner.early_drop = true;
     t->planner.reroute = true;
-    strcpy(t->frontend.socket_path, "/run/loki/loki.sock");
-    t->frontend.mode = 0660;
-    t->frontend.max_payload = 1u << 20;
-    t->frontend.max_inflight = 65536;
-    t->runtime.spin_us = 50;
 }
 
 int loki_variant_share_index(const struct loki_variant *v, double share)

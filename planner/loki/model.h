@@ -23,7 +23,6 @@
 #define LOKI_MAX_SHARES 8     /* profiled shares per variant */
 #define LOKI_MAX_PATH_ACC 512 /* rows of a measured path-accuracy table */
 #define LOKI_MAX_STATIC 64    /* entries of a static plan */
-#define LOKI_MAX_UIDS 16
 
 enum loki_backend_kind {
     LOKI_BACKEND_SIM = 0,
@@ -126,30 +125,12 @@ struct loki_planner_cfg {
     struct loki_static_entry static_plan[LOKI_MAX_STATIC];
 };
 
-struct loki_frontend_cfg {
-    char socket_path[LOKI_PATH_MAX]; /* default /run/loki/loki.sock */
-    unsigned mode;                   /* default 0660 */
-    int n_uids;                      /* 0: any uid allowed by mode */
-    unsigned uids[LOKI_MAX_UIDS];
-    uint32_t max_payload;  /* bytes; default 1 MiB */
-    uint32_t max_inflight; /* accepted, unanswered queries; default 65536 */
-};
-
-/* How lokid and its workers wait for each other (the shared-memory rings). */
-struct loki_runtime_cfg {
-    double spin_us; /* poll this long before sleeping (worker: its next batch, adaptive
-                     * below it; lokid: a fast worker's result, up to twice it); 0 sleeps
-                     * at once; default 50 */
-};
-
 struct loki_topology {
     char source[LOKI_PATH_MAX]; /* file it was loaded from */
     struct loki_gpus gpus;
     int n_pipelines;
     struct loki_pipeline pipelines[LOKI_MAX_PIPELINES];
     struct loki_planner_cfg planner;
-    struct loki_frontend_cfg frontend;
-    struct loki_runtime_cfg runtime;
 };
 
 /* Fill @cfg with defaults (the values documented in docs/topology.md). */

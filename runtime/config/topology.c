@@ -42,6 +42,7 @@ struct ctx {
     size_t used;
     int n_errors;
     struct loki_topology *t;
+    struct loki_config *cfg; /* the deployment sections */
 };
 
 static void errorf(struct ctx *c, const struct node *at, const char *key, const char *fmt, ...)
@@ -533,7 +534,7 @@ static void load_frontend(struct ctx *c, const struct node *m)
 {
     static const char *const keys[] = {"socket",       "mode", "allowed_uids", "max_payload_bytes",
                                        "max_inflight", NULL};
-    struct loki_frontend_cfg *f = &c->t->frontend;
+    struct loki_frontend_cfg *f = &c->cfg->frontend;
     const struct node *v;
     long long i;
     if (!want(c, m, N_MAP, "frontend"))
@@ -578,7 +579,7 @@ static void load_runtime(struct ctx *c, const struct node *m)
     check_keys(c, m, "runtime", keys);
     if ((v = map_get(m, "spin_us")) && get_double(c, v, "spin_us", &d) &&
         in_range(c, v, "spin_us", d, 0, 10000, false))
-        c->t->runtime.spin_us = d;
+        c->cfg->runtime.spin_us = d;
 }
 
 /* Parses a list of positive latencies; @n must match the batch list. */
@@ -1044,10 +1045,22 @@ static void load_root(struct ctx *c, const struct node *root)
             }
 }
 
-int loki_topology_parse(const char *text, size_t len, const char *name, struct loki_topology **out,
-                        char *err, size_t errlen)
+void loki_config_defaults(struct loki_config *c)
 {
-    struct ctx c = {.file = name, .err = err, .errlen = errlen};
+    memset(c, 0, sizeof(*c));
+    snprintf(c->frontend.socket_path, sizeof(c->frontend.socket_path), "/run/loki/loki.sock");
+    c->frontend.mode = 0660;
+    c->frontend.max_payload = 1u << 20;
+    c->frontend.max_inflight = 65536;
+    c->runtime.spin_us = 50;
+}
+
+int loki_config_parse(const char *text, size_t len, const char *name, struct loki_topology **out,
+                      struct loki_config *cfg, char *err, size_t errlen)
+{
+    struct loki_config scratch;
+    struct ctx c = {.file = name, .err = err, .errlen = errlen, .cfg = cfg ? cfg : &scratch};
+    loki_config_defaults(c.cfg);
     if (err && errlen)
         err[0] = '\0';
     c.t = calloc(1, sizeof(*c.t));
@@ -1070,7 +1083,19 @@ int loki_topology_parse(const char *text, size_t len, const char *name, struct l
     return 0;
 }
 
+int loki_topology_parse(const char *text, size_t len, const char *name, struct loki_topology **out,
+                        char *err, size_t errlen)
+{
+    return loki_config_parse(text, len, name, out, NULL, err, errlen);
+}
+
 int loki_topology_load(const char *path, struct loki_topology **out, char *err, size_t errlen)
+{
+    return loki_config_load(path, out, NULL, err, errlen);
+}
+
+int loki_config_load(const char *path, struct loki_topology **out, struct loki_config *cfg,
+                     char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -1112,7 +1137,7 @@ int loki_topology_load(const char *path, struct loki_topology **out, char *err, 
             snprintf(err, errlen, "%s: read error", path);
         return -EIO;
     }
-    int rc = loki_topology_parse(buf, len, path, out, err, errlen);
+    int rc = loki_config_parse(buf, len, path, out, cfg, err, errlen);
     free(buf);
     return rc;
 }

@@ -143,6 +143,7 @@ struct lokid {
     uv_loop_t *loop;
     struct lokid_options opt;
     struct loki_topology *topo;
+    struct loki_config cfg; /* the topology file's deployment sections */
     struct loki_frontend *fe;
     struct loki_router *router;
     struct loki_sup *sup;
@@ -1533,7 +1534,7 @@ static void check_ready(uv_timer_t *t)
         loki_demand_start(&d->demand[p], now_s(d));
     int rc = loki_frontend_start(d->fe);
     if (rc) {
-        loki_log(LOKI_LOG_ERROR, "cannot listen on %s: %s", d->topo->frontend.socket_path,
+        loki_log(LOKI_LOG_ERROR, "cannot listen on %s: %s", d->cfg.frontend.socket_path,
                  loki_strerror(rc));
         d->exit_code = 1;
         uv_timer_stop(t);
@@ -1543,7 +1544,7 @@ static void check_ready(uv_timer_t *t)
     d->ready = true;
     uv_timer_stop(t);
     loki_log(LOKI_LOG_INFO, "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
-             d->topo->frontend.socket_path);
+             d->cfg.frontend.socket_path);
     if (d->opt.ready_fd >= 0) {
         (void)!write(d->opt.ready_fd, "ready\n", 6);
         close(d->opt.ready_fd);
@@ -1626,17 +1627,17 @@ int lokid_run(const struct lokid_options *opt)
     d->t0_ns = loki_now_ns();
     loki_log_init(opt->quiet && opt->log_level < LOKI_LOG_WARN ? LOKI_LOG_WARN : opt->log_level);
     d->loop = uv_default_loop();
-    if ((rc = loki_topology_load(opt->topology, &d->topo, err, sizeof(err)))) {
+    if ((rc = loki_config_load(opt->topology, &d->topo, &d->cfg, err, sizeof(err)))) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
     if (opt->socket)
-        snprintf(d->topo->frontend.socket_path, sizeof(d->topo->frontend.socket_path), "%s",
+        snprintf(d->cfg.frontend.socket_path, sizeof(d->cfg.frontend.socket_path), "%s",
                  opt->socket);
     if (opt->policy_set)
         d->topo->planner.policy = opt->policy;
 
-    d->n_roots = d->topo->frontend.max_inflight;
+    d->n_roots = d->cfg.frontend.max_inflight;
     d->roots = calloc(d->n_roots, sizeof(*d->roots));
     d->free_roots = calloc(d->n_roots, sizeof(uint32_t));
     d->plan_cur = calloc(1, sizeof(struct loki_plan));
@@ -1663,7 +1664,7 @@ int lokid_run(const struct lokid_options *opt)
                                  .ring_bytes = 1u << 16,
                                  .seed = opt->seed,
                                  .mps = true,
-                                 .spin_ns = (uint64_t)(d->topo->runtime.spin_us * 1e3)};
+                                 .spin_ns = (uint64_t)(d->cfg.runtime.spin_us * 1e3)};
     struct loki_sup_ops so = {.ready = s_ready, .result = s_result, .exited = s_exited};
     if ((rc = loki_sup_create(d->loop, d->topo, &sc, &so, d, &d->sup))) {
         fprintf(stderr, "lokid: supervisor: %s\n", loki_strerror(rc));
@@ -1690,7 +1691,7 @@ int lokid_run(const struct lokid_options *opt)
         d->demand[p].plan_sigmas = d->topo->planner.demand_sigmas;
         d->demand_est[p] = opt->initial_demand;
     }
-    struct loki_frontend_opts fo = {.cfg = &d->topo->frontend,
+    struct loki_frontend_opts fo = {.cfg = &d->cfg.frontend,
                                     .pipelines = names,
                                     .n_pipelines = d->topo->n_pipelines,
                                     .on_request = fe_request,

@@ -958,7 +958,8 @@ int loki_worker_process_main(int argc, char **argv)
     }
     char err[8192];
     struct loki_topology *t;
-    if (!topo_path || loki_topology_load(topo_path, &t, err, sizeof(err))) {
+    struct loki_config cfg;
+    if (!topo_path || loki_config_load(topo_path, &t, &cfg, err, sizeof(err))) {
         fprintf(stderr, "lokid worker: %s\n", topo_path ? err : "--topology missing");
         return 2;
     }
@@ -985,6 +986,7 @@ int loki_worker_process_main(int argc, char **argv)
         .gpu = (int)gpu,
         .instance_id = (uint32_t)inst,
         .seed = seed,
+        .spin_ns = (uint64_t)(cfg.runtime.spin_us * 1e3),
     };
     int rc = loki_worker_run(&a, err, sizeof(err));
     if (rc)

@@ -1304,7 +1304,7 @@ int loki_router_create(const struct loki_topology *topo, const struct loki_route
     if (cfg)
         r->cfg = *cfg;
     if (r->cfg.max_roots == 0)
-        r->cfg.max_roots = topo->frontend.max_inflight ? topo->frontend.max_inflight : 65536;
+        r->cfg.max_roots = 65536;
     double subs = 1;
     r->max_batch = 1;
     for (int p = 0; p < topo->n_pipelines; p++) {

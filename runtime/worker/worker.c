@@ -236,8 +236,8 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
     if (a->notify_fd >= 0)
         loki_ring_set_notify(w.res, -1, a->notify_fd);
     /* between batches: poll for the next one this long (adaptive below it), then park */
-    loki_ring_set_spin(w.req, (uint64_t)(a->topo->runtime.spin_us * 1e3));
-    loki_ring_set_spin(w.res, (uint64_t)(a->topo->runtime.spin_us * 1e3));
+    loki_ring_set_spin(w.req, a->spin_ns);
+    loki_ring_set_spin(w.res, a->spin_ns);
     if ((rc = loki_arena_attach(a->arena_fd, &w.arena))) {
         snprintf(err, errlen, "attach payload arena: %s", loki_strerror(rc));
         goto out_res;

@@ -50,6 +50,13 @@ static int parse(const char *text, struct loki_topology **t)
     return loki_topology_parse(text, strlen(text), "t.yaml", t, err, sizeof(err));
 }
 
+/* Parse with the deployment sections into *@cfg. */
+static int parse_cfg(const char *text, struct loki_topology **t, struct loki_config *cfg)
+{
+    *t = NULL;
+    return loki_config_parse(text, strlen(text), "t.yaml", t, cfg, err, sizeof(err));
+}
+
 /* Replace the first occurrence of @from in GOOD by @to and parse; must fail with @want. */
 static void expect_error(const char *from, const char *to, const char *want)
 {
@@ -92,7 +99,6 @@ static void test_good(void **state)
     assert_int_equal(len[0], 2);
     /* defaults */
     assert_true(t->planner.headroom == 0.5);
-    assert_int_equal(t->frontend.mode, 0660);
     assert_int_equal(t->planner.burst_spares, 0);
     assert_true(t->planner.fallback);
     assert_true(t->planner.demand_sigmas == 2);
@@ -131,13 +137,17 @@ static void test_planner_keys(void **state)
 static void test_runtime_keys(void **state)
 {
     struct loki_topology *t;
+    struct loki_config cfg;
     char doc[4096];
-    assert_int_equal(parse(GOOD, &t), 0);
-    assert_true(t->runtime.spin_us == 50);
+    assert_int_equal(parse_cfg(GOOD, &t, &cfg), 0);
+    assert_true(cfg.runtime.spin_us == 50);
+    assert_int_equal(cfg.frontend.mode, 0660);
+    assert_int_equal(cfg.frontend.max_inflight, 65536);
     free(t);
-    snprintf(doc, sizeof(doc), "%sruntime: {spin_us: 0}\n", GOOD);
-    assert_int_equal(parse(doc, &t), 0);
-    assert_true(t->runtime.spin_us == 0);
+    snprintf(doc, sizeof(doc), "%sruntime: {spin_us: 0}\nfrontend: {max_inflight: 7}\n", GOOD);
+    assert_int_equal(parse_cfg(doc, &t, &cfg), 0);
+    assert_true(cfg.runtime.spin_us == 0);
+    assert_int_equal(cfg.frontend.max_inflight, 7);
     free(t);
     expect_error("pipelines:\n", "runtime: {spin_us: 20000}\npipelines:\n",
                  "spin_us: 20000 is out of range [0, 10000]");

@@ -86,7 +86,6 @@ static struct loki_topology *tiny(double slo)
     struct loki_topology *t = calloc(1, sizeof(*t));
     loki_topology_defaults(t);
     t->gpus.count = 8;
-    t->frontend.max_inflight = 4096;
     t->n_pipelines = 1;
     struct loki_pipeline *p = &t->pipelines[0];
     strcpy(p->name, "tiny");

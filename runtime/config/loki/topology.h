@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "loki/config.h"
 #include "loki/model.h"
 
 /*
@@ -25,5 +26,17 @@ int loki_topology_load(const char *path, struct loki_topology **out, char *err, 
 /* Same as loki_topology_load() over an in-memory document; @name is used in messages. */
 int loki_topology_parse(const char *text, size_t len, const char *name, struct loki_topology **out,
                         char *err, size_t errlen);
+
+/*
+ * As loki_topology_load(), and also fill @cfg (may be NULL) with the file's
+ * deployment sections (frontend, runtime), defaults where absent. What lokid
+ * and its workers load; the planner needs only *@out.
+ */
+int loki_config_load(const char *path, struct loki_topology **out, struct loki_config *cfg,
+                     char *err, size_t errlen);
+
+/* As loki_config_load() over an in-memory document; @name is used in messages. */
+int loki_config_parse(const char *text, size_t len, const char *name, struct loki_topology **out,
+                      struct loki_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -92,7 +92,7 @@ struct loki_router_ops {
 
 /* Sizing; zeros pick defaults derived from the topology. */
 struct loki_router_config {
-    uint32_t max_roots;       /* in-flight root queries; 0: topology frontend.max_inflight */
+    uint32_t max_roots; /* in-flight root queries; 0: 65536 (lokid passes frontend.max_inflight) */
     uint32_t max_subqueries;  /* in-flight sub-queries; 0: max_roots x (1 + expected fan-out) */
     double admission_burst_s; /* token-bucket depth in seconds of planned rate; 0: 0.25 */
 };

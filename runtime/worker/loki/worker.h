@@ -27,6 +27,7 @@ struct loki_worker_args {
     int gpu;      /* -1 without GPU */
     uint32_t instance_id;
     uint64_t seed;
+    uint64_t spin_ns; /* poll a ring this long before sleeping (topology runtime.spin_us) */
     const struct loki_backend_v1 *backend; /* NULL: chosen from the variant's backend key */
 };
 

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The deployment half of a topology file: how lokid serves (its socket, who
+ * may connect, the size caps) and how it and its workers wait for each other.
+ * The planner never sees it: it plans from the pipeline model alone
+ * (planner/loki/model.h). loki_config_load() (loki/topology.h) fills both.
+ */
+#ifndef LOKI_CONFIG_H
+#define LOKI_CONFIG_H
+
+#include <stdint.h>
+
+#include "loki/model.h"
+
+#define LOKI_MAX_UIDS 16
+
+struct loki_frontend_cfg {
+    char socket_path[LOKI_PATH_MAX]; /* default /run/loki/loki.sock */
+    unsigned mode;                   /* default 0660 */
+    int n_uids;                      /* 0: any uid allowed by mode */
+    unsigned uids[LOKI_MAX_UIDS];
+    uint32_t max_payload;  /* bytes; default 1 MiB */
+    uint32_t max_inflight; /* accepted, unanswered queries; default 65536 */
+};
+
+/* How lokid and its workers wait for each other (the shared-memory rings). */
+struct loki_runtime_cfg {
+    double spin_us; /* poll this long before sleeping (worker: its next batch, adaptive
+                     * below it; lokid: a fast worker's result, up to twice it); 0 sleeps
+                     * at once; default 50 */
+};
+
+struct loki_config {
+    struct loki_frontend_cfg frontend;
+    struct loki_runtime_cfg runtime;
+};
+
+/* Fill @c with defaults (the values documented in docs/topology.md). */
+void loki_config_defaults(struct loki_config *c);
+
+#endif
