@@ -48,6 +48,7 @@
 #include "loki/error.h"
 #include "loki/log.h"
 #include "loki/planner.h"
+#include "planner.h" /* actors/: the planner actor */
 #include "loki/proto.h"
 #include "loki/router.h"
 #include "loki/topology.h"
@@ -147,25 +148,16 @@ struct lokid {
     struct loki_frontend *fe;
     struct loki_router *router;
     struct loki_sup *sup;
-    struct loki_planner *planner;
+    struct loki_planner_actor *pa;
     struct root *roots;
     uint32_t n_roots, *free_roots, n_free;
     struct inst inst[MAX_INST];
     uv_timer_t plan_timer, restart_timer, drain_timer, tick_timer;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_work_t work;
-    bool solving, ready, draining, stopping;
-    struct loki_plan *plan_cur, *plan_next, *plan_restart;
-    struct loki_demand demand[LOKI_MAX_PIPELINES];
-    double demand_est[LOKI_MAX_PIPELINES];
-    double plan_demand[LOKI_MAX_PIPELINES]; /* solve input: read by the planner thread */
-    uint64_t last_served[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
-    uint64_t last_children[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS]
-                          [LOKI_MAX_CHILDREN];
+    bool ready, draining, stopping;
+    struct loki_plan *plan_restart;
     uint64_t t0_ns;
-    int solve_rc;
-    uint64_t replans, plan_applied, plans_kept, solves, solve_errors;
-    double solve_ms_sum, last_solve_ms, last_change_s;
     /* metrics */
     struct hist queue_h[LOKI_MAX_PIPELINES], e2e_h[LOKI_MAX_PIPELINES];
     struct var_metrics vm[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
@@ -185,6 +177,19 @@ struct lokid {
 static double now_s(struct lokid *d)
 {
     return (double)(loki_now_ns() - d->t0_ns) / 1e9;
+}
+
+/* The plan the router follows (zeros before the first), and the planner actor's counters. */
+static const struct loki_plan *cur_plan(struct lokid *d)
+{
+    static const struct loki_plan none;
+    const struct loki_plan *p = loki_planner_actor_plan(d->pa);
+    return p ? p : &none;
+}
+
+static const struct loki_planner_actor_stats *pst(struct lokid *d)
+{
+    return loki_planner_actor_stats(d->pa);
 }
 
 static void hist_add(struct hist *h, const double *bounds, int nb, double v)
@@ -544,8 +549,8 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
     int rc = loki_router_submit(d->router, req->pipeline_index, req->id, cookie, deadline);
     /* each arrival in the one-second window it arrived in, as the replay harness counts it */
     if (!rc || rc == LOKI_EOVERLOADED)
-        loki_demand_observe(&d->demand[req->pipeline_index],
-                            (double)(r->arrival_ns - d->t0_ns) / 1e9, 1);
+        loki_planner_actor_arrival(d->pa, req->pipeline_index,
+                                   (double)(r->arrival_ns - d->t0_ns) / 1e9);
     if (rc && rc != LOKI_EOVERLOADED) {
         /* no completion was delivered for an invalid submission: answer here */
         reply_now(d, conn, req->id, LOKI_STATUS_ERROR, loki_strerror(rc));
@@ -582,11 +587,11 @@ static int fe_metrics(void *ctx, struct loki_metric *out, int max)
         {"loki_fallback_total", (double)p->fallback},
         {"loki_instances", (double)n_inst},
         {"loki_gpus_in_use", gpus},
-        {"loki_demand_qps", d->demand_est[0]},
-        {"loki_plan_accuracy", d->plan_cur ? 100 * d->plan_cur->accuracy[0] : 0},
-        {"loki_plan_mode", d->plan_cur ? (double)d->plan_cur->mode : -1},
-        {"loki_planner_solve_ms", d->plan_cur ? d->plan_cur->solve_ms : 0},
-        {"loki_plans_applied_total", (double)d->plan_applied},
+        {"loki_demand_qps", loki_planner_actor_estimate(d->pa, 0)},
+        {"loki_plan_accuracy", 100 * cur_plan(d)->accuracy[0]},
+        {"loki_plan_mode", loki_planner_actor_plan(d->pa) ? (double)cur_plan(d)->mode : -1},
+        {"loki_planner_solve_ms", cur_plan(d)->solve_ms},
+        {"loki_plans_applied_total", (double)pst(d)->plans_applied},
         {"loki_roots_inflight", (double)st->roots_inflight},
     };
     int n = 0;
@@ -757,7 +762,7 @@ static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char
 
 static void status_json(struct lokid *d, struct sbuf *b)
 {
-    const struct loki_plan *pl_ = d->plan_cur;
+    const struct loki_plan *pl_ = cur_plan(d);
     double gpus = 0;
     int n_inst = loki_router_instances(d->router, &gpus);
     sb_printf(b,
@@ -769,9 +774,10 @@ static void status_json(struct lokid *d, struct sbuf *b)
               d->ready && !d->draining ? "true" : "false", d->draining ? "true" : "false", now_s(d),
               loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
               loki_router_is_transitioning(d->router) ? "true" : "false",
-              (unsigned long long)d->plan_applied, (unsigned long long)d->plans_kept,
-              now_s(d) - d->last_change_s, (unsigned long long)d->solves, d->last_solve_ms,
-              d->http_on ? d->http_port : -1, n_inst, d->topo->gpus.count, gpus, pl_->gpus_active);
+              (unsigned long long)pst(d)->plans_applied, (unsigned long long)pst(d)->plans_kept,
+              now_s(d) - pst(d)->last_change_s, (unsigned long long)pst(d)->solves,
+              pst(d)->last_solve_ms, d->http_on ? d->http_port : -1, n_inst, d->topo->gpus.count,
+              gpus, pl_->gpus_active);
     for (int p = 0; p < d->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &d->topo->pipelines[p];
         struct snap m;
@@ -787,8 +793,8 @@ static void status_json(struct lokid *d, struct sbuf *b)
             "\"late\":%llu,\"error\":%llu,\"overloaded\":%llu,\"violations\":%llu,"
             "\"violation_ratio\":%.6f,\"sub_queries\":%llu,\"sub_violations\":%llu,"
             "\"drops_by_stage\":{",
-            pl->slo_ms, d->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p],
-            100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
+            pl->slo_ms, loki_planner_actor_estimate(d->pa, p), pl_->demand_qps[p],
+            pl_->served_fraction[p], 100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
             m.ok ? m.acc_sum / (double)m.ok : 0, m.ok ? m.acc_sub_sum / (double)m.ok : 0, win,
             (unsigned long long)m.arrived, (unsigned long long)m.ok, (unsigned long long)m.dropped,
             (unsigned long long)m.late, (unsigned long long)m.error,
@@ -863,7 +869,7 @@ static void status_json(struct lokid *d, struct sbuf *b)
 
 static void status_table(struct lokid *d, struct sbuf *b)
 {
-    const struct loki_plan *pl_ = d->plan_cur;
+    const struct loki_plan *pl_ = cur_plan(d);
     double gpus = 0;
     int n_inst = loki_router_instances(d->router, &gpus);
     sb_printf(b,
@@ -872,8 +878,8 @@ static void status_table(struct lokid *d, struct sbuf *b)
               d->ready ? "ready" : "not ready", d->draining ? ", draining" : "", now_s(d),
               loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
               loki_router_is_transitioning(d->router) ? " (reconfiguring)" : "",
-              (unsigned long long)d->plan_applied, now_s(d) - d->last_change_s,
-              (unsigned long long)d->plans_kept, d->last_solve_ms);
+              (unsigned long long)pst(d)->plans_applied, now_s(d) - pst(d)->last_change_s,
+              (unsigned long long)pst(d)->plans_kept, pst(d)->last_solve_ms);
     sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances\n", gpus, pl_->gpus_active,
               d->topo->gpus.count, n_inst);
     for (int p = 0; p < d->topo->n_pipelines; p++) {
@@ -881,9 +887,9 @@ static void status_table(struct lokid *d, struct sbuf *b)
         struct snap m;
         double win = last_minute(d, p, &m);
         sb_printf(b, "\npipeline %s (SLO %.0f ms)\n", pl->name, pl->slo_ms);
-        sb_printf(b,
-                  "  demand    %.1f qps estimated, plan carries %.1f qps, served fraction %.3f\n",
-                  d->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p]);
+        sb_printf(
+            b, "  demand    %.1f qps estimated, plan carries %.1f qps, served fraction %.3f\n",
+            loki_planner_actor_estimate(d->pa, p), pl_->demand_qps[p], pl_->served_fraction[p]);
         sb_printf(b, "  accuracy  predicted %.2f (per sub-query %.2f), served %.2f (last %.0f s)\n",
                   100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
                   m.ok ? m.acc_sum / (double)m.ok : 0, win);
@@ -980,7 +986,7 @@ static void prom_hist(struct sbuf *b, struct lokid *d, const char *name, int p, 
 static void prometheus(struct lokid *d, struct sbuf *b)
 {
     const struct loki_router_stats *st = loki_router_stats(d->router);
-    const struct loki_plan *pl_ = d->plan_cur;
+    const struct loki_plan *pl_ = cur_plan(d);
     const int np = d->topo->n_pipelines;
     static const struct {
         const char *name, *help;
@@ -1116,7 +1122,7 @@ static void prometheus(struct lokid *d, struct sbuf *b)
         for (int p = 0; p < np; p++) {
             struct snap m;
             last_minute(d, p, &m);
-            double x = i == 0   ? d->demand_est[p]
+            double x = i == 0   ? loki_planner_actor_estimate(d->pa, p)
                        : i == 1 ? pl_->demand_qps[p]
                        : i == 2 ? pl_->served_fraction[p]
                        : i == 3 ? 100 * pl_->accuracy[p]
@@ -1141,15 +1147,16 @@ static void prometheus(struct lokid *d, struct sbuf *b)
         {"loki_gpus_active", "gauge", "GPUs hosting an instance of the plan.", pl_->gpus_active},
         {"loki_gpus", "gauge", "GPUs in the topology.", d->topo->gpus.count},
         {"loki_planner_last_solve_seconds", "gauge", "Duration of the last solve.",
-         d->last_solve_ms / 1e3},
+         pst(d)->last_solve_ms / 1e3},
         {"loki_planner_solve_seconds_sum", "counter", "Total time spent solving.",
-         d->solve_ms_sum / 1e3},
-        {"loki_planner_solves_total", "counter", "Solves completed.", (double)d->solves},
-        {"loki_planner_errors_total", "counter", "Solves that failed.", (double)d->solve_errors},
+         pst(d)->solve_ms_sum / 1e3},
+        {"loki_planner_solves_total", "counter", "Solves completed.", (double)pst(d)->solves},
+        {"loki_planner_errors_total", "counter", "Solves that failed.",
+         (double)pst(d)->solve_errors},
         {"loki_plans_applied_total", "counter", "Plans applied (initial included).",
-         (double)d->plan_applied},
+         (double)pst(d)->plans_applied},
         {"loki_plans_kept_total", "counter", "Solves whose plan hysteresis or dwell kept.",
-         (double)d->plans_kept},
+         (double)pst(d)->plans_kept},
         {"loki_reconfiguring", "gauge", "1 while a plan change waits for new instances.",
          loki_router_is_transitioning(d->router)},
         {"loki_roots_inflight", "gauge", "Root queries in the router.", st->roots_inflight},
@@ -1354,121 +1361,76 @@ static void http_stop(struct lokid *d)
         http_close(c);
 }
 
-/* ---- planner actor ------------------------------------------------------------------------- */
+/* ---- planner actor: lokid's clock, router and thread pool ---------------------------------- */
 
-/*
- * The planner thread (libuv's pool) reads only what on_plan_timer() froze for
- * it: plan_demand, plan_cur and the planner object with its fan-out
- * estimator. The loop leaves all three alone while d->solving (observations
- * wait in the router's cumulative counters) and writes plan_next only after
- * plan_after(), so the two threads never share a written byte.
- */
-static void plan_work(uv_work_t *w)
+static double pa_now(void *ctx)
 {
-    struct lokid *d = w->data;
-    d->solve_rc =
-        loki_planner_solve(d->planner, d->plan_demand, d->plan_cur, now_s(d), d->plan_next);
+    return now_s(ctx);
 }
 
-static void apply_plan(struct lokid *d, struct loki_plan *p, const char *why)
+static int pa_apply(void *ctx, const struct loki_plan *p, const char *why)
 {
+    struct lokid *d = ctx;
     int rc = loki_router_set_plan(d->router, p);
     if (rc) {
         loki_log(LOKI_LOG_ERROR, "applying plan failed: %s", loki_strerror(rc));
-        return;
+        return rc;
     }
-    struct loki_plan *tmp = d->plan_cur;
-    d->plan_cur = p;
-    d->plan_next = tmp;
-    d->plan_applied++;
-    d->last_change_s = now_s(d);
     loki_log(LOKI_LOG_INFO,
-             "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, demand "
-             "%.1f qps, served fraction %.3f, solve %.1f ms",
+             "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, "
+             "demand %.1f qps, served fraction %.3f, solve %.1f ms",
              why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, 100 * p->accuracy[0],
              p->demand_qps[0], p->served_fraction[0], p->solve_ms);
+    return 0;
+}
+
+static bool pa_busy(void *ctx)
+{
+    return loki_router_is_transitioning(((struct lokid *)ctx)->router);
+}
+
+static const struct loki_router_stats *pa_stats(void *ctx)
+{
+    return loki_router_stats(((struct lokid *)ctx)->router);
+}
+
+static void pa_solved(void *ctx, int rc, const struct loki_plan *next, double wall_ms)
+{
+    (void)ctx;
+    (void)next;
+    (void)wall_ms;
+    if (rc)
+        loki_log(LOKI_LOG_WARN, "planner: %s; keeping the current plan", loki_strerror(rc));
+}
+
+static void plan_work(uv_work_t *w)
+{
+    struct lokid *d = w->data;
+    loki_planner_actor_work(d->pa);
 }
 
 static void plan_after(uv_work_t *w, int status)
 {
     struct lokid *d = w->data;
-    d->solving = false;
-    if (status || d->stopping)
-        return;
-    if (d->solve_rc) {
-        d->solve_errors++;
-        loki_log(LOKI_LOG_WARN, "planner: %s; keeping the current plan",
-                 loki_strerror(d->solve_rc));
-        return;
-    }
-    d->solves++;
-    d->last_solve_ms = d->plan_next->solve_ms;
-    d->solve_ms_sum += d->plan_next->solve_ms;
-    /* hysteresis or min dwell kept the current plan: nothing to apply */
-    if (d->plan_next->kept) {
-        d->plans_kept++;
-        return;
-    }
-    if (loki_plan_differs(d->plan_cur, d->plan_next))
-        apply_plan(d, d->plan_next, "demand changed");
+    loki_planner_actor_done(d->pa, status || d->stopping);
 }
 
-/*
- * Arrivals are observed one by one in fe_request(): a count taken here, once per plan tick,
- * would land in the window the tick falls in rather than the second it was counted over, so
- * the estimate lagged by up to a second (and right after start divided a second's count by
- * the fraction of the open window elapsed, twice the real rate).
- */
-static void observe_demand(struct lokid *d)
+/* Solves run on libuv's thread pool, so a solve never stalls the loop. */
+static int pa_offload(void *ctx)
 {
-    double t = now_s(d);
-    for (int p = 0; p < d->topo->n_pipelines; p++)
-        d->demand_est[p] = loki_demand_estimate(&d->demand[p], t);
-}
-
-/* Fan-outs seen since the last call; only while no solve runs (the estimator is the planner's). */
-static void observe_fanout(struct lokid *d)
-{
-    const struct loki_router_stats *st = loki_router_stats(d->router);
-    struct loki_fanout_est *fe = loki_planner_fanout(d->planner);
-    for (int p = 0; p < d->topo->n_pipelines; p++) {
-        const struct loki_pipeline *pl = &d->topo->pipelines[p];
-        for (int ti = 0; ti < pl->n_tasks; ti++)
-            for (int v = 0; v < pl->tasks[ti].n_variants; v++) {
-                const struct loki_router_variant_stats *vs = &st->var[p][ti][v];
-                uint64_t served = vs->served - d->last_served[p][ti][v];
-                if (!served)
-                    continue;
-                d->last_served[p][ti][v] = vs->served;
-                for (int c = 0; c < pl->tasks[ti].n_children; c++) {
-                    uint64_t ch = vs->children[c] - d->last_children[p][ti][v][c];
-                    d->last_children[p][ti][v][c] = vs->children[c];
-                    loki_fanout_est_observe(fe, p, ti, v, c, (double)served, (double)ch);
-                }
-            }
+    struct lokid *d = ctx;
+    int rc = uv_queue_work(d->loop, &d->work, plan_work, plan_after);
+    if (rc) {
+        loki_planner_actor_work(d->pa); /* cannot happen with a valid loop; stay correct */
+        loki_planner_actor_done(d->pa, false);
     }
+    return 0;
 }
 
 static void on_plan_timer(uv_timer_t *t)
 {
     struct lokid *d = t->data;
-    /* Demand counts from the moment lokid serves (check_ready): the seconds its first workers
-     * took to start are not idle seconds, and counting them as zero would shrink the EWMA, and
-     * the plans, for the first 20 s after a start. */
-    if (!d->ready)
-        return;
-    observe_demand(d);
-    if (d->solving || d->draining || d->opt.fixed_plan)
-        return;
-    if (loki_router_is_transitioning(d->router))
-        return; /* one reconfiguration at a time */
-    observe_fanout(d);
-    /* the same provisioning rule as the replay harness: EWMA + 2 sqrt (planner/demand.h) */
-    for (int p = 0; p < d->topo->n_pipelines; p++)
-        d->plan_demand[p] = loki_demand_plan_input(&d->demand[p], now_s(d));
-    d->solving = true;
-    d->replans++;
-    uv_queue_work(d->loop, &d->work, plan_work, plan_after);
+    loki_planner_actor_tick(d->pa); /* errors are logged by pa_solved and pa_apply */
 }
 
 /* ---- readiness, drain, signals ------------------------------------------------------------- */
@@ -1530,8 +1492,7 @@ static void check_ready(uv_timer_t *t)
     int n = loki_router_instances(d->router, &gpus);
     if (d->ready || loki_router_is_transitioning(d->router) || n == 0)
         return;
-    for (int p = 0; p < d->topo->n_pipelines; p++)
-        loki_demand_start(&d->demand[p], now_s(d));
+    loki_planner_actor_start(d->pa);
     int rc = loki_frontend_start(d->fe);
     if (rc) {
         loki_log(LOKI_LOG_ERROR, "cannot listen on %s: %s", d->cfg.frontend.socket_path,
@@ -1596,6 +1557,7 @@ static void on_signal(uv_signal_t *s, int sig)
         return;
     }
     d->draining = true;
+    loki_planner_actor_freeze(d->pa, true);
     notify_systemd("STOPPING=1");
     loki_log(LOKI_LOG_INFO, "%s: draining (new queries get \"draining\")", strsignal(sig));
     double max_slo = 0;
@@ -1640,10 +1602,8 @@ int lokid_run(const struct lokid_options *opt)
     d->n_roots = d->cfg.frontend.max_inflight;
     d->roots = calloc(d->n_roots, sizeof(*d->roots));
     d->free_roots = calloc(d->n_roots, sizeof(uint32_t));
-    d->plan_cur = calloc(1, sizeof(struct loki_plan));
-    d->plan_next = calloc(1, sizeof(struct loki_plan));
     d->plan_restart = calloc(1, sizeof(struct loki_plan));
-    if (!d->roots || !d->free_roots || !d->plan_cur || !d->plan_next || !d->plan_restart) {
+    if (!d->roots || !d->free_roots || !d->plan_restart) {
         fprintf(stderr, "lokid: out of memory\n");
         return 1;
     }
@@ -1680,16 +1640,22 @@ int lokid_run(const struct lokid_options *opt)
         fprintf(stderr, "lokid: router: %s\n", loki_strerror(rc));
         return 1;
     }
-    if ((rc = loki_planner_create(d->topo, &d->planner))) {
+    struct loki_planner_actor_ops po = {.now_s = pa_now,
+                                        .apply = pa_apply,
+                                        .busy = pa_busy,
+                                        .stats = pa_stats,
+                                        .offload = pa_offload,
+                                        .solved = pa_solved};
+    struct loki_planner_actor_config pc = {.serial = true};
+    if ((rc = loki_planner_actor_create(d->topo, &pc, &po, d, &d->pa))) {
         fprintf(stderr, "lokid: planner: %s\n", loki_strerror(rc));
         return 1;
     }
     const char *names[LOKI_MAX_PIPELINES];
+    double initial[LOKI_MAX_PIPELINES];
     for (int p = 0; p < d->topo->n_pipelines; p++) {
         names[p] = d->topo->pipelines[p].name;
-        loki_demand_init(&d->demand[p], d->topo->planner.ewma_alpha, d->topo->planner.ewma_windows);
-        d->demand[p].plan_sigmas = d->topo->planner.demand_sigmas;
-        d->demand_est[p] = opt->initial_demand;
+        initial[p] = opt->initial_demand;
     }
     struct loki_frontend_opts fo = {.cfg = &d->cfg.frontend,
                                     .pipelines = names,
@@ -1716,12 +1682,12 @@ int lokid_run(const struct lokid_options *opt)
     }
 
     /* the initial plan, for the initial demand guess, solved before serving */
-    rc = loki_planner_solve(d->planner, d->demand_est, NULL, 0, d->plan_next);
-    if (rc) {
+    if ((rc = loki_planner_actor_initial(d->pa, initial))) {
         fprintf(stderr, "lokid: initial plan: %s\n", loki_strerror(rc));
         return 1;
     }
-    apply_plan(d, d->plan_next, "initial");
+    if (d->opt.fixed_plan)
+        loki_planner_actor_freeze(d->pa, true);
 
     d->work.data = d;
     uv_timer_init(d->loop, &d->plan_timer);
@@ -1770,12 +1736,10 @@ int lokid_run(const struct lokid_options *opt)
         ;
     loki_frontend_destroy(d->fe);
     loki_router_destroy(d->router);
-    loki_planner_destroy(d->planner);
+    loki_planner_actor_destroy(d->pa);
     uv_loop_close(d->loop);
     free(d->roots);
     free(d->free_roots);
-    free(d->plan_cur);
-    free(d->plan_next);
     free(d->plan_restart);
     free(d->rep.p);
     free(d->topo);

@@ -42,6 +42,7 @@
 #include "loki/demand.h"
 #include "loki/error.h"
 #include "loki/planner.h"
+#include "planner.h" /* actors/: the planner actor */
 #include "loki/router.h"
 
 /* ---- PRNG ----------------------------------------------------------------------------------- */
@@ -209,13 +210,12 @@ struct sim {
     const struct loki_trace *trace;
     struct loki_replay_config cfg;
     struct loki_router *router;
-    struct loki_planner *planner;
-    struct loki_demand demand[LOKI_MAX_PIPELINES];
-    struct loki_rng rng;     /* fan-out draws */
-    struct loki_rng arr_rng; /* Poisson arrivals: their own stream, so every policy run with
-                              * the same seed sees the same arrivals */
-    uint64_t load_rng;       /* LOKI_ARRIVALS_LOAD: `loki load`'s xorshift64* state */
-    uint64_t load_t;         /* its clock: time of the last arrival or row end, ns */
+    struct loki_planner_actor *pa; /* the planner actor lokid runs, on the virtual clock */
+    struct loki_rng rng;           /* fan-out draws */
+    struct loki_rng arr_rng;       /* Poisson arrivals: their own stream, so every policy run with
+                                    * the same seed sees the same arrivals */
+    uint64_t load_rng;             /* LOKI_ARRIVALS_LOAD: `loki load`'s xorshift64* state */
+    uint64_t load_t;               /* its clock: time of the last arrival or row end, ns */
     long load_row;
     struct heap heap;
     uint64_t now;
@@ -225,15 +225,11 @@ struct sim {
     struct sim_inst inst[2 * LOKI_MAX_INSTANCES];
     uint16_t *kids; /* scratch for fan-out counts */
     size_t kids_cap;
-    struct loki_plan *plan, *next;
     bool have_plan;
-    bool solving;        /* lokid_loop: a solved plan waits for its EV_APPLY */
     uint64_t busy_until; /* lokid_loop: the router is spawning workers until then */
-    uint64_t prev_served[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
-    uint64_t prev_kids[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_CHILDREN];
     /* current second */
     struct loki_replay_second cur;
-    double cur_sub, cur_sub_viol, cur_estimate;
+    double cur_sub, cur_sub_viol;
     struct loki_replay_result *res;
     int sec_cap;
     double solve_sum;
@@ -382,78 +378,70 @@ static void on_done(struct sim *s, int i, uint64_t bid)
 
 /* ---- planning ------------------------------------------------------------------------------- */
 
-static int apply(struct sim *s);
-
-static int replan(struct sim *s, bool first)
+/* The planner actor's callbacks: the replay's clock, router and solve accounting. */
+static double pa_now(void *ctx)
 {
-    double now_s = (double)s->now / 1e9;
-    double d[LOKI_MAX_PIPELINES] = {0};
-    const struct loki_router_stats *st = loki_router_stats(s->router);
-    struct loki_fanout_est *fe = loki_planner_fanout(s->planner);
-    /* lokid: one reconfiguration at a time; the fan-out counts wait for the next solve */
-    if (!first && s->cfg.lokid_loop && (s->solving || loki_router_is_transitioning(s->router)))
-        return 0;
-    for (int p = 0; p < s->topo->n_pipelines; p++) {
-        if (first) {
-            d[p] = s->cfg.initial_demand > 0 ? s->cfg.initial_demand
-                   : s->trace->n             ? s->trace->rate[0]
-                                             : 0;
-        } else {
-            /* The shared planning rule (same input for every policy): see demand.h. */
-            d[p] = loki_demand_plan_input(&s->demand[p], now_s);
-        }
-        const struct loki_pipeline *pl = &s->topo->pipelines[p];
-        for (int t = 0; t < pl->n_tasks && fe; t++)
-            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
-                const struct loki_router_variant_stats *vs = &st->var[p][t][v];
-                uint64_t dq = vs->served - s->prev_served[p][t][v];
-                if (dq == 0)
-                    continue;
-                for (int c = 0; c < pl->tasks[t].n_children; c++) {
-                    uint64_t dk = vs->children[c] - s->prev_kids[p][t][v][c];
-                    loki_fanout_est_observe(fe, p, t, v, c, (double)dq, (double)dk);
-                    s->prev_kids[p][t][v][c] = vs->children[c];
-                }
-                s->prev_served[p][t][v] = vs->served;
-            }
-    }
-    s->cur_estimate = d[0];
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    int rc = loki_planner_solve(s->planner, d, s->have_plan ? s->plan : NULL, now_s, s->next);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    return (double)((struct sim *)ctx)->now / 1e9;
+}
+
+static int pa_apply(void *ctx, const struct loki_plan *plan, const char *why)
+{
+    struct sim *s = ctx;
+    (void)why;
+    int rc = loki_router_set_plan(s->router, plan);
+    s->have_plan = true;
+    s->res->plan_changes++;
+    return rc;
+}
+
+static bool pa_busy(void *ctx)
+{
+    return loki_router_is_transitioning(((struct sim *)ctx)->router);
+}
+
+static const struct loki_router_stats *pa_stats(void *ctx)
+{
+    return loki_router_stats(((struct sim *)ctx)->router);
+}
+
+/* A solve's wall time, in this second's row and the run's figures. */
+static void count_solve(struct sim *s)
+{
+    double ms = loki_planner_actor_last_wall_ms(s->pa);
     s->cur.solve_ms += ms;
     s->solve_sum += ms;
     s->res->replans++;
     if (ms > s->res->solve_ms_max)
         s->res->solve_ms_max = ms;
-    if (rc < 0)
-        return rc;
-    if (!first && s->cfg.lokid_loop) {
-        /* lokid solves off its loop: the plan lands once the solve's wall time has passed */
-        s->solving = true;
-        return heap_push(&s->heap, s->now + (uint64_t)(ms * 1e6), EV_APPLY, 0, 0);
-    }
-    return apply(s);
 }
 
-/* Route by the plan in s->next unless the planner kept the current one. */
-static int apply(struct sim *s)
+/*
+ * The solve runs inline on the virtual clock. lokid_loop: lokid solves off its loop, so
+ * the plan lands (EV_APPLY) once the solve's measured wall time has passed; otherwise at once.
+ */
+static int pa_offload(void *ctx)
 {
-    s->solving = false;
-    if (s->have_plan && s->next->kept) {
-        /* Same instances and split: keep routing; admission follows the new estimate. */
-        return 0;
-    }
-    if (s->have_plan && s->cfg.lokid_loop && !loki_plan_differs(s->plan, s->next))
-        return 0;
-    struct loki_plan *t = s->plan;
-    s->plan = s->next;
-    s->next = t;
-    int rc = loki_router_set_plan(s->router, s->plan);
-    s->have_plan = true;
-    s->res->plan_changes++;
+    struct sim *s = ctx;
+    loki_planner_actor_work(s->pa);
+    count_solve(s);
+    if (s->cfg.lokid_loop)
+        return heap_push(&s->heap,
+                         s->now + (uint64_t)(loki_planner_actor_last_wall_ms(s->pa) * 1e6),
+                         EV_APPLY, 0, 0);
+    int rc = loki_planner_actor_done(s->pa, false);
+    return rc < 0 ? rc : 0;
+}
+
+/* The first plan, for the configured or the trace's first demand, applied at once. */
+static int plan_initial(struct sim *s)
+{
+    double d[LOKI_MAX_PIPELINES] = {0};
+    for (int p = 0; p < s->topo->n_pipelines; p++)
+        d[p] = s->cfg.initial_demand > 0 ? s->cfg.initial_demand
+               : s->trace->n             ? s->trace->rate[0]
+                                         : 0;
+    int rc = loki_planner_actor_initial(s->pa, d);
+    count_solve(s);
     return rc;
 }
 
@@ -480,7 +468,7 @@ static int close_second(struct sim *s, double t0)
         r.accuracy_sub /= r.ok;
     }
     loki_router_instances(s->router, &r.gpus);
-    r.estimate = s->cur_estimate;
+    r.estimate = loki_planner_actor_plan_input(s->pa, 0);
     const struct loki_plan *pl = loki_router_plan(s->router);
     r.mode = pl ? (int)pl->mode : 0;
     res->sec[res->n_seconds++] = r;
@@ -646,9 +634,7 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
         return -ENOMEM;
     int rc = -ENOMEM;
     s->topo = malloc(sizeof(*s->topo));
-    s->plan = malloc(sizeof(*s->plan));
-    s->next = malloc(sizeof(*s->next));
-    if (!s->topo || !s->plan || !s->next)
+    if (!s->topo)
         goto free_sim;
     memcpy(s->topo, topo, sizeof(*topo));
     s->topo->planner.policy = cfg->policy;
@@ -676,10 +662,6 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
     s->load_rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
     for (long i = 0; i < cfg->load_payload_bytes; i++)
         load_uniform(&s->load_rng);
-    for (int p = 0; p < s->topo->n_pipelines; p++) {
-        loki_demand_init(&s->demand[p], s->topo->planner.ewma_alpha, s->topo->planner.ewma_windows);
-        s->demand[p].plan_sigmas = s->topo->planner.demand_sigmas;
-    }
 
     struct loki_router_ops ops = {
         .now_ns = sim_now,
@@ -688,7 +670,13 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
         .instance_start = sim_start,
         .instance_stop = sim_stop,
     };
-    rc = loki_planner_create(s->topo, &s->planner);
+    struct loki_planner_actor_ops pops = {.now_s = pa_now,
+                                          .apply = pa_apply,
+                                          .busy = pa_busy,
+                                          .stats = pa_stats,
+                                          .offload = pa_offload};
+    struct loki_planner_actor_config pcfg = {.serial = cfg->lokid_loop, .from_zero = true};
+    rc = loki_planner_actor_create(s->topo, &pcfg, &pops, s, &s->pa);
     if (rc)
         goto free_sim;
     rc = loki_router_create(s->topo, NULL, &ops, s, &s->router);
@@ -697,7 +685,7 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
 
     struct timespec w0, w1;
     clock_gettime(CLOCK_MONOTONIC, &w0);
-    rc = replan(s, true);
+    rc = plan_initial(s);
     if (cfg->arrivals == LOKI_ARRIVALS_LOAD)
         rc = schedule_arrival_load(s, 0); /* `loki load` drives one pipeline: the first */
     for (int p = 0; p < s->topo->n_pipelines && !rc && cfg->arrivals != LOKI_ARRIVALS_LOAD; p++)
@@ -725,7 +713,7 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
         switch (e.type) {
         case EV_ARRIVAL:
             s->cur.demand++;
-            loki_demand_observe(&s->demand[e.a], (double)s->now / 1e9, 1);
+            loki_planner_actor_arrival(s->pa, e.a, (double)s->now / 1e9);
             rc = loki_router_submit(s->router, e.a, ++next_id, 0, 0);
             if (rc == LOKI_EOVERLOADED)
                 rc = 0;
@@ -741,12 +729,12 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
                 loki_router_instance_ready(s->router, e.a);
             break;
         case EV_REPLAN:
-            rc = replan(s, false);
+            rc = loki_planner_actor_tick(s->pa);
             if (!rc)
                 rc = heap_push(&s->heap, s->now + interval_ns, EV_REPLAN, 0, 0);
             break;
         case EV_APPLY:
-            rc = apply(s);
+            rc = loki_planner_actor_done(s->pa, false);
             break;
         case EV_TICK:
             rc = close_second(s, (double)s->now / 1e9 - 1);
@@ -774,14 +762,12 @@ int loki_replay_run(const struct loki_topology *topo, const struct loki_trace *t
 
     loki_router_destroy(s->router);
 free_planner:
-    loki_planner_destroy(s->planner);
+    loki_planner_actor_destroy(s->pa);
 free_sim:
     free(s->heap.e);
     free(s->lat);
     free(s->kids);
     free(s->topo);
-    free(s->plan);
-    free(s->next);
     free(s);
     if (rc)
         loki_replay_result_free(out);
