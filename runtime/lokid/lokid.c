@@ -49,6 +49,7 @@
 #include "loki/log.h"
 #include "loki/planner.h"
 #include "planner.h" /* actors/: the planner actor */
+#include "planner_uv.h"
 #include "loki/proto.h"
 #include "loki/router.h"
 #include "loki/topology.h"
@@ -149,12 +150,12 @@ struct lokid {
     struct loki_router *router;
     struct loki_sup *sup;
     struct loki_planner_actor *pa;
+    struct loki_planner_uv *pu; /* its solves on libuv's thread pool */
     struct root *roots;
     uint32_t n_roots, *free_roots, n_free;
     struct inst inst[MAX_INST];
     uv_timer_t plan_timer, restart_timer, drain_timer, tick_timer;
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_work_t work;
     bool ready, draining, stopping;
     struct loki_plan *plan_restart;
     uint64_t t0_ns;
@@ -1403,28 +1404,9 @@ static void pa_solved(void *ctx, int rc, const struct loki_plan *next, double wa
         loki_log(LOKI_LOG_WARN, "planner: %s; keeping the current plan", loki_strerror(rc));
 }
 
-static void plan_work(uv_work_t *w)
-{
-    struct lokid *d = w->data;
-    loki_planner_actor_work(d->pa);
-}
-
-static void plan_after(uv_work_t *w, int status)
-{
-    struct lokid *d = w->data;
-    loki_planner_actor_done(d->pa, status || d->stopping);
-}
-
-/* Solves run on libuv's thread pool, so a solve never stalls the loop. */
 static int pa_offload(void *ctx)
 {
-    struct lokid *d = ctx;
-    int rc = uv_queue_work(d->loop, &d->work, plan_work, plan_after);
-    if (rc) {
-        loki_planner_actor_work(d->pa); /* cannot happen with a valid loop; stay correct */
-        loki_planner_actor_done(d->pa, false);
-    }
-    return 0;
+    return loki_planner_uv_offload(((struct lokid *)ctx)->pu);
 }
 
 static void on_plan_timer(uv_timer_t *t)
@@ -1519,6 +1501,7 @@ static void shutdown_now(struct lokid *d)
     if (d->stopping)
         return;
     d->stopping = true;
+    loki_planner_uv_stop(d->pu);
     uv_timer_stop(&d->plan_timer);
     uv_timer_stop(&d->restart_timer);
     uv_timer_stop(&d->drain_timer);
@@ -1647,10 +1630,12 @@ int lokid_run(const struct lokid_options *opt)
                                         .offload = pa_offload,
                                         .solved = pa_solved};
     struct loki_planner_actor_config pc = {.serial = true};
-    if ((rc = loki_planner_actor_create(d->topo, &pc, &po, d, &d->pa))) {
+    if ((rc = loki_planner_uv_create(d->loop, &d->pu)) ||
+        (rc = loki_planner_actor_create(d->topo, &pc, &po, d, &d->pa))) {
         fprintf(stderr, "lokid: planner: %s\n", loki_strerror(rc));
         return 1;
     }
+    loki_planner_uv_bind(d->pu, d->pa);
     const char *names[LOKI_MAX_PIPELINES];
     double initial[LOKI_MAX_PIPELINES];
     for (int p = 0; p < d->topo->n_pipelines; p++) {
@@ -1689,7 +1674,6 @@ int lokid_run(const struct lokid_options *opt)
     if (d->opt.fixed_plan)
         loki_planner_actor_freeze(d->pa, true);
 
-    d->work.data = d;
     uv_timer_init(d->loop, &d->plan_timer);
     d->plan_timer.data = d;
     uv_timer_start(&d->plan_timer, on_plan_timer, (uint64_t)d->topo->planner.interval_ms,
@@ -1737,6 +1721,7 @@ int lokid_run(const struct lokid_options *opt)
     loki_frontend_destroy(d->fe);
     loki_router_destroy(d->router);
     loki_planner_actor_destroy(d->pa);
+    loki_planner_uv_destroy(d->pu);
     uv_loop_close(d->loop);
     free(d->roots);
     free(d->free_roots);
