@@ -43,6 +43,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "loki/compiler.h"
 #include "loki/error.h"

@@ -14,10 +14,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "loki/config.h"
 #include "loki/proto.h"
+
+struct uv_loop_s; /* libuv's uv_loop_t */
 
 struct loki_frontend;
 struct loki_frontend_conn;
@@ -90,7 +91,7 @@ struct loki_frontend_stats {
  * Returns 0, -EINVAL (missing callback, too many pipelines, bad cfg) or -ENOMEM.
  * Free with loki_frontend_destroy(). Loop thread.
  */
-int loki_frontend_create(uv_loop_t *loop, const struct loki_frontend_opts *o,
+int loki_frontend_create(struct uv_loop_s *loop, const struct loki_frontend_opts *o,
                          struct loki_frontend **out);
 
 /*

@@ -32,9 +32,9 @@
     "      - name: a\n"                                                                            \
     "        children: [b]\n"                                                                      \
     "        variants:\n"                                                                          \
-    "          - {name: a1, accuracy: 80, batch_sizes: [1, 4], latency_ms: [4, 8],\n"             \
+    "          - {name: a1, accuracy: 80, batch_sizes: [1, 4], latency_ms: [4, 8],\n"              \
     "             fanout: {b: 1}}\n"                                                               \
-    "          - {name: a2, accuracy: 100, batch_sizes: [1, 4], latency_ms: [10, 20],\n"          \
+    "          - {name: a2, accuracy: 100, batch_sizes: [1, 4], latency_ms: [10, 20],\n"           \
     "             fanout: {b: 2}}\n"                                                               \
     "      - name: b\n"                                                                            \
     "        variants:\n"                                                                          \
