@@ -47,12 +47,6 @@ struct loki_fanout_est *loki_planner_fanout(struct loki_planner *pl)
     return &pl->fan;
 }
 
-const char *loki_action_name(enum loki_action_kind k)
-{
-    static const char *const n[] = {"start", "resize", "resplit", "stop"};
-    return (unsigned)k < 4 ? n[k] : "?";
-}
-
 const char *loki_plan_mode_name(enum loki_plan_mode m)
 {
     static const char *const n[] = {"hardware", "accuracy", "served", "static"};
@@ -1279,7 +1273,7 @@ out:
     return rc;
 }
 
-/* ---- diff ---- */
+/* ---- comparison ---- */
 
 bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b)
 {
@@ -1296,65 +1290,4 @@ bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b)
             return true;
     }
     return false;
-}
-
-int loki_plan_diff(const struct loki_plan *from, const struct loki_plan *to,
-                   struct loki_plan_action *acts, int max)
-{
-    int n = 0;
-    for (int pass = 0; pass < 4; pass++)
-        for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
-            for (int t = 0; t < LOKI_MAX_TASKS; t++) {
-                if (pass == LOKI_ACTION_RESPLIT) {
-                    for (int u = 0; u < LOKI_MAX_VARIANTS; u++) {
-                        bool diff = false;
-                        bool to_any = false;
-                        for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
-                            float a = from ? from->split[p][t][u][v] : 0;
-                            float b = to->split[p][t][u][v];
-                            to_any |= b > 0;
-                            if (fabsf(a - b) > 1e-3f)
-                                diff = true;
-                        }
-                        if (!diff || !to_any)
-                            continue;
-                        if (n < max && acts)
-                            acts[n] = (struct loki_plan_action){.kind = LOKI_ACTION_RESPLIT,
-                                                                .pipeline = p,
-                                                                .task = t,
-                                                                .variant = u};
-                        n++;
-                    }
-                    continue;
-                }
-                for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
-                    struct loki_plan_variant none = {0};
-                    const struct loki_plan_variant *a = from ? &from->var[p][t][v] : &none;
-                    const struct loki_plan_variant *b = &to->var[p][t][v];
-                    int kind = -1;
-                    if (a->instances <= 0 && b->instances > 0)
-                        kind = LOKI_ACTION_START;
-                    else if (a->instances > 0 && b->instances <= 0)
-                        kind = LOKI_ACTION_STOP;
-                    else if (a->instances > 0 &&
-                             (a->instances != b->instances || a->batch != b->batch ||
-                              fabs(a->share - b->share) > 1e-9))
-                        kind = LOKI_ACTION_RESIZE;
-                    if (kind != pass)
-                        continue;
-                    if (n < max && acts)
-                        acts[n] = (struct loki_plan_action){.kind = (enum loki_action_kind)kind,
-                                                            .pipeline = p,
-                                                            .task = t,
-                                                            .variant = v,
-                                                            .from_instances = a->instances,
-                                                            .to_instances = b->instances,
-                                                            .from_batch = a->batch,
-                                                            .to_batch = b->batch,
-                                                            .from_share = a->share,
-                                                            .to_share = b->share};
-                    n++;
-                }
-            }
-    return n;
 }

@@ -56,7 +56,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loki/compiler.h"
 #include "loki/error.h"
 
 #define NIL UINT32_MAX
@@ -174,12 +173,6 @@ struct loki_router {
 static void try_dispatch(struct loki_router *r, int i);
 static void update_down(struct loki_router *r);
 static void reroute_or_fail(struct loki_router *r, uint32_t s, enum loki_query_status fail);
-
-const char *loki_query_status_name(enum loki_query_status s)
-{
-    static const char *const n[] = {"ok", "dropped", "late", "error", "overloaded"};
-    return (unsigned)s < LOKI_ARRAY_SIZE(n) ? n[s] : "?";
-}
 
 static inline uint64_t now(struct loki_router *r)
 {
