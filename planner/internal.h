@@ -2,7 +2,8 @@
 /*
  * Planner internals shared by its files: planner.c (policy dispatch, Loki's
  * mode ladder, hysteresis), baselines.c, placement.c, check.c (evaluation
- * and checker) and milp.c (the only file that talks to GLPK). Not installed.
+ * and checker) and milp.c/milp_search.c (the MILP: the only files that talk
+ * to GLPK, through their private milp.h). Not installed.
  */
 #ifndef LOKI_PLANNER_INTERNAL_H
 #define LOKI_PLANNER_INTERNAL_H
