@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Planner internals shared by planner.c (policies, placement, hysteresis)
- * and milp.c (the only file that talks to GLPK). Not installed.
+ * Planner internals shared by its files: planner.c (policy dispatch, Loki's
+ * mode ladder, hysteresis), baselines.c, placement.c, check.c (evaluation
+ * and checker) and milp.c/milp_search.c (the MILP: the only files that talk
+ * to GLPK, through their private milp.h). Not installed.
  */
 #ifndef LOKI_PLANNER_INTERNAL_H
 #define LOKI_PLANNER_INTERNAL_H
@@ -93,6 +95,83 @@ struct loki__milp_res {
  * solution exists), -ENOMEM, or LOKI_ESOLVER.
  */
 int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res);
+
+/* One planner (loki_planner_create()): owned by the planner thread. */
+struct loki_planner {
+    const struct loki_topology *topo;
+    struct loki_fanout_est fan;
+    struct loki__milp_res res; /* the last MILP answer; keeps its LP bases across solves */
+    struct loki_plan scratch;  /* a plan's worth of room for one policy at a time */
+};
+
+/* ---- plans (planner.c) ---- */
+
+/* Zero @pl and set its policy. */
+void loki__plan_reset(struct loki_plan *pl, enum loki_policy policy);
+
+/* Copy a MILP answer's per-variant choice, split, served fractions and objective into @pl. */
+void loki__plan_from_res(const struct loki_topology *topo, const struct loki__milp_res *r,
+                         struct loki_plan *pl);
+
+/*
+ * Loki's mode ladder: hardware scaling, then (@accuracy) accuracy scaling,
+ * then the served fraction, each re-solved with a smaller GPU budget while
+ * placement fails. @best_only and !@accuracy make it inferline. Returns 0 or
+ * a negative errno / LOKI_ESOLVER; @out is always a placed plan on 0.
+ */
+int loki__solve_ladder(struct loki_planner *pl, enum loki_policy policy, const double *demand,
+                       const struct loki_plan *current, bool best_only, bool accuracy,
+                       struct loki_plan *out);
+
+/* ---- baselines (baselines.c): one plan for @demand, no hysteresis; errors as the ladder ---- */
+
+int loki__solve_inferline(struct loki_planner *pl, const double *demand,
+                          const struct loki_plan *warm, struct loki_plan *out);
+/* @current: the plan in force, whose routing gives the per-task demand proteus observes. */
+int loki__solve_proteus(struct loki_planner *pl, const double *demand,
+                        const struct loki_plan *current, struct loki_plan *out);
+/* LOKI_EINFEASIBLE when the fixed plan cannot be placed, -EINVAL when it names no variant. */
+int loki__solve_static(struct loki_planner *pl, const double *demand, struct loki_plan *out);
+
+/* ---- placement (placement.c) ---- */
+
+/*
+ * Build @pl's instance list from its per-variant counts and pack it onto GPUs
+ * first-fit decreasing (share, then memory). Returns 0, -ENOSPC (does not
+ * fit) or -ENOMEM.
+ */
+int loki__place(const struct loki_topology *topo, struct loki_plan *pl);
+
+/*
+ * Re-place @pl's instances so those with a twin in @cur (NULL: nothing runs)
+ * keep its GPU; leaves @pl's placement as it was when that does not fit.
+ */
+void loki__place_stably(const struct loki_topology *topo, const struct loki_plan *cur,
+                        struct loki_plan *pl);
+
+/* Set every instance's fallback variant (policy loki with planner.fallback; else none). */
+void loki__set_fallbacks(const struct loki_topology *topo, enum loki_policy policy,
+                         struct loki_plan *pl);
+
+/* ---- evaluation (check.c) ---- */
+
+/*
+ * Recompute everything derived from @pl's per-variant choice and split for
+ * root @demand: capacities, GPUs used, loads, chain latencies, accuracies.
+ * Returns 0 or -ENOMEM.
+ */
+int loki__plan_finish(const struct loki_topology *topo, const double *demand,
+                      const struct loki_fanout_est *fan, struct loki_plan *pl);
+
+/*
+ * Whether @plan carries @demand (served fraction applied) with fan-outs from
+ * @fan: capacity at every variant, latency on every path in use. False also
+ * when out of memory.
+ */
+bool loki__plan_fits(const struct loki_topology *topo, const struct loki_plan *plan,
+                     const double *demand, const struct loki_fanout_est *fan);
+
+/* ---- MILP helpers (milp.c) ---- */
 
 /* Path accuracy (0..1) of variant assignment @var (per task, -1 off chain) on @chain. */
 double loki__path_accuracy(const struct loki_pipeline *p, const int *chain, int len,

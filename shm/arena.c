@@ -323,11 +323,6 @@ size_t loki_arena_free_bytes(const struct loki_arena *a)
     return (size_t)(u << LOKI_ARENA_UNIT_SHIFT);
 }
 
-size_t loki_arena_capacity(const struct loki_arena *a)
-{
-    return (size_t)a->data_bytes;
-}
-
 void *loki_arena_segment(const struct loki_arena *a)
 {
     return a->shm;

@@ -3,8 +3,9 @@
  * The planner: from a topology, a root demand per pipeline and the current
  * plan, produce the next plan (struct loki_plan) under the topology's policy
  * (Loki's MILP or a baseline: inferline, proteus, static). Also the
- * independent plan checker and the plan diff the supervisor applies. Pure
- * library: no I/O, no threads, no logging; one planner object per thread.
+ * independent plan checker and the plan comparison that tells lokid whether
+ * a new plan changes anything. Pure library: no I/O, no threads, no logging;
+ * one planner object per thread.
  */
 #ifndef LOKI_PLANNER_H
 #define LOKI_PLANNER_H
@@ -79,38 +80,11 @@ int loki_plan_loads(const struct loki_topology *topo, const struct loki_plan *pl
                     const double *demand, const struct loki_fanout_est *fan,
                     double load[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS]);
 
-enum loki_action_kind {
-    LOKI_ACTION_START = 0, /* variant goes from 0 to n instances */
-    LOKI_ACTION_RESIZE,    /* instance count, batch size or share changes */
-    LOKI_ACTION_RESPLIT,   /* routing split of (task, parent variant) changes */
-    LOKI_ACTION_STOP,      /* variant goes to 0 instances */
-};
-
-struct loki_plan_action {
-    enum loki_action_kind kind;
-    int pipeline, task, variant; /* RESPLIT: variant = incoming parent variant u */
-    int from_instances, to_instances;
-    int from_batch, to_batch;
-    double from_share, to_share;
-};
-
 /*
  * Whether applying @b in place of @a changes anything workers or routing see: instances
  * (variant, batch, share, GPU, in order), splits or served fractions. NULL differs.
  */
 bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b);
-
-/*
- * Actions turning @from (NULL: nothing running) into @to, in a
- * make-before-break order: starts, resizes, re-splits, then stops. Splits
- * differing by less than 1e-3 are equal. Writes at most @max actions and
- * returns how many there are in total (> @max: the array was too small).
- */
-int loki_plan_diff(const struct loki_plan *from, const struct loki_plan *to,
-                   struct loki_plan_action *acts, int max);
-
-/* "start", "resize", "resplit", "stop". */
-const char *loki_action_name(enum loki_action_kind k);
 
 /* "hardware", "accuracy", "served", "static". */
 const char *loki_plan_mode_name(enum loki_plan_mode m);

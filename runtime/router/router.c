@@ -53,13 +53,14 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "loki/compiler.h"
+#include "edf_heap.h"
 #include "loki/error.h"
 
-#define NIL UINT32_MAX
+#define NIL LOKI_EDF_NIL
 #define OFF 0xff
 #define MAX_INST (2 * LOKI_MAX_INSTANCES)
 #define OVERRUN_MAX_NS (20 * 1000000ull) /* one stall counts at most this much */
@@ -87,9 +88,8 @@ struct root {
 };
 
 struct sq {
-    uint64_t deadline, seq;
+    struct loki_edf_node edf; /* its instance's EDF queue; edf.sibling doubles as free-list link */
     uint32_t root;
-    uint32_t child, sibling; /* pairing heap links; sibling doubles as free-list link */
     int16_t inst;
     uint8_t task, variant, parent_variant, rerouted;
     float acc; /* product of normalised accuracies of the variants that served it so far */
@@ -175,12 +175,6 @@ static void try_dispatch(struct loki_router *r, int i);
 static void update_down(struct loki_router *r);
 static void reroute_or_fail(struct loki_router *r, uint32_t s, enum loki_query_status fail);
 
-const char *loki_query_status_name(enum loki_query_status s)
-{
-    static const char *const n[] = {"ok", "dropped", "late", "error", "overloaded"};
-    return (unsigned)s < LOKI_ARRAY_SIZE(n) ? n[s] : "?";
-}
-
 static inline uint64_t now(struct loki_router *r)
 {
     return r->ops.now_ns(r->ctx);
@@ -226,14 +220,14 @@ static uint32_t sq_alloc(struct loki_router *r)
     uint32_t i;
     if (r->sq_free != NIL) {
         i = r->sq_free;
-        r->sq_free = r->sqs[i].sibling;
+        r->sq_free = r->sqs[i].edf.sibling;
     } else if (r->sq_hw < r->n_sqs) {
         i = r->sq_hw++;
     } else {
         return NIL;
     }
     struct sq *q = &r->sqs[i];
-    q->child = q->sibling = NIL;
+    q->edf.child = q->edf.sibling = NIL;
     q->inst = -1;
     q->rerouted = 0;
     r->st.subs_inflight++;
@@ -305,7 +299,7 @@ static void sq_release(struct loki_router *r, uint32_t s)
 {
     struct sq *q = &r->sqs[s];
     uint32_t ri = q->root;
-    q->sibling = r->sq_free;
+    q->edf.sibling = r->sq_free;
     r->sq_free = s;
     r->st.subs_inflight--;
     struct root *rt = &r->roots[ri];
@@ -332,76 +326,28 @@ static void sq_fail(struct loki_router *r, uint32_t s, enum loki_query_status st
     sq_release(r, s);
 }
 
-/* ---- EDF queue: intrusive pairing heap ------------------------------------------------------ */
+/* ---- EDF queue: intrusive pairing heap (edf_heap.h) over the sub-query pool ----------------- */
 
-static inline bool before(const struct sq *a, const struct sq *b)
+static inline struct loki_edf_pool sq_pool(const struct loki_router *r)
 {
-    return a->deadline < b->deadline || (a->deadline == b->deadline && a->seq < b->seq);
-}
-
-static uint32_t meld(struct loki_router *r, uint32_t a, uint32_t b)
-{
-    if (a == NIL)
-        return b;
-    if (b == NIL)
-        return a;
-    if (before(&r->sqs[b], &r->sqs[a])) {
-        uint32_t t = a;
-        a = b;
-        b = t;
-    }
-    r->sqs[b].sibling = r->sqs[a].child;
-    r->sqs[a].child = b;
-    return a;
-}
-
-static uint32_t merge_pairs(struct loki_router *r, uint32_t first)
-{
-    uint32_t stack = NIL;
-    while (first != NIL) {
-        uint32_t a = first, b = r->sqs[a].sibling;
-        if (b == NIL) {
-            r->sqs[a].sibling = stack;
-            stack = a;
-            break;
-        }
-        first = r->sqs[b].sibling;
-        r->sqs[a].sibling = r->sqs[b].sibling = NIL;
-        uint32_t m = meld(r, a, b);
-        r->sqs[m].sibling = stack;
-        stack = m;
-    }
-    if (stack == NIL)
-        return NIL;
-    uint32_t res = stack;
-    stack = r->sqs[res].sibling;
-    r->sqs[res].sibling = NIL;
-    while (stack != NIL) {
-        uint32_t n = r->sqs[stack].sibling;
-        r->sqs[stack].sibling = NIL;
-        res = meld(r, res, stack);
-        stack = n;
-    }
-    return res;
+    return (struct loki_edf_pool){.base = (char *)r->sqs + offsetof(struct sq, edf),
+                                  .stride = sizeof(struct sq)};
 }
 
 static void q_push(struct loki_router *r, int i, uint32_t s)
 {
     struct sq *q = &r->sqs[s];
-    q->child = q->sibling = NIL;
+    loki_edf_push(sq_pool(r), &r->inst[i].heap, s);
     q->inst = (int16_t)i;
-    r->inst[i].heap = meld(r, r->inst[i].heap, s);
     r->inst[i].qlen++;
 }
 
 static uint32_t q_pop(struct loki_router *r, int i)
 {
     struct inst *in = &r->inst[i];
-    uint32_t s = in->heap;
+    uint32_t s = loki_edf_pop(sq_pool(r), &in->heap);
     if (s == NIL)
         return NIL;
-    in->heap = merge_pairs(r, r->sqs[s].child);
-    r->sqs[s].child = r->sqs[s].sibling = NIL;
     r->sqs[s].inst = -1;
     in->qlen--;
     return s;
@@ -764,7 +710,7 @@ static bool try_reroute(struct loki_router *r, uint32_t s, int from, uint64_t tn
             uint64_t start = in->inflight && in->busy_until > tn ? in->busy_until : tn;
             int nb = (int)in->qlen + 1 <= in->cap ? (int)in->qlen + 1 : in->cap;
             uint64_t fin = start + ms_ns(in->lat[nb]) + in->margin_ns;
-            if (fin + ms_ns(down) > q->deadline)
+            if (fin + ms_ns(down) > q->edf.deadline)
                 continue;
             if (best < 0 || r->acc[p][t][v] > r->acc[p][t][r->inst[best].pi.variant] ||
                 (r->acc[p][t][v] == r->acc[p][t][r->inst[best].pi.variant] && fin < best_fin)) {
@@ -815,7 +761,7 @@ static void try_dispatch(struct loki_router *r, int i)
             uint64_t fin = start + ms_ns(lat[n + 1]);
             if (n == 0) {
                 bool hopeless =
-                    topo->planner.early_drop ? fin + down > q->deadline : tn > q->deadline;
+                    topo->planner.early_drop ? fin + down > q->edf.deadline : tn > q->edf.deadline;
                 /*
                  * Fallback batch: when the head cannot make it on the instance's own variant,
                  * or the queue behind it, served at the planned batch's rate, would not be
@@ -825,10 +771,10 @@ static void try_dispatch(struct loki_router *r, int i)
                 bool press = hopeless;
                 if (!press && in->fb >= 0) {
                     double per = in->lat[in->cap] / in->cap;
-                    press = start + ms_ns(per * in->qlen) + down > q->deadline;
+                    press = start + ms_ns(per * in->qlen) + down > q->edf.deadline;
                 }
                 if (press && in->fb >= 0 && lat == in->lat &&
-                    start + ms_ns(in->fblat[1]) + down <= q->deadline) {
+                    start + ms_ns(in->fblat[1]) + down <= q->edf.deadline) {
                     lat = in->fblat;
                     cap = in->fbcap;
                     var = in->fb;
@@ -842,7 +788,7 @@ static void try_dispatch(struct loki_router *r, int i)
                     sq_fail(r, s, LOKI_QUERY_DROPPED);
                     continue;
                 }
-                head_dl = q->deadline;
+                head_dl = q->edf.deadline;
             } else if (topo->planner.early_drop && fin + down > head_dl) {
                 break; /* a bigger batch would make the head miss */
             }
@@ -958,8 +904,8 @@ static void sq_done(struct loki_router *r, uint32_t s, const uint16_t *kids, uin
             q = &r->sqs[s]; /* sqs does not move, but keep the reload obvious */
             struct sq *n = &r->sqs[ns];
             n->root = q->root;
-            n->deadline = q->deadline;
-            n->seq = ++r->seq;
+            n->edf.deadline = q->edf.deadline;
+            n->edf.seq = ++r->seq;
             n->task = (uint8_t)tk->children[c];
             n->parent_variant = (uint8_t)v;
             n->acc = q->acc;
@@ -1249,8 +1195,8 @@ int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cooki
     rt->n_sub = 1;
     struct sq *q = &r->sqs[s];
     q->root = ri;
-    q->deadline = dl;
-    q->seq = ++r->seq;
+    q->edf.deadline = dl;
+    q->edf.seq = ++r->seq;
     q->task = (uint8_t)pl->root;
     q->parent_variant = 0;
     q->acc = 1.0f;
@@ -1259,7 +1205,7 @@ int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cooki
     int i = route(r, s, tn);
     if (i < 0) {
         /* Nothing can serve it: undo and refuse. */
-        q->sibling = r->sq_free;
+        q->edf.sibling = r->sq_free;
         r->sq_free = s;
         r->st.subs_inflight--;
         r->st.pipe[p].sub_created--;

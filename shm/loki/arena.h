@@ -82,9 +82,6 @@ int loki_arena_reclaim(struct loki_arena *a);
 /* Free bytes as the allocator last saw them (excludes blocks not yet reclaimed). Any thread. */
 size_t loki_arena_free_bytes(const struct loki_arena *a);
 
-/* Arena data bytes (capacity). Any thread. */
-size_t loki_arena_capacity(const struct loki_arena *a);
-
 /* Raw segment base (tests corrupt it through this); borrowed. */
 void *loki_arena_segment(const struct loki_arena *a);
 

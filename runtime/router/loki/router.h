@@ -203,7 +203,4 @@ const struct loki_plan *loki_router_plan(const struct loki_router *r);
 /* Queued (not dispatched) sub-queries at @instance, or -ENOENT. */
 int loki_router_queue_len(const struct loki_router *r, int instance);
 
-/* "ok", "dropped", "late", "error", "overloaded". */
-const char *loki_query_status_name(enum loki_query_status s);
-
 #endif

@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: Apache-2.0
+# loki_check_public_headers(ROOTS dir...)
+# Every public header (any .h in a loki/ folder under the ROOTS, found again at each build)
+# compiles on its own: for each one a generated .c that includes only that header is compiled
+# with the usage requirements of the library exporting it, so a header that leans on an include
+# its users happen to make first, or on a dependency its library does not declare, breaks the
+# build. The exporting library is the one whose include directories hold the folder above loki/
+# (preferring the library defined in that folder), else the nearest enclosing folder's (a header
+# of an optional part, such as worker/cuda without nvcc). One object library per exporting
+# library, <lib>_hdr_check. Call it once, after every add_subdirectory().
+
+# All targets defined in @dir and below, into @out.
+function(_loki_targets_below dir out)
+    get_property(ts DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
+    get_property(subs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
+    foreach(s ${subs})
+        _loki_targets_below(${s} more)
+        list(APPEND ts ${more})
+    endforeach()
+    set(${out} ${ts} PARENT_SCOPE)
+endfunction()
+
+function(loki_check_public_headers)
+    cmake_parse_arguments(H "" "" "ROOTS" ${ARGN})
+    set(hdrs)
+    foreach(root ${H_ROOTS})
+        file(GLOB_RECURSE found CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/${root}/*.h)
+        list(FILTER found INCLUDE REGEX "/loki/[^/]+\\.h$")
+        list(APPEND hdrs ${found})
+    endforeach()
+    list(SORT hdrs)
+
+    # Which library exports which include folder: _owner_<folder as a C identifier> = library.
+    _loki_targets_below(${CMAKE_SOURCE_DIR} targets)
+    foreach(t ${targets})
+        get_target_property(type ${t} TYPE)
+        if(NOT type MATCHES "^(STATIC|SHARED|OBJECT|INTERFACE)_LIBRARY$" OR t MATCHES "_hdr_check$")
+            continue()
+        endif()
+        get_target_property(incs ${t} INTERFACE_INCLUDE_DIRECTORIES)
+        get_target_property(home ${t} SOURCE_DIR)
+        if(NOT incs)
+            continue()
+        endif()
+        foreach(inc ${incs})
+            # install-time folders do not exist here; build-time ones are plain paths
+            if(inc MATCHES "INSTALL_INTERFACE")
+                continue()
+            endif()
+            string(REGEX REPLACE "^\\$<BUILD_INTERFACE:|>$" "" inc "${inc}")
+            string(MAKE_C_IDENTIFIER "${inc}" key)
+            if(NOT DEFINED _owner_${key} OR (inc STREQUAL home AND NOT _home_${key}))
+                set(_owner_${key} ${t})
+                if(inc STREQUAL home)
+                    set(_home_${key} TRUE)
+                endif()
+            endif()
+        endforeach()
+    endforeach()
+
+    set(libs)
+    foreach(h ${hdrs})
+        get_filename_component(loki_dir ${h} DIRECTORY)
+        get_filename_component(root ${loki_dir} DIRECTORY)
+        set(dir ${root})
+        set(owner)
+        string(FIND "${dir}/" "${CMAKE_SOURCE_DIR}/" at)
+        while(NOT owner AND at EQUAL 0 AND NOT "${dir}" STREQUAL "${CMAKE_SOURCE_DIR}")
+            string(MAKE_C_IDENTIFIER "${dir}" key)
+            if(DEFINED _owner_${key})
+                set(owner ${_owner_${key}})
+            endif()
+            get_filename_component(dir ${dir} DIRECTORY)
+        endwhile()
+        file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR} ${h})
+        if(NOT owner)
+            message(FATAL_ERROR "loki: public header ${rel}: no library exports ${root} or a "
+                                "folder above it (target_include_directories PUBLIC)")
+        endif()
+        string(MAKE_C_IDENTIFIER ${rel} id)
+        set(src ${CMAKE_BINARY_DIR}/hdr_check/${id}.c)
+        file(CONFIGURE OUTPUT ${src} CONTENT "#include \"${h}\"\nint loki__hdr_check_${id};\n")
+        # the header's own folder first: its siblings, even where only an enclosing one is exported
+        set_source_files_properties(${src} PROPERTIES INCLUDE_DIRECTORIES ${root})
+        list(APPEND _srcs_${owner} ${src})
+        list(APPEND libs ${owner})
+    endforeach()
+    list(REMOVE_DUPLICATES libs)
+    foreach(lib ${libs})
+        add_library(${lib}_hdr_check OBJECT ${_srcs_${lib}})
+        target_link_libraries(${lib}_hdr_check PRIVATE ${lib})
+    endforeach()
+endfunction()
