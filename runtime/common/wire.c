@@ -1,15 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The msgpack reader and writer behind loki/wire.h (the choice and its figures are in that
- * header). The reader never trusts a length: each one is compared with the bytes left before
- * it is used, a container count larger than the bytes left could hold is refused before any
- * loop runs, and skipping recurses at most LOKI_WIRE_MAX_DEPTH levels, so no input makes it
- * read out of bounds, recurse deeply or spin. The writer appends, keeps counting past the
- * end of the buffer, and reports -ENOBUFS once, at the end.
+ * The out-of-line half of loki/wire.h (the choice and its figures are in that header): every
+ * msgpack form, every error and its text, skipping, the typed reads. The header's inline
+ * fast paths handle the common forms and come here for the rest. The reader never trusts a
+ * length: each one is compared with the bytes left before it is used, a container count
+ * larger than the bytes left could hold is refused before any loop runs, and skipping
+ * recurses at most LOKI_WIRE_MAX_DEPTH levels, so no input makes it read out of bounds,
+ * recurse deeply or spin.
  */
 #include "loki/wire.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,20 +48,12 @@ static bool need(const struct loki_wire_reader *r, size_t n)
     return (size_t)(r->end - r->p) >= n;
 }
 
-static uint64_t be(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int k = 0; k < n; k++)
-        v = v << 8 | p[k];
-    return v;
-}
-
 static int truncated(struct loki_wire_reader *r, size_t off)
 {
     return loki_wire_fail(r, r->malformed, "truncated msgpack at offset %zu", off);
 }
 
-int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
+int loki__wire_read_slow(struct loki_wire_reader *r, struct loki_wire_val *v)
 {
     size_t off = loki_wire_offset(r);
     if (!need(r, 1))
@@ -108,7 +100,7 @@ int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
         n = 1 << (c <= 0xc6 ? c - 0xc4 : c - 0xd9);
         if (!need(r, (size_t)n))
             return truncated(r, off);
-        v->len = (uint32_t)be(r->p, n);
+        v->len = (uint32_t)loki__wire_be(r->p, n);
         r->p += n;
         goto body;
     case 0xc7:
@@ -118,7 +110,7 @@ int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
         n = 1 << (c - 0xc7);
         if (!need(r, (size_t)n + 1))
             return truncated(r, off);
-        v->len = (uint32_t)be(r->p, n);
+        v->len = (uint32_t)loki__wire_be(r->p, n);
         v->ext_type = (int8_t)r->p[n];
         r->p += n + 1;
         goto body;
@@ -139,7 +131,7 @@ int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
         n = c == 0xca ? 4 : 8;
         if (!need(r, (size_t)n))
             return truncated(r, off);
-        uint64_t bits = be(r->p, n);
+        uint64_t bits = loki__wire_be(r->p, n);
         r->p += n;
         if (n == 4) {
             uint32_t b32 = (uint32_t)bits;
@@ -159,7 +151,7 @@ int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
         n = 1 << (c - 0xcc);
         if (!need(r, (size_t)n))
             return truncated(r, off);
-        v->u = be(r->p, n);
+        v->u = loki__wire_be(r->p, n);
         r->p += n;
         return 0;
     case 0xd0:
@@ -169,7 +161,7 @@ int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
         n = 1 << (c - 0xd0);
         if (!need(r, (size_t)n))
             return truncated(r, off);
-        uint64_t raw = be(r->p, n);
+        uint64_t raw = loki__wire_be(r->p, n);
         r->p += n;
         if (n < 8 && raw >> (8 * n - 1))
             raw |= ~0ull << (8 * n); /* sign-extend */
@@ -191,7 +183,7 @@ int loki_wire_read(struct loki_wire_reader *r, struct loki_wire_val *v)
         n = c == 0xdc || c == 0xde ? 2 : 4;
         if (!need(r, (size_t)n))
             return truncated(r, off);
-        v->len = (uint32_t)be(r->p, n);
+        v->len = (uint32_t)loki__wire_be(r->p, n);
         r->p += n;
         goto count;
     default: /* 0xc1: never used */
@@ -227,12 +219,6 @@ int loki_wire_skip(struct loki_wire_reader *r, const struct loki_wire_val *v, in
     return 0;
 }
 
-int loki_wire_read_value(struct loki_wire_reader *r, struct loki_wire_val *v, int depth)
-{
-    int err = loki_wire_read(r, v);
-    return err ? err : loki_wire_skip(r, v, depth);
-}
-
 /* Read a header that must be of kind @k; its offset is what a type error names. */
 static int read_kind(struct loki_wire_reader *r, enum loki_wire_kind k, struct loki_wire_val *v)
 {
@@ -249,7 +235,7 @@ static int read_kind(struct loki_wire_reader *r, enum loki_wire_kind k, struct l
                           loki_wire_kind_name(k), loki_wire_val_name(v), off);
 }
 
-int loki_wire_read_uint(struct loki_wire_reader *r, uint64_t max, uint64_t *out)
+int loki__wire_read_uint_slow(struct loki_wire_reader *r, uint64_t max, uint64_t *out)
 {
     size_t off = loki_wire_offset(r);
     struct loki_wire_val v;
@@ -278,8 +264,8 @@ int loki_wire_read_int(struct loki_wire_reader *r, int64_t min, int64_t max, int
     return 0;
 }
 
-static int read_container(struct loki_wire_reader *r, enum loki_wire_kind k, size_t min_entry,
-                          uint32_t *n)
+int loki__wire_read_container_slow(struct loki_wire_reader *r, enum loki_wire_kind k,
+                                   size_t min_entry, uint32_t *n)
 {
     size_t off = loki_wire_offset(r);
     struct loki_wire_val v;
@@ -293,14 +279,9 @@ static int read_container(struct loki_wire_reader *r, enum loki_wire_kind k, siz
     return 0;
 }
 
-int loki_wire_read_array(struct loki_wire_reader *r, size_t min_entry, uint32_t *n)
-{
-    return read_container(r, LOKI_WIRE_ARRAY, min_entry, n);
-}
-
 int loki_wire_read_map(struct loki_wire_reader *r, size_t min_entry, uint32_t *n)
 {
-    return read_container(r, LOKI_WIRE_MAP, min_entry, n);
+    return loki__wire_read_container_slow(r, LOKI_WIRE_MAP, min_entry, n);
 }
 
 static int read_body(struct loki_wire_reader *r, enum loki_wire_kind k, const uint8_t **ptr,
@@ -343,156 +324,4 @@ const char *loki_wire_kind_name(enum loki_wire_kind k)
 const char *loki_wire_val_name(const struct loki_wire_val *v)
 {
     return v->kind == LOKI_WIRE_UINT ? "int" : loki_wire_kind_name(v->kind);
-}
-
-bool loki_wire_val_is(const struct loki_wire_val *v, const char *s)
-{
-    size_t n = strlen(s);
-    return v->kind == LOKI_WIRE_STR && v->len == n && (n == 0 || memcmp(v->ptr, s, n) == 0);
-}
-
-/* ---- writer -------------------------------------------------------------------------------- */
-
-void loki_wire_writer_init(struct loki_wire_writer *w, void *buf, size_t cap)
-{
-    w->buf = buf;
-    w->cap = cap;
-    w->len = 0;
-}
-
-void loki_wire_put_raw(struct loki_wire_writer *w, const void *s, size_t n)
-{
-    /* once one write is dropped, len > cap and every later one is dropped too */
-    if (n && w->len <= w->cap && n <= w->cap - w->len)
-        memcpy(w->buf + w->len, s, n);
-    w->len += n;
-}
-
-/* @tag then the low @n bytes of @v, big-endian. */
-static void put_be(struct loki_wire_writer *w, uint8_t tag, uint64_t v, int n)
-{
-    uint8_t b[9];
-    b[0] = tag;
-    for (int k = 0; k < n; k++)
-        b[1 + k] = (uint8_t)(v >> (8 * (n - 1 - k)));
-    loki_wire_put_raw(w, b, (size_t)n + 1);
-}
-
-static void put_byte(struct loki_wire_writer *w, uint8_t b)
-{
-    loki_wire_put_raw(w, &b, 1);
-}
-
-void loki_wire_put_nil(struct loki_wire_writer *w)
-{
-    put_byte(w, 0xc0);
-}
-
-void loki_wire_put_bool(struct loki_wire_writer *w, bool b)
-{
-    put_byte(w, b ? 0xc3 : 0xc2);
-}
-
-void loki_wire_put_uint(struct loki_wire_writer *w, uint64_t v)
-{
-    if (v <= 0x7f)
-        put_byte(w, (uint8_t)v);
-    else if (v <= UINT8_MAX)
-        put_be(w, 0xcc, v, 1);
-    else if (v <= UINT16_MAX)
-        put_be(w, 0xcd, v, 2);
-    else if (v <= UINT32_MAX)
-        put_be(w, 0xce, v, 4);
-    else
-        put_be(w, 0xcf, v, 8);
-}
-
-void loki_wire_put_int(struct loki_wire_writer *w, int64_t v)
-{
-    if (v >= 0)
-        loki_wire_put_uint(w, (uint64_t)v);
-    else if (v >= -32)
-        put_byte(w, (uint8_t)(int8_t)v);
-    else if (v >= INT8_MIN)
-        put_be(w, 0xd0, (uint64_t)v, 1);
-    else if (v >= INT16_MIN)
-        put_be(w, 0xd1, (uint64_t)v, 2);
-    else if (v >= INT32_MIN)
-        put_be(w, 0xd2, (uint64_t)v, 4);
-    else
-        put_be(w, 0xd3, (uint64_t)v, 8);
-}
-
-void loki_wire_put_double(struct loki_wire_writer *w, double d)
-{
-    uint64_t bits;
-    memcpy(&bits, &d, 8);
-    put_be(w, 0xcb, bits, 8);
-}
-
-static void put_container(struct loki_wire_writer *w, bool map, uint32_t n)
-{
-    if (n <= 15)
-        put_byte(w, (uint8_t)((map ? 0x80 : 0x90) | n));
-    else if (n <= UINT16_MAX)
-        put_be(w, map ? 0xde : 0xdc, n, 2);
-    else
-        put_be(w, map ? 0xdf : 0xdd, n, 4);
-}
-
-void loki_wire_put_array(struct loki_wire_writer *w, uint32_t n)
-{
-    put_container(w, false, n);
-}
-
-void loki_wire_put_map(struct loki_wire_writer *w, uint32_t n)
-{
-    put_container(w, true, n);
-}
-
-void loki_wire_put_str_head(struct loki_wire_writer *w, uint32_t n)
-{
-    if (n <= 31)
-        put_byte(w, (uint8_t)(0xa0 | n));
-    else if (n <= UINT8_MAX)
-        put_be(w, 0xd9, n, 1);
-    else if (n <= UINT16_MAX)
-        put_be(w, 0xda, n, 2);
-    else
-        put_be(w, 0xdb, n, 4);
-}
-
-void loki_wire_put_str(struct loki_wire_writer *w, const void *s, uint32_t n)
-{
-    loki_wire_put_str_head(w, n);
-    loki_wire_put_raw(w, s, n);
-}
-
-void loki_wire_put_cstr(struct loki_wire_writer *w, const char *s)
-{
-    loki_wire_put_str(w, s, (uint32_t)strlen(s));
-}
-
-void loki_wire_put_bin_head(struct loki_wire_writer *w, uint32_t n)
-{
-    if (n <= UINT8_MAX)
-        put_be(w, 0xc4, n, 1);
-    else if (n <= UINT16_MAX)
-        put_be(w, 0xc5, n, 2);
-    else
-        put_be(w, 0xc6, n, 4);
-}
-
-void loki_wire_put_bin(struct loki_wire_writer *w, const void *s, uint32_t n)
-{
-    loki_wire_put_bin_head(w, n);
-    loki_wire_put_raw(w, s, n);
-}
-
-int loki_wire_writer_finish(const struct loki_wire_writer *w, size_t *len)
-{
-    if (!loki_wire_writer_fits(w))
-        return -ENOBUFS;
-    *len = w->len;
-    return 0;
 }
