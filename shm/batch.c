@@ -1,40 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Batch and result descriptors: msgpack-c packer writing into a bounded buffer
- * (a ring slot in place), and a hand-rolled bounded decoder. msgpack-c's own
- * unpacker allocates a zone per message; the decoder here reads the handful of
- * types the format uses, checks every length against the remaining bytes, and
- * validates a whole record before handing out its first query.
+ * Batch and result descriptors on the project's msgpack codec (loki/wire.h):
+ * encoded in place into a reserved ring slot (no allocation per message), and
+ * decoded by a bounded reader that checks every length against the remaining
+ * bytes and validates a whole record before handing out its first query.
+ * Malformed records are LOKI_ECORRUPT; the wire format is in loki/batch.h.
  */
 #include "loki/batch.h"
 
 #include <errno.h>
-#include <msgpack.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "loki/error.h"
 #include "loki/ring.h"
+#include "loki/wire.h"
 
 /* ---- encode -------------------------------------------------------------------------------- */
-
-struct wbuf {
-    uint8_t *p;
-    size_t len;
-    size_t cap;
-};
-
-static int wbuf_write(void *data, const char *buf, size_t len)
-{
-    struct wbuf *w = data;
-    if (len > w->cap - w->len)
-        return -1; /* msgpack-c stops packing and returns this */
-    if (len) {
-        memcpy(w->p + w->len, buf, len);
-        w->len += len;
-    }
-    return 0;
-}
 
 #define DESC_HDR_MAX 26u   /* fixarray, kind, u64, u32, u32, array32 header */
 #define DESC_QUERY_MAX 43u /* fixarray, u64, u32, u64, u64, u32, u32 */
@@ -58,45 +40,47 @@ size_t loki_batch_result_max_size(const struct loki_batch_result *res)
     return n;
 }
 
-static int pack_ref(msgpack_packer *pk, const struct loki_arena_ref *ref)
+static void put_ref(struct loki_wire_writer *w, const struct loki_arena_ref *ref)
 {
-    return msgpack_pack_array(pk, 3) | msgpack_pack_uint64(pk, ref->off) |
-           msgpack_pack_uint32(pk, ref->len) | msgpack_pack_uint32(pk, ref->gen);
+    loki_wire_put_array(w, 3);
+    loki_wire_put_uint(w, ref->off);
+    loki_wire_put_uint(w, ref->len);
+    loki_wire_put_uint(w, ref->gen);
 }
 
 int loki_batch_desc_encode(const struct loki_batch_desc *d, void *buf, size_t cap, size_t *len)
 {
-    struct wbuf w = {.p = buf, .cap = cap};
-    msgpack_packer pk;
-    int bad;
+    struct loki_wire_writer w;
 
     if (d->n_queries > LOKI_BATCH_MAX_QUERIES)
         return LOKI_ETOOBIG;
     if (d->n_queries && !d->queries)
         return -EINVAL;
-    msgpack_packer_init(&pk, &w, wbuf_write);
-    bad = msgpack_pack_array(&pk, 5) | msgpack_pack_uint8(&pk, LOKI_BATCH_KIND_DESC) |
-          msgpack_pack_uint64(&pk, d->batch_id) | msgpack_pack_uint32(&pk, d->instance_id) |
-          msgpack_pack_uint32(&pk, d->variant) | msgpack_pack_array(&pk, d->n_queries);
-    for (uint32_t i = 0; i < d->n_queries && !bad; i++) {
+    loki_wire_writer_init(&w, buf, cap);
+    loki_wire_put_array(&w, 5);
+    loki_wire_put_uint(&w, LOKI_BATCH_KIND_DESC);
+    loki_wire_put_uint(&w, d->batch_id);
+    loki_wire_put_uint(&w, d->instance_id);
+    loki_wire_put_uint(&w, d->variant);
+    loki_wire_put_array(&w, d->n_queries);
+    /* a record that no longer fits stops early: -ENOBUFS either way */
+    for (uint32_t i = 0; i < d->n_queries && loki_wire_writer_fits(&w); i++) {
         const struct loki_batch_query *q = &d->queries[i];
-        bad = msgpack_pack_array(&pk, 6) | msgpack_pack_uint64(&pk, q->query_id) |
-              msgpack_pack_uint32(&pk, q->sub_query_id) | msgpack_pack_uint64(&pk, q->deadline_ns) |
-              msgpack_pack_uint64(&pk, q->payload.off) | msgpack_pack_uint32(&pk, q->payload.len) |
-              msgpack_pack_uint32(&pk, q->payload.gen);
+        loki_wire_put_array(&w, 6);
+        loki_wire_put_uint(&w, q->query_id);
+        loki_wire_put_uint(&w, q->sub_query_id);
+        loki_wire_put_uint(&w, q->deadline_ns);
+        loki_wire_put_uint(&w, q->payload.off);
+        loki_wire_put_uint(&w, q->payload.len);
+        loki_wire_put_uint(&w, q->payload.gen);
     }
-    if (bad)
-        return -ENOBUFS;
-    *len = w.len;
-    return 0;
+    return loki_wire_writer_finish(&w, len);
 }
 
 int loki_batch_result_encode(const struct loki_batch_result *res, void *buf, size_t cap,
                              size_t *len)
 {
-    struct wbuf w = {.p = buf, .cap = cap};
-    msgpack_packer pk;
-    int bad;
+    struct loki_wire_writer w;
 
     if (res->n_queries > LOKI_BATCH_MAX_QUERIES)
         return LOKI_ETOOBIG;
@@ -109,33 +93,33 @@ int loki_batch_result_encode(const struct loki_batch_result *res, void *buf, siz
              (q->inline_len > LOKI_BATCH_INLINE_MAX || (q->inline_len && !q->inline_data))))
             return -EINVAL;
     }
-    msgpack_packer_init(&pk, &w, wbuf_write);
-    bad = msgpack_pack_array(&pk, 4) | msgpack_pack_uint8(&pk, LOKI_BATCH_KIND_RESULT) |
-          msgpack_pack_uint64(&pk, res->batch_id) | msgpack_pack_uint32(&pk, res->instance_id) |
-          msgpack_pack_array(&pk, res->n_queries);
-    for (uint32_t i = 0; i < res->n_queries && !bad; i++) {
+    loki_wire_writer_init(&w, buf, cap);
+    loki_wire_put_array(&w, 4);
+    loki_wire_put_uint(&w, LOKI_BATCH_KIND_RESULT);
+    loki_wire_put_uint(&w, res->batch_id);
+    loki_wire_put_uint(&w, res->instance_id);
+    loki_wire_put_array(&w, res->n_queries);
+    for (uint32_t i = 0; i < res->n_queries && loki_wire_writer_fits(&w); i++) {
         const struct loki_batch_result_query *q = &res->queries[i];
-        bad = msgpack_pack_array(&pk, 4) | msgpack_pack_uint64(&pk, q->query_id) |
-              msgpack_pack_int32(&pk, q->status);
+        loki_wire_put_array(&w, 4);
+        loki_wire_put_uint(&w, q->query_id);
+        loki_wire_put_int(&w, q->status);
         switch (q->out_kind) {
         case LOKI_BATCH_OUT_NONE:
-            bad |= msgpack_pack_nil(&pk);
+            loki_wire_put_nil(&w);
             break;
         case LOKI_BATCH_OUT_INLINE:
-            bad |= msgpack_pack_bin_with_body(&pk, q->inline_data, q->inline_len);
+            loki_wire_put_bin(&w, q->inline_data, q->inline_len);
             break;
         case LOKI_BATCH_OUT_REF:
-            bad |= pack_ref(&pk, &q->out_ref);
+            put_ref(&w, &q->out_ref);
             break;
         }
-        bad |= msgpack_pack_array(&pk, q->n_fanout);
+        loki_wire_put_array(&w, q->n_fanout);
         for (uint32_t k = 0; k < q->n_fanout; k++)
-            bad |= msgpack_pack_uint32(&pk, q->fanout[k]);
+            loki_wire_put_uint(&w, q->fanout[k]);
     }
-    if (bad)
-        return -ENOBUFS;
-    *len = w.len;
-    return 0;
+    return loki_wire_writer_finish(&w, len);
 }
 
 static int send_encoded(struct loki_ring *r, size_t max, const void *obj,
@@ -183,257 +167,152 @@ int loki_batch_result_send(struct loki_ring *r, const struct loki_batch_result *
 
 /* ---- decode -------------------------------------------------------------------------------- */
 
-struct rd {
-    const uint8_t *p;
-    const uint8_t *end;
-};
-
-static uint64_t be(const uint8_t *p, size_t n)
+/* A reader over a record: malformed input is LOKI_ECORRUPT, no error text (nobody reads it). */
+static void rd_init(struct loki_wire_reader *r, const void *buf, size_t len)
 {
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
+    loki_wire_reader_init(r, buf, len, LOKI_ECORRUPT, NULL, 0);
 }
 
-/* Any msgpack integer; *@neg set when it is negative (then *@v holds the two's complement). */
-static int rd_int(struct rd *r, uint64_t *v, bool *neg)
-{
-    if (r->p >= r->end)
-        return LOKI_ECORRUPT;
-    uint8_t t = *r->p++;
-    size_t n;
-    bool sgn = false;
-
-    *neg = false;
-    if (t <= 0x7f) {
-        *v = t;
-        return 0;
-    }
-    if (t >= 0xe0) {
-        *v = (uint64_t)(int64_t)(int8_t)t;
-        *neg = true;
-        return 0;
-    }
-    switch (t) {
-    case 0xcc:
-        n = 1;
-        break;
-    case 0xcd:
-        n = 2;
-        break;
-    case 0xce:
-        n = 4;
-        break;
-    case 0xcf:
-        n = 8;
-        break;
-    case 0xd0:
-        n = 1;
-        sgn = true;
-        break;
-    case 0xd1:
-        n = 2;
-        sgn = true;
-        break;
-    case 0xd2:
-        n = 4;
-        sgn = true;
-        break;
-    case 0xd3:
-        n = 8;
-        sgn = true;
-        break;
-    default:
-        return LOKI_ECORRUPT;
-    }
-    if ((size_t)(r->end - r->p) < n)
-        return LOKI_ECORRUPT;
-    uint64_t u = be(r->p, n);
-    r->p += n;
-    if (sgn && n < 8 && (u >> (8 * n - 1)) & 1)
-        u |= ~0ull << (8 * n); /* sign-extend */
-    *v = u;
-    *neg = sgn && (int64_t)u < 0;
-    return 0;
-}
-
-static int rd_uint(struct rd *r, uint64_t max, uint64_t *v)
-{
-    bool neg;
-    int err = rd_int(r, v, &neg);
-    if (err)
-        return err;
-    return neg || *v > max ? LOKI_ECORRUPT : 0;
-}
-
-static int rd_i32(struct rd *r, int32_t *v)
-{
-    uint64_t u;
-    bool neg;
-    int err = rd_int(r, &u, &neg);
-    if (err)
-        return err;
-    int64_t s = (int64_t)u;
-    if ((!neg && u > INT32_MAX) || (neg && s < INT32_MIN))
-        return LOKI_ECORRUPT;
-    *v = (int32_t)s;
-    return 0;
-}
-
-/* Array header; the count is bounded by the bytes left at @min_elem bytes per element. */
-static int rd_array(struct rd *r, size_t min_elem, uint32_t *n)
-{
-    if (r->p >= r->end)
-        return LOKI_ECORRUPT;
-    uint8_t t = *r->p++;
-    uint64_t c;
-    if ((t & 0xf0) == 0x90) {
-        c = t & 0x0f;
-    } else if (t == 0xdc || t == 0xdd) {
-        size_t k = t == 0xdc ? 2 : 4;
-        if ((size_t)(r->end - r->p) < k)
-            return LOKI_ECORRUPT;
-        c = be(r->p, k);
-        r->p += k;
-    } else {
-        return LOKI_ECORRUPT;
-    }
-    if (c > (uint64_t)(r->end - r->p) / min_elem)
-        return LOKI_ECORRUPT;
-    *n = (uint32_t)c;
-    return 0;
-}
-
-static int rd_fixed_array(struct rd *r, uint32_t want)
+static int rd_fixed_array(struct loki_wire_reader *r, uint32_t want)
 {
     uint32_t n;
-    int err = rd_array(r, 1, &n);
+    int err = loki_wire_read_array(r, 1, &n);
     return err ? err : n == want ? 0 : LOKI_ECORRUPT;
 }
 
-static int rd_ref(struct rd *r, struct loki_arena_ref *ref, bool with_header)
+static int rd_u32(struct loki_wire_reader *r, uint32_t *v)
 {
-    uint64_t off, len, gen;
-    int err = with_header ? rd_fixed_array(r, 3) : 0;
+    uint64_t u;
+    int err = loki_wire_read_uint(r, UINT32_MAX, &u);
     if (!err)
-        err = rd_uint(r, UINT64_MAX, &off);
+        *v = (uint32_t)u;
+    return err;
+}
+
+static int rd_u64(struct loki_wire_reader *r, uint64_t *v)
+{
+    return loki_wire_read_uint(r, UINT64_MAX, v);
+}
+
+/* The three fields of an arena ref (its array header already read). */
+static int rd_ref(struct loki_wire_reader *r, struct loki_arena_ref *ref)
+{
+    uint64_t off;
+    uint32_t len, gen;
+    int err = rd_u64(r, &off);
     if (!err)
-        err = rd_uint(r, UINT32_MAX, &len);
+        err = rd_u32(r, &len);
     if (!err)
-        err = rd_uint(r, UINT32_MAX, &gen);
+        err = rd_u32(r, &gen);
     if (err)
         return err;
     ref->off = off;
-    ref->len = (uint32_t)len;
-    ref->gen = (uint32_t)gen;
+    ref->len = len;
+    ref->gen = gen;
     return 0;
 }
 
-static int rd_query(struct rd *r, struct loki_batch_query *q)
+static int rd_query(struct loki_wire_reader *r, struct loki_batch_query *q)
 {
-    uint64_t id, sub, dl;
+    uint64_t id, dl;
+    uint32_t sub;
     int err = rd_fixed_array(r, 6);
     if (!err)
-        err = rd_uint(r, UINT64_MAX, &id);
+        err = rd_u64(r, &id);
     if (!err)
-        err = rd_uint(r, UINT32_MAX, &sub);
+        err = rd_u32(r, &sub);
     if (!err)
-        err = rd_uint(r, UINT64_MAX, &dl);
+        err = rd_u64(r, &dl);
     if (!err)
-        err = rd_ref(r, &q->payload, false);
+        err = rd_ref(r, &q->payload);
     if (err)
         return err;
     q->query_id = id;
-    q->sub_query_id = (uint32_t)sub;
+    q->sub_query_id = sub;
     q->deadline_ns = dl;
     return 0;
 }
 
-static int rd_result(struct rd *r, struct loki_batch_result_query *q)
+static int rd_result(struct loki_wire_reader *r, struct loki_batch_result_query *q)
 {
     uint64_t id;
+    int64_t status;
     uint32_t n;
+    struct loki_wire_val out;
     int err = rd_fixed_array(r, 4);
     if (!err)
-        err = rd_uint(r, UINT64_MAX, &id);
+        err = rd_u64(r, &id);
     if (!err)
-        err = rd_i32(r, &q->status);
-    if (err || r->p >= r->end)
-        return err ? err : LOKI_ECORRUPT;
+        err = loki_wire_read_int(r, INT32_MIN, INT32_MAX, &status);
+    if (!err)
+        err = loki_wire_read(r, &out); /* nil | bin (inline) | [off, len, gen] */
+    if (err)
+        return err;
     q->query_id = id;
+    q->status = (int32_t)status;
     q->out_kind = LOKI_BATCH_OUT_NONE;
     q->inline_data = NULL;
     q->inline_len = 0;
     memset(&q->out_ref, 0, sizeof(q->out_ref));
-    uint8_t t = *r->p;
-    if (t == 0xc0) {
-        r->p++;
-    } else if (t == 0xc4 || t == 0xc5 || t == 0xc6) {
-        size_t k = t == 0xc4 ? 1 : t == 0xc5 ? 2 : 4;
-        r->p++;
-        if ((size_t)(r->end - r->p) < k)
-            return LOKI_ECORRUPT;
-        uint64_t len = be(r->p, k);
-        r->p += k;
-        if (len > LOKI_BATCH_INLINE_MAX || len > (uint64_t)(r->end - r->p))
+    if (out.kind == LOKI_WIRE_BIN) {
+        if (out.len > LOKI_BATCH_INLINE_MAX)
             return LOKI_ECORRUPT;
         q->out_kind = LOKI_BATCH_OUT_INLINE;
-        q->inline_data = r->p;
-        q->inline_len = (uint32_t)len;
-        r->p += len;
-    } else {
-        err = rd_ref(r, &q->out_ref, true);
+        q->inline_data = out.ptr;
+        q->inline_len = out.len;
+    } else if (out.kind == LOKI_WIRE_ARRAY && out.len == 3) {
+        err = rd_ref(r, &q->out_ref);
         if (err)
             return err;
         q->out_kind = LOKI_BATCH_OUT_REF;
+    } else if (out.kind != LOKI_WIRE_NIL) {
+        return LOKI_ECORRUPT;
     }
-    err = rd_array(r, 1, &n);
+    err = loki_wire_read_array(r, 1, &n);
     if (err)
         return err;
     if (n > LOKI_BATCH_MAX_CHILDREN)
         return LOKI_ETOOBIG;
     q->n_fanout = n;
     for (uint32_t k = 0; k < n; k++) {
-        uint64_t f;
-        err = rd_uint(r, UINT32_MAX, &f);
+        err = rd_u32(r, &q->fanout[k]);
         if (err)
             return err;
-        q->fanout[k] = (uint32_t)f;
     }
     return 0;
 }
 
 int loki_batch_decode(const void *buf, size_t len, struct loki_batch_view *v)
 {
-    struct rd r = {.p = buf, .end = (const uint8_t *)buf + len};
-    uint64_t kind, batch_id, inst, variant = 0;
-    uint32_t top, n;
+    struct loki_wire_reader r;
+    uint64_t kind, batch_id;
+    uint32_t top, n, inst, variant = 0;
     int err;
 
     if (!buf || !v)
         return -EINVAL;
-    err = rd_array(&r, 1, &top);
+    rd_init(&r, buf, len);
+    err = loki_wire_read_array(&r, 1, &top);
     if (!err)
-        err = rd_uint(&r, 0x7f, &kind);
+        err = loki_wire_read_uint(&r, 0x7f, &kind);
     if (err)
         return err;
     if (!((kind == LOKI_BATCH_KIND_DESC && top == 5) ||
           (kind == LOKI_BATCH_KIND_RESULT && top == 4)))
         return LOKI_ECORRUPT;
-    err = rd_uint(&r, UINT64_MAX, &batch_id);
+    err = rd_u64(&r, &batch_id);
     if (!err)
-        err = rd_uint(&r, UINT32_MAX, &inst);
+        err = rd_u32(&r, &inst);
     if (!err && kind == LOKI_BATCH_KIND_DESC)
-        err = rd_uint(&r, UINT32_MAX, &variant);
+        err = rd_u32(&r, &variant);
     if (!err) /* smallest query: 7 bytes (desc) / 5 bytes (result) */
-        err = rd_array(&r, kind == LOKI_BATCH_KIND_DESC ? 7 : 5, &n);
+        err = loki_wire_read_array(&r, kind == LOKI_BATCH_KIND_DESC ? 7 : 5, &n);
     if (err)
         return err;
     if (n > LOKI_BATCH_MAX_QUERIES)
         return LOKI_ETOOBIG;
 
-    const uint8_t *first = r.p;
+    size_t first = loki_wire_offset(&r);
     for (uint32_t i = 0; i < n; i++) {
         struct loki_batch_query q;
         struct loki_batch_result_query rq;
@@ -441,16 +320,16 @@ int loki_batch_decode(const void *buf, size_t len, struct loki_batch_view *v)
         if (err)
             return err;
     }
-    if (r.p != r.end)
+    if (loki_wire_left(&r))
         return LOKI_ECORRUPT; /* trailing bytes: not what the producer committed */
 
     v->kind = (enum loki_batch_kind)kind;
     v->batch_id = batch_id;
-    v->instance_id = (uint32_t)inst;
-    v->variant = (uint32_t)variant;
+    v->instance_id = inst;
+    v->variant = variant;
     v->n_queries = n;
-    v->p_ = first;
-    v->end_ = r.end;
+    v->p_ = (const uint8_t *)buf + first;
+    v->end_ = (const uint8_t *)buf + len;
     v->left_ = n;
     return 0;
 }
@@ -461,7 +340,8 @@ int loki_batch_next_query(struct loki_batch_view *v, struct loki_batch_query *q)
         return -EINVAL;
     if (v->left_ == 0)
         return 0;
-    struct rd r = {.p = v->p_, .end = v->end_};
+    struct loki_wire_reader r;
+    rd_init(&r, v->p_, (size_t)(v->end_ - v->p_));
     int err = rd_query(&r, q);
     if (err)
         return err; /* validated once: the record changed under us */
@@ -476,7 +356,8 @@ int loki_batch_next_result(struct loki_batch_view *v, struct loki_batch_result_q
         return -EINVAL;
     if (v->left_ == 0)
         return 0;
-    struct rd r = {.p = v->p_, .end = v->end_};
+    struct loki_wire_reader r;
+    rd_init(&r, v->p_, (size_t)(v->end_ - v->p_));
     int err = rd_result(&r, q);
     if (err)
         return err; /* validated once: the record changed under us */

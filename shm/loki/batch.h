@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Batch descriptors (router -> worker) and result descriptors (worker ->
- * router), msgpack-encoded straight into ring records. Encoding uses a
- * msgpack-c packer whose write callback targets the caller's buffer (or the
- * reserved ring slot): no allocation per message. Decoding is hand-rolled and
- * bounded: every count and length read from the wire is checked against the
- * bytes that remain, the whole record is validated before the first query is
- * handed out, and payload bytes are never copied (payloads are arena refs;
- * small inline outputs point into the record).
+ * router), msgpack-encoded straight into ring records with the project's codec
+ * (loki/wire.h): the writer targets the caller's buffer or the reserved ring
+ * slot, so no allocation per message. Decoding is bounded: every count and
+ * length read from the wire is checked against the bytes that remain, the whole
+ * record is validated before the first query is handed out, and payload bytes
+ * are never copied (payloads are arena refs; small inline outputs point into
+ * the record).
  *
  * Wire format (msgpack arrays; integers in their shortest msgpack form):
  *   batch  = [1, batch_id u64, instance_id u32, variant u32, [query...]]

@@ -229,6 +229,101 @@ static void test_truncated(void **st)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A cut inside the payload names the payload's own offset, whatever the cut. */
+static void test_truncated_offsets(void **st)
+{
+    msgpack_sbuffer sb;
+    struct loki_request req;
+    char err[LOKI_PROTO_ERR_MAX], want[LOKI_PROTO_ERR_MAX];
+    build(&sb, V_OK);
+    const uint8_t *b = (const uint8_t *)sb.data;
+    size_t bin = 0;
+    for (size_t i = 0; i + 9 < sb.size; i++)
+        if (!memcmp(b + i, "\xa7payload\xc4\x64", 10))
+            bin = i + 8;
+    assert_true(bin > 0);
+    snprintf(want, sizeof(want), "truncated msgpack at offset %zu", bin);
+    for (size_t n = bin; n < bin + 2 + 100; n++) {
+        assert_int_equal(loki_proto_decode_request(b, n, &lim, &req, err, sizeof(err)),
+                         LOKI_EPROTO);
+        assert_string_equal(err, want);
+        assert_true(req.has_id); /* read before the cut */
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* msgpack-c, told the documented key order, writes exactly the bytes our encoder writes. */
+static void test_msgpackc_same_bytes(void **st)
+{
+    static uint8_t buf[4096];
+    static struct loki_reply rep;
+    uint8_t payload[300] = {1, 2, 3};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct loki_request rq;
+    loki_request_init(&rq);
+    rq.type = LOKI_MSG_INFER;
+    rq.id = 1ull << 40;
+    rq.pipeline = loki_bytes_str("traffic");
+    rq.payload = (struct loki_bytes){payload, sizeof(payload)};
+    rq.has_deadline = true;
+    rq.deadline_ms = 180;
+    rq.has_priority = true;
+    rq.priority = -200;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    pk_str(&pk, "type");
+    pk_str(&pk, "infer");
+    pk_str(&pk, "id");
+    msgpack_pack_uint64(&pk, rq.id);
+    pk_str(&pk, "pipeline");
+    pk_str(&pk, "traffic");
+    pk_str(&pk, "deadline_ms");
+    msgpack_pack_double(&pk, 180);
+    pk_str(&pk, "priority");
+    msgpack_pack_int32(&pk, -200);
+    pk_str(&pk, "payload");
+    pk_bin(&pk, payload, sizeof(payload));
+    ssize_t n = loki_proto_encode_request(buf, sizeof(buf), &rq);
+    assert_int_equal(n, (ssize_t)sb.size + 4);
+    assert_memory_equal(buf + 4, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+
+    loki_reply_init(&rep);
+    rep.type = LOKI_MSG_INFER;
+    rep.status = LOKI_STATUS_OK;
+    rep.n_outputs = 1;
+    rep.outputs[0] = (struct loki_bytes){payload, 40};
+    rep.n_paths = 1;
+    rep.paths[0] = loki_bytes_str("yolov5x>efficientnet-b6");
+    rep.accuracy = 87.5;
+    rep.latency_ms = 12.25;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 7);
+    pk_str(&pk, "type");
+    pk_str(&pk, "infer");
+    pk_str(&pk, "id");
+    msgpack_pack_uint64(&pk, 70000);
+    pk_str(&pk, "status");
+    pk_str(&pk, "ok");
+    pk_str(&pk, "outputs");
+    msgpack_pack_array(&pk, 1);
+    pk_bin(&pk, payload, 40);
+    pk_str(&pk, "path");
+    msgpack_pack_array(&pk, 1);
+    pk_str(&pk, "yolov5x>efficientnet-b6");
+    pk_str(&pk, "accuracy");
+    msgpack_pack_double(&pk, 87.5);
+    pk_str(&pk, "latency_ms");
+    msgpack_pack_double(&pk, 12.25);
+    n = loki_proto_encode_reply_as(buf, sizeof(buf), &rep, LOKI_MSG_INFER, 70000);
+    assert_int_equal(n, (ssize_t)sb.size + 4);
+    assert_memory_equal(buf + 4, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_request_roundtrip(void **st)
 {
     uint8_t buf[4096], payload[300];
@@ -421,11 +516,17 @@ static void test_names(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_msgpackc_request), cmocka_unit_test(test_wrong_types_and_missing),
-        cmocka_unit_test(test_limits),           cmocka_unit_test(test_bad_msgpack),
-        cmocka_unit_test(test_truncated),        cmocka_unit_test(test_request_roundtrip),
-        cmocka_unit_test(test_reply_roundtrip),  cmocka_unit_test(test_names),
+        cmocka_unit_test(test_msgpackc_request),
+        cmocka_unit_test(test_wrong_types_and_missing),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_bad_msgpack),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_request_roundtrip),
+        cmocka_unit_test(test_reply_roundtrip),
+        cmocka_unit_test(test_names),
         cmocka_unit_test(test_report_roundtrip),
+        cmocka_unit_test(test_truncated_offsets),
+        cmocka_unit_test(test_msgpackc_same_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

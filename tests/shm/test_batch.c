@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Batch and result descriptors: round trips (boundary values, every output
- * kind), encoding in place into ring slots, and a decoder that refuses every
- * truncated, padded, oversized or mutated record instead of reading past it.
+ * kind), the bytes msgpack-c wrote for the same records (the format predates
+ * loki/wire.h), encoding in place into ring slots, and a decoder that refuses
+ * every truncated, padded, oversized or mutated record instead of reading past it.
  */
 #include "harness.h"
 
@@ -272,6 +273,141 @@ static void test_lying_lengths(void **state)
     msgpack_sbuffer_destroy(&s.sb);
 }
 
+/* The encoder as it was on msgpack-c: the wire format must stay byte for byte the same. */
+static void mpc_desc(msgpack_packer *pk, const struct loki_batch_desc *d)
+{
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint8(pk, LOKI_BATCH_KIND_DESC);
+    msgpack_pack_uint64(pk, d->batch_id);
+    msgpack_pack_uint32(pk, d->instance_id);
+    msgpack_pack_uint32(pk, d->variant);
+    msgpack_pack_array(pk, d->n_queries);
+    for (uint32_t i = 0; i < d->n_queries; i++) {
+        const struct loki_batch_query *q = &d->queries[i];
+        msgpack_pack_array(pk, 6);
+        msgpack_pack_uint64(pk, q->query_id);
+        msgpack_pack_uint32(pk, q->sub_query_id);
+        msgpack_pack_uint64(pk, q->deadline_ns);
+        msgpack_pack_uint64(pk, q->payload.off);
+        msgpack_pack_uint32(pk, q->payload.len);
+        msgpack_pack_uint32(pk, q->payload.gen);
+    }
+}
+
+static void mpc_result(msgpack_packer *pk, const struct loki_batch_result *res)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint8(pk, LOKI_BATCH_KIND_RESULT);
+    msgpack_pack_uint64(pk, res->batch_id);
+    msgpack_pack_uint32(pk, res->instance_id);
+    msgpack_pack_array(pk, res->n_queries);
+    for (uint32_t i = 0; i < res->n_queries; i++) {
+        const struct loki_batch_result_query *q = &res->queries[i];
+        msgpack_pack_array(pk, 4);
+        msgpack_pack_uint64(pk, q->query_id);
+        msgpack_pack_int32(pk, q->status);
+        if (q->out_kind == LOKI_BATCH_OUT_NONE) {
+            msgpack_pack_nil(pk);
+        } else if (q->out_kind == LOKI_BATCH_OUT_INLINE) {
+            msgpack_pack_bin_with_body(pk, q->inline_data, q->inline_len);
+        } else {
+            msgpack_pack_array(pk, 3);
+            msgpack_pack_uint64(pk, q->out_ref.off);
+            msgpack_pack_uint32(pk, q->out_ref.len);
+            msgpack_pack_uint32(pk, q->out_ref.gen);
+        }
+        msgpack_pack_array(pk, q->n_fanout);
+        for (uint32_t k = 0; k < q->n_fanout; k++)
+            msgpack_pack_uint32(pk, q->fanout[k]);
+    }
+}
+
+/* A value of random magnitude: every integer width gets its turn. */
+static uint64_t rand_width(uint64_t h)
+{
+    int bits = (int)(h % 65);
+    uint64_t v = shm_test_mix(h);
+    return bits == 64 ? v : v & ((1ull << bits) - 1);
+}
+
+static void test_msgpackc_bytes(void **state)
+{
+    static uint8_t buf[1 << 16];
+    static struct loki_batch_query q[64];
+    static struct loki_batch_result_query rq[64];
+    size_t len;
+    struct sbuf_pk s;
+
+    sp_init(&s);
+    mpc_desc(&s.pk, &desc);
+    assert_int_equal(loki_batch_desc_encode(&desc, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, s.sb.size);
+    assert_memory_equal(buf, s.sb.data, len);
+    msgpack_sbuffer_destroy(&s.sb);
+    sp_init(&s);
+    mpc_result(&s.pk, &result);
+    assert_int_equal(loki_batch_result_encode(&result, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, s.sb.size);
+    assert_memory_equal(buf, s.sb.data, len);
+    msgpack_sbuffer_destroy(&s.sb);
+
+    for (uint64_t it = 0; it < 200; it++) {
+        uint64_t h = shm_test_mix(it + 1000);
+        uint32_t n = (uint32_t)(h % 64);
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t g = shm_test_mix(h + i);
+            q[i] = (struct loki_batch_query){
+                .query_id = rand_width(g),
+                .sub_query_id = (uint32_t)rand_width(g + 1),
+                .deadline_ns = rand_width(g + 2),
+                .payload = {rand_width(g + 3), (uint32_t)rand_width(g + 4),
+                            (uint32_t)rand_width(g + 5)},
+            };
+            rq[i] = (struct loki_batch_result_query){
+                .query_id = rand_width(g + 6),
+                .status = (int32_t)(uint32_t)rand_width(g + 7),
+                .out_kind = (enum loki_batch_out)(g % 3),
+                .out_ref = q[i].payload,
+                .inline_data = inline_out,
+                .inline_len = (uint32_t)(g % (LOKI_BATCH_INLINE_MAX + 1)),
+                .n_fanout = (uint32_t)((g >> 8) % (LOKI_BATCH_MAX_CHILDREN + 1)),
+            };
+            for (uint32_t k = 0; k < rq[i].n_fanout; k++)
+                rq[i].fanout[k] = (uint32_t)rand_width(g + 8 + k);
+        }
+        struct loki_batch_desc d = {rand_width(h + 1), (uint32_t)rand_width(h + 2),
+                                    (uint32_t)rand_width(h + 3), n, q};
+        struct loki_batch_result r = {rand_width(h + 4), (uint32_t)rand_width(h + 5), n, rq};
+        sp_init(&s);
+        mpc_desc(&s.pk, &d);
+        assert_int_equal(loki_batch_desc_encode(&d, buf, sizeof(buf), &len), 0);
+        assert_int_equal(len, s.sb.size);
+        assert_memory_equal(buf, s.sb.data, len);
+        assert_true(len <= loki_batch_desc_max_size(n));
+        msgpack_sbuffer_destroy(&s.sb);
+        sp_init(&s);
+        mpc_result(&s.pk, &r);
+        assert_int_equal(loki_batch_result_encode(&r, buf, sizeof(buf), &len), 0);
+        assert_int_equal(len, s.sb.size);
+        assert_memory_equal(buf, s.sb.data, len);
+        assert_true(len <= loki_batch_result_max_size(&r));
+        msgpack_sbuffer_destroy(&s.sb);
+        /* and it decodes to what went in */
+        struct loki_batch_view v;
+        struct loki_batch_result_query got;
+        assert_int_equal(loki_batch_decode(buf, len, &v), 0);
+        for (uint32_t i = 0; i < n; i++) {
+            assert_int_equal(loki_batch_next_result(&v, &got), 1);
+            assert_true(got.query_id == rq[i].query_id);
+            assert_int_equal(got.status, rq[i].status);
+            assert_int_equal(got.out_kind, rq[i].out_kind);
+            assert_int_equal(got.n_fanout, rq[i].n_fanout);
+            assert_memory_equal(got.fanout, rq[i].fanout, got.n_fanout * sizeof(uint32_t));
+        }
+        assert_int_equal(loki_batch_next_result(&v, &got), 0);
+    }
+}
+
 /* Random mutations of valid records: decode answers, never crashes or overreads. */
 static void test_mutations(void **state)
 {
@@ -360,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_encode_bounds),
         cmocka_unit_test(test_truncated_and_trailing),
         cmocka_unit_test(test_lying_lengths),
+        cmocka_unit_test(test_msgpackc_bytes),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_through_ring),
     };
