@@ -217,8 +217,7 @@ static bool ensure_mps(struct loki__sup_mps *m, int gpu)
         loki_log(LOKI_LOG_WARN,
                  "mps: %s -d for GPU %d failed (%s %d; see %s/mps-%d/log): CUDA workers on GPU %d "
                  "run without MPS",
-                 m->ctl, gpu, rc < 0 ? "error" : "status", rc < 0 ? -rc : rc, m->run_dir, gpu,
-                 gpu);
+                 m->ctl, gpu, rc < 0 ? "error" : "status", rc < 0 ? -rc : rc, m->run_dir, gpu, gpu);
         return false;
     }
     loki_log(LOKI_LOG_INFO, "mps: control daemon for GPU %d started (pipe %s/mps-%d/pipe)", gpu,

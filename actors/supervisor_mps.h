@@ -20,13 +20,13 @@
 /* The MPS state of one supervisor, in its memory (loki__sup_mps_init/fini). */
 struct loki__sup_mps {
     const struct loki_topology *topo;
-    bool enabled;               /* loki_sup_config.mps */
-    bool wanted;                /* enabled and a cuda variant with shares < 1 */
-    bool missing_told;          /* "no control binary" said once */
-    bool own_run_dir;           /* we made run_dir: fini removes it */
-    const char *cfg_run_dir;    /* loki_sup_config.run_dir (borrowed), or NULL */
-    char run_dir[PATH_MAX / 4]; /* "" until the first daemon needs it */
-    char ctl[PATH_MAX];         /* nvidia-cuda-mps-control, once found */
+    bool enabled;                                /* loki_sup_config.mps */
+    bool wanted;                                 /* enabled and a cuda variant with shares < 1 */
+    bool missing_told;                           /* "no control binary" said once */
+    bool own_run_dir;                            /* we made run_dir: fini removes it */
+    const char *cfg_run_dir;                     /* loki_sup_config.run_dir (borrowed), or NULL */
+    char run_dir[PATH_MAX / 4];                  /* "" until the first daemon needs it */
+    char ctl[PATH_MAX];                          /* nvidia-cuda-mps-control, once found */
     unsigned char state[LOKI__SUP_MPS_MAX_GPUS]; /* per GPU: none, up or failed */
 };
 

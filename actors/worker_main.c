@@ -136,8 +136,9 @@ int loki_worker_process_main(int argc, char **argv)
         .seed = seed,
         .spin_ns = (uint64_t)(cfg.runtime.spin_us * 1e3),
     };
-    loki_log(LOKI_LOG_DEBUG, "worker %ld (%s): pid %d, batch %ld, share %.2f, gpu %ld, spin %.0f us",
-             inst, name, (int)getpid(), batch, share, gpu, cfg.runtime.spin_us);
+    loki_log(LOKI_LOG_DEBUG,
+             "worker %ld (%s): pid %d, batch %ld, share %.2f, gpu %ld, spin %.0f us", inst, name,
+             (int)getpid(), batch, share, gpu, cfg.runtime.spin_us);
     int rc = loki_worker_run(&a, err, sizeof(err));
     if (rc)
         loki_log(LOKI_LOG_ERROR, "worker %ld (%s): %s", inst, name, err);
