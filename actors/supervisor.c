@@ -114,7 +114,6 @@ struct hop_sample {
 
 struct loki_sup {
     uv_loop_t *loop;
-    const struct loki_topology *topo;
     struct loki_sup_config cfg;
     struct loki_sup_ops ops;
     void *ctx;
@@ -263,7 +262,6 @@ int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
     if (!s)
         return -ENOMEM;
     s->loop = loop;
-    s->topo = topo;
     s->cfg = *cfg;
     s->ops = *ops;
     s->ctx = ctx;
