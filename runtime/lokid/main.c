@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "lokid.h"
-#include "supervisor.h"
+#include "worker.h"
 
 static void usage(FILE *f)
 {

@@ -6,7 +6,8 @@
  * themselves), even when the parent has an inheritable descriptor open, and starts with default
  * signals and an empty mask; its GPU variables are set. A stopped worker exits as expected (status
  * 0), a SIGKILLed one is reported with its signal, destroy kills the rest, and a missing executable
- * is refused with -ENOENT.
+ * is refused with -ENOENT. A worker logs at the level of the process that spawned it: its debug
+ * lines appear on the stderr it inherits when that level is debug, and not at info.
  *
  * `test_spawn bench [MB [seq]]` only times loki_sup_start (13 workers, 5
  * rounds, after touching MB MiB of heap like a busy lokid; with seq each
@@ -26,6 +27,7 @@
 #include <uv.h>
 
 #include "loki/clock.h"
+#include "loki/log.h"
 #include "loki/topology.h"
 #include "supervisor.h"
 
@@ -289,6 +291,59 @@ static void test_bad_executable(void **state)
     fixture_close(&f);
 }
 
+/*
+ * Run one worker from start to a clean stop with this process's logger at @lvl and its
+ * stderr (which the worker inherits) in a file; returns what was written there (static).
+ */
+static const char *worker_log_at(enum loki_log_level lvl)
+{
+    static char buf[1 << 16];
+    const char *path = loki_test_write_tmp("", ".log");
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, 2), 2);
+    loki_log_init(lvl);
+
+    struct fixture f;
+    fixture_open(&f, loki_test_bin("bin/lokid"));
+    int rc = loki_sup_start(f.sup, 0, &pi0);
+    if (rc == 0) {
+        run_until(&f, &f.seen.ready[0], 1);
+        loki_sup_stop(f.sup, 0);
+        run_until(&f, &f.seen.exited[0], 1);
+    }
+    fixture_close(&f);
+
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    loki_log_init(LOKI_LOG_INFO);
+    assert_int_equal(rc, 0);
+    assert_int_equal(f.seen.status[0], 0);
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, in);
+    buf[n] = 0;
+    fclose(in);
+    unlink(path);
+    return buf;
+}
+
+static void test_worker_log_level(void **state)
+{
+    const char *l = worker_log_at(LOKI_LOG_DEBUG);
+    /* the worker's own lines (small.yaml's det-fast), as JSON lines like lokid's */
+    assert_non_null(strstr(l, "{\"ts\":"));
+    assert_non_null(strstr(l, "\"level\":\"debug\",\"msg\":\"worker 0 (det-fast): pid "));
+    assert_non_null(strstr(l, "\"level\":\"debug\",\"msg\":\"worker 0 (det-fast): detached"));
+    l = worker_log_at(LOKI_LOG_INFO);
+    assert_null(strstr(l, "\"level\":\"debug\""));
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -340,6 +395,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_worker_fds_signals_env),
         cmocka_unit_test(test_worker_exits),
         cmocka_unit_test(test_bad_executable),
+        cmocka_unit_test(test_worker_log_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Worker loop (see loki/worker.h). Per batch: wait for a descriptor (poll
+ * Worker loop (see worker.h). Per batch: wait for a descriptor (poll
  * for up to the topology's runtime.spin_us, adapted to how soon batches come,
  * then park on the futex), decode it in place, map every payload reference
  * through the arena (a stale reference fails that query, not the worker),
@@ -9,7 +9,7 @@
  * is answered, so a worker that dies mid-batch leaks nothing and the router
  * can re-run the batch elsewhere.
  */
-#include "loki/worker.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "loki/arena.h"
+#include "loki/backend.h"
 #include "loki/batch.h"
 #include "loki/error.h"
 #include "loki/ring.h"

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * hwloc placement (see placement.h). GPUs are the NVIDIA PCI display and 3D
+ * hwloc placement (see supervisor_place.h). GPUs are the NVIDIA PCI display and 3D
  * controllers in PCI bus order, which is CUDA's order under
  * CUDA_DEVICE_ORDER=PCI_BUS_ID (the supervisor sets it for workers).
  */
-#include "placement.h"
+#include "supervisor_place.h"
 
 #include <errno.h>
 #include <hwloc.h>

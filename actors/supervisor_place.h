@@ -3,10 +3,11 @@
  * CPU placement of worker processes with hwloc: each GPU maps to the CPU set
  * nearest to it (its PCI device's non-I/O ancestor), found through PCI
  * discovery alone so no CUDA library is needed; without GPUs, workers are
- * spread over the cores. Used by the supervisor on the main loop thread.
+ * spread over the cores. Used by the supervisor on the main loop thread; apart
+ * from it because it is the one user of hwloc (its header stays in the .c).
  */
-#ifndef LOKI_PLACEMENT_H
-#define LOKI_PLACEMENT_H
+#ifndef LOKI_SUPERVISOR_PLACE_H
+#define LOKI_SUPERVISOR_PLACE_H
 
 #include <stddef.h>
 #include <sys/types.h>

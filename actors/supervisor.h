@@ -4,7 +4,9 @@
  * executable (`lokid --worker ...`), pinned with hwloc near its GPU, wired
  * to lokid by two shared-memory rings (batches in, results out) and the
  * shared payload arena, and reaped through a pidfd on the loop. Runs on lokid's loop
- * thread; every callback runs there too.
+ * thread; every callback runs there too. Placement is supervisor_place.h, MPS
+ * supervisor_mps.c, the worker process's side worker.h. The loop is libuv's, but
+ * only as an opaque pointer: this header does not include <uv.h>.
  */
 #ifndef LOKI_SUPERVISOR_H
 #define LOKI_SUPERVISOR_H
@@ -12,7 +14,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "loki/batch.h"
 #include "loki/model.h"
@@ -20,6 +21,7 @@
 
 struct loki_sup;
 struct loki_arena;
+struct uv_loop_s; /* uv_loop_t */
 
 struct loki_sup_ops {
     /* Worker @inst announced it is ready (its backend loaded). */
@@ -55,7 +57,7 @@ struct loki_sup_config {
  * then connects to it with its share and memory limit. Without the control binary on
  * PATH (or $LOKI_MPS_CONTROL) the supervisor says so once and runs without MPS.
  */
-int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
+int loki_sup_create(struct uv_loop_s *loop, const struct loki_topology *topo,
                     const struct loki_sup_config *cfg, const struct loki_sup_ops *ops, void *ctx,
                     struct loki_sup **out);
 
@@ -63,7 +65,10 @@ int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
  * unmap, close. Loop must then run to close handles. */
 void loki_sup_destroy(struct loki_sup *s);
 
-/* Spawn the worker for instance id @inst (any non-negative id < 4096). Returns 0 or negative. */
+/*
+ * Spawn the worker for instance id @inst (any non-negative id < 4096). It gets lokid's log
+ * level (--log-level, what loki_log_init() was given). Returns 0 or negative.
+ */
 int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi);
 
 /* Ask worker @inst to exit once its ring is drained (detach). Returns 0 or -ENOENT. */
@@ -80,8 +85,5 @@ int loki_sup_pid(const struct loki_sup *s, int inst);
 
 /* Workers alive now. */
 int loki_sup_alive(const struct loki_sup *s);
-
-/* Worker main: parse `--worker` arguments and run; returns the process exit status. */
-int loki_worker_process_main(int argc, char **argv);
 
 #endif

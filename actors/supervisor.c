@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Supervisor (see supervisor.h).
+ * Supervisor (see supervisor.h): spawn and reap worker processes, their rings,
+ * completion polling. Placement is supervisor_place.c, the MPS daemons and the
+ * GPU environment of a worker supervisor_mps.c, the worker's side worker*.c.
  *
  *   lokid (loop thread)                       worker process (one per instance)
  *   ───────────────────                       ─────────────────────────────────
@@ -42,26 +44,15 @@
  * mask is emptied, as libuv did for its children. The exit is seen through a
  * pidfd (pidfd_open(2), Linux 5.3) on a uv_poll handle and reaped with
  * waitpid(pid, WNOHANG): no SIGCHLD handler, and nothing here uses uv_spawn
- * (the MPS control binary is rare and runs with fork, waited for in place).
- *
- * MPS (DESIGN.md §7): an MPS share is fixed when a CUDA context is created,
- * so a share is a property of the worker process. One control daemon runs
- * per GPU, started on the first CUDA worker for it and quit in destroy:
- *
- *   RUN/mps-G/pipe  CUDA_MPS_PIPE_DIRECTORY of the daemon and its clients
- *   RUN/mps-G/log   CUDA_MPS_LOG_DIRECTORY (control.log, server.log)
- *   worker env      CUDA_VISIBLE_DEVICES=G, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=share,
- *                   CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=<memory_mb>M
- *
- * A client the server refuses exits with LOKI_SUP_EXIT_MPS; lokid restarts
- * it with backoff (the server may just not be up yet).
+ * (the MPS control binary is rare and runs with fork, waited for in place:
+ * supervisor_mps.c, with the per-GPU daemons and the worker environment).
+ * A worker gets lokid's log level as --log-level, so that it logs what lokid
+ * would, in the same format, on the stderr it inherits.
  */
 #include "supervisor.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -70,33 +61,30 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "loki/arena.h"
 #include "loki/clock.h"
 #include "loki/error.h"
+#include "loki/log.h"
 #include "loki/ring.h"
-#include "loki/topology.h"
-#include "loki/worker.h"
-#include "placement.h"
-#ifdef LOKI_HAVE_CUDA
-#include "loki/cuda.h"
-_Static_assert(LOKI_CUDA_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
-#endif
+#include "supervisor_mps.h"
+#include "supervisor_place.h"
+#include "worker.h"
+
+_Static_assert(LOKI_WORKER_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
+_Static_assert(LOKI_WORKER_FD_REQ == 3 && LOKI_WORKER_FD_RES == 4 && LOKI_WORKER_FD_ARENA == 5 &&
+                   LOKI_WORKER_FD_NOTIFY == 6,
+               "spawn_worker() puts the req ring, res ring, arena, eventfd on 3..6");
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434 /* the same on every architecture */
 #endif
 
-#define MAX_INST 4096
-#define MAX_MPS_GPUS 64
-
-enum mps_state { MPS_NONE = 0, MPS_UP, MPS_FAILED };
+#define MAX_INST LOKI_WORKER_MAX_INSTANCES
 
 #define SENT_RING 16u /* send times kept per worker (EWMA samples, hop log) */
 #define HOP_LOG_MAX (1u << 20)
@@ -126,7 +114,6 @@ struct hop_sample {
 
 struct loki_sup {
     uv_loop_t *loop;
-    const struct loki_topology *topo;
     struct loki_sup_config cfg;
     struct loki_sup_ops ops;
     void *ctx;
@@ -144,221 +131,8 @@ struct loki_sup {
     struct worker *w[MAX_INST];
     int slots[256]; /* per GPU (+1 for none): next placement slot */
     int alive;
-    bool mps_wanted;                 /* cfg.mps and a cuda variant with shares < 1 */
-    bool mps_missing_told;           /* "no control binary" said once */
-    bool own_run_dir;                /* we made run_dir: destroy removes it */
-    char run_dir[PATH_MAX / 4];      /* "" until the first daemon needs it */
-    char mps_ctl[PATH_MAX];          /* nvidia-cuda-mps-control, once found */
-    unsigned char mps[MAX_MPS_GPUS]; /* enum mps_state per GPU */
+    struct loki__sup_mps mps; /* per-GPU control daemons, the run folder */
 };
-
-/* ---- MPS control daemons -------------------------------------------------------------------- */
-
-static bool topo_wants_mps(const struct loki_topology *t)
-{
-    for (int p = 0; p < t->n_pipelines; p++)
-        for (int k = 0; k < t->pipelines[p].n_tasks; k++)
-            for (int v = 0; v < t->pipelines[p].tasks[k].n_variants; v++) {
-                const struct loki_variant *var = &t->pipelines[p].tasks[k].variants[v];
-                if (var->backend == LOKI_BACKEND_CUDA && var->n_shares > 1)
-                    return true;
-            }
-    return false;
-}
-
-/* $LOKI_MPS_CONTROL, else nvidia-cuda-mps-control on $PATH. Returns 0 or -ENOENT. */
-static int find_mps_control(char *buf, size_t len)
-{
-    const char *o = getenv("LOKI_MPS_CONTROL");
-    if (o && *o) {
-        snprintf(buf, len, "%s", o);
-        return access(buf, X_OK) ? -ENOENT : 0;
-    }
-    const char *path = getenv("PATH");
-    if (!path)
-        path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        if (n && (size_t)snprintf(buf, len, "%.*s/nvidia-cuda-mps-control", (int)n, path) < len &&
-            access(buf, X_OK) == 0)
-            return 0;
-        path += n + (path[n] == ':');
-    }
-    return -ENOENT;
-}
-
-static int ensure_run_dir(struct loki_sup *s)
-{
-    if (s->run_dir[0])
-        return 0;
-    if (s->cfg.run_dir) {
-        snprintf(s->run_dir, sizeof(s->run_dir), "%s", s->cfg.run_dir);
-        if (mkdir(s->run_dir, 0700) && errno != EEXIST)
-            return -errno;
-        return 0;
-    }
-    const char *tmp = getenv("TMPDIR");
-    /* short: the MPS pipe path must fit a Unix socket address */
-    snprintf(s->run_dir, sizeof(s->run_dir), "%s/loki-%d-XXXXXX", tmp && *tmp ? tmp : "/tmp",
-             (int)getpid());
-    if (!mkdtemp(s->run_dir)) {
-        s->run_dir[0] = 0;
-        return -errno;
-    }
-    s->own_run_dir = true;
-    return 0;
-}
-
-/*
- * Run the control binary for @gpu with @arg (or NULL) and @input on its stdin (or NULL),
- * waiting at most @timeout_ms. The environment is built before fork: lokid has threads,
- * so the child only calls dup2 and execve. Returns the exit status, or negative.
- */
-static int run_mps_control(struct loki_sup *s, int gpu, const char *arg, const char *input,
-                           int timeout_ms)
-{
-    extern char **environ;
-    char e_pipe[PATH_MAX], e_log[PATH_MAX], e_dev[64], e_order[] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
-    snprintf(e_pipe, sizeof(e_pipe), "CUDA_MPS_PIPE_DIRECTORY=%s/mps-%d/pipe", s->run_dir, gpu);
-    snprintf(e_log, sizeof(e_log), "CUDA_MPS_LOG_DIRECTORY=%s/mps-%d/log", s->run_dir, gpu);
-    snprintf(e_dev, sizeof(e_dev), "CUDA_VISIBLE_DEVICES=%d", gpu);
-    int n = 0;
-    while (environ[n])
-        n++;
-    char **env = calloc((size_t)n + 5, sizeof(char *));
-    if (!env)
-        return -ENOMEM;
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (strncmp(environ[i], "CUDA_", 5))
-            env[k++] = environ[i];
-    env[k++] = e_pipe;
-    env[k++] = e_log;
-    env[k++] = e_dev;
-    env[k++] = e_order;
-    char *argv[] = {s->mps_ctl, (char *)arg, NULL};
-    int in[2] = {-1, -1};
-    if (input && pipe2(in, O_CLOEXEC)) {
-        free(env);
-        return -errno;
-    }
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (in[0] >= 0)
-            dup2(in[0], 0); /* dup2 clears O_CLOEXEC on fd 0 */
-        /* the daemon outlives this call: it must not hold worker rings (inheritable memfds) */
-        close_range(3, ~0u, 0);
-        execve(s->mps_ctl, argv, env);
-        _exit(127);
-    }
-    int err = errno;
-    free(env);
-    if (in[0] >= 0)
-        close(in[0]);
-    if (pid < 0) {
-        if (in[1] >= 0)
-            close(in[1]);
-        return -err;
-    }
-    if (in[1] >= 0 && input) {
-        /* a short write to a fresh pipe never blocks; MSG_NOSIGNAL has no pipe twin, so a
-         * control binary that died already costs at most an ignored EPIPE */
-        void (*old)(int) = signal(SIGPIPE, SIG_IGN);
-        ssize_t wr = write(in[1], input, strlen(input));
-        (void)wr;
-        signal(SIGPIPE, old);
-        close(in[1]);
-    }
-    int status = 0;
-    for (int waited = 0;; waited += 10) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (r < 0 && errno != EINTR)
-            return -errno;
-        if (waited >= timeout_ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            return -ETIMEDOUT;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-/* The MPS daemon of @gpu, started on first use. Returns true when workers should use it. */
-static bool ensure_mps(struct loki_sup *s, int gpu)
-{
-    if (gpu < 0 || gpu >= MAX_MPS_GPUS)
-        return false;
-    if (s->mps[gpu] != MPS_NONE)
-        return s->mps[gpu] == MPS_UP;
-    s->mps[gpu] = MPS_FAILED; /* until it is up: say why once, never retry per worker */
-    if (!s->mps_ctl[0] && find_mps_control(s->mps_ctl, sizeof(s->mps_ctl))) {
-        s->mps_ctl[0] = 0;
-        if (!s->mps_missing_told)
-            fprintf(stderr,
-                    "lokid: mps: nvidia-cuda-mps-control not found (PATH, $LOKI_MPS_CONTROL):"
-                    " CUDA workers run without MPS, so GPU shares below 1 are not "
-                    "enforced\n");
-        s->mps_missing_told = true;
-        return false;
-    }
-    char d[PATH_MAX];
-    int rc = ensure_run_dir(s);
-    if (rc == 0) {
-        const char *sub[] = {"", "/pipe", "/log"};
-        for (int i = 0; i < 3 && rc == 0; i++) {
-            snprintf(d, sizeof(d), "%s/mps-%d%s", s->run_dir, gpu, sub[i]);
-            if (mkdir(d, 0700) && errno != EEXIST)
-                rc = -errno;
-        }
-    }
-    if (rc) {
-        fprintf(stderr, "lokid: mps: cannot make the run folder for GPU %d under %s: %s\n", gpu,
-                s->run_dir[0] ? s->run_dir : "$TMPDIR", strerror(-rc));
-        return false;
-    }
-    rc = run_mps_control(s, gpu, "-d", NULL, 10000);
-    if (rc != 0) {
-        fprintf(stderr,
-                "lokid: mps: %s -d for GPU %d failed (%s %d; see %s/mps-%d/log): CUDA workers on "
-                "GPU %d run without MPS\n",
-                s->mps_ctl, gpu, rc < 0 ? "error" : "status", rc < 0 ? -rc : rc, s->run_dir, gpu,
-                gpu);
-        return false;
-    }
-    fprintf(stderr, "lokid: mps: control daemon for GPU %d started (pipe %s/mps-%d/pipe)\n", gpu,
-            s->run_dir, gpu);
-    s->mps[gpu] = MPS_UP;
-    return true;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    remove(path);
-    return 0;
-}
-
-static void stop_mps(struct loki_sup *s)
-{
-    for (int g = 0; g < MAX_MPS_GPUS; g++) {
-        if (s->mps[g] != MPS_UP)
-            continue;
-        int rc = run_mps_control(s, g, NULL, "quit\n", 10000);
-        if (rc)
-            fprintf(stderr, "lokid: mps: quit for GPU %d: %s %d\n", g, rc < 0 ? "error" : "status",
-                    rc < 0 ? -rc : rc);
-        else
-            fprintf(stderr, "lokid: mps: control daemon for GPU %d stopped\n", g);
-        s->mps[g] = MPS_NONE;
-    }
-    if (s->own_run_dir && !getenv("LOKI_KEEP_RUN_DIR"))
-        nftw(s->run_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    s->own_run_dir = false;
-    s->run_dir[0] = 0;
-}
 
 /* A worker answers fast when its batches come back within twice the spin time: we poll that long.
  */
@@ -488,16 +262,14 @@ int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
     if (!s)
         return -ENOMEM;
     s->loop = loop;
-    s->topo = topo;
     s->cfg = *cfg;
     s->ops = *ops;
     s->ctx = ctx;
     s->arena_fd = s->efd = -1;
-    if (cfg->run_dir && strlen(cfg->run_dir) >= sizeof(s->run_dir) - 32) {
+    if ((rc = loki__sup_mps_init(&s->mps, topo, cfg->mps, cfg->run_dir))) {
         free(s);
-        return -ENAMETOOLONG;
+        return rc;
     }
-    s->mps_wanted = cfg->mps && topo_wants_mps(topo);
     if ((rc = loki_placement_create(&s->place)))
         goto err;
     s->arena_fd = memfd_create("loki-arena", MFD_CLOEXEC);
@@ -571,10 +343,10 @@ static void on_exit_cb(uv_poll_t *h, int poll_status, int events)
     bool expected = w->stopping;
     int inst = w->inst;
     if (!expected && sig == 0 && status == LOKI_SUP_EXIT_MPS)
-        fprintf(stderr,
-                "lokid: worker %d (GPU %d, share %.2f) was refused by the MPS server (client "
-                "limit reached or server not ready): retrying with backoff\n",
-                inst, w->pi.gpu, w->pi.share);
+        loki_log(LOKI_LOG_WARN,
+                 "worker %d (GPU %d, share %.2f) was refused by the MPS server (client limit "
+                 "reached or server not ready): retrying with backoff",
+                 inst, w->pi.gpu, w->pi.share);
     /* results it published before dying are still delivered first */
     if (w->res)
         drain(s, !s->spinning);
@@ -673,6 +445,15 @@ static int watch_worker(struct loki_sup *s, struct worker *w, bool *closing)
     return rc;
 }
 
+/* The level loki_log_init() was given in this process: what its workers log at too. */
+static enum loki_log_level log_level(void)
+{
+    enum loki_log_level l = LOKI_LOG_DEBUG;
+    while (l < LOKI_LOG_ERROR && !loki_log_enabled(l))
+        l++;
+    return l;
+}
+
 int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi)
 {
     if (inst < 0 || inst >= MAX_INST || s->w[inst])
@@ -693,7 +474,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     w->armed = true;
 
     char a_pipe[16], a_task[16], a_var[16], a_fb[16], a_batch[16], a_share[32], a_gpu[16],
-        a_inst[16], a_seed[32];
+        a_inst[16], a_seed[32], a_log[16];
     snprintf(a_pipe, sizeof(a_pipe), "%d", pi->pipeline);
     snprintf(a_task, sizeof(a_task), "%d", pi->task);
     snprintf(a_var, sizeof(a_var), "%d", pi->variant);
@@ -704,6 +485,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     snprintf(a_inst, sizeof(a_inst), "%d", inst);
     snprintf(a_seed, sizeof(a_seed), "%llu",
              (unsigned long long)(s->cfg.seed * 1000003ull + (uint64_t)inst));
+    snprintf(a_log, sizeof(a_log), "%s", loki_log_level_name(log_level()));
     char *args[] = {(char *)s->cfg.self_exe,
                     "--worker",
                     "--topology",
@@ -726,69 +508,20 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
                     a_inst,
                     "--seed",
                     a_seed,
+                    "--log-level",
+                    a_log,
                     NULL};
 
     /* environment: ours plus the GPU and MPS variables for this instance */
-    extern char **environ;
-    int n_env = 0;
-    while (environ[n_env])
-        n_env++;
-    char **env = calloc((size_t)n_env + 8, sizeof(char *));
-    char e_dev[64], e_mps[64], e_order[] = "CUDA_DEVICE_ORDER=PCI_BUS_ID";
-    char e_pipe[PATH_MAX], e_log[PATH_MAX], e_mem[64];
-    const struct loki_variant *var = NULL;
-    if (pi->pipeline >= 0 && pi->pipeline < s->topo->n_pipelines && pi->task >= 0 &&
-        pi->task < s->topo->pipelines[pi->pipeline].n_tasks && pi->variant >= 0 &&
-        pi->variant < s->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
-        var = &s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[pi->variant];
-    /* every CUDA worker on a GPU with a daemon is its client, whole-GPU ones included */
-    bool mps = s->mps_wanted && pi->gpu >= 0 && var && var->backend == LOKI_BACKEND_CUDA &&
-               ensure_mps(s, pi->gpu);
-    if (!env) {
-        rc = -ENOMEM;
+    struct loki__sup_env env;
+    if ((rc = loki__sup_mps_env(&s->mps, pi, &env))) {
+        loki__sup_env_fini(&env);
         goto err;
     }
-    int k = 0;
-    for (int i = 0; i < n_env; i++)
-        if (strncmp(environ[i], "CUDA_VISIBLE_DEVICES=", 21) &&
-            strncmp(environ[i], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=", 34) &&
-            (!mps || strncmp(environ[i], "CUDA_MPS_", 9)))
-            env[k++] = environ[i];
-    if (pi->gpu >= 0) {
-        snprintf(e_dev, sizeof(e_dev), "CUDA_VISIBLE_DEVICES=%d", pi->gpu);
-        env[k++] = e_dev;
-        env[k++] = e_order;
-        if (s->cfg.mps && pi->share < 1.0) {
-            snprintf(e_mps, sizeof(e_mps), "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=%d",
-                     (int)(pi->share * 100 + 0.5));
-            env[k++] = e_mps;
-        }
-        if (mps) {
-            snprintf(e_pipe, sizeof(e_pipe), "CUDA_MPS_PIPE_DIRECTORY=%s/mps-%d/pipe", s->run_dir,
-                     pi->gpu);
-            snprintf(e_log, sizeof(e_log), "CUDA_MPS_LOG_DIRECTORY=%s/mps-%d/log", s->run_dir,
-                     pi->gpu);
-            env[k++] = e_pipe;
-            env[k++] = e_log;
-            /* its variant's memory plus its fallback's (loaded alongside) */
-            double mb = var->mem_mb;
-            int fb = loki_plan_fallback(pi);
-            if (mb > 0 && fb >= 0 &&
-                fb < s->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants)
-                mb += s->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fb].mem_mb;
-            if (mb > 0) {
-                /* the worker sees its GPU as device 0 (CUDA_VISIBLE_DEVICES above) */
-                snprintf(e_mem, sizeof(e_mem), "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=%lldM",
-                         (long long)(mb + 0.5));
-                env[k++] = e_mem;
-            }
-        }
-    }
-    env[k] = NULL;
 
     int fds[4] = {w->req_fd, w->res_fd, s->arena_fd, s->efd};
-    rc = spawn_worker(s->cfg.self_exe, args, env, fds, &w->pid);
-    free(env);
+    rc = spawn_worker(s->cfg.self_exe, args, env.envp, fds, &w->pid);
+    loki__sup_env_fini(&env);
     bool closing = false;
     if (rc == 0 && (rc = watch_worker(s, w, &closing)) && closing) {
         free_rings(w); /* the handle's close frees w */
@@ -867,7 +600,7 @@ static void write_hop_log(struct loki_sup *s)
         fprintf(f, "%d %llu %llu\n", s->hops[i].inst, (unsigned long long)s->hops[i].send_ns,
                 (unsigned long long)s->hops[i].transit_ns);
     if (f && fclose(f))
-        fprintf(stderr, "lokid: LOKI_HOP_LOG %s: %s\n", path, strerror(errno));
+        loki_log(LOKI_LOG_WARN, "LOKI_HOP_LOG %s: %s", path, strerror(errno));
     free(s->hops);
 }
 
@@ -888,112 +621,10 @@ void loki_sup_destroy(struct loki_sup *s)
     uv_close((uv_handle_t *)&s->spin, NULL);
     uv_run(s->loop, UV_RUN_NOWAIT);
     write_hop_log(s);
-    stop_mps(s); /* after the SIGKILLs: quit waits for the server's clients to go */
+    loki__sup_mps_fini(&s->mps); /* after the SIGKILLs: quit waits for the server's clients */
     loki_arena_destroy(s->arena);
     close(s->arena_fd);
     close(s->efd);
     loki_placement_destroy(s->place);
     free(s);
-}
-
-/* ---- the worker side ------------------------------------------------------------------------ */
-
-static int int_arg(const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi)
-        return -1;
-    *out = x;
-    return 0;
-}
-
-int loki_worker_process_main(int argc, char **argv)
-{
-    /* a worker never outlives lokid: its rings would have no reader */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1)
-        return 1;
-    const char *topo_path = NULL;
-    long pipeline = -1, task = -1, variant = -1, fallback = 0, batch = 1, gpu = -1, inst = 0;
-    double share = 1;
-    unsigned long long seed = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = 0;
-        if (!strcmp(k, "--worker"))
-            continue;
-        if (!v) {
-            fprintf(stderr, "lokid worker: %s needs a value\n", k);
-            return 2;
-        }
-        i++;
-        if (!strcmp(k, "--topology"))
-            topo_path = v;
-        else if (!strcmp(k, "--pipeline"))
-            bad = int_arg(v, 0, LOKI_MAX_PIPELINES - 1, &pipeline);
-        else if (!strcmp(k, "--task"))
-            bad = int_arg(v, 0, LOKI_MAX_TASKS - 1, &task);
-        else if (!strcmp(k, "--variant"))
-            bad = int_arg(v, 0, LOKI_MAX_VARIANTS - 1, &variant);
-        else if (!strcmp(k, "--fallback"))
-            bad = int_arg(v, 0, LOKI_MAX_VARIANTS, &fallback);
-        else if (!strcmp(k, "--batch"))
-            bad = int_arg(v, 1, LOKI_BATCH_MAX_QUERIES, &batch);
-        else if (!strcmp(k, "--gpu"))
-            bad = int_arg(v, -1, 1023, &gpu);
-        else if (!strcmp(k, "--instance"))
-            bad = int_arg(v, 0, MAX_INST - 1, &inst);
-        else if (!strcmp(k, "--share"))
-            share = atof(v);
-        else if (!strcmp(k, "--seed"))
-            seed = strtoull(v, NULL, 10);
-        else
-            bad = 1;
-        if (bad) {
-            fprintf(stderr, "lokid worker: bad argument %s %s\n", k, v);
-            return 2;
-        }
-    }
-    char err[8192];
-    struct loki_topology *t;
-    struct loki_config cfg;
-    if (!topo_path || loki_config_load(topo_path, &t, &cfg, err, sizeof(err))) {
-        fprintf(stderr, "lokid worker: %s\n", topo_path ? err : "--topology missing");
-        return 2;
-    }
-    if (pipeline < 0 || pipeline >= t->n_pipelines || task < 0 ||
-        task >= t->pipelines[pipeline].n_tasks || variant < 0 ||
-        variant >= t->pipelines[pipeline].tasks[task].n_variants ||
-        fallback > t->pipelines[pipeline].tasks[task].n_variants || fallback == variant + 1) {
-        fprintf(stderr, "lokid worker: pipeline/task/variant/fallback index out of range\n");
-        free(t);
-        return 2;
-    }
-    struct loki_worker_args a = {
-        .req_fd = 3,
-        .res_fd = 4,
-        .arena_fd = 5,
-        .notify_fd = 6,
-        .topo = t,
-        .pipeline = (int)pipeline,
-        .task = (int)task,
-        .variant = (int)variant,
-        .fallback = (int)fallback,
-        .batch = (int)batch,
-        .share = share,
-        .gpu = (int)gpu,
-        .instance_id = (uint32_t)inst,
-        .seed = seed,
-        .spin_ns = (uint64_t)(cfg.runtime.spin_us * 1e3),
-    };
-    int rc = loki_worker_run(&a, err, sizeof(err));
-    if (rc)
-        fprintf(stderr, "lokid worker %ld (%s): %s\n", inst,
-                t->pipelines[pipeline].tasks[task].variants[variant].name, err);
-    free(t);
-    if (rc == -ECONNREFUSED)
-        return LOKI_SUP_EXIT_MPS; /* the cuda backend's LOKI_CUDA_EMPS: MPS refused us */
-    return rc ? 1 : 0;
 }

@@ -13,8 +13,9 @@
 
 #include <stdint.h>
 
-#include "loki/backend.h"
 #include "loki/model.h"
+
+struct loki_backend_v1; /* loki/backend.h (runtime/worker) */
 
 struct loki_worker_args {
     int req_fd, res_fd, arena_fd; /* memfds inherited from lokid */
@@ -35,11 +36,32 @@ struct loki_worker_args {
 #define LOKI_WORKER_READY_BATCH 0
 
 /*
+ * What the supervisor and the worker process agree on besides the arguments
+ * (see worker_main.c): the descriptors it finds open, the largest instance id,
+ * and the exit status of a worker the MPS server refused (EX_TEMPFAIL).
+ */
+#define LOKI_WORKER_FD_REQ 3    /* batch ring, consumer side */
+#define LOKI_WORKER_FD_RES 4    /* result ring, producer side */
+#define LOKI_WORKER_FD_ARENA 5  /* payload arena */
+#define LOKI_WORKER_FD_NOTIFY 6 /* lokid's eventfd for results */
+#define LOKI_WORKER_MAX_INSTANCES 4096
+#define LOKI_WORKER_EXIT_MPS 75
+
+/*
  * Run the worker loop until the router goes away. Returns 0 when the router
  * detached cleanly, or a negative error (attach failure, backend init
  * failure, corrupted ring). Blocks; the calling thread owns the rings.
  * @err receives a message on failure.
  */
 int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen);
+
+/*
+ * The worker process's main (`lokid --worker --topology FILE --pipeline P ...
+ * [--log-level L]`, spawned by the supervisor): parse the arguments, start the
+ * logger at lokid's level (default info), run loki_worker_run() on descriptors
+ * 3..6. Returns the process exit status: 0 detached, 1 failed, 2 bad arguments,
+ * LOKI_WORKER_EXIT_MPS refused by the MPS server. The process's one thread.
+ */
+int loki_worker_process_main(int argc, char **argv);
 
 #endif
