@@ -1,0 +1,632 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The reports, rendered from a struct loki_status_view: the status report
+ * (JSON, table) and the Prometheus exposition. Every byte here is read by
+ * something (loki status, tests/lokid, tests/python, tools/tour.sh,
+ * bench/crosscheck, Prometheus): keep field names, orders and number
+ * formats, and document a change in docs/operator.md and docs/protocol.md.
+ */
+#include "loki/status.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "loki/planner.h"
+
+void loki_report_init(struct loki_report *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void loki_report_fini(struct loki_report *r)
+{
+    free(r->text);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Start @r over, keeping its buffer. */
+static void report_reset(struct loki_report *r)
+{
+    r->len = 0;
+    r->oom = false;
+    if (r->text)
+        r->text[0] = 0;
+}
+
+static void sb_printf(struct loki_report *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct loki_report *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n =
+            vsnprintf(b->text ? b->text + b->len : NULL, b->text ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->text && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->text, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->text = np;
+        b->cap = cap;
+    }
+}
+
+/* @s as a JSON string or a Prometheus label value (same escapes for our names). */
+static void sb_quoted(struct loki_report *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            sb_printf(b, "\\%c", *s);
+        else if (*s == '\n')
+            sb_printf(b, "\\n");
+        else if ((unsigned char)*s >= 0x20)
+            sb_printf(b, "%c", *s);
+    }
+    sb_printf(b, "\"");
+}
+
+/* The plan to show: an empty one (all zeros: mode hardware, no instances) before the first. */
+static const struct loki_plan *view_plan(const struct loki_status_view *sv)
+{
+    static const struct loki_plan none;
+    return sv->plan ? sv->plan : &none;
+}
+
+/* Parent task of @t in @pl, or -1 for the root. */
+static int parent_task(const struct loki_pipeline *pl, int t)
+{
+    for (int u = 0; u < pl->n_tasks; u++)
+        for (int c = 0; c < pl->tasks[u].n_children; c++)
+            if (pl->tasks[u].children[c] == t)
+                return u;
+    return -1;
+}
+
+/* The fallback the instances of variant @v of task @t load (the first one found), or -1. */
+static int variant_fallback(const struct loki_plan *plan, int p, int t, int v)
+{
+    for (int i = 0; i < plan->n_instances; i++) {
+        const struct loki_plan_instance *pi = &plan->inst[i];
+        if (pi->pipeline == p && pi->task == t && pi->variant == v && pi->fallback)
+            return loki_plan_fallback(pi);
+    }
+    return -1;
+}
+
+/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
+static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap,
+                         bool json)
+{
+    bool on[256] = {0};
+    size_t k = 0;
+    out[0] = 0;
+    for (int i = 0; i < plan->n_instances; i++) {
+        const struct loki_plan_instance *pi = &plan->inst[i];
+        if (pi->pipeline == p && pi->task == t && pi->variant == v && pi->gpu >= 0 && pi->gpu < 256)
+            on[pi->gpu] = true;
+    }
+    for (int g = 0; g < 256 && k + 8 < cap; g++)
+        if (on[g])
+            k += (size_t)snprintf(out + k, cap - k, "%s%d", k ? "," : "", g);
+    if (!k && !json)
+        snprintf(out, cap, "-");
+}
+
+static void status_json(const struct loki_status_view *sv, struct loki_report *b)
+{
+    const struct loki_plan *pl_ = view_plan(sv);
+    double gpus = sv->gpus_in_use;
+    int n_inst = sv->instances;
+    sb_printf(b,
+              "{\"ready\":%s,\"draining\":%s,\"uptime_s\":%.3f,\"policy\":\"%s\",\"mode\":\"%s\","
+              "\"transitioning\":%s,\"plans_applied\":%llu,\"plans_kept\":%llu,"
+              "\"plan_age_s\":%.3f,\"solves\":%llu,\"solve_ms\":%.3f,\"metrics_port\":%d,"
+              "\"instances\":%d,\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},"
+              "\"pipelines\":[",
+              sv->ready && !sv->draining ? "true" : "false", sv->draining ? "true" : "false",
+              sv->uptime_s, loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
+              sv->transitioning ? "true" : "false", (unsigned long long)sv->planner.plans_applied,
+              (unsigned long long)sv->planner.plans_kept, sv->uptime_s - sv->planner.last_change_s,
+              (unsigned long long)sv->planner.solves, sv->planner.last_solve_ms, sv->metrics_port,
+              n_inst, sv->topo->gpus.count, gpus, pl_->gpus_active);
+    for (int p = 0; p < sv->topo->n_pipelines; p++) {
+        const struct loki_pipeline *pl = &sv->topo->pipelines[p];
+        struct loki_metrics_counts m;
+        double win = loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
+        sb_printf(b, "%s{\"name\":", p ? "," : "");
+        sb_quoted(b, pl->name);
+        sb_printf(
+            b,
+            ",\"slo_ms\":%.3f,\"demand\":{\"estimate_qps\":%.3f,\"planned_qps\":%.3f,"
+            "\"served_fraction\":%.4f},\"accuracy\":{\"predicted\":%.3f,"
+            "\"predicted_subquery\":%.3f,\"served\":%.3f,\"served_subquery\":%.3f},"
+            "\"last_minute\":{\"window_s\":%.3f,\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,"
+            "\"late\":%llu,\"error\":%llu,\"overloaded\":%llu,\"violations\":%llu,"
+            "\"violation_ratio\":%.6f,\"sub_queries\":%llu,\"sub_violations\":%llu,"
+            "\"drops_by_stage\":{",
+            pl->slo_ms, sv->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p],
+            100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
+            m.ok ? m.acc_sum / (double)m.ok : 0, m.ok ? m.acc_sub_sum / (double)m.ok : 0, win,
+            (unsigned long long)m.arrived, (unsigned long long)m.ok, (unsigned long long)m.dropped,
+            (unsigned long long)m.late, (unsigned long long)m.error,
+            (unsigned long long)m.overloaded, (unsigned long long)(m.dropped + m.late + m.error),
+            loki_metrics_violation_ratio(&m), (unsigned long long)m.sub,
+            (unsigned long long)m.sub_viol);
+        for (int t = 0; t < pl->n_tasks; t++) {
+            sb_printf(b, "%s", t ? "," : "");
+            sb_quoted(b, pl->tasks[t].name);
+            sb_printf(b, ":%llu", (unsigned long long)m.stage_drop[t]);
+        }
+        sb_printf(b, "}},\"variants\":[");
+        bool first = true;
+        const struct loki_router_stats *st = sv->router;
+        for (int t = 0; t < pl->n_tasks; t++)
+            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl_->var[p][t][v];
+                if (!pv->instances)
+                    continue;
+                char g[512];
+                variant_gpus(pl_, p, t, v, g, sizeof(g), true);
+                sb_printf(b, "%s{\"task\":", first ? "" : ",");
+                sb_quoted(b, pl->tasks[t].name);
+                sb_printf(b, ",\"variant\":");
+                sb_quoted(b, pl->tasks[t].variants[v].name);
+                sb_printf(b,
+                          ",\"accuracy\":%.3f,\"instances\":%d,\"batch\":%d,\"share\":%.4f,"
+                          "\"gpus\":[%s],\"capacity_qps\":%.3f,\"load_qps\":%.3f,"
+                          "\"dropped_total\":%llu,\"fallback_total\":%llu,\"fallback\":",
+                          pl->tasks[t].variants[v].accuracy, pv->instances, pv->batch, pv->share, g,
+                          pv->capacity_qps, pv->load_qps,
+                          (unsigned long long)st->var[p][t][v].dropped,
+                          (unsigned long long)st->var[p][t][v].fallback);
+                int fv = variant_fallback(pl_, p, t, v);
+                if (fv >= 0)
+                    sb_quoted(b, pl->tasks[t].variants[fv].name);
+                else
+                    sb_printf(b, "null");
+                sb_printf(b, "}");
+                first = false;
+            }
+        sb_printf(b, "],\"splits\":[");
+        first = true;
+        for (int t = 0; t < pl->n_tasks; t++) {
+            int par = parent_task(pl, t);
+            int nu = par < 0 ? 1 : pl->tasks[par].n_variants;
+            for (int u = 0; u < nu; u++) {
+                if (par >= 0 && !pl_->var[p][par][u].instances)
+                    continue;
+                sb_printf(b, "%s{\"task\":", first ? "" : ",");
+                sb_quoted(b, pl->tasks[t].name);
+                sb_printf(b, ",\"from\":");
+                sb_quoted(b, par < 0 ? "" : pl->tasks[par].variants[u].name);
+                sb_printf(b, ",\"to\":{");
+                bool f2 = true;
+                for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                    float x = pl_->split[p][t][u][v];
+                    if (x <= 0)
+                        continue;
+                    sb_printf(b, "%s", f2 ? "" : ",");
+                    sb_quoted(b, pl->tasks[t].variants[v].name);
+                    sb_printf(b, ":%.4f", x);
+                    f2 = false;
+                }
+                sb_printf(b, "}}");
+                first = false;
+            }
+        }
+        sb_printf(b, "]}");
+    }
+    sb_printf(b, "]}\n");
+}
+
+static void status_table(const struct loki_status_view *sv, struct loki_report *b)
+{
+    const struct loki_plan *pl_ = view_plan(sv);
+    double gpus = sv->gpus_in_use;
+    int n_inst = sv->instances;
+    sb_printf(b,
+              "lokid %s%s, up %.1f s; policy %s, mode %s%s; plans applied %llu (last %.1f s ago), "
+              "kept %llu; last solve %.1f ms\n",
+              sv->ready ? "ready" : "not ready", sv->draining ? ", draining" : "", sv->uptime_s,
+              loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
+              sv->transitioning ? " (reconfiguring)" : "",
+              (unsigned long long)sv->planner.plans_applied,
+              sv->uptime_s - sv->planner.last_change_s, (unsigned long long)sv->planner.plans_kept,
+              sv->planner.last_solve_ms);
+    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances\n", gpus, pl_->gpus_active,
+              sv->topo->gpus.count, n_inst);
+    for (int p = 0; p < sv->topo->n_pipelines; p++) {
+        const struct loki_pipeline *pl = &sv->topo->pipelines[p];
+        struct loki_metrics_counts m;
+        double win = loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
+        sb_printf(b, "\npipeline %s (SLO %.0f ms)\n", pl->name, pl->slo_ms);
+        sb_printf(b,
+                  "  demand    %.1f qps estimated, plan carries %.1f qps, served fraction %.3f\n",
+                  sv->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p]);
+        sb_printf(b, "  accuracy  predicted %.2f (per sub-query %.2f), served %.2f (last %.0f s)\n",
+                  100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
+                  m.ok ? m.acc_sum / (double)m.ok : 0, win);
+        sb_printf(b,
+                  "  last %.0f s: %llu arrived, %llu ok, %llu dropped, %llu late, %llu error, "
+                  "%llu overloaded; violations %.2f %% (sub-queries %.2f %%)\n",
+                  win, (unsigned long long)m.arrived, (unsigned long long)m.ok,
+                  (unsigned long long)m.dropped, (unsigned long long)m.late,
+                  (unsigned long long)m.error, (unsigned long long)m.overloaded,
+                  100 * loki_metrics_violation_ratio(&m),
+                  m.sub ? 100.0 * (double)m.sub_viol / (double)m.sub : 0);
+        sb_printf(b, "  drops by stage:");
+        for (int t = 0; t < pl->n_tasks; t++)
+            sb_printf(b, " %s %llu", pl->tasks[t].name, (unsigned long long)m.stage_drop[t]);
+        sb_printf(b, "\n  %-16s %-20s %5s %5s %6s %-10s %10s %10s  %s\n", "TASK", "VARIANT", "INST",
+                  "BATCH", "SHARE", "GPUS", "CAP/s", "LOAD/s", "FALLBACK");
+        for (int t = 0; t < pl->n_tasks; t++)
+            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
+                const struct loki_plan_variant *pv = &pl_->var[p][t][v];
+                if (!pv->instances)
+                    continue;
+                char g[512];
+                variant_gpus(pl_, p, t, v, g, sizeof(g), false);
+                int fv = variant_fallback(pl_, p, t, v);
+                sb_printf(b, "  %-16s %-20s %5d %5d %6.2f %-10s %10.1f %10.1f  %s\n",
+                          pl->tasks[t].name, pl->tasks[t].variants[v].name, pv->instances,
+                          pv->batch, pv->share, g, pv->capacity_qps, pv->load_qps,
+                          fv >= 0 ? pl->tasks[t].variants[fv].name : "-");
+            }
+        sb_printf(b, "  splits:\n");
+        for (int t = 0; t < pl->n_tasks; t++) {
+            int par = parent_task(pl, t);
+            int nu = par < 0 ? 1 : pl->tasks[par].n_variants;
+            for (int u = 0; u < nu; u++) {
+                if (par >= 0 && !pl_->var[p][par][u].instances)
+                    continue;
+                sb_printf(b, "    %s <- %s:", pl->tasks[t].name,
+                          par < 0 ? "(arrivals)" : pl->tasks[par].variants[u].name);
+                for (int v = 0; v < pl->tasks[t].n_variants; v++)
+                    if (pl_->split[p][t][u][v] > 0)
+                        sb_printf(b, " %s %.2f", pl->tasks[t].variants[v].name,
+                                  pl_->split[p][t][u][v]);
+                sb_printf(b, "\n");
+            }
+        }
+    }
+}
+
+/* One metric family header. */
+static void prom_head(struct loki_report *b, const char *name, const char *type, const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Labels {pipeline="..",task="..",variant=".."}; @t/@v < 0 leave those out. */
+static void prom_labels(struct loki_report *b, const struct loki_status_view *sv, int p, int t,
+                        int v, const char *extra)
+{
+    const struct loki_pipeline *pl = &sv->topo->pipelines[p];
+    sb_printf(b, "{pipeline=");
+    sb_quoted(b, pl->name);
+    if (t >= 0) {
+        sb_printf(b, ",task=");
+        sb_quoted(b, pl->tasks[t].name);
+    }
+    if (v >= 0) {
+        sb_printf(b, ",variant=");
+        sb_quoted(b, pl->tasks[t].variants[v].name);
+    }
+    sb_printf(b, "%s%s}", extra ? "," : "", extra ? extra : "");
+}
+
+static void prom_hist(struct loki_report *b, const struct loki_status_view *sv, const char *name,
+                      int p, int t, int v, const struct loki__hist *h, const double *bounds, int nb)
+{
+    uint64_t cum = 0;
+    char le[48];
+    for (int i = 0; i <= nb; i++) {
+        cum += h->b[i];
+        if (i < nb)
+            snprintf(le, sizeof(le), "le=\"%g\"", bounds[i]);
+        else
+            snprintf(le, sizeof(le), "le=\"+Inf\"");
+        sb_printf(b, "%s_bucket", name);
+        prom_labels(b, sv, p, t, v, le);
+        sb_printf(b, " %llu\n", (unsigned long long)cum);
+    }
+    sb_printf(b, "%s_sum", name);
+    prom_labels(b, sv, p, t, v, NULL);
+    sb_printf(b, " %.9g\n%s_count", h->sum, name);
+    prom_labels(b, sv, p, t, v, NULL);
+    sb_printf(b, " %llu\n", (unsigned long long)h->count);
+}
+
+static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
+{
+    const struct loki_router_stats *st = sv->router;
+    const struct loki_plan *pl_ = view_plan(sv);
+    const int np = sv->topo->n_pipelines;
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } pc[] = {
+#define PC(n, f, h) {"loki_" n, h, offsetof(struct loki_router_pipeline_stats, f)}
+        PC("request_total", arrived, "Root queries that arrived."),
+        PC("request_success_total", ok, "Root queries served within the deadline."),
+        PC("request_failure_total", error, "Root queries failed by a worker."),
+        PC("request_drop_total", dropped, "Root queries dropped early (deadline unreachable)."),
+        PC("request_late_total", late, "Root queries served after the deadline."),
+        PC("request_overloaded_total", overloaded,
+           "Root queries refused by admission control (no worker time spent)."),
+        PC("request_rerouted_total", rerouted, "Sub-queries rerouted to a faster variant."),
+        PC("request_fallback_total", fallback,
+           "Sub-queries run on an instance's fallback variant (burst overflow)."),
+        PC("subquery_total", sub_created, "Sub-queries created (root included)."),
+        PC("subquery_violation_total", sub_violations,
+           "Sub-queries dropped or finished after the deadline."),
+#undef PC
+    };
+    for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
+        prom_head(b, pc[i].name, "counter", pc[i].help);
+        for (int p = 0; p < np; p++) {
+            sb_printf(b, "%s", pc[i].name);
+            prom_labels(b, sv, p, -1, -1, NULL);
+            sb_printf(
+                b, " %llu\n",
+                (unsigned long long)*(const uint64_t *)((const char *)&st->pipe[p] + pc[i].off));
+        }
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } vc[] = {
+#define VC(n, f, h) {"loki_variant_" n, h, offsetof(struct loki_router_variant_stats, f)}
+        VC("request_total", arrived, "Sub-queries routed to this variant."),
+        VC("success_total", served, "Sub-queries this variant ran in a completed batch."),
+        VC("drop_total", dropped, "Sub-queries dropped early at this variant."),
+        VC("late_total", late, "Sub-queries completed here after the deadline."),
+        VC("rerouted_total", rerouted, "Sub-queries moved here to escape a drop."),
+        VC("fallback_total", fallback, "Sub-queries run here as another variant's fallback."),
+        VC("batches_total", batches, "Batches completed by this variant."),
+#undef VC
+    };
+    for (size_t i = 0; i < sizeof(vc) / sizeof(vc[0]); i++) {
+        prom_head(b, vc[i].name, "counter", vc[i].help);
+        for (int p = 0; p < np; p++)
+            for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++) {
+                    sb_printf(b, "%s", vc[i].name);
+                    prom_labels(b, sv, p, t, v, NULL);
+                    sb_printf(b, " %llu\n",
+                              (unsigned long long)*(
+                                  const uint64_t *)((const char *)&st->var[p][t][v] + vc[i].off));
+                }
+    }
+    prom_head(b, "loki_variant_failure_total", "counter",
+              "Sub-queries a worker of this variant reported failed.");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++) {
+                sb_printf(b, "loki_variant_failure_total");
+                prom_labels(b, sv, p, t, v, NULL);
+                sb_printf(b, " %llu\n", (unsigned long long)sv->metrics->var[p][t][v].failed);
+            }
+    prom_head(b, "loki_stage_drop_total", "counter", "Sub-queries dropped early at this task.");
+    for (int p = 0; p < np; p++) {
+        struct loki_metrics_counts cur;
+        loki__counts_now(sv->metrics, sv->router, p, &cur);
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++) {
+            sb_printf(b, "loki_stage_drop_total");
+            prom_labels(b, sv, p, t, -1, NULL);
+            sb_printf(b, " %llu\n", (unsigned long long)cur.stage_drop[t]);
+        }
+    }
+    prom_head(b, "loki_queue_duration_seconds", "histogram",
+              "Root query arrival to the dispatch of its first batch.");
+    for (int p = 0; p < np; p++)
+        prom_hist(b, sv, "loki_queue_duration_seconds", p, -1, -1, &sv->metrics->queue[p],
+                  loki__time_bounds, LOKI__HIST_T);
+    prom_head(b, "loki_request_duration_seconds", "histogram",
+              "Root query arrival to reply, served queries (ok or late).");
+    for (int p = 0; p < np; p++)
+        prom_hist(b, sv, "loki_request_duration_seconds", p, -1, -1, &sv->metrics->e2e[p],
+                  loki__time_bounds, LOKI__HIST_T);
+    prom_head(b, "loki_compute_duration_seconds", "histogram",
+              "Batch dispatch to result (staging behind the running batch included).");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++)
+                prom_hist(b, sv, "loki_compute_duration_seconds", p, t, v,
+                          &sv->metrics->var[p][t][v].compute, loki__time_bounds, LOKI__HIST_T);
+    prom_head(b, "loki_batch_size", "histogram", "Sizes of dispatched batches.");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++)
+                prom_hist(b, sv, "loki_batch_size", p, t, v, &sv->metrics->var[p][t][v].batch,
+                          loki__batch_bounds, LOKI__HIST_B);
+    static const char *const vg[][2] = {
+        {"loki_variant_instances", "Instances of this variant in the current plan."},
+        {"loki_variant_share", "GPU share of each instance of this variant."},
+        {"loki_variant_batch_max", "Planned (maximum) batch size of this variant."},
+        {"loki_variant_capacity_qps", "Planned capacity of this variant."},
+        {"loki_variant_load_qps", "Predicted load on this variant under the plan."},
+    };
+    for (int i = 0; i < 5; i++) {
+        prom_head(b, vg[i][0], "gauge", vg[i][1]);
+        for (int p = 0; p < np; p++)
+            for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++) {
+                    const struct loki_plan_variant *pv = &pl_->var[p][t][v];
+                    double x = i == 0   ? pv->instances
+                               : i == 1 ? (pv->instances ? pv->share : 0)
+                               : i == 2 ? (pv->instances ? pv->batch : 0)
+                               : i == 3 ? pv->capacity_qps
+                                        : pv->load_qps;
+                    sb_printf(b, "%s", vg[i][0]);
+                    prom_labels(b, sv, p, t, v, NULL);
+                    sb_printf(b, " %.9g\n", x);
+                }
+    }
+    static const char *const pg[][2] = {
+        {"loki_demand_estimate_qps", "EWMA estimate of root demand."},
+        {"loki_demand_planned_qps", "Root demand the current plan was solved for."},
+        {"loki_plan_served_fraction", "Fraction of demand the plan serves (admission control)."},
+        {"loki_accuracy_predicted", "Predicted pipeline accuracy of the plan, 0..100."},
+        {"loki_accuracy_served", "Mean accuracy of the queries served in the last minute."},
+        {"loki_violation_ratio", "Dropped, late or failed among answered, last minute."},
+    };
+    for (int i = 0; i < 6; i++) {
+        prom_head(b, pg[i][0], "gauge", pg[i][1]);
+        for (int p = 0; p < np; p++) {
+            struct loki_metrics_counts m;
+            loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
+            double x = i == 0   ? sv->demand_est[p]
+                       : i == 1 ? pl_->demand_qps[p]
+                       : i == 2 ? pl_->served_fraction[p]
+                       : i == 3 ? 100 * pl_->accuracy[p]
+                       : i == 4 ? (m.ok ? m.acc_sum / (double)m.ok : 0)
+                                : loki_metrics_violation_ratio(&m);
+            sb_printf(b, "%s", pg[i][0]);
+            prom_labels(b, sv, p, -1, -1, NULL);
+            sb_printf(b, " %.9g\n", x);
+        }
+    }
+    double gpus = sv->gpus_in_use;
+    int n_inst = sv->instances;
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } g[] = {
+        {"loki_instances", "gauge", "Worker instances live in the router.", n_inst},
+        {"loki_gpus_in_use", "gauge",
+         "Distinct GPUs holding live instances (starting, serving or retiring).", gpus},
+        {"loki_gpus_active", "gauge", "GPUs hosting an instance of the plan.", pl_->gpus_active},
+        {"loki_gpus", "gauge", "GPUs in the topology.", sv->topo->gpus.count},
+        {"loki_planner_last_solve_seconds", "gauge", "Duration of the last solve.",
+         sv->planner.last_solve_ms / 1e3},
+        {"loki_planner_solve_seconds_sum", "counter", "Total time spent solving.",
+         sv->planner.solve_ms_sum / 1e3},
+        {"loki_planner_solves_total", "counter", "Solves completed.", (double)sv->planner.solves},
+        {"loki_planner_errors_total", "counter", "Solves that failed.",
+         (double)sv->planner.solve_errors},
+        {"loki_plans_applied_total", "counter", "Plans applied (initial included).",
+         (double)sv->planner.plans_applied},
+        {"loki_plans_kept_total", "counter", "Solves whose plan hysteresis or dwell kept.",
+         (double)sv->planner.plans_kept},
+        {"loki_reconfiguring", "gauge", "1 while a plan change waits for new instances.",
+         sv->transitioning},
+        {"loki_roots_inflight", "gauge", "Root queries in the router.", st->roots_inflight},
+        {"loki_ready", "gauge", "1 when serving and not draining.", sv->ready && !sv->draining},
+        {"loki_frontend_connections", "gauge", "Open client connections.",
+         (double)sv->frontend.connections},
+        {"loki_frontend_inflight", "gauge", "Requests delivered, not answered.",
+         (double)sv->frontend.inflight},
+        {"loki_frontend_requests_total", "counter", "Infer requests accepted.",
+         (double)sv->frontend.requests},
+        {"loki_frontend_bad_requests_total", "counter", "Requests refused as malformed.",
+         (double)sv->frontend.bad_requests},
+        {"loki_frontend_overloaded_total", "counter", "Requests refused by frontend limits.",
+         (double)sv->frontend.overloaded},
+        {"loki_frontend_draining_total", "counter", "Requests refused while draining.",
+         (double)sv->frontend.draining},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        prom_head(b, g[i].name, g[i].type, g[i].help);
+        sb_printf(b, "%s %.9g\n", g[i].name, g[i].v);
+    }
+    prom_head(b, "loki_planner_mode", "gauge", "1 for the mode of the current plan.");
+    for (int m = LOKI_MODE_HARDWARE; m <= LOKI_MODE_STATIC; m++)
+        sb_printf(b, "loki_planner_mode{mode=\"%s\"} %d\n",
+                  loki_plan_mode_name((enum loki_plan_mode)m), (int)pl_->mode == m);
+}
+
+int loki_status_json(const struct loki_status_view *v, struct loki_report *out)
+{
+    report_reset(out);
+    status_json(v, out);
+    return out->oom ? -ENOMEM : 0;
+}
+
+int loki_status_table(const struct loki_status_view *v, struct loki_report *out)
+{
+    report_reset(out);
+    status_table(v, out);
+    return out->oom ? -ENOMEM : 0;
+}
+
+int loki_status_prometheus(const struct loki_status_view *v, struct loki_report *out)
+{
+    report_reset(out);
+    prometheus(v, out);
+    return out->oom ? -ENOMEM : 0;
+}
+
+int loki_status_render(const struct loki_status_view *v, enum loki_msg_type type,
+                       struct loki_bytes format, struct loki_report *out, char *err, size_t errlen)
+{
+    int rc;
+    if (type == LOKI_MSG_STATUS && loki_bytes_eq(format, "json"))
+        rc = loki_status_json(v, out);
+    else if (type == LOKI_MSG_STATUS && loki_bytes_eq(format, "table"))
+        rc = loki_status_table(v, out);
+    else if (type == LOKI_MSG_METRICS && loki_bytes_eq(format, "prometheus"))
+        rc = loki_status_prometheus(v, out);
+    else
+        rc = -EINVAL;
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory rendering the report");
+    else if (rc)
+        snprintf(err, errlen, "field 'format': %s reports are %s", loki_msg_type_name(type),
+                 type == LOKI_MSG_STATUS ? "\"table\" or \"json\"" : "\"prometheus\"");
+    return rc;
+}
+
+int loki_status_summary(const struct loki_status_view *v, struct loki_metric *out, int max)
+{
+    const struct loki_router_pipeline_stats *p = &v->router->pipe[0];
+    const struct loki_plan *plan = v->plan;
+    const struct {
+        const char *name;
+        double v;
+    } m[] = {
+        {"loki_queries_arrived_total", (double)p->arrived},
+        {"loki_queries_ok_total", (double)p->ok},
+        {"loki_queries_dropped_total", (double)p->dropped},
+        {"loki_queries_late_total", (double)p->late},
+        {"loki_queries_error_total", (double)p->error},
+        {"loki_queries_overloaded_total", (double)p->overloaded},
+        {"loki_subqueries_total", (double)p->sub_created},
+        {"loki_subquery_violations_total", (double)p->sub_violations},
+        {"loki_rerouted_total", (double)p->rerouted},
+        {"loki_fallback_total", (double)p->fallback},
+        {"loki_instances", (double)v->instances},
+        {"loki_gpus_in_use", v->gpus_in_use},
+        {"loki_demand_qps", v->demand_est[0]},
+        {"loki_plan_accuracy", plan ? 100 * plan->accuracy[0] : 0},
+        {"loki_plan_mode", plan ? (double)plan->mode : -1},
+        {"loki_planner_solve_ms", plan ? plan->solve_ms : 0},
+        {"loki_plans_applied_total", (double)v->planner.plans_applied},
+        {"loki_roots_inflight", (double)v->router->roots_inflight},
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]) && n < max; i++, n++) {
+        out[n].name = loki_bytes_str(m[i].name);
+        out[n].value = m[i].v;
+    }
+    return n;
+}
