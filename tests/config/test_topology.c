@@ -191,6 +191,88 @@ static void test_bad_latency(void **state)
     expect_error("latency_ms: [10, 20]", "latency_ms: [10, 0]", "latency must be positive");
 }
 
+/* Like expect_error(), on the result of replacing @from by @to (a string with NULs: @to_len). */
+static void expect_error_n(const char *from, const char *to, size_t to_len, const char *want)
+{
+    const char *base = GOOD;
+    const char *at = strstr(base, from);
+    assert_non_null(at);
+    char doc[4096];
+    size_t pre = (size_t)(at - base), post = strlen(at + strlen(from));
+    assert_true(pre + to_len + post < sizeof(doc));
+    memcpy(doc, base, pre);
+    memcpy(doc + pre, to, to_len);
+    memcpy(doc + pre + to_len, at + strlen(from), post);
+    struct loki_topology *t = NULL;
+    int rc = loki_topology_parse(doc, pre + to_len + post, "t.yaml", &t, err, sizeof(err));
+    if (rc != LOKI_ETOPOLOGY || !strstr(err, want))
+        fprintf(stderr, "replacing '%s': rc %d, got:\n%s\nwanted: %s\n", from, rc, err, want);
+    assert_int_equal(rc, LOKI_ETOPOLOGY);
+    assert_non_null(strstr(err, want));
+    assert_null(t);
+    free(t);
+}
+
+/*
+ * A NUL byte in a name ("a\0b", YAML's escape in double quotes) used to be cut there: "a2\0b"
+ * loaded as variant a2. Every scalar with one is refused, names, keys and references alike.
+ */
+static void test_nul_in_strings(void **state)
+{
+    expect_error("- name: a2", "- name: \"a2\\0b\"",
+                 "t.yaml:16:19: name: \"a2\\0b\" contains a NUL byte");
+    expect_error("  - name: p\n", "  - name: \"p\\0\"\n",
+                 "t.yaml:5:11: name: \"p\\0\" contains a NUL byte");
+    expect_error("      - name: c\n", "      - name: \"c\\0x\"\n",
+                 "t.yaml:24:15: name: \"c\\0x\" contains a NUL byte");
+    expect_error("children: [b, c]", "children: [b, \"c\\0\"]",
+                 "t.yaml:9:23: children: \"c\\0\" contains a NUL byte");
+    expect_error("accuracy: 80", "\"accuracy\\0x\": 80",
+                 "t.yaml:12:13: variants: key \"accuracy\\0x\" contains a NUL byte");
+    expect_error("pipelines:\n", "frontend: {socket: \"/run/a\\0/b.sock\"}\npipelines:\n",
+                 "socket: \"/run/a\\0/b.sock\" contains a NUL byte");
+    /* a raw NUL byte in the file is not YAML at all */
+    expect_error_n("name: a2", "name: a2\0b", 10, "YAML syntax error");
+    /* every one is reported, not only the first */
+    struct loki_topology *t;
+    const char *doc = "gpus: {count: 1}\npipelines:\n  - {name: \"x\\0\", slo_ms: 9, "
+                      "tasks: [{name: \"y\\0\", variants: []}]}\n";
+    assert_int_equal(parse(doc, &t), LOKI_ETOPOLOGY);
+    assert_non_null(strstr(err, "t.yaml:3:12: name: \"x\\0\" contains a NUL byte"));
+    assert_non_null(strstr(err, "t.yaml:3:45: name: \"y\\0\" contains a NUL byte"));
+}
+
+/*
+ * Latencies had no upper bound: latency_ms: 1e308 loaded, and overflowed every sum over a path
+ * and the sim worker's sleep in nanoseconds. Likewise a share granularity of 1e-300 "divides 1".
+ * The bounds are inclusive: bench/e2e_zero.yaml's 1 ns workers still load.
+ */
+static void test_value_bounds(void **state)
+{
+    expect_error("latency_ms: [10, 20]", "latency_ms: [10, 1e308]",
+                 "t.yaml:19:30: latency_ms: 1e+308 is out of range [1e-06, 3.6e+06]");
+    expect_error("{1: [5, 10]", "{1: [5, 3.7e6]",
+                 "latency_ms: 3.7e+06 is out of range [1e-06, 3.6e+06]");
+    expect_error("latency_ms: [10, 20]", "latency_ms: [1e-7, 20]",
+                 "latency_ms: 1e-07 is out of range [1e-06, 3.6e+06]");
+    expect_error("share_granularity: 0.5", "share_granularity: 1e-300",
+                 "t.yaml:3:22: share_granularity: 1e-300 is out of range [0.01, 1]");
+    expect_error("share_granularity: 0.5", "share_granularity: 0.005",
+                 "share_granularity: 0.005 is out of range [0.01, 1]");
+    struct loki_topology *t;
+    char doc[4096];
+    const char *base = GOOD, *at = strstr(base, "latency_ms: [10, 20]");
+    assert_non_null(at);
+    snprintf(doc, sizeof(doc), "%.*slatency_ms: [0.000001, 3.6e6]%s", (int)(at - base), base,
+             at + strlen("latency_ms: [10, 20]"));
+    int rc = parse(doc, &t);
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_true(t->pipelines[0].tasks[0].variants[1].latency_ms[0][1] == 3.6e6);
+    free(t);
+}
+
 static void test_batch_zero(void **state)
 {
     expect_error("batch_sizes: [1, 4]", "batch_sizes: [0, 4]",
@@ -315,6 +397,8 @@ int main(void)
         cmocka_unit_test(test_cycle),
         cmocka_unit_test(test_no_profile),
         cmocka_unit_test(test_bad_latency),
+        cmocka_unit_test(test_nul_in_strings),
+        cmocka_unit_test(test_value_bounds),
         cmocka_unit_test(test_batch_zero),
         cmocka_unit_test(test_slo_too_short),
         cmocka_unit_test(test_accuracy_range),
