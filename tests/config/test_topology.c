@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,6 +381,117 @@ static void test_examples_load(void **state)
     }
 }
 
+/* Whether the loader knows @key in top-level section @sec (it may still refuse the value 0). */
+static bool key_known(const char *sec, const char *key)
+{
+    struct loki_topology *t = NULL;
+    char doc[4096];
+    if (!strcmp(sec, "gpus")) {
+        const char *base = GOOD, *at = strstr(base, "  count: 2\n");
+        assert_non_null(at);
+        snprintf(doc, sizeof(doc), "%.*s  %s: 0\n%s", (int)(at - base), base, key, at);
+    } else {
+        snprintf(doc, sizeof(doc), "%s%s: {%s: 0}\n", GOOD, sec, key);
+    }
+    parse(doc, &t);
+    free(t);
+    return !strstr(err, "unknown key");
+}
+
+/*
+ * Configuration keys the documentation names, as `section.key` in any text or as `key` rows of
+ * the section tables in docs/topology.md, are keys the loader knows: docs/protocol.md once sent
+ * readers to frontend.uids, frontend.max_payload and frontend.socket_path, which it refuses.
+ */
+static void test_docs_name_known_keys(void **state)
+{
+    static const char *const secs[] = {"gpus", "planner", "frontend", "runtime"};
+    static const char *const files[] = {"README.md",      "docs/protocol.md",  "docs/topology.md",
+                                        "docs/deploy.md", "docs/operator.md",  "docs/backend.md",
+                                        "docs/gpu.md",    "docs/evaluation.md"};
+    char bad[2048] = "";
+    size_t nbad = 0;
+    int checked = 0;
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        FILE *fp = fopen(loki_test_src(files[f]), "r");
+        if (!fp)
+            continue; /* not every tree has every document */
+        char line[8192];
+        int lineno = 0;
+        const char *table = NULL; /* the section whose key table we are in */
+        while (fgets(line, sizeof(line), fp)) {
+            lineno++;
+            if (line[0] == '#') {
+                table = NULL;
+                for (size_t k = 0; k < 4; k++) {
+                    char h[64];
+                    snprintf(h, sizeof(h), "## `%s`", secs[k]);
+                    if (!strncmp(line, h, strlen(h)))
+                        table = secs[k];
+                }
+            }
+            for (const char *p = line; *p; p++) {
+                char key[64] = "";
+                const char *sec = NULL;
+                if (table && p == line && !strncmp(p, "| `", 3) && strchr(p + 3, '`') &&
+                    strncmp(p + 3, "key`", 4)) {
+                    sec = table;
+                    snprintf(key, sizeof(key), "%.*s", (int)(strchr(p + 3, '`') - (p + 3)), p + 3);
+                }
+                for (size_t k = 0; !sec && k < 4; k++) {
+                    size_t n = strlen(secs[k]);
+                    char before = p == line ? ' ' : p[-1];
+                    if (strncmp(p, secs[k], n) || p[n] != '.' || before == '/' || before == '_' ||
+                        (before >= 'a' && before <= 'z') || (before >= 'A' && before <= 'Z'))
+                        continue;
+                    size_t len = strspn(p + n + 1, "abcdefghijklmnopqrstuvwxyz_");
+                    if (len < 3 || len >= sizeof(key)) /* planner.c, frontend.h: files */
+                        continue;
+                    sec = secs[k];
+                    snprintf(key, sizeof(key), "%.*s", (int)len, p + n + 1);
+                }
+                if (!sec)
+                    continue;
+                checked++;
+                if (!key_known(sec, key) && nbad < sizeof(bad))
+                    nbad += (size_t)snprintf(bad + nbad, sizeof(bad) - nbad, "\n  %s:%d: %s.%s",
+                                             files[f], lineno, sec, key);
+            }
+        }
+        fclose(fp);
+    }
+    assert_true(checked > 30); /* the tables alone name more */
+    if (bad[0])
+        fail_msg("documented keys the loader does not know:%s", bad);
+}
+
+/* The example at the top of docs/topology.md loads as it is. */
+static void test_docs_example_loads(void **state)
+{
+    FILE *fp = fopen(loki_test_src("docs/topology.md"), "r");
+    assert_non_null(fp);
+    char doc[8192] = "", line[1024];
+    size_t used = 0;
+    bool in = false, done = false;
+    while (!done && fgets(line, sizeof(line), fp)) {
+        if (!in) {
+            in = !strncmp(line, "```yaml", 7);
+            continue;
+        }
+        done = !strncmp(line, "```", 3);
+        if (!done && used + strlen(line) < sizeof(doc))
+            used += (size_t)snprintf(doc + used, sizeof(doc) - used, "%s", line);
+    }
+    fclose(fp);
+    assert_true(done);
+    struct loki_topology *t;
+    int rc = loki_topology_parse(doc, used, "docs/topology.md", &t, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    free(t);
+}
+
 static void test_missing_file(void **state)
 {
     struct loki_topology *t = NULL;
@@ -412,6 +524,8 @@ int main(void)
         cmocka_unit_test(test_planner_keys),
         cmocka_unit_test(test_examples_load),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_docs_name_known_keys),
+        cmocka_unit_test(test_docs_example_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
