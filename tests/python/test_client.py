@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -121,15 +122,16 @@ def test_refused(binary, sock):
 
 def main():
     binary = sys.argv[1]
-    sock = "/tmp/loki-py-%d.sock" % os.getpid()
-    p = start(binary, sock)
-    try:
-        test_sync(sock)
-        test_bad_frames(sock)
-        asyncio.run(async_main(sock))
-    finally:
-        stop(p)
-    test_refused(binary, sock)
+    with tempfile.TemporaryDirectory(prefix="loki-py-") as d:
+        sock = os.path.join(d, "echo.sock")
+        p = start(binary, sock)
+        try:
+            test_sync(sock)
+            test_bad_frames(sock)
+            asyncio.run(async_main(sock))
+        finally:
+            stop(p)
+        test_refused(binary, sock)
     print("python client: all tests passed")
 
 
