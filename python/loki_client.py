@@ -10,12 +10,20 @@ Frames are a u32 big-endian length followed by one msgpack map. Two APIs:
 Every request completes exactly once: with the server's reply, with status "timeout"
 when its timeout passes first (a later reply is discarded), or "closed" when the
 connection ends. Replies are ``Reply`` objects (dataclass) with the protocol's fields.
+
+Like the C client, both learn the server's payload limit from its hello reply and refuse a
+larger payload before sending it (``PayloadTooLarge``): sent, it would be answered
+"bad_request", or, beyond the frame limit, end the connection. ``retries=N`` (off by
+default) lets ``infer()`` resend a request answered "overloaded" up to N times, each after
+the reply's ``retry_after_ms``, within the call's timeout and the request's deadline.
 """
 import asyncio
 import itertools
+import math
 import socket
 import struct
 import threading
+import time
 import concurrent.futures
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -24,6 +32,8 @@ import msgpack
 
 PROTOCOL_VERSION = 1
 _HDR = struct.Struct(">I")
+# when an "overloaded" reply carries no usable retry_after_ms: the frontend's own default
+DEFAULT_RETRY_AFTER_MS = 50.0
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Reply:
     retry_after_ms: Optional[float] = None
     error: Optional[str] = None
     extra: dict = field(default_factory=dict)  # hello/status/metrics fields
+    attempts: int = 1  # requests sent for this reply (more than 1 after retries)
 
     @classmethod
     def from_map(cls, m):
@@ -52,6 +63,78 @@ class Reply:
 
 class ProtocolError(Exception):
     pass
+
+
+class PayloadTooLarge(ValueError):
+    """The payload is larger than the server's limit (``max_payload`` of its hello reply)."""
+
+    def __init__(self, size, limit):
+        super().__init__("payload of %d bytes exceeds the server's limit of %d bytes "
+                         "(max_payload, from its hello reply); it was not sent" % (size, limit))
+        self.size = size
+        self.limit = limit
+
+
+def _check_payload(payload, limit):
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError("payload must be bytes")
+    size = memoryview(payload).nbytes
+    if limit is not None and size > limit:
+        raise PayloadTooLarge(size, limit)
+
+
+def _server_limit(server):
+    """The hello reply's max_payload, or None when unknown (no hello, or not a count)."""
+    v = server.get("max_payload")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _retry_delay_ms(reply):
+    v = reply.retry_after_ms
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        return float(v)
+    return DEFAULT_RETRY_AFTER_MS
+
+
+class _Retry:
+    """When and how to resend an infer answered "overloaded" (shared by both clients)."""
+
+    def __init__(self, retries, timeout, deadline_ms):
+        self.left = max(0, int(retries or 0))
+        self.t0 = time.monotonic()
+        self.given = timeout
+        self.end = self.t0 + timeout if timeout is not None and timeout > 0 else None
+        self.deadline_ms = deadline_ms
+        self.attempts = 0
+
+    def timeout(self):
+        """Timeout of the next attempt: what is left of the call's (as given: without one)."""
+        return self.given if self.end is None else max(self.end - time.monotonic(), 1e-3)
+
+    def deadline(self):
+        """deadline_ms of the next attempt: the caller's, less the time spent before it."""
+        if self.deadline_ms is None or self.attempts <= 1:
+            return self.deadline_ms
+        return self.deadline_ms - (time.monotonic() - self.t0) * 1e3
+
+    def delay(self, reply):
+        """Seconds to wait before resending after @reply; None: give @reply to the caller."""
+        if reply.status != "overloaded" or self.left <= 0:
+            return None
+        d = _retry_delay_ms(reply) / 1e3
+        now = time.monotonic()
+        if self.end is not None and now + d >= self.end:
+            return None  # no time left for an answer after the wait
+        if self.deadline_ms is not None and (now + d - self.t0) * 1e3 >= self.deadline_ms:
+            return None  # the deadline would pass before the request is even sent
+        self.left -= 1
+        return d
+
+    def still_time(self):
+        """After a wait: whether the call's timeout and the request's deadline have not passed."""
+        now = time.monotonic()
+        return (self.end is None or now < self.end) and (
+            self.deadline_ms is None or (now - self.t0) * 1e3 < self.deadline_ms)
 
 
 def encode_frame(obj):
@@ -95,8 +178,13 @@ class _Framer:
 class Client:
     """Synchronous, thread-safe client with a background reader thread."""
 
-    def __init__(self, path, timeout=None, hello=True, max_frame=64 << 20):
+    def __init__(self, path, timeout=None, hello=True, max_frame=64 << 20, retries=0):
+        """Connect to lokid's socket at @path. @timeout: default per-call timeout in seconds
+        (None: wait for ever). @hello: say hello first (learns the server's pipelines and
+        limits into ``server``; without it no payload limit is checked here). @retries:
+        default for ``infer()``: resend an "overloaded" request up to this many times."""
         self.default_timeout = timeout
+        self.retries = retries
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
         self._wlock = threading.Lock()
@@ -127,6 +215,11 @@ class Client:
                     raise PermissionError(r.error)
                 raise ProtocolError("hello failed: %s %s" % (r.status, r.error))
             self.server = r.extra
+
+    @property
+    def max_payload(self):
+        """The server's payload limit in bytes from its hello reply; None when unknown."""
+        return _server_limit(self.server)
 
     # -- internals --
     def _complete(self, rid, reply):
@@ -198,13 +291,32 @@ class Client:
 
     # -- API --
     def submit(self, pipeline, payload, deadline_ms=None, priority=None, timeout=None):
-        """Send an infer request; returns a Future resolving to a Reply."""
+        """Send an infer request; returns a Future resolving to a Reply. Sent once: an
+        "overloaded" reply is the Future's result (``infer()`` can retry). Raises
+        PayloadTooLarge, before sending, for a payload over the server's limit."""
+        _check_payload(payload, self.max_payload)
         rid = next(self._ids)
         return self._send(infer_request(rid, pipeline, payload, deadline_ms, priority), timeout)
 
-    def infer(self, pipeline, payload, deadline_ms=None, priority=None, timeout=None):
-        """Blocking infer; returns a Reply (status may be "timeout" or "closed")."""
-        return self.submit(pipeline, payload, deadline_ms, priority, timeout).result()
+    def infer(self, pipeline, payload, deadline_ms=None, priority=None, timeout=None,
+              retries=None):
+        """Blocking infer; returns a Reply (status may be "timeout" or "closed"). With
+        @retries (default: the client's), a reply "overloaded" is retried after its
+        retry_after_ms while the call's @timeout and the request's @deadline_ms leave room
+        (each retry's deadline_ms is what is left of it); the last reply is returned, its
+        ``attempts`` counting the requests sent. Raises PayloadTooLarge as submit() does."""
+        timeout = self.default_timeout if timeout is None else timeout
+        rt = _Retry(self.retries if retries is None else retries, timeout, deadline_ms)
+        while True:
+            rt.attempts += 1
+            r = self.submit(pipeline, payload, rt.deadline(), priority, rt.timeout()).result()
+            r.attempts = rt.attempts
+            d = rt.delay(r)
+            if d is None:
+                return r
+            time.sleep(d)
+            if not rt.still_time():  # the wait overran: what we have is the answer
+                return r
 
     def call(self, type_, timeout=None, **fields):
         """Control request: "hello", "status", "metrics" or "ping"; returns a Reply."""
@@ -241,9 +353,10 @@ class Client:
 class AsyncClient:
     """asyncio client: ``c = await AsyncClient.connect(path)``; ``await c.infer(...)``."""
 
-    def __init__(self, reader, writer, timeout, max_frame):
+    def __init__(self, reader, writer, timeout, max_frame, retries=0):
         self._r, self._w = reader, writer
         self.default_timeout = timeout
+        self.retries = retries
         self._pending = {}
         self._ids = itertools.count(1)
         self._framer = _Framer(max_frame)
@@ -254,9 +367,10 @@ class AsyncClient:
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
-    async def connect(cls, path, timeout=None, hello=True, max_frame=64 << 20):
+    async def connect(cls, path, timeout=None, hello=True, max_frame=64 << 20, retries=0):
+        """As ``Client()``: the same arguments, the same meaning."""
         reader, writer = await asyncio.open_unix_connection(path)
-        c = cls(reader, writer, timeout, max_frame)
+        c = cls(reader, writer, timeout, max_frame, retries)
         if hello:
             try:
                 r = await c.call("hello", timeout=5.0, version=PROTOCOL_VERSION,
@@ -270,6 +384,11 @@ class AsyncClient:
                 raise ProtocolError("hello failed: %s %s" % (r.status, r.error))
             c.server = r.extra
         return c
+
+    @property
+    def max_payload(self):
+        """The server's payload limit in bytes from its hello reply; None when unknown."""
+        return _server_limit(self.server)
 
     async def _read_loop(self):
         try:
@@ -314,10 +433,24 @@ class AsyncClient:
             self._pending.pop(rid, None)  # a later reply is counted late and dropped
             return Reply(id=rid, status="timeout", error="timed out waiting for the reply")
 
-    async def infer(self, pipeline, payload, deadline_ms=None, priority=None, timeout=None):
-        rid = next(self._ids)
-        return await self._send(infer_request(rid, pipeline, payload, deadline_ms, priority),
-                                timeout)
+    async def infer(self, pipeline, payload, deadline_ms=None, priority=None, timeout=None,
+                    retries=None):
+        """As ``Client.infer()``, retries included."""
+        _check_payload(payload, self.max_payload)
+        timeout = self.default_timeout if timeout is None else timeout
+        rt = _Retry(self.retries if retries is None else retries, timeout, deadline_ms)
+        while True:
+            rt.attempts += 1
+            rid = next(self._ids)
+            r = await self._send(infer_request(rid, pipeline, payload, rt.deadline(), priority),
+                                 rt.timeout())
+            r.attempts = rt.attempts
+            d = rt.delay(r)
+            if d is None:
+                return r
+            await asyncio.sleep(d)
+            if not rt.still_time():
+                return r
 
     async def call(self, type_, timeout=None, **fields):
         return await self._send(dict(fields, type=type_, id=next(self._ids)), timeout)

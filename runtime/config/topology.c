@@ -115,6 +115,30 @@ static int node_push(struct node *parent, struct node *key, struct node *val)
     return 0;
 }
 
+/*
+ * A scalar with a NUL byte ("a\0b" in double quotes): every string the schema walk reads is a
+ * C string, so it would see "a" and accept a name the user never wrote. Refused here, for every
+ * scalar (names, keys, paths), naming the innermost key @n sits under (@key, may be NULL).
+ */
+static void nul_error(struct ctx *c, const struct node *n, const char *s, size_t len, bool is_key,
+                      const char *key)
+{
+    char shown[96];
+    size_t o = 0, i;
+    for (i = 0; i < len && o + 8 < sizeof(shown); i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == 0)
+            o += (size_t)snprintf(shown + o, sizeof(shown) - o, "\\0");
+        else if (ch < 0x20 || ch == 0x7f)
+            o += (size_t)snprintf(shown + o, sizeof(shown) - o, "\\x%02x", ch);
+        else
+            shown[o++] = (char)ch;
+    }
+    shown[o] = '\0';
+    errorf(c, n, key, "%s\"%s%s\" contains a NUL byte; names and other strings must not",
+           is_key ? "key " : "", shown, i < len ? "..." : "");
+}
+
 /* Builds the tree of the first document; NULL on a syntax error (reported). */
 static struct node *parse_tree(struct ctx *c, const char *text, size_t len)
 {
@@ -161,6 +185,16 @@ static struct node *parse_tree(struct ctx *c, const char *text, size_t len)
             }
             n->quoted = ev.data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
                         ev.data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+            if (memchr(ev.data.scalar.value, '\0', ev.data.scalar.length)) {
+                /* reported, and parsing goes on to find the others; pass 2 will not run */
+                bool is_key = depth && stack[depth - 1]->type == N_MAP && !pending_key[depth - 1];
+                const char *key = NULL;
+                for (int d = depth - 1; d >= 0 && !key; d--)
+                    if (stack[d]->type == N_MAP && pending_key[d])
+                        key = pending_key[d]->str;
+                nul_error(c, n, (const char *)ev.data.scalar.value, ev.data.scalar.length, is_key,
+                          key);
+            }
             break;
         case YAML_MAPPING_START_EVENT:
         case YAML_SEQUENCE_START_EVENT:
@@ -405,8 +439,9 @@ static void load_gpus(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "mps_max_clients")) && get_int(c, v, "mps_max_clients", &i) &&
         in_range(c, v, "mps_max_clients", (double)i, 1, 128, false))
         g->mps_max_clients = (int)i;
+    /* lokid hands shares to MPS as a whole CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: 1 % is the finest */
     if ((v = map_get(m, "share_granularity")) && get_double(c, v, "share_granularity", &d) &&
-        in_range(c, v, "share_granularity", d, 0, 1, true)) {
+        in_range(c, v, "share_granularity", d, 0.01, 1, false)) {
         double k = 1.0 / d;
         if (fabs(k - round(k)) > 1e-9)
             errorf(c, v, "share_granularity", "%g does not divide 1 (use 1, 0.5, 0.25, ...)", d);
@@ -582,6 +617,14 @@ static void load_runtime(struct ctx *c, const struct node *m)
         c->cfg->runtime.spin_us = d;
 }
 
+/*
+ * Profiled batch latencies: from 1 ns (bench/e2e_zero.yaml's zero-cost workers) to an hour (the
+ * bound of slo_ms and startup_ms). Unbounded, 1e308 ms would overflow the sim worker's sleep in
+ * nanoseconds and every sum over a path.
+ */
+#define LAT_MIN_MS 1e-6
+#define LAT_MAX_MS 3.6e6
+
 /* Parses a list of positive latencies; @n must match the batch list. */
 static bool load_lat_row(struct ctx *c, const struct node *seq, const char *key, int n, double *row)
 {
@@ -600,6 +643,8 @@ static bool load_lat_row(struct ctx *c, const struct node *seq, const char *key,
         }
         if (d <= 0) {
             errorf(c, seq->vals[i], key, "latency must be positive, got %g ms", d);
+            ok = false;
+        } else if (!in_range(c, seq->vals[i], key, d, LAT_MIN_MS, LAT_MAX_MS, false)) {
             ok = false;
         }
         row[i] = d;

@@ -3,10 +3,13 @@
 # `loki load` end to end: an echo frontend, a 4-row trace played 4x faster, JSON summary.
 set -eu
 server=$1 loki=$2
-sock=/tmp/loki-load-$$.sock
-"$server" "$sock" > /tmp/loki-load-$$.out &
+# everything this test writes lives in one folder, gone however the script ends
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/loki-load.XXXXXX")
+pid=
+trap '[ -z "$pid" ] || kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+sock=$tmp/echo.sock
+"$server" "$sock" > "$tmp/server.out" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f /tmp/loki-load-$$.out' EXIT
 for i in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 out=$("$loki" load --socket "$sock" --trace tests/client/load_trace.csv --time-scale 4 \
       --rate-scale 2 --seed 7 --pipeline traffic --json)
@@ -26,8 +29,8 @@ out2=$("$loki" load --socket "$sock" --trace tests/client/load_trace.csv --time-
 [ "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sent"])')" = \
   "$(echo "$out2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sent"])')" ]
 # a bad trace is refused
-printf 'hour,requests\n0,1\n' > /tmp/loki-load-$$.csv
-if "$loki" load --socket "$sock" --trace /tmp/loki-load-$$.csv 2>/dev/null; then exit 1; fi
-rm -f /tmp/loki-load-$$.csv
+printf 'hour,requests\n0,1\n' > "$tmp/bad.csv"
+if "$loki" load --socket "$sock" --trace "$tmp/bad.csv" 2>/dev/null; then exit 1; fi
 kill $pid
 wait $pid
+pid=

@@ -28,7 +28,10 @@ static struct echo_server *start(struct echo_opts *o)
 {
     static int n;
     struct echo_server *s;
-    snprintf(path, sizeof(path), "/tmp/loki-cl-%d-%d.sock", (int)getpid(), n++);
+    char name[32];
+    snprintf(name, sizeof(name), "cl-%d.sock", n++);
+    assert_non_null(loki_test_tmp_path(name));
+    assert_true(snprintf(path, sizeof(path), "%s", loki_test_tmp_path(name)) < (int)sizeof(path));
     unlink(path);
     o->path = path;
     assert_int_equal(echo_start(o, &s), 0);
@@ -270,7 +273,9 @@ static void test_close_with_pending(void **st)
 
 static void test_server_gone(void **st)
 {
-    snprintf(path, sizeof(path), "/tmp/loki-cl-%d-raw.sock", (int)getpid());
+    assert_non_null(loki_test_tmp_path("raw.sock"));
+    assert_true(snprintf(path, sizeof(path), "%s", loki_test_tmp_path("raw.sock")) <
+                (int)sizeof(path));
     unlink(path);
     int ls = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};

@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,88 @@ static void test_bad_latency(void **state)
     expect_error("latency_ms: [10, 20]", "latency_ms: [10, 0]", "latency must be positive");
 }
 
+/* Like expect_error(), on the result of replacing @from by @to (a string with NULs: @to_len). */
+static void expect_error_n(const char *from, const char *to, size_t to_len, const char *want)
+{
+    const char *base = GOOD;
+    const char *at = strstr(base, from);
+    assert_non_null(at);
+    char doc[4096];
+    size_t pre = (size_t)(at - base), post = strlen(at + strlen(from));
+    assert_true(pre + to_len + post < sizeof(doc));
+    memcpy(doc, base, pre);
+    memcpy(doc + pre, to, to_len);
+    memcpy(doc + pre + to_len, at + strlen(from), post);
+    struct loki_topology *t = NULL;
+    int rc = loki_topology_parse(doc, pre + to_len + post, "t.yaml", &t, err, sizeof(err));
+    if (rc != LOKI_ETOPOLOGY || !strstr(err, want))
+        fprintf(stderr, "replacing '%s': rc %d, got:\n%s\nwanted: %s\n", from, rc, err, want);
+    assert_int_equal(rc, LOKI_ETOPOLOGY);
+    assert_non_null(strstr(err, want));
+    assert_null(t);
+    free(t);
+}
+
+/*
+ * A NUL byte in a name ("a\0b", YAML's escape in double quotes) used to be cut there: "a2\0b"
+ * loaded as variant a2. Every scalar with one is refused, names, keys and references alike.
+ */
+static void test_nul_in_strings(void **state)
+{
+    expect_error("- name: a2", "- name: \"a2\\0b\"",
+                 "t.yaml:16:19: name: \"a2\\0b\" contains a NUL byte");
+    expect_error("  - name: p\n", "  - name: \"p\\0\"\n",
+                 "t.yaml:5:11: name: \"p\\0\" contains a NUL byte");
+    expect_error("      - name: c\n", "      - name: \"c\\0x\"\n",
+                 "t.yaml:24:15: name: \"c\\0x\" contains a NUL byte");
+    expect_error("children: [b, c]", "children: [b, \"c\\0\"]",
+                 "t.yaml:9:23: children: \"c\\0\" contains a NUL byte");
+    expect_error("accuracy: 80", "\"accuracy\\0x\": 80",
+                 "t.yaml:12:13: variants: key \"accuracy\\0x\" contains a NUL byte");
+    expect_error("pipelines:\n", "frontend: {socket: \"/run/a\\0/b.sock\"}\npipelines:\n",
+                 "socket: \"/run/a\\0/b.sock\" contains a NUL byte");
+    /* a raw NUL byte in the file is not YAML at all */
+    expect_error_n("name: a2", "name: a2\0b", 10, "YAML syntax error");
+    /* every one is reported, not only the first */
+    struct loki_topology *t;
+    const char *doc = "gpus: {count: 1}\npipelines:\n  - {name: \"x\\0\", slo_ms: 9, "
+                      "tasks: [{name: \"y\\0\", variants: []}]}\n";
+    assert_int_equal(parse(doc, &t), LOKI_ETOPOLOGY);
+    assert_non_null(strstr(err, "t.yaml:3:12: name: \"x\\0\" contains a NUL byte"));
+    assert_non_null(strstr(err, "t.yaml:3:45: name: \"y\\0\" contains a NUL byte"));
+}
+
+/*
+ * Latencies had no upper bound: latency_ms: 1e308 loaded, and overflowed every sum over a path
+ * and the sim worker's sleep in nanoseconds. Likewise a share granularity of 1e-300 "divides 1".
+ * The bounds are inclusive: bench/e2e_zero.yaml's 1 ns workers still load.
+ */
+static void test_value_bounds(void **state)
+{
+    expect_error("latency_ms: [10, 20]", "latency_ms: [10, 1e308]",
+                 "t.yaml:19:30: latency_ms: 1e+308 is out of range [1e-06, 3.6e+06]");
+    expect_error("{1: [5, 10]", "{1: [5, 3.7e6]",
+                 "latency_ms: 3.7e+06 is out of range [1e-06, 3.6e+06]");
+    expect_error("latency_ms: [10, 20]", "latency_ms: [1e-7, 20]",
+                 "latency_ms: 1e-07 is out of range [1e-06, 3.6e+06]");
+    expect_error("share_granularity: 0.5", "share_granularity: 1e-300",
+                 "t.yaml:3:22: share_granularity: 1e-300 is out of range [0.01, 1]");
+    expect_error("share_granularity: 0.5", "share_granularity: 0.005",
+                 "share_granularity: 0.005 is out of range [0.01, 1]");
+    struct loki_topology *t;
+    char doc[4096];
+    const char *base = GOOD, *at = strstr(base, "latency_ms: [10, 20]");
+    assert_non_null(at);
+    snprintf(doc, sizeof(doc), "%.*slatency_ms: [0.000001, 3.6e6]%s", (int)(at - base), base,
+             at + strlen("latency_ms: [10, 20]"));
+    int rc = parse(doc, &t);
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_true(t->pipelines[0].tasks[0].variants[1].latency_ms[0][1] == 3.6e6);
+    free(t);
+}
+
 static void test_batch_zero(void **state)
 {
     expect_error("batch_sizes: [1, 4]", "batch_sizes: [0, 4]",
@@ -298,6 +381,117 @@ static void test_examples_load(void **state)
     }
 }
 
+/* Whether the loader knows @key in top-level section @sec (it may still refuse the value 0). */
+static bool key_known(const char *sec, const char *key)
+{
+    struct loki_topology *t = NULL;
+    char doc[4096];
+    if (!strcmp(sec, "gpus")) {
+        const char *base = GOOD, *at = strstr(base, "  count: 2\n");
+        assert_non_null(at);
+        snprintf(doc, sizeof(doc), "%.*s  %s: 0\n%s", (int)(at - base), base, key, at);
+    } else {
+        snprintf(doc, sizeof(doc), "%s%s: {%s: 0}\n", GOOD, sec, key);
+    }
+    parse(doc, &t);
+    free(t);
+    return !strstr(err, "unknown key");
+}
+
+/*
+ * Configuration keys the documentation names, as `section.key` in any text or as `key` rows of
+ * the section tables in docs/topology.md, are keys the loader knows: docs/protocol.md once sent
+ * readers to frontend.uids, frontend.max_payload and frontend.socket_path, which it refuses.
+ */
+static void test_docs_name_known_keys(void **state)
+{
+    static const char *const secs[] = {"gpus", "planner", "frontend", "runtime"};
+    static const char *const files[] = {"README.md",      "docs/protocol.md",  "docs/topology.md",
+                                        "docs/deploy.md", "docs/operator.md",  "docs/backend.md",
+                                        "docs/gpu.md",    "docs/evaluation.md"};
+    char bad[2048] = "";
+    size_t nbad = 0;
+    int checked = 0;
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        FILE *fp = fopen(loki_test_src(files[f]), "r");
+        if (!fp)
+            continue; /* not every tree has every document */
+        char line[8192];
+        int lineno = 0;
+        const char *table = NULL; /* the section whose key table we are in */
+        while (fgets(line, sizeof(line), fp)) {
+            lineno++;
+            if (line[0] == '#') {
+                table = NULL;
+                for (size_t k = 0; k < 4; k++) {
+                    char h[64];
+                    snprintf(h, sizeof(h), "## `%s`", secs[k]);
+                    if (!strncmp(line, h, strlen(h)))
+                        table = secs[k];
+                }
+            }
+            for (const char *p = line; *p; p++) {
+                char key[64] = "";
+                const char *sec = NULL;
+                if (table && p == line && !strncmp(p, "| `", 3) && strchr(p + 3, '`') &&
+                    strncmp(p + 3, "key`", 4)) {
+                    sec = table;
+                    snprintf(key, sizeof(key), "%.*s", (int)(strchr(p + 3, '`') - (p + 3)), p + 3);
+                }
+                for (size_t k = 0; !sec && k < 4; k++) {
+                    size_t n = strlen(secs[k]);
+                    char before = p == line ? ' ' : p[-1];
+                    if (strncmp(p, secs[k], n) || p[n] != '.' || before == '/' || before == '_' ||
+                        (before >= 'a' && before <= 'z') || (before >= 'A' && before <= 'Z'))
+                        continue;
+                    size_t len = strspn(p + n + 1, "abcdefghijklmnopqrstuvwxyz_");
+                    if (len < 3 || len >= sizeof(key)) /* planner.c, frontend.h: files */
+                        continue;
+                    sec = secs[k];
+                    snprintf(key, sizeof(key), "%.*s", (int)len, p + n + 1);
+                }
+                if (!sec)
+                    continue;
+                checked++;
+                if (!key_known(sec, key) && nbad < sizeof(bad))
+                    nbad += (size_t)snprintf(bad + nbad, sizeof(bad) - nbad, "\n  %s:%d: %s.%s",
+                                             files[f], lineno, sec, key);
+            }
+        }
+        fclose(fp);
+    }
+    assert_true(checked > 30); /* the tables alone name more */
+    if (bad[0])
+        fail_msg("documented keys the loader does not know:%s", bad);
+}
+
+/* The example at the top of docs/topology.md loads as it is. */
+static void test_docs_example_loads(void **state)
+{
+    FILE *fp = fopen(loki_test_src("docs/topology.md"), "r");
+    assert_non_null(fp);
+    char doc[8192] = "", line[1024];
+    size_t used = 0;
+    bool in = false, done = false;
+    while (!done && fgets(line, sizeof(line), fp)) {
+        if (!in) {
+            in = !strncmp(line, "```yaml", 7);
+            continue;
+        }
+        done = !strncmp(line, "```", 3);
+        if (!done && used + strlen(line) < sizeof(doc))
+            used += (size_t)snprintf(doc + used, sizeof(doc) - used, "%s", line);
+    }
+    fclose(fp);
+    assert_true(done);
+    struct loki_topology *t;
+    int rc = loki_topology_parse(doc, used, "docs/topology.md", &t, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    free(t);
+}
+
 static void test_missing_file(void **state)
 {
     struct loki_topology *t = NULL;
@@ -315,6 +509,8 @@ int main(void)
         cmocka_unit_test(test_cycle),
         cmocka_unit_test(test_no_profile),
         cmocka_unit_test(test_bad_latency),
+        cmocka_unit_test(test_nul_in_strings),
+        cmocka_unit_test(test_value_bounds),
         cmocka_unit_test(test_batch_zero),
         cmocka_unit_test(test_slo_too_short),
         cmocka_unit_test(test_accuracy_range),
@@ -328,6 +524,8 @@ int main(void)
         cmocka_unit_test(test_planner_keys),
         cmocka_unit_test(test_examples_load),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_docs_name_known_keys),
+        cmocka_unit_test(test_docs_example_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

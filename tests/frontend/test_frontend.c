@@ -24,7 +24,11 @@ static char sock_path[108];
 static const char *fresh_path(void)
 {
     static int n;
-    snprintf(sock_path, sizeof(sock_path), "/tmp/loki-fe-%d-%d.sock", (int)getpid(), n++);
+    char name[32];
+    snprintf(name, sizeof(name), "fe-%d.sock", n++);
+    assert_non_null(loki_test_tmp_path(name));
+    assert_true(snprintf(sock_path, sizeof(sock_path), "%s", loki_test_tmp_path(name)) <
+                (int)sizeof(sock_path));
     unlink(sock_path);
     return sock_path;
 }

@@ -7,7 +7,7 @@
 set -euo pipefail
 build=$1 src=$2 cc=$3 cmake=$4 libdir=$5 san=${6:-}
 command -v pkg-config >/dev/null || { echo "pkg-config not found: skipped"; exit 77; }
-tmp=$(mktemp -d /tmp/loki-install-test.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/loki-install-test.XXXXXX")
 pid=
 cleanup() {
     if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi

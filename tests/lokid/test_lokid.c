@@ -71,7 +71,9 @@ static void start(struct run *r, const char *extra)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
-    snprintf(r->sock, sizeof(r->sock), "/tmp/loki-test-%d.sock", (int)getpid());
+    assert_non_null(loki_test_tmp_path("lokid.sock"));
+    assert_true(snprintf(r->sock, sizeof(r->sock), "%s", loki_test_tmp_path("lokid.sock")) <
+                (int)sizeof(r->sock));
     unlink(r->sock);
     r->pid = fork();
     if (r->pid == 0) {

@@ -88,7 +88,9 @@ static void start(struct run *r, const char *const *extra, bool capture)
     assert_int_equal(pipe(fds), 0);
     if (capture)
         assert_int_equal(pipe(efd), 0);
-    snprintf(r->sock, sizeof(r->sock), "/tmp/loki-scale-%d.sock", (int)getpid());
+    assert_non_null(loki_test_tmp_path("lokid.sock"));
+    assert_true(snprintf(r->sock, sizeof(r->sock), "%s", loki_test_tmp_path("lokid.sock")) <
+                (int)sizeof(r->sock));
     unlink(r->sock);
     r->pid = fork();
     if (r->pid == 0) {
@@ -653,10 +655,10 @@ static void test_ops(void **state)
     assert_int_equal(run_cli(args, out, sizeof(out)), 0);
     snprintf(args, sizeof(args), "status --socket %s --ready", r.sock);
     assert_int_equal(run_cli(args, out, sizeof(out)), 0);
-    assert_int_equal(run_cli("status --socket /tmp/loki-nobody-here.sock --live", out, sizeof(out)),
-                     1);
-    assert_int_equal(
-        run_cli("status --socket /tmp/loki-nobody-here.sock --ready", out, sizeof(out)), 1);
+    snprintf(args, sizeof(args), "status --socket %s --live", loki_test_tmp_path("nobody.sock"));
+    assert_int_equal(run_cli(args, out, sizeof(out)), 1);
+    snprintf(args, sizeof(args), "status --socket %s --ready", loki_test_tmp_path("nobody.sock"));
+    assert_int_equal(run_cli(args, out, sizeof(out)), 1);
 
     /* 300 queries whose deadline cannot be met: dropped at the first stage, and logged at
      * debug level at most 10 a second, the rest summarised as "suppressed K" */

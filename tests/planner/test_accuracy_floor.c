@@ -6,6 +6,10 @@
  * than the hardware-mode plans (best variants only) at low demand; at 100 %
  * only the best variants qualify, so the GPUs match hardware mode; at 0 and
  * for the baselines nothing changes.
+ *
+ * Every assertion is about the plans a finished solve gives: the topology's solve time limit is
+ * raised to the loader's maximum, and a solve still cut short fails the test by name instead of
+ * as a worse plan (under ASan or on a loaded machine the default 200 ms used to run out).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -16,6 +20,24 @@
 #include "loki/planner.h"
 #include "loki/topology.h"
 
+/* planner.time_limit_ms's maximum: no solve here gets near it (ctest's timeout comes first). */
+#define SOLVE_LIMIT_MS 600000
+
+/* The example with a time limit no solve reaches. The caller frees it. */
+static struct loki_topology *traffic(void)
+{
+    struct loki_topology *t = loki_test_traffic();
+    t->planner.time_limit_ms = SOLVE_LIMIT_MS;
+    return t;
+}
+
+/* Fails when @p was cut short by the time limit: its mode and GPUs would be the clock's. */
+static void assert_finished(const struct loki_plan *p, const char *what, double d)
+{
+    if (p->time_limited)
+        fail_msg("%s, %.0f qps: the solve hit the %d ms time limit", what, d, SOLVE_LIMIT_MS);
+}
+
 /* A fresh planner's plan of @pol for @d qps under floor @floor; checked. */
 static void solve(struct loki_topology *t, double floor_pct, enum loki_policy pol, double d,
                   struct loki_plan *p)
@@ -24,6 +46,7 @@ static void solve(struct loki_topology *t, double floor_pct, enum loki_policy po
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
     assert_int_equal(loki_planner_solve_policy(pl, pol, &d, NULL, 0, p), 0);
+    assert_finished(p, loki_policy_name(pol), d);
     char why[512] = "";
     if (loki_plan_check(t, p, &d, why, sizeof(why)) != 0)
         fail_msg("%s, floor %.0f, %.0f qps: %s", loki_policy_name(pol), floor_pct, d, why);
@@ -48,7 +71,7 @@ static bool same_variants(const struct loki_topology *t, const struct loki_plan 
 static void test_floor_95(void **state)
 {
     (void)state;
-    struct loki_topology *t = loki_test_traffic();
+    struct loki_topology *t = traffic();
     struct loki_plan *off = malloc(sizeof(*off)), *on = malloc(sizeof(*on));
     const double demands[] = {50, 100, 200};
     for (size_t i = 0; i < sizeof(demands) / sizeof(demands[0]); i++) {
@@ -77,7 +100,7 @@ static void test_floor_95(void **state)
 static void test_floor_100_is_hardware(void **state)
 {
     (void)state;
-    struct loki_topology *t = loki_test_traffic();
+    struct loki_topology *t = traffic();
     struct loki_plan *off = malloc(sizeof(*off)), *on = malloc(sizeof(*on));
     const double demands[] = {50, 100, 200};
     for (size_t i = 0; i < sizeof(demands) / sizeof(demands[0]); i++) {
@@ -101,7 +124,7 @@ static void test_floor_100_is_hardware(void **state)
 static void test_floor_off_and_baselines(void **state)
 {
     (void)state;
-    struct loki_topology *t = loki_test_traffic();
+    struct loki_topology *t = traffic();
     struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
     const double demands[] = {50, 100, 200, 400};
     enum loki_policy base[] = {LOKI_POLICY_INFERLINE, LOKI_POLICY_PROTEUS};
@@ -134,7 +157,7 @@ static void test_floor_off_and_baselines(void **state)
 static void test_floor_unreachable_falls_back(void **state)
 {
     (void)state;
-    struct loki_topology *t = loki_test_traffic();
+    struct loki_topology *t = traffic();
     struct loki_plan *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
     double d = 400;
     solve(t, 0, LOKI_POLICY_LOKI, d, a);
@@ -156,7 +179,7 @@ static void test_floor_unreachable_falls_back(void **state)
 static void test_floor_walk(void **state)
 {
     (void)state;
-    struct loki_topology *t = loki_test_traffic();
+    struct loki_topology *t = traffic();
     t->planner.accuracy_floor = 96;
     struct loki_planner *pl;
     assert_int_equal(loki_planner_create(t, &pl), 0);
@@ -166,6 +189,7 @@ static void test_floor_walk(void **state)
     for (int k = 0; k < n; k++) {
         double d = demands[k];
         assert_int_equal(loki_planner_solve(pl, &d, k ? a : NULL, 1000.0 * k, b), 0);
+        assert_finished(b, "walk", d);
         char why[512] = "";
         if (loki_plan_check(t, b, &d, why, sizeof(why)) != 0)
             fail_msg("step %d, %.0f qps: %s", k, d, why);

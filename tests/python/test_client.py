@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -73,6 +74,40 @@ def test_sync(sock):
         assert f.result(1).status == "closed"
 
 
+def test_payload_limit(sock):
+    """A payload over the server's limit raises before it is sent; the connection carries on.
+    It used to go out: over max_payload it was answered bad_request, and a 2 MiB one (over
+    the frame limit, max_payload + 1 KiB) got an error frame and the connection closed."""
+    with loki_client.Client(sock, timeout=5.0) as c:
+        limit = c.server["max_payload"]
+        assert limit == 64 * 1024, c.server  # the echo server's
+        r = c.infer("traffic", b"x" * limit)
+        assert r.status == "ok" and r.outputs == [b"x" * limit], r.status
+        for size in (limit + 1, 2 << 20):
+            try:
+                c.infer("traffic", b"x" * size)
+            except loki_client.PayloadTooLarge as e:
+                assert e.size == size and e.limit == limit
+                assert "payload of %d bytes exceeds the server's limit of %d bytes" % (
+                    size, limit) in str(e), str(e)
+            else:
+                raise AssertionError("a %d-byte payload was sent" % size)
+            try:
+                c.submit("traffic", bytearray(size))
+            except ValueError:  # PayloadTooLarge is one
+                pass
+            else:
+                raise AssertionError("submit() sent a %d-byte payload" % size)
+        assert c.ping() and c.infer("traffic", b"after").status == "ok"
+        assert c.max_payload == limit
+        assert c.metrics()["frontend_bad_requests"] == 0  # nothing too big reached it
+    # without a hello the limit is unknown, as in the C client: nothing is checked here
+    with loki_client.Client(sock, timeout=5.0, hello=False) as c:
+        assert c.max_payload is None
+        r = c.infer("traffic", b"x" * (limit + 1))
+        assert r.status == "bad_request" and "exceeds the limit" in r.error, r
+
+
 def test_bad_frames(sock):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(sock)
@@ -95,6 +130,13 @@ def test_bad_frames(sock):
 
 async def async_main(sock):
     c = await loki_client.AsyncClient.connect(sock, timeout=5.0)
+    assert c.max_payload == 64 * 1024
+    try:
+        await c.infer("traffic", b"x" * (2 << 20))
+    except loki_client.PayloadTooLarge as e:
+        assert e.size == 2 << 20 and e.limit == 64 * 1024, str(e)
+    else:
+        raise AssertionError("a 2 MiB payload was sent")
     rs = await asyncio.gather(*[c.infer("traffic", b"a%d" % i) for i in range(300)])
     assert [r.outputs[0] for r in rs] == [b"a%d" % i for i in range(300)]
     r = await c.infer("traffic", b"sleep:300", timeout=0.05)
@@ -121,15 +163,17 @@ def test_refused(binary, sock):
 
 def main():
     binary = sys.argv[1]
-    sock = "/tmp/loki-py-%d.sock" % os.getpid()
-    p = start(binary, sock)
-    try:
-        test_sync(sock)
-        test_bad_frames(sock)
-        asyncio.run(async_main(sock))
-    finally:
-        stop(p)
-    test_refused(binary, sock)
+    with tempfile.TemporaryDirectory(prefix="loki-py-") as d:
+        sock = os.path.join(d, "echo.sock")
+        p = start(binary, sock)
+        try:
+            test_sync(sock)
+            test_payload_limit(sock)
+            test_bad_frames(sock)
+            asyncio.run(async_main(sock))
+        finally:
+            stop(p)
+        test_refused(binary, sock)
     print("python client: all tests passed")
 
 
