@@ -536,6 +536,67 @@ static void test_idle_timeout(void **st)
     echo_stop(s);
 }
 
+/*
+ * A connection the server closes for a stalled frame still gets the replies to the queries it
+ * had accepted, after the error frame and before the end of the stream.
+ */
+static void test_closing_answers_accepted(void **st)
+{
+    struct echo_opts o = {.frame_timeout_ms = 200};
+    struct echo_server *s = start(&o);
+    int fd = raw_connect(sock_path);
+    send_infer(fd, 1, "traffic", "sleep:600", 9);
+    send_infer(fd, 2, "social", "sleep:50", 8);
+    const uint8_t half[] = {0x00, 0x00, 0x00, 0x20, 0x81};
+    send_bytes(fd, half, sizeof(half));
+    bool got[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 3000), 0);
+        if (!rep.has_id) {
+            assert_true(loki_bytes_eq(
+                rep.error, "incomplete frame: 5 bytes received, then nothing for 200 ms"));
+            assert_false(got[0]);
+            got[0] = true;
+        } else {
+            assert_true(rep.id == 1 || rep.id == 2);
+            assert_int_equal(rep.status, LOKI_STATUS_OK);
+            got[rep.id] = true;
+        }
+    }
+    assert_true(got[0] && got[1] && got[2]);
+    assert_true(at_eof(fd, 3000));
+    struct loki_frontend_stats fs;
+    echo_stats(s, &fs);
+    assert_int_equal(fs.replies, 2);
+    assert_int_equal(fs.late_replies, 0);
+    close(fd);
+    echo_stop(s);
+}
+
+/* An idle client that does not read its replies cannot keep its slot: it is dropped, counted. */
+static void test_idle_non_reader_dropped(void **st)
+{
+    struct echo_opts o = {.idle_timeout_s = 0.2, .frame_timeout_ms = 200};
+    struct echo_server *s = start(&o);
+    int fd = raw_connect(sock_path);
+    static uint8_t payload[32 * 1024];
+    for (uint64_t i = 0; i < 40; i++) /* 1.3 MB of replies: far more than the socket holds */
+        send_infer(fd, i, "traffic", payload, sizeof(payload));
+    struct loki_frontend_stats fs;
+    for (int t = 0; t < 300; t++) {
+        echo_stats(s, &fs);
+        if (fs.connections == 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(fs.connections, 0);
+    assert_int_equal(fs.replies, 40);
+    assert_int_equal(fs.idle_timeouts, 1);
+    assert_int_equal(fs.slow_drops, 1);
+    close(fd);
+    echo_stop(s);
+}
+
 /* Helper process: connect as uid/gid 65534 to @path and ping; exit 0 when served. */
 static int helper_other_uid(const char *path)
 {
@@ -799,6 +860,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_slow_reader_dropped),
         cmocka_unit_test(test_socket_file_handling),
         cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_closing_answers_accepted),
+        cmocka_unit_test(test_idle_non_reader_dropped),
         cmocka_unit_test(test_per_uid_cap),
         cmocka_unit_test(test_low_fd_limit_default_caps),
         cmocka_unit_test(test_low_fd_limit_exhausted),
