@@ -16,6 +16,27 @@
  * wrong gets an error reply naming the problem and the connection carries on.
  * A frame must complete within frame_timeout_ms of its first byte.
  *
+ * Connections: the frontend owns its listening socket (a uv_poll_t on it, so
+ * that it decides what happens when accept() fails) and admits a connection
+ * only under three caps: max_conns in all, max_conns_per_uid per peer uid
+ * (SO_PEERCRED; a small hash of open connections per uid), and the process's
+ * file descriptors (RLIMIT_NOFILE: the default caps take half of it, the rest
+ * is lokid's; a connection that would take one of the last FD_SPARE is
+ * refused). A refused connection gets one error frame naming the cap, written
+ * straight to the fresh socket, and is closed at once, so a burst of refusals
+ * holds no descriptors. When accept() itself fails for want of descriptors
+ * (EMFILE/ENFILE), a reserve descriptor is closed to accept and refuse the
+ * pending connections the same way, and accepting pauses ACCEPT_PAUSE_MS
+ * instead of spinning on a listener that stays readable; it is logged once.
+ *
+ * Each connection has one timer, in one of three modes: FRAME while a frame is
+ * incomplete, IDLE while nothing is in flight and nothing is buffered (a
+ * connection that idles idle_timeout_s gets an error frame and is closed, so
+ * idle connections cannot hold every slot), LINGER once it is closing (a peer
+ * that does not read its last frames cannot keep it open). A connection closed
+ * by the server (error frame, then shutdown) stops reading at once but first
+ * writes the replies to the queries it had already accepted.
+ *
  * Replies are encoded by the thread that calls loki_frontend_reply() into a
  * "node" (a write request plus buffer) taken from a small per-size-class cache,
  * so steady state allocates nothing. Off the loop thread the node is pushed on
@@ -35,10 +56,12 @@
 #include "frontend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -47,11 +70,20 @@
 
 #include "loki/compiler.h"
 #include "loki/error.h"
+#include "loki/log.h"
 
 #define NODE_CLASSES 12 /* 512 B .. 1 MiB */
 #define NODE_CACHE 64   /* cached nodes per class */
 #define RBUF_INIT (16 * 1024)
 #define RBUF_SLACK (64 * 1024)
+#define FD_SPARE 8            /* descriptors a connection never takes: lokid's last few */
+#define ACCEPT_BATCH 64       /* connections accepted per listener wake-up */
+#define ACCEPT_PAUSE_MS 100   /* accepting pauses this long when descriptors run out */
+#define AUTO_MAX_CONNS 32768  /* ceiling of the max_conns sized from RLIMIT_NOFILE */
+#define IDLE_DEFAULT_MS 60000 /* idle_timeout_s <= 0 */
+#define REFUSAL_MAX 256       /* bytes of a refusal frame */
+
+enum tmode { T_OFF, T_FRAME, T_IDLE, T_LINGER };
 
 enum node_kind { NODE_PLAIN, NODE_REPLY, NODE_RELEASE };
 
@@ -75,8 +107,9 @@ struct loki_frontend_conn {
     int refs;                               /* loop thread only */
     int handles;                            /* handles not yet closed */
     bool open;                              /* atomic: read by other threads */
-    bool shutting;                          /* shutdown after pending writes */
-    bool timer_on;
+    bool shutting;                          /* no more reading; closes once answered */
+    bool fin;                               /* uv_shutdown() issued: nothing more is written */
+    enum tmode tmode;                       /* what c->timer is running for */
     unsigned uid;
     uint8_t *rbuf;
     size_t rlen, rcap;
@@ -87,9 +120,23 @@ struct loki_frontend_conn {
     uint32_t mask, n_inflight;
 };
 
+/* Open connections of one uid; n == 0 marks a free slot. */
+struct uid_slot {
+    uint32_t uid, n;
+};
+
 struct loki_frontend {
     uv_loop_t *loop;
-    uv_pipe_t listener;
+    uv_poll_t lpoll;        /* readable: connections to accept on lfd */
+    uv_timer_t pause_timer; /* accepting paused after EMFILE/ENFILE */
+    int lfd;                /* the listening socket */
+    int reserve_fd;         /* closed to accept (and refuse) when descriptors ran out */
+    bool paused, fd_logged;
+    uint64_t fd_limit; /* RLIMIT_NOFILE at start */
+    uint64_t fd_guard; /* a connection on a descriptor at or above it is refused */
+    uint32_t max_conns, max_conns_uid, idle_ms;
+    struct uid_slot *uidt; /* open connections per uid: linear probing */
+    uint32_t uid_mask, uid_used;
     uv_async_t async;
     uv_thread_t loop_thread;
     struct loki_frontend_opts o;
@@ -97,7 +144,7 @@ struct loki_frontend {
     char names[LOKI_PROTO_MAX_PIPELINES][LOKI_PROTO_NAME_MAX + 1];
     uint32_t max_body;
     bool listening, started, stopped, draining;
-    int open_handles; /* listener + async, for destroy */
+    int open_handles; /* listener poll, pause timer, async: for destroy */
     dev_t sock_dev;
     ino_t sock_ino;
     loki_frontend_drained_cb drained_cb;
@@ -117,6 +164,8 @@ struct loki_frontend {
 
 static void conn_close(struct loki_frontend_conn *c);
 static void conn_unref(struct loki_frontend_conn *c);
+static void conn_rearm(struct loki_frontend_conn *c, bool new_frame, bool got_bytes);
+static void conn_finish(struct loki_frontend_conn *c);
 static void drain_check(struct loki_frontend *fe);
 
 /* ---- nodes -------------------------------------------------------------- */
@@ -216,6 +265,73 @@ static bool ids_del(struct loki_frontend_conn *c, uint64_t id)
     return true;
 }
 
+/* ---- open connections per uid ----------------------------------------------- */
+
+static uint32_t uid_hash(uint32_t mask, uint32_t uid)
+{
+    return (uint32_t)(((uint64_t)uid * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+/* The slot holding @uid, or the free slot where it would go. */
+static uint32_t uid_slot(const struct loki_frontend *fe, uint32_t uid)
+{
+    uint32_t i = uid_hash(fe->uid_mask, uid);
+    while (fe->uidt[i].n && fe->uidt[i].uid != uid)
+        i = (i + 1) & fe->uid_mask;
+    return i;
+}
+
+static uint32_t uid_conns(const struct loki_frontend *fe, uint32_t uid)
+{
+    return fe->uidt[uid_slot(fe, uid)].n;
+}
+
+/* Count one more connection of @uid; -ENOMEM when the table could not grow. */
+static int uid_add(struct loki_frontend *fe, uint32_t uid)
+{
+    uint32_t i = uid_slot(fe, uid);
+    if (!fe->uidt[i].n && 2 * (fe->uid_used + 1) > fe->uid_mask + 1) {
+        /* keep the load at most one half: double and reinsert */
+        uint32_t cap = 2 * (fe->uid_mask + 1);
+        struct uid_slot *t = calloc(cap, sizeof(*t)), *old = fe->uidt;
+        if (!t)
+            return -ENOMEM;
+        uint32_t old_cap = fe->uid_mask + 1;
+        fe->uidt = t;
+        fe->uid_mask = cap - 1;
+        for (uint32_t k = 0; k < old_cap; k++)
+            if (old[k].n)
+                t[uid_slot(fe, old[k].uid)] = old[k];
+        free(old);
+        i = uid_slot(fe, uid);
+    }
+    if (!fe->uidt[i].n) {
+        fe->uidt[i].uid = uid;
+        fe->uid_used++;
+    }
+    fe->uidt[i].n++;
+    return 0;
+}
+
+/* One connection of @uid fewer; the slot is freed at zero (backward-shift deletion). */
+static void uid_del(struct loki_frontend *fe, uint32_t uid)
+{
+    uint32_t i = uid_slot(fe, uid), mask = fe->uid_mask;
+    LOKI_ASSERT(fe->uidt[i].n > 0);
+    if (--fe->uidt[i].n > 0)
+        return;
+    fe->uid_used--;
+    for (uint32_t j = (i + 1) & mask; fe->uidt[j].n; j = (j + 1) & mask) {
+        uint32_t h = uid_hash(mask, fe->uidt[j].uid);
+        bool movable = i <= j ? (h <= i || h > j) : (h <= i && h > j);
+        if (movable) {
+            fe->uidt[i] = fe->uidt[j];
+            fe->uidt[j].n = 0;
+            i = j;
+        }
+    }
+}
+
 /* ---- writing ------------------------------------------------------------- */
 
 static void on_write(uv_write_t *w, int status)
@@ -236,7 +352,7 @@ static void on_write(uv_write_t *w, int status)
 static void conn_write(struct loki_frontend_conn *c, struct node *n)
 {
     struct loki_frontend *fe = c->fe;
-    if (!c->open) {
+    if (!c->open || c->fin) {
         node_put(fe, n);
         return;
     }
@@ -267,23 +383,38 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     conn_unref(c); /* R3: pairs with A3 in conn_shutdown() */
 }
 
-/* Stop reading, let queued writes finish, then close. Loop thread. */
+/* Run @c's one timer for @m (T_OFF stops it). Loop thread. */
+static void conn_timer(struct loki_frontend_conn *c, enum tmode m, uint64_t ms);
+
+/*
+ * Stop reading; once the queries already accepted are answered (deliver_node() calls
+ * conn_finish() for the last one), let the queued writes finish, then close. Loop thread.
+ */
 static void conn_shutdown(struct loki_frontend_conn *c)
 {
     if (!c->open || c->shutting)
         return;
     c->shutting = true;
     uv_read_stop((uv_stream_t *)&c->pipe);
-    if (c->timer_on) {
-        uv_timer_stop(&c->timer);
-        c->timer_on = false;
-    }
+    conn_timer(c, T_OFF, 0);
+    if (c->n_inflight == 0)
+        conn_finish(c);
+}
+
+/* Half-close after the queued writes, then close; LINGER bounds a peer that does not read. */
+static void conn_finish(struct loki_frontend_conn *c)
+{
+    if (!c->open || c->fin)
+        return;
+    c->fin = true;
     c->sreq.data = c;
     c->refs++; /* A3 */
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, on_shutdown) < 0) {
         conn_close(c);
         conn_unref(c); /* R3 on failure */
+        return;
     }
+    conn_timer(c, T_LINGER, c->fe->o.frame_timeout_ms);
 }
 
 /* Encode a reply built here (r->type, has_id, id set by the caller) and write it. */
@@ -334,14 +465,20 @@ static void deliver_node(struct loki_frontend *fe, struct node *n)
         return;
     }
     STAT_SUB(fe, inflight, 1);
-    if (n->kind == NODE_REPLY && c->open) {
+    if (n->kind == NODE_REPLY && c->open && !c->fin) {
         STAT_ADD(fe, replies, 1);
         n->kind = NODE_PLAIN;
         conn_write(c, n);
     } else {
-        if (!c->open)
+        if (!c->open || c->fin)
             STAT_ADD(fe, late_replies, 1);
         node_put(fe, n);
+    }
+    if (c->n_inflight == 0 && c->open) {
+        if (c->shutting)
+            conn_finish(c); /* the last answer is queued: now the close */
+        else
+            conn_rearm(c, false, false); /* its idle clock starts */
     }
     conn_unref(c); /* R1: pairs with A1 in handle_infer() */
     drain_check(fe);
@@ -464,19 +601,73 @@ static void conn_close(struct loki_frontend_conn *c)
         return;
     __atomic_store_n(&c->open, false, __ATOMIC_RELEASE);
     STAT_SUB(c->fe, connections, 1);
+    uid_del(c->fe, c->uid);
     uv_close((uv_handle_t *)&c->pipe, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
 
-static void on_frame_timeout(uv_timer_t *t)
+static void on_conn_timer(uv_timer_t *t)
 {
     struct loki_frontend_conn *c = t->data;
+    struct loki_frontend *fe = c->fe;
     char msg[128];
-    c->timer_on = false;
-    STAT_ADD(c->fe, frame_timeouts, 1);
-    snprintf(msg, sizeof(msg), "incomplete frame: %zu bytes received, then nothing for %u ms",
-             c->rlen, c->fe->o.frame_timeout_ms);
-    send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_BAD_REQUEST, msg, true);
+    enum tmode m = c->tmode;
+    c->tmode = T_OFF; /* one-shot */
+    switch (m) {
+    case T_FRAME:
+        STAT_ADD(fe, frame_timeouts, 1);
+        snprintf(msg, sizeof(msg), "incomplete frame: %zu bytes received, then nothing for %u ms",
+                 c->rlen, fe->o.frame_timeout_ms);
+        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_BAD_REQUEST, msg, true);
+        break;
+    case T_IDLE:
+        if (c->n_inflight || c->rlen) { /* not idle after all: never close a busy one */
+            conn_rearm(c, false, false);
+            break;
+        }
+        STAT_ADD(fe, idle_timeouts, 1);
+        snprintf(msg, sizeof(msg), "idle timeout: no request for %u ms", fe->idle_ms);
+        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_ERROR, msg, true);
+        break;
+    case T_LINGER: /* the peer did not take its last frames in time */
+        if (c->wq_bytes)
+            STAT_ADD(fe, slow_drops, 1);
+        conn_close(c);
+        break;
+    case T_OFF:
+        break;
+    }
+}
+
+static void conn_timer(struct loki_frontend_conn *c, enum tmode m, uint64_t ms)
+{
+    if (m == T_OFF) {
+        if (c->tmode != T_OFF)
+            uv_timer_stop(&c->timer);
+    } else {
+        uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+    }
+    c->tmode = m;
+}
+
+/*
+ * Pick the timer for @c's state after bytes arrived (@got_bytes; @new_frame: a frame
+ * completed, so buffered bytes begin a new one) or a query was answered. Loop thread.
+ */
+static void conn_rearm(struct loki_frontend_conn *c, bool new_frame, bool got_bytes)
+{
+    struct loki_frontend *fe = c->fe;
+    if (!c->open || c->shutting)
+        return;
+    if (c->rlen > 0) {
+        if (new_frame || c->tmode != T_FRAME) /* a new frame started: its clock starts now */
+            conn_timer(c, T_FRAME, fe->o.frame_timeout_ms);
+    } else if (c->n_inflight == 0) {
+        if (got_bytes || c->tmode != T_IDLE)
+            conn_timer(c, T_IDLE, fe->idle_ms);
+    } else {
+        conn_timer(c, T_OFF, 0);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -555,10 +746,10 @@ static void reply_metrics(struct loki_frontend_conn *c, const struct loki_reques
         size_t off;
     } counters[] = {
 #define C(f) {"frontend_" #f, offsetof(struct loki_frontend_stats, f)}
-        C(accepted),         C(refused),    C(connections),  C(inflight),
-        C(requests),         C(replies),    C(late_replies), C(bad_requests),
-        C(unknown_pipeline), C(overloaded), C(draining),     C(frame_errors),
-        C(frame_timeouts),   C(slow_drops), C(bytes_in),     C(bytes_out),
+        C(accepted),  C(refused),       C(connections),    C(inflight),         C(requests),
+        C(replies),   C(late_replies),  C(bad_requests),   C(unknown_pipeline), C(overloaded),
+        C(draining),  C(frame_errors),  C(frame_timeouts), C(slow_drops),       C(bytes_in),
+        C(bytes_out), C(idle_timeouts), C(fd_exhausted),
 #undef C
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
@@ -699,16 +890,101 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             memmove(c->rbuf, c->rbuf + off, c->rlen - off);
             c->rlen -= off;
         }
-        if (c->rlen == 0 && c->timer_on) {
-            uv_timer_stop(&c->timer);
-            c->timer_on = false;
-        } else if (c->rlen > 0 && (consumed || !c->timer_on)) {
-            /* a new frame started: its clock starts now */
-            uv_timer_start(&c->timer, on_frame_timeout, fe->o.frame_timeout_ms, 0);
-            c->timer_on = true;
-        }
+        conn_rearm(c, consumed, true);
     }
     conn_unref(c); /* R4 */
+}
+
+/*
+ * Refuse a connection that was never admitted: one error frame (it fits the fresh socket's
+ * empty buffer, so a non-blocking send takes it whole), then close; the descriptor is back
+ * at once. Loop thread.
+ */
+static void refuse_fd(struct loki_frontend *fe, int fd, enum loki_status status, const char *msg)
+{
+    uint8_t buf[REFUSAL_MAX];
+    struct loki_reply r;
+    loki_reply_init(&r);
+    r.type = LOKI_MSG_NONE;
+    r.status = status;
+    r.error = loki_bytes_str(msg);
+    if (status == LOKI_STATUS_OVERLOADED) {
+        r.has_retry_after = true;
+        r.retry_after_ms = fe->o.retry_after_ms;
+    }
+    STAT_ADD(fe, refused, 1); /* before the peer can see the close */
+    ssize_t n = loki_proto_encode_reply(buf, sizeof(buf), &r);
+    if (n > 0 && send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) == n)
+        STAT_ADD(fe, bytes_out, n);
+    close(fd);
+}
+
+/* Descriptors ran short: counted always, logged once (the operator's knob is the limit). */
+static void note_fd_shortage(struct loki_frontend *fe, int err)
+{
+    STAT_ADD(fe, fd_exhausted, 1);
+    if (fe->fd_logged)
+        return;
+    fe->fd_logged = true;
+    loki_log(LOKI_LOG_WARN,
+             "frontend: out of file descriptors (%s; RLIMIT_NOFILE %llu, %llu connections open): "
+             "new connections are refused with an error frame until some close; raise the limit "
+             "(LimitNOFILE) or lower frontend.max_connections (logged once)",
+             err ? strerror(err) : "only the reserve left", (unsigned long long)fe->fd_limit,
+             (unsigned long long)__atomic_load_n(&fe->st.connections, __ATOMIC_RELAXED));
+}
+
+static void refuse_no_fds(struct loki_frontend *fe, int fd)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "out of file descriptors (limit %llu)",
+             (unsigned long long)fe->fd_limit);
+    refuse_fd(fe, fd, LOKI_STATUS_OVERLOADED, msg);
+}
+
+static void on_listen_io(uv_poll_t *p, int status, int events);
+
+static void on_accept_resume(uv_timer_t *t)
+{
+    struct loki_frontend *fe = t->data;
+    fe->paused = false;
+    if (fe->reserve_fd < 0)
+        fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fe->listening)
+        uv_poll_start(&fe->lpoll, UV_READABLE, on_listen_io);
+}
+
+/* Stop accepting for ACCEPT_PAUSE_MS: the listener stays readable, so polling would spin. */
+static void accept_pause(struct loki_frontend *fe)
+{
+    if (fe->paused || !fe->listening)
+        return;
+    fe->paused = true;
+    uv_poll_stop(&fe->lpoll);
+    uv_timer_start(&fe->pause_timer, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+/*
+ * accept() failed with EMFILE/ENFILE: give up the reserve descriptor to accept and refuse,
+ * with an error frame each, the connections waiting now (up to a batch), then pause.
+ */
+static void out_of_fds(struct loki_frontend *fe, int err)
+{
+    note_fd_shortage(fe, err);
+    for (int k = 0; k < ACCEPT_BATCH && fe->reserve_fd >= 0; k++) {
+        close(fe->reserve_fd);
+        int fd = accept4(fe->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int e = errno;
+        if (fd >= 0) {
+            if (k > 0)
+                STAT_ADD(fe, fd_exhausted, 1);
+            refuse_no_fds(fe, fd);
+        }
+        fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: retried on resume */
+        if (fd < 0 && e != EINTR && e != ECONNABORTED)
+            break;
+    }
+    accept_pause(fe);
 }
 
 static bool uid_allowed(const struct loki_frontend *fe, unsigned uid)
@@ -721,11 +997,15 @@ static bool uid_allowed(const struct loki_frontend *fe, unsigned uid)
     return false;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* A pipe that never became a connection has closed: free what was allocated for it. */
+static void on_stillborn_closed(uv_handle_t *h)
 {
-    struct loki_frontend *fe = server->data;
-    if (status < 0)
-        return;
+    conn_free(h->data);
+}
+
+/* Make an admitted socket a connection. Takes @fd on success only. Loop thread. */
+static int conn_open(struct loki_frontend *fe, int fd, unsigned uid)
+{
     struct loki_frontend_conn *c = calloc(1, sizeof(*c));
     uint32_t slots = 16;
     while (slots < 2 * fe->o.max_outstanding)
@@ -738,17 +1018,16 @@ static void on_connection(uv_stream_t *server, int status)
     if (!c || !c->rbuf || !c->ids || !c->used || uv_pipe_init(fe->loop, &c->pipe, 0) < 0) {
         if (c)
             conn_free(c);
-        /* accept and drop, or libuv keeps reporting the same pending connection */
-        uv_pipe_t tmp;
-        if (uv_pipe_init(fe->loop, &tmp, 0) == 0) {
-            uv_accept(server, (uv_stream_t *)&tmp);
-            uv_close((uv_handle_t *)&tmp, NULL);
-        }
-        STAT_ADD(fe, refused, 1);
-        return;
+        return -ENOMEM;
+    }
+    if (uid_add(fe, uid) < 0) {
+        c->pipe.data = c;
+        uv_close((uv_handle_t *)&c->pipe, on_stillborn_closed);
+        return -ENOMEM;
     }
     uv_timer_init(fe->loop, &c->timer);
     c->fe = fe;
+    c->uid = uid;
     c->rcap = RBUF_INIT;
     c->mask = slots - 1;
     c->pipe.data = c->timer.data = c;
@@ -760,37 +1039,79 @@ static void on_connection(uv_stream_t *server, int status)
         fe->conns->prev = c;
     fe->conns = c;
     STAT_ADD(fe, connections, 1);
-    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
-        STAT_ADD(fe, refused, 1);
-        conn_close(c);
-        return;
+    int rc = uv_pipe_open(&c->pipe, fd);
+    if (rc < 0) {
+        conn_close(c); /* @fd stays the caller's */
+        return rc;
     }
     STAT_ADD(fe, accepted, 1);
-    uv_os_fd_t fd;
-    struct ucred cred = {0};
-    socklen_t cl = sizeof(cred);
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
-        STAT_ADD(fe, refused, 1);
-        conn_close(c);
-        return;
-    }
-    c->uid = cred.uid;
-    if (!uid_allowed(fe, cred.uid)) {
-        char msg[96];
-        STAT_ADD(fe, refused, 1);
-        snprintf(msg, sizeof(msg), "permission denied: uid %u is not allowed", cred.uid);
-        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_ERROR, msg, true);
-        return;
-    }
-    if (__atomic_load_n(&fe->st.connections, __ATOMIC_RELAXED) > fe->o.max_conns) {
-        STAT_ADD(fe, refused, 1);
-        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_OVERLOADED, "too many connections",
-                   true);
-        return;
-    }
     if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
         conn_close(c);
+    else
+        conn_rearm(c, false, true); /* idle from the start: a silent client is closed too */
+    return 0;
+}
+
+/* Admit or refuse a freshly accepted socket. Takes @fd. Loop thread. */
+static void admit(struct loki_frontend *fe, int fd)
+{
+    char msg[128];
+    struct ucred cred = {0};
+    socklen_t cl = sizeof(cred);
+    if ((uint64_t)fd >= fe->fd_guard) {
+        note_fd_shortage(fe, 0);
+        refuse_no_fds(fe, fd);
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+        close(fd);
+        STAT_ADD(fe, refused, 1);
+        return;
+    }
+    if (!uid_allowed(fe, cred.uid)) {
+        snprintf(msg, sizeof(msg), "permission denied: uid %u is not allowed", cred.uid);
+        refuse_fd(fe, fd, LOKI_STATUS_ERROR, msg);
+        return;
+    }
+    if (__atomic_load_n(&fe->st.connections, __ATOMIC_RELAXED) >= fe->max_conns) {
+        snprintf(msg, sizeof(msg), "too many connections (limit %u)", fe->max_conns);
+        refuse_fd(fe, fd, LOKI_STATUS_OVERLOADED, msg);
+        return;
+    }
+    if (uid_conns(fe, cred.uid) >= fe->max_conns_uid) {
+        snprintf(msg, sizeof(msg), "too many connections from uid %u (limit %u)", cred.uid,
+                 fe->max_conns_uid);
+        refuse_fd(fe, fd, LOKI_STATUS_OVERLOADED, msg);
+        return;
+    }
+    if (conn_open(fe, fd, cred.uid) < 0)
+        refuse_fd(fe, fd, LOKI_STATUS_ERROR, "server out of memory");
+}
+
+static void on_listen_io(uv_poll_t *p, int status, int events)
+{
+    struct loki_frontend *fe = p->data;
+    (void)events;
+    if (status < 0) {
+        accept_pause(fe);
+        return;
+    }
+    for (int k = 0; k < ACCEPT_BATCH && fe->listening && !fe->paused; k++) {
+        int fd = accept4(fe->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            admit(fe, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        if (errno == EMFILE || errno == ENFILE)
+            out_of_fds(fe, errno);
+        else
+            accept_pause(fe); /* ENOBUFS, ENOMEM...: try again shortly, do not spin */
+        return;
+    }
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
@@ -820,8 +1141,6 @@ int loki_frontend_create(uv_loop_t *loop, const struct loki_frontend_opts *o,
         fe->o.max_outstanding = 1024;
     if (fe->o.max_outstanding > (1u << 24))
         fe->o.max_outstanding = 1u << 24;
-    if (!fe->o.max_conns)
-        fe->o.max_conns = 1024;
     if (!fe->o.frame_timeout_ms)
         fe->o.frame_timeout_ms = 10000;
     if (!fe->cfg.max_inflight)
@@ -835,6 +1154,19 @@ int loki_frontend_create(uv_loop_t *loop, const struct loki_frontend_opts *o,
     fe->max_body = fe->cfg.max_payload + LOKI_PROTO_OVERHEAD;
     if (!fe->o.max_write_queue)
         fe->o.max_write_queue = (4u << 20) + (uint64_t)fe->max_body + LOKI_PROTO_HDR;
+    fe->idle_ms = IDLE_DEFAULT_MS;
+    if (fe->cfg.idle_timeout_s > 0)
+        fe->idle_ms = fe->cfg.idle_timeout_s >= 4e6 ? 4000000000u
+                      : fe->cfg.idle_timeout_s < 1e-3
+                          ? 1
+                          : (uint32_t)(fe->cfg.idle_timeout_s * 1000 + 0.5);
+    fe->lfd = fe->reserve_fd = -1;
+    fe->uid_mask = 63;
+    fe->uidt = calloc(fe->uid_mask + 1, sizeof(*fe->uidt));
+    if (!fe->uidt) {
+        free(fe);
+        return -ENOMEM;
+    }
     pthread_mutex_init(&fe->qlock, NULL);
     fe->loop_thread = uv_thread_self();
     *out = fe;
@@ -856,13 +1188,67 @@ static void unlink_ours(struct loki_frontend *fe)
         unlink(fe->cfg.socket_path);
 }
 
+/* Stop accepting for good: close the listening socket and the pause timer. */
 static void close_listener(struct loki_frontend *fe)
 {
     if (!fe->listening)
         return;
     fe->listening = false;
     unlink_ours(fe);
-    uv_close((uv_handle_t *)&fe->listener, on_fe_handle_closed);
+    uv_close((uv_handle_t *)&fe->lpoll, on_fe_handle_closed); /* stops polling lfd now */
+    close(fe->lfd);
+    fe->lfd = -1;
+    uv_close((uv_handle_t *)&fe->pause_timer, on_fe_handle_closed);
+    if (fe->reserve_fd >= 0)
+        close(fe->reserve_fd);
+    fe->reserve_fd = -1;
+}
+
+/* Size the caps that default from RLIMIT_NOFILE (see the essay). */
+static void size_caps(struct loki_frontend *fe)
+{
+    struct rlimit rl;
+    fe->fd_limit = UINT32_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < UINT32_MAX)
+        fe->fd_limit = rl.rlim_cur;
+    uint64_t spare = fe->fd_limit / 8 < FD_SPARE ? fe->fd_limit / 8 : FD_SPARE;
+    fe->fd_guard = fe->fd_limit - spare;
+    uint64_t half = fe->fd_limit / 2;
+    fe->max_conns = fe->cfg.max_conns       ? fe->cfg.max_conns
+                    : half < 1              ? 1
+                    : half > AUTO_MAX_CONNS ? AUTO_MAX_CONNS
+                                            : (uint32_t)half;
+    fe->max_conns_uid = fe->cfg.max_conns_per_uid ? fe->cfg.max_conns_per_uid : fe->max_conns / 2;
+    if (fe->max_conns_uid > fe->max_conns)
+        fe->max_conns_uid = fe->max_conns;
+    if (fe->max_conns_uid < 1)
+        fe->max_conns_uid = 1;
+}
+
+/* A listening Unix socket at @path with @mode; returns the descriptor or a negative errno. */
+static int listen_at(const char *path, unsigned mode, struct stat *st)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int e;
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+        goto close_fd;
+    /* no connection completes before listen(), so chmod here leaves no window */
+    if (chmod(path, mode & 07777) < 0 || lstat(path, st) < 0 || listen(fd, SOMAXCONN) < 0)
+        goto unlink_path;
+    return fd;
+unlink_path:
+    e = errno;
+    unlink(path);
+    errno = e;
+close_fd:
+    e = errno;
+    close(fd);
+    return -e;
 }
 
 /* Unlink @path if it is a socket nobody listens on. */
@@ -899,6 +1285,7 @@ int loki_frontend_start(struct loki_frontend *fe)
     if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return -ENAMETOOLONG;
     fe->loop_thread = uv_thread_self();
+    size_caps(fe);
     int rc = clear_stale(path);
     if (rc < 0)
         return rc;
@@ -907,28 +1294,32 @@ int loki_frontend_start(struct loki_frontend *fe)
         return rc;
     fe->async.data = fe;
     fe->open_handles++;
-    rc = uv_pipe_init(fe->loop, &fe->listener, 0);
-    if (rc < 0)
+    fe->lfd = listen_at(path, fe->cfg.mode, &st);
+    if (fe->lfd < 0) {
+        rc = fe->lfd;
+        fe->lfd = -1;
         goto close_async;
-    fe->listener.data = fe;
-    fe->open_handles++;
-    rc = uv_pipe_bind(&fe->listener, path);
-    /* no connection completes before listen(), so chmod here leaves no window */
-    if (rc == 0 && chmod(path, fe->cfg.mode & 07777) < 0)
-        rc = -errno;
-    if (rc == 0 && lstat(path, &st) < 0)
-        rc = -errno;
-    if (rc == 0) {
-        fe->sock_dev = st.st_dev;
-        fe->sock_ino = st.st_ino;
-        rc = uv_listen((uv_stream_t *)&fe->listener, SOMAXCONN, on_connection);
     }
+    fe->sock_dev = st.st_dev;
+    fe->sock_ino = st.st_ino;
+    rc = uv_poll_init(fe->loop, &fe->lpoll, fe->lfd);
     if (rc < 0) {
-        fe->listening = true;
+        unlink_ours(fe);
+        close(fe->lfd);
+        fe->lfd = -1;
+        goto close_async;
+    }
+    fe->lpoll.data = fe;
+    uv_timer_init(fe->loop, &fe->pause_timer);
+    fe->pause_timer.data = fe;
+    fe->open_handles += 2;
+    fe->listening = true;
+    fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1 tolerated: pauses only */
+    rc = uv_poll_start(&fe->lpoll, UV_READABLE, on_listen_io);
+    if (rc < 0) {
         close_listener(fe);
         goto close_async;
     }
-    fe->listening = true;
     fe->started = true;
     return 0;
 close_async:
@@ -1010,6 +1401,7 @@ void loki_frontend_destroy(struct loki_frontend *fe)
             free(n);
         }
     pthread_mutex_destroy(&fe->qlock);
+    free(fe->uidt);
     free(fe);
 }
 

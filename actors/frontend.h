@@ -49,7 +49,8 @@ typedef int (*loki_frontend_report_cb)(void *ctx, enum loki_msg_type type, struc
 typedef void (*loki_frontend_drained_cb)(void *ctx);
 
 struct loki_frontend_opts {
-    const struct loki_frontend_cfg *cfg; /* socket_path, mode, uids, max_payload, max_inflight */
+    const struct loki_frontend_cfg *cfg; /* socket_path, mode, uids, max_payload, max_inflight,
+                                            max_conns, max_conns_per_uid, idle_timeout_s */
     const char *const *pipelines;        /* known pipeline names (copied) */
     int n_pipelines;                     /* <= LOKI_PROTO_MAX_PIPELINES */
     loki_frontend_request_cb on_request; /* required */
@@ -58,7 +59,6 @@ struct loki_frontend_opts {
     loki_frontend_report_cb on_report;   /* optional: without it a "format" is refused */
     void *ctx;                           /* passed to the callbacks */
     uint32_t max_outstanding;            /* per connection; 0 -> 1024 */
-    uint32_t max_conns;                  /* 0 -> 1024; further connections are refused */
     uint32_t frame_timeout_ms;           /* a frame must complete this soon after its first
                                             byte; 0 -> 10000 */
     uint64_t max_write_queue;            /* bytes queued to a slow reader before it is
@@ -69,8 +69,8 @@ struct loki_frontend_opts {
 
 /* Counters for metrics; monotonic except the two gauges. */
 struct loki_frontend_stats {
-    uint64_t accepted;     /* connections accepted */
-    uint64_t refused;      /* connections refused (uid, max_conns, draining) */
+    uint64_t accepted;     /* connections admitted */
+    uint64_t refused;      /* connections refused (uid, caps, descriptors) */
     uint64_t connections;  /* gauge: open connections */
     uint64_t inflight;     /* gauge: delivered, not yet answered */
     uint64_t requests;     /* infer requests delivered to on_request */
@@ -83,6 +83,8 @@ struct loki_frontend_stats {
     uint64_t frame_errors;   /* oversized frames (connection closed) */
     uint64_t frame_timeouts; /* half frames timed out (connection closed) */
     uint64_t slow_drops;     /* connections dropped for a full write queue */
+    uint64_t idle_timeouts;  /* idle connections closed (idle_timeout_s) */
+    uint64_t fd_exhausted;   /* accepts short of file descriptors (refused or paused) */
     uint64_t bytes_in, bytes_out;
 };
 
@@ -99,6 +101,10 @@ int loki_frontend_create(struct uv_loop_s *loop, const struct loki_frontend_opts
  * listening) is unlinked; a live one gives -EADDRINUSE; a path that is not a socket gives
  * -EEXIST and is left alone. Returns 0, -ENAMETOOLONG or a negative errno from the
  * socket calls. The calling thread becomes the frontend's loop thread. Loop thread.
+ * Reads RLIMIT_NOFILE (the soft limit) here: cfg->max_conns 0 becomes half of it (at most
+ * 32768), cfg->max_conns_per_uid 0 half of max_conns; a connection over a cap, or on one
+ * of the process's last 8 descriptors, gets an error frame naming the cap and is closed.
+ * Raise the limit before this call, not after.
  */
 int loki_frontend_start(struct loki_frontend *fe);
 

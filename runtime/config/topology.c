@@ -567,11 +567,19 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
 
 static void load_frontend(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"socket",       "mode", "allowed_uids", "max_payload_bytes",
-                                       "max_inflight", NULL};
+    static const char *const keys[] = {"socket",
+                                       "mode",
+                                       "allowed_uids",
+                                       "max_payload_bytes",
+                                       "max_inflight",
+                                       "max_connections",
+                                       "max_connections_per_uid",
+                                       "idle_timeout_s",
+                                       NULL};
     struct loki_frontend_cfg *f = &c->cfg->frontend;
-    const struct node *v;
+    const struct node *v, *per_uid = NULL;
     long long i;
+    double d;
     if (!want(c, m, N_MAP, "frontend"))
         return;
     check_keys(c, m, "frontend", keys);
@@ -602,6 +610,21 @@ static void load_frontend(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "max_inflight")) && get_int(c, v, "max_inflight", &i) &&
         in_range(c, v, "max_inflight", (double)i, 1, 1 << 24, false))
         f->max_inflight = (uint32_t)i;
+    if ((v = map_get(m, "max_connections")) && get_int(c, v, "max_connections", &i) &&
+        in_range(c, v, "max_connections", (double)i, 1, LOKI_FRONTEND_MAX_CONNS, false))
+        f->max_conns = (uint32_t)i;
+    if ((v = map_get(m, "max_connections_per_uid")) &&
+        get_int(c, v, "max_connections_per_uid", &i) &&
+        in_range(c, v, "max_connections_per_uid", (double)i, 1, LOKI_FRONTEND_MAX_CONNS, false)) {
+        f->max_conns_per_uid = (uint32_t)i;
+        per_uid = v;
+    }
+    if (per_uid && f->max_conns && f->max_conns_per_uid > f->max_conns)
+        errorf(c, per_uid, "max_connections_per_uid", "%u exceeds max_connections %u",
+               f->max_conns_per_uid, f->max_conns);
+    if ((v = map_get(m, "idle_timeout_s")) && get_double(c, v, "idle_timeout_s", &d) &&
+        in_range(c, v, "idle_timeout_s", d, 0, 86400, true))
+        f->idle_timeout_s = d;
 }
 
 static void load_runtime(struct ctx *c, const struct node *m)
@@ -1097,6 +1120,7 @@ void loki_config_defaults(struct loki_config *c)
     c->frontend.mode = 0660;
     c->frontend.max_payload = 1u << 20;
     c->frontend.max_inflight = 65536;
+    c->frontend.idle_timeout_s = 60;
     c->runtime.spin_us = 50;
 }
 

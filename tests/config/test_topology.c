@@ -156,6 +156,49 @@ static void test_runtime_keys(void **state)
                  "spin: unknown key in runtime");
 }
 
+/* The frontend's connection knobs: defaults (0 = sized from RLIMIT_NOFILE by the frontend),
+ * values and range checks. */
+static void test_frontend_conn_keys(void **state)
+{
+    struct loki_topology *t;
+    struct loki_config cfg;
+    char doc[4096];
+    assert_int_equal(parse_cfg(GOOD, &t, &cfg), 0);
+    assert_int_equal(cfg.frontend.max_conns, 0);
+    assert_int_equal(cfg.frontend.max_conns_per_uid, 0);
+    assert_true(cfg.frontend.idle_timeout_s == 60);
+    free(t);
+    snprintf(doc, sizeof(doc),
+             "%sfrontend: {max_connections: 300, max_connections_per_uid: 20, "
+             "idle_timeout_s: 0.25}\n",
+             GOOD);
+    int rc = parse_cfg(doc, &t, &cfg);
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg.frontend.max_conns, 300);
+    assert_int_equal(cfg.frontend.max_conns_per_uid, 20);
+    assert_true(cfg.frontend.idle_timeout_s == 0.25);
+    free(t);
+    expect_error("pipelines:\n", "frontend: {max_connections: 0}\npipelines:\n",
+                 "max_connections: 0 is out of range [1, 1.04858e+06]");
+    expect_error("pipelines:\n", "frontend: {max_connections: 2000000}\npipelines:\n",
+                 "max_connections: 2e+06 is out of range [1, 1.04858e+06]");
+    expect_error("pipelines:\n", "frontend: {max_connections_per_uid: -1}\npipelines:\n",
+                 "max_connections_per_uid: -1 is out of range [1, 1.04858e+06]");
+    expect_error("pipelines:\n",
+                 "frontend: {max_connections: 10, max_connections_per_uid: 11}\npipelines:\n",
+                 "max_connections_per_uid: 11 exceeds max_connections 10");
+    expect_error("pipelines:\n", "frontend: {idle_timeout_s: 0}\npipelines:\n",
+                 "idle_timeout_s: 0 is out of range (0, 86400]");
+    expect_error("pipelines:\n", "frontend: {idle_timeout_s: 90000}\npipelines:\n",
+                 "idle_timeout_s: 90000 is out of range (0, 86400]");
+    expect_error("pipelines:\n", "frontend: {idle_timeout_s: soon}\npipelines:\n",
+                 "idle_timeout_s: expected a number, got 'soon'");
+    expect_error("pipelines:\n", "frontend: {max_conns: 5}\npipelines:\n",
+                 "max_conns: unknown key in frontend");
+}
+
 static void test_json_accepted(void **state)
 {
     const char *json =
@@ -504,6 +547,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good),
         cmocka_unit_test(test_runtime_keys),
+        cmocka_unit_test(test_frontend_conn_keys),
         cmocka_unit_test(test_json_accepted),
         cmocka_unit_test(test_unknown_child),
         cmocka_unit_test(test_cycle),

@@ -190,11 +190,14 @@ int echo_start(const struct echo_opts *o, struct echo_server **out)
     signal(SIGPIPE, SIG_IGN); /* the frontend's contract: lokid does the same */
     s->o = *o;
     snprintf(s->cfg.socket_path, sizeof(s->cfg.socket_path), "%s", o->path);
-    s->cfg.mode = 0600;
+    s->cfg.mode = o->mode ? o->mode : 0600;
     s->cfg.n_uids = o->n_uids;
     memcpy(s->cfg.uids, o->uids, sizeof(o->uids));
     s->cfg.max_payload = o->max_payload ? o->max_payload : 64 * 1024;
     s->cfg.max_inflight = 100000;
+    s->cfg.max_conns = o->max_conns;
+    s->cfg.max_conns_per_uid = o->max_conns_per_uid;
+    s->cfg.idle_timeout_s = o->idle_timeout_s;
     pthread_mutex_init(&s->m, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_create(&s->responder, NULL, responder_main, s);

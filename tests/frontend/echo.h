@@ -19,10 +19,14 @@ struct echo_opts {
     const char *path;
     int n_uids;
     unsigned uids[4];
-    uint32_t max_payload;      /* 0 -> 64 KiB */
-    uint32_t max_outstanding;  /* 0 -> frontend default */
-    uint32_t frame_timeout_ms; /* 0 -> frontend default */
-    uint64_t max_write_queue;  /* 0 -> frontend default */
+    uint32_t max_payload;       /* 0 -> 64 KiB */
+    uint32_t max_outstanding;   /* 0 -> frontend default */
+    uint32_t frame_timeout_ms;  /* 0 -> frontend default */
+    uint64_t max_write_queue;   /* 0 -> frontend default */
+    uint32_t max_conns;         /* 0 -> frontend default (from RLIMIT_NOFILE) */
+    uint32_t max_conns_per_uid; /* 0 -> frontend default (half of max_conns) */
+    double idle_timeout_s;      /* 0 -> frontend default */
+    unsigned mode;              /* socket file mode; 0 -> 0600 */
 };
 
 /* Start loop + responder threads; the socket is listening when this returns 0. */

@@ -13,14 +13,19 @@
 #include "loki/model.h"
 
 #define LOKI_MAX_UIDS 16
+#define LOKI_FRONTEND_MAX_CONNS (1u << 20) /* upper bound of frontend.max_connections */
 
 struct loki_frontend_cfg {
     char socket_path[LOKI_PATH_MAX]; /* default /run/loki/loki.sock */
     unsigned mode;                   /* default 0660 */
     int n_uids;                      /* 0: any uid allowed by mode */
     unsigned uids[LOKI_MAX_UIDS];
-    uint32_t max_payload;  /* bytes; default 1 MiB */
-    uint32_t max_inflight; /* accepted, unanswered queries; default 65536 */
+    uint32_t max_payload;       /* bytes; default 1 MiB */
+    uint32_t max_inflight;      /* accepted, unanswered queries; default 65536 */
+    uint32_t max_conns;         /* open connections; 0: from RLIMIT_NOFILE (see frontend.h) */
+    uint32_t max_conns_per_uid; /* open connections of one peer uid; 0: half of max_conns */
+    double idle_timeout_s;      /* close a connection with nothing in flight and nothing received
+                                 * for this long; <= 0: the default, 60 */
 };
 
 /* How lokid and its workers wait for each other (the shared-memory rings). */
