@@ -356,32 +356,42 @@ out:
     return rc;
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr,
-            "usage: loki load --socket S --trace CSV [--rate-scale X] [--time-scale Y]\n"
-            "                 [--seed N] [--pipeline P] [--duration S] [--payload-bytes B]\n"
-            "                 [--deadline-ms D] [--timeout-ms T] [--json] [--csv OUT]\n"
-            "                 [--plot OUT.svg]\n"
+    fprintf(f,
+            "usage: loki load [--socket S | --topology F] --trace CSV [--rate-scale X]\n"
+            "                 [--time-scale Y] [--seed N] [--pipeline P] [--duration S]\n"
+            "                 [--payload-bytes B] [--deadline-ms D] [--timeout-ms T] [--json]\n"
+            "                 [--csv OUT] [--plot OUT.svg]\n"
+            "  --trace CSV      'second,requests' or 'minute,requests' rows\n"
             "  --rate-scale X   multiply every row's request rate by X (default 1)\n"
             "  --time-scale Y   play Y trace seconds per wall second, keeping each row's\n"
             "                   rate (a day-long per-minute trace at Y=60 takes 24 min)\n"
+            "  --seed N         seed of the arrivals and the payload (default 1)\n"
+            "  --pipeline P     default: the first pipeline lokid announces\n"
             "  --duration S     stop sending after S wall seconds\n"
+            "  --payload-bytes B, --deadline-ms D, --timeout-ms T   per query (64, none, 30000)\n"
+            "  --json           the summary as one JSON object (fields: docs/operator.md)\n"
             "  --csv OUT        per wall second (by send time): offered rate, sent, ok, dropped,\n"
             "                   late, overloaded, timeouts, errors, p50/p99 latency, mean\n"
             "                   accuracy, instances and GPUs in use (from lokid's metrics)\n"
-            "  --plot OUT.svg   the same as an SVG chart\n");
+            "  --plot OUT.svg   the same as an SVG chart\n"
+            "%s"
+            "  -h, --help       this help\n",
+            loki__cli_socket_help);
 }
 
 int loki_cli_load(int argc, char **argv)
 {
-    const char *sock = NULL, *trace = NULL, *pipeline = NULL, *csv = NULL, *plot = NULL;
+    const char *sock_opt = NULL, *topology = NULL, *trace = NULL, *pipeline = NULL, *csv = NULL,
+               *plot = NULL;
     double rate_scale = 1, time_scale = 1, duration = 0, deadline_ms = 0, timeout_ms = 30000;
     unsigned long long seed = 1;
     long payload_bytes = 64;
     int json = 0;
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'},
+        {"topology", required_argument, NULL, 'O'},
         {"trace", required_argument, NULL, 't'},
         {"rate-scale", required_argument, NULL, 'r'},
         {"time-scale", required_argument, NULL, 'T'},
@@ -398,11 +408,15 @@ int loki_cli_load(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     optind = 1;
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
-            sock = optarg;
+            sock_opt = optarg;
+            break;
+        case 'O':
+            topology = optarg;
             break;
         case 't':
             trace = optarg;
@@ -441,18 +455,22 @@ int loki_cli_load(int argc, char **argv)
             plot = optarg;
             break;
         case 'h':
-            usage();
+            usage(stdout);
             return 0;
         default:
-            usage();
-            return 2;
+            return loki__cli_bad_option("load", c, argv);
         }
     }
-    if (!sock || !trace || !(rate_scale >= 0) || !(time_scale > 0) || payload_bytes < 0 ||
-        duration < 0) {
-        usage();
-        return 2;
-    }
+    if (optind != argc)
+        return loki__cli_usage_error("load", "unexpected argument '%s'", argv[optind]);
+    if (!trace)
+        return loki__cli_usage_error("load", "--trace CSV is required");
+    if (!(rate_scale >= 0) || !(time_scale > 0) || payload_bytes < 0 || !(duration >= 0))
+        return loki__cli_usage_error("load", "--rate-scale, --duration and --payload-bytes "
+                                             "want values >= 0, --time-scale one > 0");
+    char sock[LOKI_PATH_MAX];
+    if (loki__cli_socket("load", sock_opt, topology, sock, sizeof(sock)))
+        return 1;
     size_t n_rows;
     double unit_s;
     double *rows = read_trace(trace, &n_rows, &unit_s);
@@ -460,9 +478,8 @@ int loki_cli_load(int argc, char **argv)
         return 1;
     struct loki_client *cl;
     struct loki_client_opts co = {.max_outstanding = 65536, .name = "loki-load"};
-    int rc = loki_client_connect(sock, &co, &cl);
+    int rc = loki__cli_connect("load", sock, &co, &cl);
     if (rc < 0) {
-        fprintf(stderr, "loki load: connect %s: %s\n", sock, loki_strerror(rc));
         free(rows);
         return 1;
     }
