@@ -57,13 +57,39 @@ deps() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# cmake --build's output, shortened: the progress lines of real work ("[ 37%] Building C
+# object ...", make; "[12/120] ...", ninja) at most one per 10 % step, none for targets that
+# were already up to date; no "Scanning dependencies" or "Consolidate" chatter. Everything
+# else (compiler warnings and errors, linker and CMake messages) passes through as it comes.
+progress() {
+    awk '
+    /^(Scanning dependencies|Consolidate compiler generated)/ { next }
+    {
+        p = -1
+        if (match($0, /^\[ *[0-9]+%\]/)) {
+            p = substr($0, 2, RLENGTH - 3) + 0
+        } else if (match($0, /^\[[0-9]+\/[0-9]+\]/)) {
+            split(substr($0, 2, RLENGTH - 2), f, "/")
+            p = f[2] > 0 ? int(100 * f[1] / f[2]) : 100
+        }
+        if (p < 0) {
+            print
+            fflush()
+        } else if ($0 !~ /Built target/ && p >= next_p) {
+            print
+            fflush()
+            next_p = (int(p / 10) + 1) * 10
+        }
+    }
+    '
+}
+
 build() {
-    deps
+    deps || return
     # configure every time (cheap): picks up modules added since the last build
-    cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=$cmtype -DLOKI_SANITIZE="$san" >/dev/null
-    cmake --build "$bdir" -j"$(nproc)" -- --no-print-directory 2>&1 | grep -v -E '^\[|^(Consolidate|Scanning)' || true
-    # grep swallowed the exit status: check the build really succeeded
-    cmake --build "$bdir" -j"$(nproc)" >/dev/null
+    cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=$cmtype -DLOKI_SANITIZE="$san" >/dev/null || return
+    # pipefail: the pipeline fails with cmake's status (awk always succeeds)
+    cmake --build "$bdir" -j"$(nproc)" -- --no-print-directory 2>&1 | progress || return
 }
 
 san_env() {
@@ -109,9 +135,9 @@ for a in "${actions[@]}"; do
     case $a in
     deps) deps ;;
     build) build ;;
-    test) build && do_test ;;
-    bench) build && do_bench ;;
-    run) build && do_run ;;
+    test) build || exit; do_test ;;
+    bench) build || exit; do_bench ;;
+    run) build || exit; do_run ;;
     fmt) fmt_files | xargs clang-format -i ;;
     fmt-check) fmt_files | xargs clang-format --dry-run -Werror ;;
     esac

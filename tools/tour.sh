@@ -92,12 +92,15 @@ echo "== loki load: minutes $first_minute-$((first_minute + rows - 1)) of $(base
 python3 - "$out/summary.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
-print(f"pipeline    {s['pipeline']}   ({s['duration_s']:.0f} s of load)")
-for k in ("sent", "ok", "dropped", "late", "overloaded", "timeouts", "errors"):
-    pct = f"  ({100 * s[k] / s['sent']:.1f} %)" if s["sent"] and k != "sent" else ""
-    print(f"{k:<11} {s[k]}{pct}")
-print(f"latency     p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms")
-print(f"accuracy    {s['mean_accuracy']:.2f} (mean over ok+late)")
+print(f"pipeline          {s['pipeline']}   ({s['duration_s']:.0f} s of load)")
+# every arrival ends in one of these (docs/operator.md, "loki load"); refused_client and
+# send_failed were never sent, the rest are lokid's answers (or the client's timeouts)
+for k in ("attempted", "refused_client", "send_failed", "sent", "ok", "dropped", "late",
+          "overloaded_server", "timeouts", "errors"):
+    pct = f"  ({100 * s[k] / s['attempted']:.1f} %)" if s["attempted"] and k != "attempted" else ""
+    print(f"{k:<17} {s[k]}{pct}")
+print(f"latency           p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms")
+print(f"accuracy          {s['mean_accuracy']:.2f} (mean over ok+late)")
 EOF
 python3 - "$out/per-second.csv" <<'EOF'
 import csv, sys

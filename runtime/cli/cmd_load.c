@@ -4,10 +4,21 @@
  * client library. The trace is a CSV of per-second (`second,requests`) or
  * per-minute (`minute,requests`) counts; within each row, arrivals are a
  * Poisson process (seeded) at the row's rate, so bursts look like real
- * traffic rather than a metronome. Replies are counted by status; latency is
- * measured here, from send to completion. --csv and --plot add a per-second
- * account (by the wall second a query was sent in) and, from a metrics request
- * once a second, the instances and GPUs lokid had in use.
+ * traffic rather than a metronome. Latency is measured here, from send to
+ * completion. --csv and --plot add a per-second account (by the wall second a
+ * query was sent in) and, from a metrics request once a second, the instances
+ * and GPUs lokid had in use.
+ *
+ * The account is exact: every arrival ends in one outcome, and the outcomes
+ * add up to the count they belong to (docs/operator.md, "loki load"):
+ *
+ *   attempted = sent + refused_client + send_failed
+ *   sent      = ok + dropped + late + overloaded_server + timeouts + errors
+ *
+ * refused_client: the client library would not send it (this connection's
+ * max_outstanding requests in flight); overloaded_server: lokid answered
+ * "overloaded"; send_failed: the client library could not send it (the
+ * connection is gone, the payload is over lokid's limit): the run stops there.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -25,10 +36,16 @@
 #include "loki/error.h"
 #include "loki/replay.h"
 
+/* What became of the arrivals of one wall second, or of the whole run (see the account above). */
+struct load_count {
+    uint64_t attempted, sent, refused_client, send_failed;
+    uint64_t by_status[LOKI_STATUS_COUNT_]; /* outcomes of the sent ones, one each */
+};
+
 /* One wall second of the run, by send time. */
 struct load_second {
     double rate; /* offered rate (trace row x rate scale), queries/s */
-    uint64_t sent, by_status[LOKI_STATUS_COUNT_], local_overload;
+    struct load_count n;
     double acc_sum;
     uint64_t acc_n;
     double instances, gpus; /* from lokid's metrics; < 0: not reported */
@@ -36,7 +53,8 @@ struct load_second {
 
 struct load_stats {
     pthread_mutex_t m;
-    uint64_t sent, done, by_status[LOKI_STATUS_COUNT_], local_overload;
+    struct load_count n;
+    uint64_t done;              /* completions seen: n.sent once the client is closed */
     double acc_sum, acc_ok_sum; /* over ok + late, and over ok alone */
     uint64_t acc_n;
     double *lat;
@@ -80,12 +98,13 @@ static void on_reply(void *ctx, const struct loki_reply *r)
     double ms = (double)(loki_now_ns() - sent_at) / 1e6;
     pthread_mutex_lock(&S.m);
     struct load_second *sec = second_at(sent_at);
+    /* a status this tool does not know is still one outcome: an error */
+    unsigned st = (unsigned)r->status < LOKI_STATUS_COUNT_ ? (unsigned)r->status
+                                                           : (unsigned)LOKI_STATUS_ERROR;
     S.done++;
-    if ((unsigned)r->status < LOKI_STATUS_COUNT_) {
-        S.by_status[r->status]++;
-        if (sec)
-            sec->by_status[r->status]++;
-    }
+    S.n.by_status[st]++;
+    if (sec)
+        sec->n.by_status[st]++;
     if (r->status == LOKI_STATUS_OK || r->status == LOKI_STATUS_LATE) {
         S.acc_sum += r->accuracy;
         S.acc_n++;
@@ -230,11 +249,18 @@ static int cmp_sec_lat(const void *a, const void *b)
     return S.lat[*x] < S.lat[*y] ? -1 : S.lat[*x] > S.lat[*y];
 }
 
-static uint64_t sec_errors(const struct load_second *s)
+/* errors: every outcome of a sent query that is not ok, dropped, late, overloaded, timeout. */
+static uint64_t count_errors(const struct load_count *n)
 {
-    const uint64_t *b = s->by_status;
+    const uint64_t *b = n->by_status;
     return b[LOKI_STATUS_ERROR] + b[LOKI_STATUS_BAD_REQUEST] + b[LOKI_STATUS_UNKNOWN_PIPELINE] +
            b[LOKI_STATUS_DRAINING] + b[LOKI_STATUS_CLOSED];
+}
+
+/* Queries that did not come back ok, whatever the reason (refused ones included). */
+static uint64_t count_not_ok(const struct load_count *n)
+{
+    return n->attempted - n->by_status[LOKI_STATUS_OK];
 }
 
 /*
@@ -277,16 +303,18 @@ static int write_csv(const char *path, const double *p50, const double *p99)
     FILE *f = fopen(path, "w");
     if (!f)
         return -errno;
-    fprintf(f, "second,offered_qps,sent,ok,dropped,late,overloaded,timeouts,errors,p50_ms,p99_ms,"
-               "mean_accuracy,instances,gpus\n");
+    fprintf(f, "second,offered_qps,attempted,refused_client,send_failed,sent,ok,dropped,late,"
+               "overloaded_server,timeouts,errors,p50_ms,p99_ms,mean_accuracy,instances,gpus\n");
     for (size_t i = 0; i < S.n_sec; i++) {
         const struct load_second *s = &S.sec[i];
-        const uint64_t *b = s->by_status;
-        fprintf(f, "%zu,%.2f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f,%.3f,%.3f,", i, s->rate,
-                (unsigned long long)s->sent, (unsigned long long)b[LOKI_STATUS_OK],
+        const uint64_t *b = s->n.by_status;
+        fprintf(f, "%zu,%.2f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f,%.3f,%.3f,", i,
+                s->rate, (unsigned long long)s->n.attempted,
+                (unsigned long long)s->n.refused_client, (unsigned long long)s->n.send_failed,
+                (unsigned long long)s->n.sent, (unsigned long long)b[LOKI_STATUS_OK],
                 (unsigned long long)b[LOKI_STATUS_DROPPED], (unsigned long long)b[LOKI_STATUS_LATE],
-                (unsigned long long)(b[LOKI_STATUS_OVERLOADED] + s->local_overload),
-                (unsigned long long)b[LOKI_STATUS_TIMEOUT], (unsigned long long)sec_errors(s),
+                (unsigned long long)b[LOKI_STATUS_OVERLOADED],
+                (unsigned long long)b[LOKI_STATUS_TIMEOUT], (unsigned long long)count_errors(&s->n),
                 p50[i], p99[i], s->acc_n ? s->acc_sum / (double)s->acc_n : 0);
         if (s->instances >= 0)
             fprintf(f, "%g,%.2f\n", s->instances, s->gpus);
@@ -313,13 +341,10 @@ static int write_plot(const char *path, const char *pipeline, const double *p99)
             goto out;
     for (size_t i = 0; i < n; i++) {
         const struct load_second *s = &S.sec[i];
-        const uint64_t *b = s->by_status;
         v[0][i] = (double)i;
         v[1][i] = s->rate;
-        v[2][i] = (double)b[LOKI_STATUS_OK];
-        v[3][i] =
-            (double)(b[LOKI_STATUS_DROPPED] + b[LOKI_STATUS_LATE] + b[LOKI_STATUS_OVERLOADED] +
-                     s->local_overload + b[LOKI_STATUS_TIMEOUT] + sec_errors(s));
+        v[2][i] = (double)s->n.by_status[LOKI_STATUS_OK];
+        v[3][i] = (double)count_not_ok(&s->n);
         v[4][i] = p99[i];
         v[5][i] = s->acc_n ? s->acc_sum / (double)s->acc_n : 0;
         /* a second without a metrics answer repeats the previous one */
@@ -329,7 +354,7 @@ static int write_plot(const char *path, const char *pipeline, const double *p99)
     struct loki_svg_series q[3] = {
         {"offered (trace)", v[0], v[1], (int)n},
         {"ok", v[0], v[2], (int)n},
-        {"not ok (dropped, late, overloaded, errors)", v[0], v[3], (int)n},
+        {"not ok (dropped, late, overloaded, refused, errors)", v[0], v[3], (int)n},
     };
     struct loki_svg_series lat = {"p99 latency", v[0], v[4], (int)n};
     struct loki_svg_series acc = {"mean accuracy", v[0], v[5], (int)n};
@@ -356,32 +381,56 @@ out:
     return rc;
 }
 
-static void usage(void)
+/* One line of the text summary: the label, the count, and a note in parentheses. */
+static void text_row(const char *label, uint64_t v, const char *note)
 {
-    fprintf(stderr,
-            "usage: loki load --socket S --trace CSV [--rate-scale X] [--time-scale Y]\n"
-            "                 [--seed N] [--pipeline P] [--duration S] [--payload-bytes B]\n"
-            "                 [--deadline-ms D] [--timeout-ms T] [--json] [--csv OUT]\n"
-            "                 [--plot OUT.svg]\n"
+    if (note)
+        printf("%-22s%-8llu(%s)\n", label, (unsigned long long)v, note);
+    else
+        printf("%-22s%llu\n", label, (unsigned long long)v);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: loki load [--socket S | --topology F] --trace CSV [--rate-scale X]\n"
+            "                 [--time-scale Y] [--seed N] [--pipeline P] [--duration S]\n"
+            "                 [--payload-bytes B] [--deadline-ms D] [--timeout-ms T] [--json]\n"
+            "                 [--csv OUT] [--plot OUT.svg]\n"
+            "  --trace CSV      'second,requests' or 'minute,requests' rows\n"
             "  --rate-scale X   multiply every row's request rate by X (default 1)\n"
             "  --time-scale Y   play Y trace seconds per wall second, keeping each row's\n"
             "                   rate (a day-long per-minute trace at Y=60 takes 24 min)\n"
+            "  --seed N         seed of the arrivals and the payload (default 1)\n"
+            "  --pipeline P     default: the first pipeline lokid announces\n"
             "  --duration S     stop sending after S wall seconds\n"
-            "  --csv OUT        per wall second (by send time): offered rate, sent, ok, dropped,\n"
-            "                   late, overloaded, timeouts, errors, p50/p99 latency, mean\n"
-            "                   accuracy, instances and GPUs in use (from lokid's metrics)\n"
-            "  --plot OUT.svg   the same as an SVG chart\n");
+            "  --payload-bytes B, --deadline-ms D, --timeout-ms T   per query (64, none, 30000)\n"
+            "  --json           the summary as one JSON object (fields: docs/operator.md)\n"
+            "  the summary: attempted = sent + refused_client + send_failed, and\n"
+            "  sent = ok + dropped + late + overloaded_server + timeouts + errors;\n"
+            "  refused_client: not sent, this client had max_outstanding requests in flight;\n"
+            "  overloaded_server: lokid answered overloaded; send_failed: the client library\n"
+            "  could not send it (connection gone, payload too big): the run stops there\n"
+            "  --csv OUT        per wall second (by send time): offered rate, the outcomes as in\n"
+            "                   the summary, p50/p99 latency, mean accuracy, instances and\n"
+            "                   GPUs in use (from lokid's metrics)\n"
+            "  --plot OUT.svg   the same as an SVG chart\n"
+            "%s"
+            "  -h, --help       this help\n",
+            loki__cli_socket_help);
 }
 
 int loki_cli_load(int argc, char **argv)
 {
-    const char *sock = NULL, *trace = NULL, *pipeline = NULL, *csv = NULL, *plot = NULL;
+    const char *sock_opt = NULL, *topology = NULL, *trace = NULL, *pipeline = NULL, *csv = NULL,
+               *plot = NULL;
     double rate_scale = 1, time_scale = 1, duration = 0, deadline_ms = 0, timeout_ms = 30000;
     unsigned long long seed = 1;
     long payload_bytes = 64;
     int json = 0;
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'},
+        {"topology", required_argument, NULL, 'O'},
         {"trace", required_argument, NULL, 't'},
         {"rate-scale", required_argument, NULL, 'r'},
         {"time-scale", required_argument, NULL, 'T'},
@@ -398,11 +447,15 @@ int loki_cli_load(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     optind = 1;
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
-            sock = optarg;
+            sock_opt = optarg;
+            break;
+        case 'O':
+            topology = optarg;
             break;
         case 't':
             trace = optarg;
@@ -441,18 +494,22 @@ int loki_cli_load(int argc, char **argv)
             plot = optarg;
             break;
         case 'h':
-            usage();
+            usage(stdout);
             return 0;
         default:
-            usage();
-            return 2;
+            return loki__cli_bad_option("load", c, argv);
         }
     }
-    if (!sock || !trace || !(rate_scale >= 0) || !(time_scale > 0) || payload_bytes < 0 ||
-        duration < 0) {
-        usage();
-        return 2;
-    }
+    if (optind != argc)
+        return loki__cli_usage_error("load", "unexpected argument '%s'", argv[optind]);
+    if (!trace)
+        return loki__cli_usage_error("load", "--trace CSV is required");
+    if (!(rate_scale >= 0) || !(time_scale > 0) || payload_bytes < 0 || !(duration >= 0))
+        return loki__cli_usage_error("load", "--rate-scale, --duration and --payload-bytes "
+                                             "want values >= 0, --time-scale one > 0");
+    char sock[LOKI_PATH_MAX];
+    if (loki__cli_socket("load", sock_opt, topology, sock, sizeof(sock)))
+        return 1;
     size_t n_rows;
     double unit_s;
     double *rows = read_trace(trace, &n_rows, &unit_s);
@@ -460,9 +517,8 @@ int loki_cli_load(int argc, char **argv)
         return 1;
     struct loki_client *cl;
     struct loki_client_opts co = {.max_outstanding = 65536, .name = "loki-load"};
-    int rc = loki_client_connect(sock, &co, &cl);
+    int rc = loki__cli_connect("load", sock, &co, &cl);
     if (rc < 0) {
-        fprintf(stderr, "loki load: connect %s: %s\n", sock, loki_strerror(rc));
         free(rows);
         return 1;
     }
@@ -528,14 +584,15 @@ int loki_cli_load(int argc, char **argv)
             rc = loki_client_submit(cl, &rq, on_reply, (void *)(uintptr_t)now, NULL);
             pthread_mutex_lock(&S.m);
             struct load_second *sec = second_at(now);
-            if (rc == 0) {
-                S.sent++;
-                if (sec)
-                    sec->sent++;
-            } else if (rc == -EAGAIN) {
-                S.local_overload++;
-                if (sec)
-                    sec->local_overload++;
+            struct load_count *per[2] = {&S.n, sec ? &sec->n : NULL};
+            for (int k = 0; k < 2 && per[k]; k++) {
+                per[k]->attempted++;
+                if (rc == 0)
+                    per[k]->sent++;
+                else if (rc == -EAGAIN)
+                    per[k]->refused_client++;
+                else
+                    per[k]->send_failed++;
             }
             pthread_mutex_unlock(&S.m);
             if (S.per_second && now >= next_metrics) {
@@ -551,15 +608,15 @@ int loki_cli_load(int argc, char **argv)
             }
             if (tty && now >= next_progress) {
                 pthread_mutex_lock(&S.m);
-                fprintf(
-                    stderr,
-                    "\r[%6.1fs] row %zu/%zu  %.1f req/s  sent %llu  ok %llu  dropped %llu  "
-                    "late %llu  overloaded %llu ",
-                    (double)(now - t0) / 1e9, i + 1, n_rows, rate, (unsigned long long)S.sent,
-                    (unsigned long long)S.by_status[LOKI_STATUS_OK],
-                    (unsigned long long)S.by_status[LOKI_STATUS_DROPPED],
-                    (unsigned long long)S.by_status[LOKI_STATUS_LATE],
-                    (unsigned long long)(S.by_status[LOKI_STATUS_OVERLOADED] + S.local_overload));
+                fprintf(stderr,
+                        "\r[%6.1fs] row %zu/%zu  %.1f req/s  sent %llu  ok %llu  dropped %llu  "
+                        "late %llu  overloaded (server) %llu  refused (client) %llu ",
+                        (double)(now - t0) / 1e9, i + 1, n_rows, rate, (unsigned long long)S.n.sent,
+                        (unsigned long long)S.n.by_status[LOKI_STATUS_OK],
+                        (unsigned long long)S.n.by_status[LOKI_STATUS_DROPPED],
+                        (unsigned long long)S.n.by_status[LOKI_STATUS_LATE],
+                        (unsigned long long)S.n.by_status[LOKI_STATUS_OVERLOADED],
+                        (unsigned long long)S.n.refused_client);
                 pthread_mutex_unlock(&S.m);
                 next_progress = now + 1000000000ull;
             }
@@ -583,11 +640,17 @@ int loki_cli_load(int argc, char **argv)
         fprintf(stderr, "\n");
 
     pthread_mutex_lock(&S.m);
-    uint64_t *b = S.by_status;
-    uint64_t errors = b[LOKI_STATUS_ERROR] + b[LOKI_STATUS_BAD_REQUEST] +
-                      b[LOKI_STATUS_UNKNOWN_PIPELINE] + b[LOKI_STATUS_DRAINING] +
-                      b[LOKI_STATUS_CLOSED];
+    const struct load_count *n = &S.n;
+    const uint64_t *b = n->by_status;
+    uint64_t errors = count_errors(n);
     int out_rc = 0;
+    if (S.done != n->sent) {
+        /* the client library completes every accepted request exactly once, at the latest
+         * in loki_client_close(): anything else is its bug, and the summary would not add up */
+        fprintf(stderr, "loki load: %llu completions for %llu queries sent\n",
+                (unsigned long long)S.done, (unsigned long long)n->sent);
+        out_rc = 1;
+    }
     if (S.per_second) {
         /* before the sort below, while lat[] and lat_sec[] still pair up */
         double *sp50 = calloc(S.n_sec ? S.n_sec : 1, sizeof(double));
@@ -599,7 +662,7 @@ int loki_cli_load(int argc, char **argv)
             fprintf(stderr, "loki load: %s: %s\n", plot, loki_strerror(prc));
         else if (prc == -ENOMEM)
             fprintf(stderr, "loki load: per-second account: %s\n", loki_strerror(prc));
-        out_rc = prc ? 1 : 0;
+        out_rc |= prc ? 1 : 0;
         free(sp50);
         free(sp99);
     }
@@ -617,13 +680,16 @@ int loki_cli_load(int argc, char **argv)
             gpu_n++;
         }
     if (json) {
-        printf("{\"pipeline\": \"%s\", \"duration_s\": %.3f, \"sent\": %llu, \"ok\": %llu, "
-               "\"dropped\": %llu, \"late\": %llu, \"overloaded\": %llu, \"timeouts\": %llu, "
-               "\"errors\": %llu, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"mean_accuracy\": %.3f, "
-               "\"mean_accuracy_ok\": %.3f",
-               pipeline, send_s, (unsigned long long)S.sent, (unsigned long long)b[LOKI_STATUS_OK],
+        printf("{\"pipeline\": \"%s\", \"duration_s\": %.3f, \"attempted\": %llu, "
+               "\"refused_client\": %llu, \"send_failed\": %llu, \"sent\": %llu, \"ok\": %llu, "
+               "\"dropped\": %llu, \"late\": %llu, \"overloaded_server\": %llu, "
+               "\"timeouts\": %llu, \"errors\": %llu, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
+               "\"mean_accuracy\": %.3f, \"mean_accuracy_ok\": %.3f",
+               pipeline, send_s, (unsigned long long)n->attempted,
+               (unsigned long long)n->refused_client, (unsigned long long)n->send_failed,
+               (unsigned long long)n->sent, (unsigned long long)b[LOKI_STATUS_OK],
                (unsigned long long)b[LOKI_STATUS_DROPPED], (unsigned long long)b[LOKI_STATUS_LATE],
-               (unsigned long long)(b[LOKI_STATUS_OVERLOADED] + S.local_overload),
+               (unsigned long long)b[LOKI_STATUS_OVERLOADED],
                (unsigned long long)b[LOKI_STATUS_TIMEOUT], (unsigned long long)errors, p50, p99,
                acc, acc_ok);
         if (gpu_n)
@@ -631,20 +697,22 @@ int loki_cli_load(int argc, char **argv)
                    gpu_sum / (double)gpu_n, gpu_max, gpu_n);
         printf("}\n");
     } else {
-        printf("pipeline    %s\n", pipeline);
-        printf("duration    %.1f s\n", send_s);
-        printf("sent        %llu\n", (unsigned long long)S.sent);
-        printf("ok          %llu\n", (unsigned long long)b[LOKI_STATUS_OK]);
-        printf("dropped     %llu\n", (unsigned long long)b[LOKI_STATUS_DROPPED]);
-        printf("late        %llu\n", (unsigned long long)b[LOKI_STATUS_LATE]);
-        printf("overloaded  %llu\n",
-               (unsigned long long)(b[LOKI_STATUS_OVERLOADED] + S.local_overload));
-        printf("timeouts    %llu\n", (unsigned long long)b[LOKI_STATUS_TIMEOUT]);
-        printf("errors      %llu\n", (unsigned long long)errors);
-        printf("latency     p50 %.2f ms  p99 %.2f ms\n", p50, p99);
-        printf("accuracy    %.2f (mean over ok+late)\n", acc);
+        printf("%-22s%s\n", "pipeline", pipeline);
+        printf("%-22s%.1f s\n", "duration", send_s);
+        text_row("attempted", n->attempted, "arrivals from the trace");
+        text_row("  refused_client", n->refused_client, "not sent: max_outstanding in flight here");
+        text_row("  send_failed", n->send_failed, NULL);
+        text_row("  sent", n->sent, NULL);
+        text_row("    ok", b[LOKI_STATUS_OK], NULL);
+        text_row("    dropped", b[LOKI_STATUS_DROPPED], NULL);
+        text_row("    late", b[LOKI_STATUS_LATE], NULL);
+        text_row("    overloaded_server", b[LOKI_STATUS_OVERLOADED], "lokid answered overloaded");
+        text_row("    timeouts", b[LOKI_STATUS_TIMEOUT], NULL);
+        text_row("    errors", errors, NULL);
+        printf("%-22sp50 %.2f ms  p99 %.2f ms\n", "latency", p50, p99);
+        printf("%-22s%.2f (mean over ok+late)\n", "accuracy", acc);
         if (gpu_n)
-            printf("GPUs        mean %.2f, max %.2f (lokid's metrics, once a second)\n",
+            printf("%-22smean %.2f, max %.2f (lokid's metrics, once a second)\n", "GPUs",
                    gpu_sum / (double)gpu_n, gpu_max);
     }
     pthread_mutex_unlock(&S.m);

@@ -7,6 +7,7 @@
  * ratio to hardware-only scaling (inferline). Exit 0 ok, 1 failure, 2 usage.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,46 +26,82 @@ struct opts {
     bool json;
 };
 
-static int parse(int argc, char **argv, struct opts *o, bool want_demand, bool want_floor)
+static void usage(FILE *f, bool plan)
 {
+    if (plan)
+        fprintf(f, "usage: loki plan --topology F --demand QPS[,QPS...] [--policy P] [--json]\n"
+                   "  the plan a policy makes for a demand\n"
+                   "  --topology F     the topology file\n"
+                   "  --demand QPS     root demand, one for all pipelines or one per pipeline\n");
+    else
+        fprintf(f, "usage: loki capacity --topology F [--policy P] [--accuracy-floor A] [--json]\n"
+                   "  the largest demand each policy serves in full, and its ratio to\n"
+                   "  hardware-only scaling (inferline)\n"
+                   "  --topology F     the topology file\n"
+                   "  --accuracy-floor A   served accuracy at least A (0..1 or 0..100)\n");
+    fprintf(f,
+            "  --policy P       loki | inferline | proteus | static (default: %s)\n"
+            "  --json           one JSON object (for tools)\n"
+            "  -h, --help       this help\n",
+            plan ? "the topology's" : "all four");
+}
+
+/* Returns 0 to go on, -1 after --help (exit 0), or the usage exit status 2. */
+static int parse(int argc, char **argv, struct opts *o, bool want_demand)
+{
+    const char *cmd = argv[0];
+    static const struct option plan_lo[] = {
+        {"topology", required_argument, 0, 't'}, {"policy", required_argument, 0, 'p'},
+        {"json", no_argument, 0, 'j'},           {"help", no_argument, 0, 'h'},
+        {"demand", required_argument, 0, 'd'},   {0, 0, 0, 0}};
+    static const struct option capacity_lo[] = {{"topology", required_argument, 0, 't'},
+                                                {"policy", required_argument, 0, 'p'},
+                                                {"json", no_argument, 0, 'j'},
+                                                {"help", no_argument, 0, 'h'},
+                                                {"accuracy-floor", required_argument, 0, 'f'},
+                                                {0, 0, 0, 0}};
+    const struct option *lo = want_demand ? plan_lo : capacity_lo;
     memset(o, 0, sizeof(*o));
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) {
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            o->topology = optarg;
+            break;
+        case 'p':
+            o->policy = optarg;
+            break;
+        case 'j':
             o->json = true;
-        } else if (!strcmp(a, "--topology") && val) {
-            o->topology = val;
-            i++;
-        } else if (!strcmp(a, "--demand") && val && want_demand) {
-            o->demand = val;
-            i++;
-        } else if (!strcmp(a, "--policy") && val) {
-            o->policy = val;
-            i++;
-        } else if (!strcmp(a, "--accuracy-floor") && val && want_floor) {
+            break;
+        case 'd':
+            o->demand = optarg;
+            break;
+        case 'f': {
             char *end;
-            o->floor = strtod(val, &end);
-            if (*end || o->floor < 0 || o->floor > 100) {
-                fprintf(stderr, "loki %s: bad --accuracy-floor '%s' (0..1 or 0..100)\n", argv[0],
-                        val);
-                return 2;
-            }
+            o->floor = strtod(optarg, &end);
+            if (*optarg == 0 || *end || !(o->floor >= 0 && o->floor <= 100))
+                return loki__cli_usage_error(cmd, "bad --accuracy-floor '%s' (0..1 or 0..100)",
+                                             optarg);
             if (o->floor > 1)
                 o->floor /= 100;
-            i++;
-        } else {
-            fprintf(stderr, "loki %s: unexpected argument '%s'\n", argv[0], a);
-            return 2;
+            break;
+        }
+        case 'h':
+            usage(stdout, want_demand);
+            return -1;
+        default:
+            return loki__cli_bad_option(cmd, c, argv);
         }
     }
-    if (!o->topology || (want_demand && !o->demand)) {
-        fprintf(stderr,
-                "usage: loki plan --topology F --demand QPS[,QPS...] [--policy P] [--json]\n"
-                "       loki capacity --topology F [--policy P] [--accuracy-floor A] "
-                "[--json]\n");
-        return 2;
-    }
+    if (optind != argc)
+        return loki__cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!o->topology)
+        return loki__cli_usage_error(cmd, "--topology F is required");
+    if (want_demand && !o->demand)
+        return loki__cli_usage_error(cmd, "--demand QPS is required");
     return 0;
 }
 
@@ -273,9 +310,9 @@ static int parse_demand(const char *s, const struct loki_topology *t, double *d)
 int loki_cli_plan(int argc, char **argv)
 {
     struct opts o;
-    int rc = parse(argc, argv, &o, true, false);
+    int rc = parse(argc, argv, &o, true);
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     struct loki_topology *t = NULL;
     if (load(o.topology, &t))
         return 1;
@@ -381,9 +418,9 @@ static int capacity_of(struct loki_planner *pl, const struct loki_topology *t, e
 int loki_cli_capacity(int argc, char **argv)
 {
     struct opts o;
-    int rc = parse(argc, argv, &o, false, true);
+    int rc = parse(argc, argv, &o, false);
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     struct loki_topology *t = NULL;
     if (load(o.topology, &t))
         return 1;

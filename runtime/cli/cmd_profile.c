@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -50,16 +51,16 @@ struct prof {
     double tau[MAX_S][MAX_B];
 };
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr,
-            "usage: loki profile --topology F --variant V [--pipeline P] [--task T]\n"
-            "                    [--batches 1,2,4,...] [--shares 1,0.5,0.25] [--reps N]\n"
-            "                    [--gpu G] [--green] [--from MEASURED] [--out F2]\n"
-            "  measures ms per batch at each batch size and GPU share on the real GPU (cuda\n"
-            "  backend; MPS children for shares < 1, or green contexts with --green) and\n"
-            "  writes the profile into a copy of F (--out), with share_scaled: false.\n"
-            "  --from takes the figures from a file of \"SHARE BATCH MS\" lines instead.\n");
+    fprintf(f, "usage: loki profile --topology F --variant V [--pipeline P] [--task T]\n"
+               "                    [--batches 1,2,4,...] [--shares 1,0.5,0.25] [--reps N]\n"
+               "                    [--gpu G] [--green] [--from MEASURED] [--out F2]\n"
+               "  measures ms per batch at each batch size and GPU share on the real GPU (cuda\n"
+               "  backend; MPS children for shares < 1, or green contexts with --green) and\n"
+               "  writes the profile into a copy of F (--out), with share_scaled: false.\n"
+               "  --from takes the figures from a file of \"SHARE BATCH MS\" lines instead.\n"
+               "  -h, --help       this help\n");
 }
 
 static int parse_ints(const char *s, int *out, int max)
@@ -674,55 +675,67 @@ int loki_cli_profile(int argc, char **argv)
     static struct prof p;
     const char *bs = NULL, *ss = "1,0.5,0.25";
     p.reps = 7;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--green")) {
+    enum { O_CHILD = 256 };
+    static const struct option lo[] = {
+        {"topology", required_argument, 0, 't'}, {"variant", required_argument, 0, 'v'},
+        {"pipeline", required_argument, 0, 'p'}, {"task", required_argument, 0, 'k'},
+        {"batches", required_argument, 0, 'b'},  {"shares", required_argument, 0, 's'},
+        {"out", required_argument, 0, 'o'},      {"from", required_argument, 0, 'f'},
+        {"reps", required_argument, 0, 'r'},     {"gpu", required_argument, 0, 'g'},
+        {"green", no_argument, 0, 'G'},          {"child", no_argument, 0, O_CHILD}, /* internal */
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            p.topology = optarg;
+            break;
+        case 'v':
+            p.variant = optarg;
+            break;
+        case 'p':
+            p.pipeline = optarg;
+            break;
+        case 'k':
+            p.task = optarg;
+            break;
+        case 'b':
+            bs = optarg;
+            break;
+        case 's':
+            ss = optarg;
+            break;
+        case 'o':
+            p.out = optarg;
+            break;
+        case 'f':
+            p.from = optarg;
+            break;
+        case 'r':
+            p.reps = atoi(optarg);
+            break;
+        case 'g':
+            p.gpu = atoi(optarg);
+            break;
+        case 'G':
             p.green = true;
-            continue;
-        }
-        if (!strcmp(k, "--child")) {
+            break;
+        case O_CHILD:
             p.child = true;
-            continue;
-        }
-        if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
-            usage();
+            break;
+        case 'h':
+            usage(stdout);
             return 0;
-        }
-        const char *v = i + 1 < argc ? argv[++i] : NULL;
-        if (!v) {
-            fprintf(stderr, "loki profile: %s needs a value\n", k);
-            return 2;
-        }
-        if (!strcmp(k, "--topology"))
-            p.topology = v;
-        else if (!strcmp(k, "--variant"))
-            p.variant = v;
-        else if (!strcmp(k, "--pipeline"))
-            p.pipeline = v;
-        else if (!strcmp(k, "--task"))
-            p.task = v;
-        else if (!strcmp(k, "--batches"))
-            bs = v;
-        else if (!strcmp(k, "--shares"))
-            ss = v;
-        else if (!strcmp(k, "--out"))
-            p.out = v;
-        else if (!strcmp(k, "--from"))
-            p.from = v;
-        else if (!strcmp(k, "--reps"))
-            p.reps = atoi(v);
-        else if (!strcmp(k, "--gpu"))
-            p.gpu = atoi(v);
-        else {
-            fprintf(stderr, "loki profile: unknown option %s\n", k);
-            usage();
-            return 2;
+        default:
+            return loki__cli_bad_option("profile", c, argv);
         }
     }
-    if (!p.topology || !p.variant) {
-        usage();
-        return 2;
-    }
+    if (optind != argc)
+        return loki__cli_usage_error("profile", "unexpected argument '%s'", argv[optind]);
+    if (!p.topology || !p.variant)
+        return loki__cli_usage_error("profile", "--topology F and --variant V are required");
     if (p.reps < 1 || p.reps > 512 || p.gpu < 0) {
         fprintf(stderr, "loki profile: --reps takes 1..512 and --gpu a GPU index\n");
         return 2;

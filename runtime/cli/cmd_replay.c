@@ -50,7 +50,8 @@ static void usage(FILE *f)
             "                       arrivals stay those of --seed\n"
             "  --json               summary as JSON (one object per policy, in an array)\n"
             "  --csv OUT            per-second CSV (policy name inserted before .csv if several)\n"
-            "  --plot OUT.svg       SVG: demand, accuracy, GPUs, violations per policy\n");
+            "  --plot OUT.svg       SVG: demand, accuracy, GPUs, violations per policy\n"
+            "  -h, --help           this help\n");
 }
 
 static int parse_policies(const char *s, enum loki_policy *out, int max)
@@ -175,8 +176,9 @@ int loki_cli_replay(int argc, char **argv)
     unsigned long long sim_seed = 0;
     double spawn_ms = 0;
     optind = 1;
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 't':
             topo_path = optarg;
@@ -235,7 +237,7 @@ int loki_cli_replay(int argc, char **argv)
         case O_LTS:
             lts = atof(optarg);
             if (!(lts > 0))
-                tscale = -1; /* rejected below */
+                return loki__cli_usage_error("replay", "--load-time-scale wants a value > 0");
             break;
         case O_PAY:
             payload = atol(optarg);
@@ -249,12 +251,12 @@ int loki_cli_replay(int argc, char **argv)
         case O_INITD:
             initial_demand = atof(optarg);
             if (!(initial_demand > 0))
-                tscale = -1; /* rejected below */
+                return loki__cli_usage_error("replay", "--initial-demand wants a value > 0");
             break;
         case O_SPAWN:
             spawn_ms = atof(optarg);
             if (!(spawn_ms >= 0))
-                tscale = -1; /* rejected below */
+                return loki__cli_usage_error("replay", "--spawn-ms wants a value >= 0");
             break;
         case O_SSEED:
             sim_seed = strtoull(optarg, NULL, 0);
@@ -262,21 +264,29 @@ int loki_cli_replay(int argc, char **argv)
         case O_START:
             startup_ms = atof(optarg);
             if (!(startup_ms >= 0))
-                tscale = -1; /* rejected below */
+                return loki__cli_usage_error("replay", "--startup-ms wants a value >= 0");
             break;
         case 'h':
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            return loki__cli_bad_option("replay", c, argv);
         }
     }
-    if (!topo_path || (!trace_path == (demand < 0)) || (rmin < 0) != (rmax < 0) || tscale <= 0 ||
-        payload < 0 || (demand >= 0 && dur <= 0)) {
-        usage(stderr);
-        return 2;
-    }
+    if (optind != argc)
+        return loki__cli_usage_error("replay", "unexpected argument '%s'", argv[optind]);
+    if (!topo_path)
+        return loki__cli_usage_error("replay", "--topology F is required");
+    if (!trace_path == (demand < 0))
+        return loki__cli_usage_error("replay", "give one of --trace CSV and --demand QPS");
+    if (demand >= 0 && dur <= 0)
+        return loki__cli_usage_error("replay", "--demand needs --duration S");
+    if ((rmin < 0) != (rmax < 0))
+        return loki__cli_usage_error("replay", "--rate-min and --rate-max go together");
+    if (!(tscale > 0))
+        return loki__cli_usage_error("replay", "--time-scale wants a value > 0");
+    if (payload < 0)
+        return loki__cli_usage_error("replay", "--payload-bytes wants a value >= 0");
     char err[2048];
     struct loki_topology *topo = NULL;
     int rc = loki_topology_load(topo_path, &topo, err, sizeof(err));

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `loki status --socket S [--json]`: ask a running lokid for its status
+ * `loki status [--socket S] [--json]`: ask a running lokid for its status
  * report (the plan with variants, instances, batch sizes, shares, GPUs and
  * splits; demand; predicted and served accuracy; drops and violations over
  * the last minute) and print it. `--live` and `--ready` are health checks
@@ -14,34 +14,42 @@
 #include "cli.h"
 #include "loki/client.h"
 #include "loki/error.h"
+#include "loki/model.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loki status --socket PATH [--json | --live | --ready] [--timeout MS]\n"
-               "  --json      the report as one JSON object (for tools)\n"
-               "  --live      exit 0 if lokid answers a ping, else 1 (liveness probe)\n"
-               "  --ready     exit 0 if lokid is ready to serve, else 1 (readiness probe)\n"
-               "  --timeout   how long to wait for lokid, ms (default 2000)\n");
+    fprintf(f,
+            "usage: loki status [--socket PATH | --topology F] [--json | --live | --ready]\n"
+            "                   [--timeout MS]\n"
+            "  --json           the report as one JSON object (for tools)\n"
+            "  --live           exit 0 if lokid answers a ping, else 1 (liveness probe)\n"
+            "  --ready          exit 0 if lokid is ready to serve, else 1 (readiness probe)\n"
+            "  --timeout MS     how long to wait for lokid (default 2000)\n"
+            "%s"
+            "  -h, --help       this help\n",
+            loki__cli_socket_help);
 }
 
 int loki_cli_status(int argc, char **argv)
 {
-    const char *sock = NULL;
+    const char *sock_opt = NULL, *topology = NULL;
     bool json = false, live = false, ready = false;
     double timeout_ms = 2000;
-    static const struct option lo[] = {{"socket", required_argument, 0, 's'},
-                                       {"json", no_argument, 0, 'j'},
-                                       {"live", no_argument, 0, 'l'},
-                                       {"ready", no_argument, 0, 'r'},
-                                       {"timeout", required_argument, 0, 't'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"socket", required_argument, 0, 's'}, {"topology", required_argument, 0, 'T'},
+        {"json", no_argument, 0, 'j'},         {"live", no_argument, 0, 'l'},
+        {"ready", no_argument, 0, 'r'},        {"timeout", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:jlrt:h", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:jlrt:h", lo, NULL)) != -1) {
         switch (c) {
         case 's':
-            sock = optarg;
+            sock_opt = optarg;
+            break;
+        case 'T':
+            topology = optarg;
             break;
         case 'j':
             json = true;
@@ -59,23 +67,29 @@ int loki_cli_status(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            return loki__cli_bad_option("status", c, argv);
         }
     }
-    if (!sock || optind != argc || json + live + ready > 1 || !(timeout_ms > 0)) {
-        usage(stderr);
-        return 2;
-    }
+    if (optind != argc)
+        return loki__cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
+    if (json + live + ready > 1)
+        return loki__cli_usage_error("status", "--json, --live and --ready exclude each other");
+    if (!(timeout_ms > 0))
+        return loki__cli_usage_error("status", "--timeout wants milliseconds > 0");
+    char sock[LOKI_PATH_MAX];
+    if (loki__cli_socket("status", sock_opt, topology, sock, sizeof(sock)))
+        return 1;
     struct loki_client_opts o = {.connect_timeout_ms = timeout_ms};
     struct loki_client *cl;
-    int rc = loki_client_connect(sock, &o, &cl);
-    if (rc) {
-        if (!live && !ready)
-            fprintf(stderr, "loki status: cannot connect to %s: %s\n", sock, loki_strerror(rc));
-        else
-            printf("not %s: cannot connect to %s: %s\n", live ? "live" : "ready", sock,
-                   loki_strerror(rc));
+    int rc;
+    if (!live && !ready) {
+        if (loki__cli_connect("status", sock, &o, &cl))
+            return 1;
+    } else if ((rc = loki_client_connect(sock, &o, &cl))) {
+        char why[2 * LOKI_PATH_MAX + 128];
+        /* probes answer on stdout, as their other outcomes */
+        printf("not %s: %s\n", live ? "live" : "ready",
+               loki__cli_connect_error(sock, rc, why, sizeof(why)));
         return 1;
     }
     int status = 0;

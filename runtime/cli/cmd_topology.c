@@ -4,6 +4,7 @@
  * human summary (tasks, variants, fastest and most accurate variant paths
  * with their batch-1 latency and accuracy). Exit 0 when all files load.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,14 +74,43 @@ static void summarise(const struct loki_topology *t)
     }
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: loki topology check FILE...\n"
+               "       loki topology import-loki ...\n"
+               "  check            load and validate each topology file (every error at once, as\n"
+               "                   file:line:column) and summarise it; exit 1 if any fails\n"
+               "  import-loki      see tools/import_loki.py --help\n"
+               "  -h, --help       this help\n");
+}
+
+/* getopt_long over @argv for a command that takes only -h/--help: -1 after --help (exit 0),
+ * 2 on a bad option, 0 to go on with argv[optind...]. @stop: stop at the first non-option. */
+static int help_only(const char *cmd, int argc, char **argv, bool stop)
+{
+    static const struct option lo[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 0; /* full re-initialisation: the two calls below use different orderings */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, stop ? "+:h" : ":h", lo, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return -1;
+        }
+        return loki__cli_bad_option(cmd, c, argv);
+    }
+    return 0;
+}
+
 static int check(int argc, char **argv)
 {
-    if (argc < 1) {
-        fprintf(stderr, "usage: loki topology check FILE...\n");
-        return 2;
-    }
+    int rc = help_only("topology check", argc, argv, false);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (optind == argc)
+        return loki__cli_usage_error("topology check", "no FILE given");
     int bad = 0;
-    for (int i = 0; i < argc; i++) {
+    for (int i = optind; i < argc; i++) {
         struct loki_topology *t = NULL;
         char err[8192];
         if (loki_topology_load(argv[i], &t, err, sizeof(err))) {
@@ -96,13 +126,19 @@ static int check(int argc, char **argv)
 
 int loki_cli_topology(int argc, char **argv)
 {
+    int rc = help_only("topology", argc, argv, true);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    argc -= optind - 1; /* argv[0]: the action */
+    argv += optind - 1;
     if (argc >= 2 && !strcmp(argv[1], "check"))
-        return check(argc - 2, argv + 2);
+        return check(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "import-loki")) {
         fprintf(stderr, "loki topology import-loki: run tools/import_loki.py --help (the converter "
                         "from the Loki artifact's profile CSVs)\n");
         return 2;
     }
-    fprintf(stderr, "usage: loki topology check FILE...\n");
-    return 2;
+    if (argc < 2)
+        return loki__cli_usage_error("topology", "no action given (check FILE...)");
+    return loki__cli_usage_error("topology", "unknown action '%s'", argv[1]);
 }

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loki/opt.h"
+#include "loki/version.h"
 #include "lokid.h"
 #include "worker.h"
 
@@ -26,6 +28,8 @@ static void usage(FILE *f)
             "  --quiet                log warnings and errors only (--log-level warn)\n"
             "  --log-level L          debug | info | warn | error (default info)\n"
             "  --metrics-port N       serve Prometheus GET /metrics on 127.0.0.1:N (0: any port)\n"
+            "  --version              print the version and exit\n"
+            "  -h, --help             print this help and exit\n"
             "logs: JSON lines on stderr; \"<N>message\" lines when stderr is the journal\n"
             "SIGHUP re-plans now; SIGTERM/SIGINT drain and stop\n");
 }
@@ -39,21 +43,17 @@ int main(int argc, char **argv)
                               .ready_fd = -1,
                               .log_level = LOKI_LOG_INFO,
                               .metrics_port = -1};
-    static const struct option lo[] = {{"topology", required_argument, 0, 't'},
-                                       {"socket", required_argument, 0, 's'},
-                                       {"policy", required_argument, 0, 'p'},
-                                       {"initial-demand", required_argument, 0, 'd'},
-                                       {"fixed-plan", no_argument, 0, 'f'},
-                                       {"seed", required_argument, 0, 'S'},
-                                       {"arena-mb", required_argument, 0, 'a'},
-                                       {"ready-fd", required_argument, 0, 'r'},
-                                       {"quiet", no_argument, 0, 'q'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {"log-level", required_argument, 0, 'l'},
-                                       {"metrics-port", required_argument, 0, 'm'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"topology", required_argument, 0, 't'},  {"socket", required_argument, 0, 's'},
+        {"policy", required_argument, 0, 'p'},    {"initial-demand", required_argument, 0, 'd'},
+        {"fixed-plan", no_argument, 0, 'f'},      {"seed", required_argument, 0, 'S'},
+        {"arena-mb", required_argument, 0, 'a'},  {"ready-fd", required_argument, 0, 'r'},
+        {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
+        {"log-level", required_argument, 0, 'l'}, {"metrics-port", required_argument, 0, 'm'},
+        {"version", no_argument, 0, 'V'},         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "t:s:p:d:fS:a:r:qhl:m:", lo, NULL)) != -1) {
+    opterr = 0; /* bad options are reported below, on one line */
+    while ((c = getopt_long(argc, argv, ":t:s:p:d:fS:a:r:qhl:m:", lo, NULL)) != -1) {
         switch (c) {
         case 't':
             o.topology = optarg;
@@ -105,13 +105,23 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
-        default:
-            usage(stderr);
+        case 'V':
+            printf("lokid %s%s%s%s\n", LOKI_VERSION, LOKI_GIT_DESCRIBE[0] ? " (git " : "",
+                   LOKI_GIT_DESCRIBE, LOKI_GIT_DESCRIBE[0] ? ")" : "");
+            return 0;
+        default: {
+            char why[128];
+            fprintf(stderr, "lokid: %s (try --help)\n", loki_opt_error(c, argv, why, sizeof(why)));
             return 2;
         }
+        }
     }
-    if (!o.topology || optind != argc) {
-        usage(stderr);
+    if (optind != argc) {
+        fprintf(stderr, "lokid: unexpected argument '%s' (try --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!o.topology) {
+        fprintf(stderr, "lokid: --topology FILE is required (try --help)\n");
         return 2;
     }
     if (o.arena_mb && (o.arena_mb & (o.arena_mb - 1))) {

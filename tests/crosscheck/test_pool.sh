@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # bench/crosscheck --pool: the pooled verdict over finished runs, from their crosscheck.json.
 # Three made-up runs of one scenario: live lost 30, 50 and 40 queries of 10,000 each against
-# replay means of 40, 40 and 40 (one run 25 % off on its own), accuracy 95/96/95 against 95.5:
+# replay means of 40, 40 and 40 (one run 25 % off on its own), accuracy 95/96/95 against 95.5
+# (run c's crosscheck.json from before `loki load` split "overloaded" into the server's and the
+# client's refusals, a, and b with 5 of their losses refused by the client):
 # pooled 120 against 120, PASS (exit 0). Then a pool whose live losses are 2x the replays'
 # (MISS, exit 3), one that mixes scenarios (refused, exit 1), and one with no folders (exit 2).
 # usage: test_pool.sh SOURCE_DIR OUT_DIR
@@ -15,13 +17,20 @@ fail() {
     echo "test_pool: $*" >&2
     exit 1
 }
-# run DIR SEED LIVE_LOST REPLAY_MEAN LIVE_ACC [TRACE]
+# run DIR SEED LIVE_LOST REPLAY_MEAN LIVE_ACC [TRACE [OLD]]: LIVE_LOST of 10,000 arrivals lost,
+# 5 of them refused by the client (all dropped with OLD, the former format)
 run() {
     mkdir -p "$out/$1"
+    if [ -n "${7:-}" ]; then
+        counts="\"dropped\": $3, \"overloaded\": 0"
+    else
+        counts="\"attempted\": 10000, \"refused_client\": 5, \"send_failed\": 0,
+          \"sent\": 9995, \"dropped\": $(($3 - 5)), \"overloaded_server\": 0"
+    fi
     cat >"$out/$1/crosscheck.json" <<EOF
 {"scenario": {"trace": "${6:-twitter}", "rate_min": 50.0, "rate_max": 800.0, "first_minute": 811,
   "rows": 600, "time_scale": 60.0, "duration_s": 600.0, "seed": $2},
- "live": {"ok": $((10000 - $3)), "dropped": $3, "late": 0, "overloaded": 0, "timeouts": 0,
+ "live": {"ok": $((10000 - $3)), $counts, "late": 0, "timeouts": 0,
           "errors": 0, "mean_accuracy": $5},
  "replay_spread": {"runs": 10, "violations": [10, $4, 90], "accuracy": [95.0, 95.5, 96.0]},
  "verdict": "n/a"}
@@ -29,7 +38,7 @@ EOF
 }
 run a 1 30 40 95.0
 run b 2 50 40 96.0
-run c 3 40 40 95.0
+run c 3 40 40 95.0 twitter old
 "$src/bench/crosscheck" --pool "$out/a" "$out/b" "$out/c" >"$out/pass.txt"
 rc=$?
 [ $rc -eq 0 ] || fail "3 runs pooling 120 against 120 should PASS (exit 0), got $rc"

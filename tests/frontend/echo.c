@@ -58,8 +58,13 @@ static void on_request(void *ctx, struct loki_frontend_conn *conn, const struct 
         it->due += (uint64_t)ms * 1000000;
     if (!strncmp(cmd, "status:dropped", 14))
         it->status = LOKI_STATUS_DROPPED;
+    it->due += (uint64_t)s->o.delay_ms * 1000000;
     pthread_mutex_lock(&s->m);
     s->delivered++;
+    if (s->o.overload_every && s->delivered % s->o.overload_every == 0) {
+        it->status = LOKI_STATUS_OVERLOADED;
+        it->due = it->arrival; /* a refusal comes at once, as lokid's admission control */
+    }
     it->next = s->items;
     s->items = it;
     pthread_cond_signal(&s->cv);
@@ -72,6 +77,10 @@ static void answer(struct echo_server *s, struct item *it)
     char path[96];
     loki_reply_init(&r);
     r.status = it->status;
+    if (it->status == LOKI_STATUS_OVERLOADED) {
+        r.has_retry_after = true;
+        r.retry_after_ms = 10;
+    }
     r.n_outputs = 1;
     r.outputs[0].ptr = it->data;
     r.outputs[0].len = it->len;

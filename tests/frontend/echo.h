@@ -4,7 +4,8 @@
  * responder thread that answers every request through the MPSC reply path
  * (loki_frontend_reply() from a thread that is not the loop's), the way the
  * router does in lokid. Payload commands: "sleep:N" answers after N ms,
- * "status:S" answers with status S; anything else is echoed back at once.
+ * "status:S" answers with status S; anything else is echoed back at once
+ * (or after delay_ms, or refused as overloaded: see struct echo_opts).
  */
 #ifndef LOKI_TEST_ECHO_H
 #define LOKI_TEST_ECHO_H
@@ -27,6 +28,8 @@ struct echo_opts {
     uint32_t max_conns_per_uid; /* 0 -> frontend default (half of max_conns) */
     double idle_timeout_s;      /* 0 -> frontend default */
     unsigned mode;              /* socket file mode; 0 -> 0600 */
+    uint32_t delay_ms;          /* every answer this much later (added to "sleep:N") */
+    uint32_t overload_every;    /* > 0: every Nth request is answered overloaded, at once */
 };
 
 /* Start loop + responder threads; the socket is listening when this returns 0. */

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * loki_echo_server SOCKET [UID]: the echo owner (echo.h) as a process, for
- * tests in other languages. Prints "ready" when listening; SIGTERM or SIGINT
- * drains, stops and exits 0.
+ * loki_echo_server [OPTIONS] SOCKET [UID]: the echo owner (echo.h) as a process,
+ * for tests in other languages and of the `loki` tool. Prints "ready" when
+ * listening; SIGTERM or SIGINT drains, stops and exits 0. Options (echo_opts):
+ * --max-outstanding N (per connection, advertised in hello), --delay-ms D (every
+ * answer D ms late), --overload-every K (every Kth request answered overloaded).
  */
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,16 +19,36 @@ int main(int argc, char **argv)
     struct echo_opts o = {0};
     struct echo_server *s;
     sigset_t set;
-    int sig;
-    if (argc < 2) {
-        fprintf(stderr, "usage: loki_echo_server SOCKET [ALLOWED_UID]\n");
+    int sig, c;
+    static const struct option lo[] = {{"max-outstanding", required_argument, 0, 'm'},
+                                       {"delay-ms", required_argument, 0, 'd'},
+                                       {"overload-every", required_argument, 0, 'o'},
+                                       {0, 0, 0, 0}};
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            o.max_outstanding = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'd':
+            o.delay_ms = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'o':
+            o.overload_every = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        default:
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "usage: loki_echo_server [--max-outstanding N] [--delay-ms D] "
+                        "[--overload-every K] SOCKET [ALLOWED_UID]\n");
         return 2;
     }
-    o.path = argv[1];
+    o.path = argv[optind];
     o.frame_timeout_ms = 1000;
-    if (argc > 2) {
+    if (optind + 1 < argc) {
         o.n_uids = 1;
-        o.uids[0] = (unsigned)strtoul(argv[2], NULL, 10);
+        o.uids[0] = (unsigned)strtoul(argv[optind + 1], NULL, 10);
     }
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """`loki load --json --csv --plot` against a live lokid (tests/lokid/small.yaml): the CSV has one
-row per wall second with the offered rate of the trace, its columns add up to the summary, lokid's
+row per wall second with the offered rate of the trace, its columns add up to the summary and the
+outcomes to the arrivals (attempted = sent + refused_client + send_failed, sent = the sum of the
+reply outcomes), lokid's
 instances and GPUs are filled in, and the SVG is a complete chart.
 
 usage: test_load_csv.py LOKID LOKI
@@ -42,8 +44,14 @@ def main():
             assert 4 <= len(rows) <= 5, rows  # sends stop at 4 s; replies are by send second
             assert [float(x["offered_qps"]) for x in rows[:4]] == [40, 80, 0, 60], rows
             assert int(rows[2]["sent"]) == 0, rows[2]
-            for k in ("sent", "ok", "dropped", "late", "overloaded", "timeouts", "errors"):
+            sides = ("refused_client", "send_failed", "sent")
+            outcomes = ("ok", "dropped", "late", "overloaded_server", "timeouts", "errors")
+            for k in ("attempted",) + sides + outcomes:
                 assert sum(int(x[k]) for x in rows) == summary[k], (k, summary, rows)
+            # every arrival ends in one outcome: the account adds up, in total and per second
+            for x in rows + [summary]:
+                assert int(x["attempted"]) == sum(int(x[k]) for k in sides), x
+                assert int(x["sent"]) == sum(int(x[k]) for k in outcomes), x
             assert summary["sent"] > 100 and summary["ok"] > 0, summary
             for x in rows:
                 if int(x["ok"]) + int(x["late"]):
