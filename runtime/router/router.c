@@ -62,7 +62,7 @@
 
 #define NIL LOKI_EDF_NIL
 #define OFF 0xff
-#define MAX_INST (2 * LOKI_MAX_INSTANCES)
+#define MAX_INST LOKI_MAX_INSTANCE_IDS
 #define OVERRUN_MAX_NS (20 * 1000000ull) /* one stall counts at most this much */
 
 enum inst_state {
