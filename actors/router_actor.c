@@ -186,8 +186,7 @@ static uint64_t r_now(void *ctx)
 static int r_dispatch(void *ctx, const struct loki_router_batch *b)
 {
     struct loki_router_actor *ra = ctx;
-    if (b->instance < 0 || b->instance >= LOKI_MAX_INSTANCE_IDS || b->n < 1 ||
-        b->n > ra->max_batch)
+    if (b->instance < 0 || b->instance >= LOKI_MAX_INSTANCE_IDS || b->n < 1 || b->n > ra->max_batch)
         return -EINVAL;
     struct inst *in = &ra->inst[b->instance];
     if (in->n_inflight >= LOKI_MAX_BATCH_INFLIGHT)
@@ -420,7 +419,8 @@ static void s_exited(void *ctx, int inst, int64_t status, int term_signal, bool 
     uv_timer_start(&ra->restart_timer, on_restart_timer, delay, 0);
 }
 
-static const struct loki_sup_ops sup_ops = {.ready = s_ready, .result = s_result, .exited = s_exited};
+static const struct loki_sup_ops sup_ops = {
+    .ready = s_ready, .result = s_result, .exited = s_exited};
 
 const struct loki_sup_ops *loki_router_actor_sup_ops(void)
 {

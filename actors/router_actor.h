@@ -30,9 +30,9 @@ struct loki_router_actor;
 
 struct loki_router_actor_config {
     const struct loki_topology *topo; /* borrowed; outlives the actor */
-    uint32_t max_roots;               /* accepted queries not yet answered (frontend.max_inflight) */
-    uint32_t retry_after_ms;          /* the hint in "overloaded" replies */
-    struct loki_metrics *metrics;     /* borrowed: queueing, compute, batch sizes, e2e */
+    uint32_t max_roots;           /* accepted queries not yet answered (frontend.max_inflight) */
+    uint32_t retry_after_ms;      /* the hint in "overloaded" replies */
+    struct loki_metrics *metrics; /* borrowed: queueing, compute, batch sizes, e2e */
 };
 
 struct loki_router_actor_ops {

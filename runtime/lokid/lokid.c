@@ -1,48 +1,33 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * lokid: the serving daemon. One libuv loop thread runs the frontend actor
- * (Unix socket, frames), the router actor (loki_router: EDF queues, split,
- * batching, dropping, fan-out) and the supervisor (worker processes, rings);
- * the planner actor solves on libuv's thread pool so a solve never stalls
- * the loop, and its plan is applied back on the loop (make-before-break,
- * inside loki_router_set_plan). Keeping frontend and router on one thread
- * means no query ever crosses a lock between arrival and dispatch.
+ * lokid: the serving daemon, as wiring. One libuv loop thread runs the frontend actor
+ * (actors/frontend: Unix socket, frames), the router actor (actors/router_actor: root slots,
+ * payload arena, replies, around runtime/router's EDF queues and batching) and the
+ * supervisor (actors/supervisor: worker processes, rings); the planner actor
+ * (actors/planner) solves on libuv's thread pool (actors/planner_uv) so a solve never
+ * stalls the loop, and its plan is applied back on the loop (make-before-break, inside
+ * loki_router_set_plan). Keeping frontend and router on one thread means no query ever
+ * crosses a lock between arrival and dispatch.
  *
- *   client ─frame─▶ frontend ─on_request─▶ router ─dispatch─▶ req ring ─▶ worker
- *   client ◀─reply─ frontend ◀─complete─── router ◀─batch_done─ res ring ◀┘
+ *   client ─frame─▶ frontend ─request─▶ router actor ─batch─▶ req ring ─▶ worker
+ *   client ◀─reply─ frontend ◀─reply─── router actor ◀─result─ res ring ◀┘
  *
- * Every accepted query gets exactly one reply: the router completes every
- * submitted root exactly once (ok, dropped, late, error, overloaded), a dead
- * worker's batches are re-run or failed explicitly, and SIGTERM drains:
- * new requests are answered "draining" while in-flight ones finish.
- *
- * Operability: lokid measures queueing (arrival to first dispatch), compute
- * (dispatch to result) and batch sizes itself into loki_metrics, whose
- * once-a-second tick keeps a 60 s ring of counter snapshots (drops and
- * violations "over the last minute"); on request it fills a status view and
- * renders the status report ("table" or "json") or the Prometheus
- * exposition (runtime/metrics/), served over the client socket ("report"
- * field, docs/protocol.md) and, with --metrics-port, on 127.0.0.1 over HTTP.
+ * This file holds what only the daemon does: building the actors from the topology file,
+ * feeding arrivals to the planner actor, the status view the reports render
+ * (runtime/metrics), readiness, drain on SIGTERM (new requests get "draining" while
+ * in-flight ones finish) and re-planning on SIGHUP.
  */
-#include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "frontend.h"
-#include "loki/arena.h"
 #include "loki/clock.h"
-#include "loki/compiler.h"
 #include "loki/error.h"
 #include "loki/http.h"
 #include "loki/log.h"
@@ -50,11 +35,11 @@
 #include "loki/planner.h"
 #include "planner.h" /* actors/: the planner actor */
 #include "planner_uv.h"
-#include "loki/proto.h"
 #include "loki/router.h"
 #include "loki/status.h"
 #include "loki/topology.h"
 #include "lokid.h"
+#include "lokid_sd.h"
 #include "router_actor.h"
 #include "supervisor.h"
 
@@ -247,54 +232,6 @@ static void on_plan_timer(uv_timer_t *t)
 
 /* ---- readiness, drain, signals ------------------------------------------------------------- */
 
-static void notify_systemd(const char *state)
-{
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (!path || (path[0] != '/' && path[0] != '@'))
-        return;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    size_t n = strlen(path);
-    if (n >= sizeof(a.sun_path)) {
-        close(fd);
-        return;
-    }
-    memcpy(a.sun_path, path, n);
-    if (a.sun_path[0] == '@')
-        a.sun_path[0] = 0;
-    sendto(fd, state, strlen(state), 0, (struct sockaddr *)&a,
-           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
-    close(fd);
-}
-
-/*
- * systemd's watchdog (WatchdogSec= in the unit): WATCHDOG_USEC is the interval and
- * WATCHDOG_PID, when set, the process it is meant for. Ping from the loop at half the
- * interval, so that a wedged loop stops pinging and systemd restarts lokid.
- */
-static uv_timer_t watchdog_timer;
-static bool watchdog_on;
-
-static void on_watchdog(uv_timer_t *t)
-{
-    (void)t;
-    notify_systemd("WATCHDOG=1");
-}
-
-static void watchdog_start(uv_loop_t *loop)
-{
-    const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
-    unsigned long long us = usec ? strtoull(usec, NULL, 10) : 0;
-    if (!us || (pid && strtol(pid, NULL, 10) != (long)getpid()))
-        return;
-    uint64_t ms = us / 2000 ? us / 2000 : 1;
-    uv_timer_init(loop, &watchdog_timer);
-    uv_timer_start(&watchdog_timer, on_watchdog, ms, ms);
-    watchdog_on = true;
-}
-
 static uv_timer_t ready_timer;
 
 static void check_ready(uv_timer_t *t)
@@ -323,7 +260,7 @@ static void check_ready(uv_timer_t *t)
         close(d->opt.ready_fd);
         d->opt.ready_fd = -1;
     }
-    notify_systemd("READY=1");
+    lokid_sd_notify("READY=1");
 }
 
 static void shutdown_now(struct lokid *d)
@@ -337,8 +274,7 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&d->drain_timer);
     uv_timer_stop(&d->tick_timer);
     uv_timer_stop(&ready_timer);
-    if (watchdog_on)
-        uv_timer_stop(&watchdog_timer);
+    lokid_sd_watchdog_stop();
     loki_frontend_stop(d->fe);
     http_stop(d);
     uv_signal_stop(&d->sig_term);
@@ -372,7 +308,7 @@ static void on_signal(uv_signal_t *s, int sig)
     d->draining = true;
     loki_router_actor_drain(d->ra);
     loki_planner_actor_freeze(d->pa, true);
-    notify_systemd("STOPPING=1");
+    lokid_sd_notify("STOPPING=1");
     loki_log(LOKI_LOG_INFO, "%s: draining (new queries get \"draining\")", strsignal(sig));
     double max_slo = 0;
     for (int p = 0; p < d->topo->n_pipelines; p++)
@@ -514,7 +450,7 @@ int lokid_run(const struct lokid_options *opt)
     uv_timer_init(d->loop, &ready_timer);
     ready_timer.data = d;
     uv_timer_start(&ready_timer, check_ready, 5, 5);
-    watchdog_start(d->loop);
+    lokid_sd_watchdog_start(d->loop);
     uv_signal_init(d->loop, &d->sig_term);
     d->sig_term.data = d;
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
@@ -535,8 +471,7 @@ int lokid_run(const struct lokid_options *opt)
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
     uv_close((uv_handle_t *)&d->tick_timer, NULL);
     uv_close((uv_handle_t *)&ready_timer, NULL);
-    if (watchdog_on)
-        uv_close((uv_handle_t *)&watchdog_timer, NULL);
+    lokid_sd_watchdog_close();
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
