@@ -513,4 +513,3 @@ int loki_router_queue_len(const struct loki_router *r, int i)
         return -ENOENT;
     return (int)r->inst[i].qlen;
 }
-
