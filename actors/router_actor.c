@@ -702,6 +702,13 @@ void loki_router_actor_request(struct loki_router_actor *ra, struct loki_fronten
         reply_now(ra, conn, req->id, LOKI_STATUS_OVERLOADED, "too many queries in flight");
         return;
     }
+    struct loki_arena *a = loki_sup_arena(ra->sup);
+    if (ra->cfg.arena_bytes && loki_arena_free_bytes(a) < ra->cfg.arena_bytes / 4 &&
+        (loki_arena_reclaim(a), loki_arena_free_bytes(a) < ra->cfg.arena_bytes / 4)) {
+        reply_now(ra, conn, req->id, LOKI_STATUS_OVERLOADED,
+                  "payload arena nearly full: queries in flight hold three quarters of it");
+        return;
+    }
     uint32_t slot = ra->free_roots[--ra->n_free];
     struct root *r = &ra->roots[slot];
     r->used = true;
