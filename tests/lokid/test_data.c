@@ -275,8 +275,8 @@ static void test_overload_kill_and_arena(void **state)
                                       .payload_len = sizeof(payload),
                                       .timeout_ms = 60000};
         int rc;
-        while ((rc = loki_client_submit(c[i % CONNS], &req, on_reply, (void *)(intptr_t)i,
-                                        NULL)) == -EAGAIN)
+        while ((rc = loki_client_submit(c[i % CONNS], &req, on_reply, (void *)(intptr_t)i, NULL)) ==
+               -EAGAIN)
             sleep_ms(1); /* the library's own window is full: wait for replies */
         assert_int_equal(rc, 0);
         if (i == BURST / 3) {
