@@ -259,7 +259,8 @@ static void test_bad_requests_keep_connection(void **st)
         assert_int_equal(send(fd, frame, (size_t)n, MSG_NOSIGNAL), n);
         assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 2000), 0);
         assert_true(rep.id == 14 && rep.status == LOKI_STATUS_BAD_REQUEST);
-        assert_non_null(memmem(rep.error.ptr, rep.error.len, "field 'priority': not supported", 31));
+        assert_non_null(
+            memmem(rep.error.ptr, rep.error.len, "field 'priority': not supported", 31));
     }
     /* still usable */
     send_infer(fd, 13, "traffic", "ok", 2);
