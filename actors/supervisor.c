@@ -130,6 +130,7 @@ struct loki_sup {
     int arena_fd, efd;
     int config_fd; /* our duplicate of the snapshot new workers load */
     struct loki_sup_stats stats;
+    unsigned fail_streak; /* start failures since the last start that worked */
     struct loki_arena *arena;
     uv_poll_t poll;
     uv_idle_t spin;          /* active while completions are polled */
@@ -476,28 +477,34 @@ static enum loki_log_level log_level(void)
 /*
  * A start of worker @inst failed at @step with @rc: count it and say why, with the
  * descriptor limit when that is the cause (lokid raises its soft limit to the hard one at
- * start; what is left is the hard limit, LimitNOFILE under systemd).
+ * start; what is left is the hard limit, LimitNOFILE under systemd). The first failure
+ * after a start that worked is an error; the rest of the streak (retries, the other
+ * instances of the same plan) are debug lines, so a limit that persists does not flood.
  */
 static int start_failed(struct loki_sup *s, int inst, const char *step, int rc)
 {
     s->stats.start_failed++;
     s->stats.last_start_error = rc;
+    enum loki_log_level lvl = s->fail_streak++ ? LOKI_LOG_DEBUG : LOKI_LOG_ERROR;
+    const char *more = lvl == LOKI_LOG_ERROR ? " (more failures: debug, until a start works)" : "";
     struct rlimit rl;
     if ((rc == -EMFILE || rc == -ENFILE) && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-        loki_log(LOKI_LOG_ERROR,
+        loki_log(lvl,
                  "worker %d not started: %s: %s (RLIMIT_NOFILE %llu, hard %llu; %d workers "
-                 "running): raise the limit (LimitNOFILE=) or plan fewer instances",
+                 "running): raise the limit (LimitNOFILE=) or plan fewer instances%s",
                  inst, step, loki_strerror(rc), (unsigned long long)rl.rlim_cur,
-                 (unsigned long long)rl.rlim_max, s->alive);
+                 (unsigned long long)rl.rlim_max, s->alive, more);
     else
-        loki_log(LOKI_LOG_ERROR, "worker %d not started: %s: %s", inst, step, loki_strerror(rc));
+        loki_log(lvl, "worker %d not started: %s: %s%s", inst, step, loki_strerror(rc), more);
     return rc;
 }
 
 int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi)
 {
-    if (inst < 0 || inst >= MAX_INST || s->w[inst])
+    if (inst < 0 || inst >= MAX_INST)
         return -EINVAL;
+    if (s->w[inst]) /* the router reused the id of a worker that has not exited yet */
+        return start_failed(s, inst, "instance id still in use", -EBUSY);
     struct worker *w = calloc(1, sizeof(*w));
     const char *step = "rings";
     int rc;
@@ -574,6 +581,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     if (rc)
         goto err;
     s->stats.started++;
+    s->fail_streak = 0;
     s->w[inst] = w;
     if (inst >= s->hi)
         s->hi = inst + 1;

@@ -71,8 +71,9 @@ void loki_sup_destroy(struct loki_sup *s);
  * Spawn the worker for instance id @inst (any non-negative id < 4096). It gets lokid's log
  * level (--log-level, what loki_log_init() was given) and the configuration snapshot of the
  * last loki_sup_set_config() (else @cfg->config_fd) on its descriptor 7. Returns 0 or
- * negative: -EINVAL (a bad or busy id), or why the spawn failed (-EMFILE: lokid is out of
- * descriptors), which is logged with the step that failed and counted (loki_sup_stats()).
+ * negative: -EINVAL (a bad id), or why nothing was spawned (-EBUSY: a worker with this id
+ * still runs; -EMFILE: lokid is out of descriptors...), logged with the step that failed
+ * and counted (loki_sup_stats()).
  */
 int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi);
 

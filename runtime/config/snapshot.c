@@ -118,9 +118,8 @@ int loki_config_seal(const char *text, size_t len, int *fd)
     return 0;
 }
 
-int loki_config_load_snapshot(const char *path, struct loki_topology **out,
-                              struct loki_config *cfg, int *fd, struct stat *st, char *err,
-                              size_t errlen)
+int loki_config_load_snapshot(const char *path, struct loki_topology **out, struct loki_config *cfg,
+                              int *fd, struct stat *st, char *err, size_t errlen)
 {
     char *text;
     size_t len;
@@ -286,8 +285,9 @@ static void cmp_pipeline(struct diff *d, const struct loki_pipeline *a,
         const struct loki_task *ta = &a->tasks[t], *tb = &b->tasks[t];
         snprintf(at, sizeof(at), "pipeline %s, task %s", a->name, ta->name);
         differs(d, strcmp(ta->name, tb->name) != 0, "%s: name", at);
-        differs(d, ta->n_children != tb->n_children ||
-                       ne_ints(ta->children, tb->children, ta->n_children),
+        differs(d,
+                ta->n_children != tb->n_children ||
+                    ne_ints(ta->children, tb->children, ta->n_children),
                 "%s: children", at);
         differs(d, ta->n_variants != tb->n_variants, "%s: the number of variants", at);
         for (int v = 0; v < ta->n_variants && v < tb->n_variants && !d->found; v++) {

@@ -406,6 +406,7 @@ static int starts_failed(struct lokid *d)
     if (!d->draining && !d->stopping) {
         uint64_t delay = 100u << (d->start_retries < 6 ? d->start_retries : 5);
         d->start_retries++;
+        uv_update_time(d->loop); /* the initial plan is applied before the loop first runs */
         uv_timer_start(&d->restart_timer, on_restart_timer, delay > 5000 ? 5000 : delay, 0);
     }
     return n;
