@@ -23,6 +23,12 @@
  * renders the status report ("table" or "json") or the Prometheus
  * exposition (runtime/metrics/), served over the client socket ("report"
  * field, docs/protocol.md) and, with --metrics-port, on 127.0.0.1 over HTTP.
+ *
+ * Start-up order: descriptors (the soft limit raised to the hard one), the
+ * topology (validated, sealed for the workers: they never read the file),
+ * the socket and the metrics port (a bad path fails before any worker),
+ * then the initial plan's workers. SIGHUP re-reads the file and takes it
+ * only if valid and limited to what may change while serving.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -80,28 +80,29 @@ static char *topology_slow(const char *plugin, int fanout, int gpus, const char 
                            int startup_ms)
 {
     static char t[4096];
-    snprintf(t, sizeof(t),
-             "gpus: {count: %d, memory_mb: 16384}\n"
-             "planner: {interval_ms: 500, min_dwell_s: 2}\n"
-             "%s"
-             "pipelines:\n"
-             "  - name: small\n"
-             "    slo_ms: 200\n"
-             "    tasks:\n"
-             "      - name: detect\n"
-             "        children: [classify]\n"
-             "        variants:\n"
-             "          - {name: det-fast, accuracy: 80, startup_ms: %d, batch_sizes: [1, 4, 8],\n"
-             "             latency_ms: [2, 4, 6], fanout: {classify: {mean: %d, dist: constant}}}\n"
-             "          - {name: det-best, accuracy: 100, startup_ms: %d, batch_sizes: [1, 4, 8],\n"
-             "             latency_ms: [4, 8, 12], fanout: {classify: {mean: %d, dist: constant}}}\n"
-             "      - name: classify\n"
-             "        variants:\n"
-             "          - {name: cls-fast, accuracy: 90, batch_sizes: [1, 8, 16],\n"
-             "             latency_ms: [1, 3, 5], backend: %s}\n"
-             "          - {name: cls-best, accuracy: 100, batch_sizes: [1, 8, 16],\n"
-             "             latency_ms: [2, 5, 8], backend: %s}\n",
-             gpus, extra ? extra : "", startup_ms, fanout, startup_ms, fanout, plugin, plugin);
+    snprintf(
+        t, sizeof(t),
+        "gpus: {count: %d, memory_mb: 16384}\n"
+        "planner: {interval_ms: 500, min_dwell_s: 2}\n"
+        "%s"
+        "pipelines:\n"
+        "  - name: small\n"
+        "    slo_ms: 200\n"
+        "    tasks:\n"
+        "      - name: detect\n"
+        "        children: [classify]\n"
+        "        variants:\n"
+        "          - {name: det-fast, accuracy: 80, startup_ms: %d, batch_sizes: [1, 4, 8],\n"
+        "             latency_ms: [2, 4, 6], fanout: {classify: {mean: %d, dist: constant}}}\n"
+        "          - {name: det-best, accuracy: 100, startup_ms: %d, batch_sizes: [1, 4, 8],\n"
+        "             latency_ms: [4, 8, 12], fanout: {classify: {mean: %d, dist: constant}}}\n"
+        "      - name: classify\n"
+        "        variants:\n"
+        "          - {name: cls-fast, accuracy: 90, batch_sizes: [1, 8, 16],\n"
+        "             latency_ms: [1, 3, 5], backend: %s}\n"
+        "          - {name: cls-best, accuracy: 100, batch_sizes: [1, 8, 16],\n"
+        "             latency_ms: [2, 5, 8], backend: %s}\n",
+        gpus, extra ? extra : "", startup_ms, fanout, startup_ms, fanout, plugin, plugin);
     return t;
 }
 
@@ -168,8 +169,8 @@ struct limits {
  * r->log. Returns 0 once it reports ready, or its exit status (> 0, waited for) when it
  * exits first; @elapsed_ms, when not NULL, how long that took.
  */
-static int start(struct run *r, const char *topo, const char *const *args,
-                 const struct limits *lim, double *elapsed_ms)
+static int start(struct run *r, const char *topo, const char *const *args, const struct limits *lim,
+                 double *elapsed_ms)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -431,8 +432,7 @@ static void test_reload(void **state)
 static void test_bad_socket_fails_fast(void **state)
 {
     /* workers that take 5 s to load: lokid must not wait for them to report the socket */
-    char *path =
-        strdup(loki_test_write_tmp(topology_slow(echo_so(), 3, 4, NULL, 5000), ".yaml"));
+    char *path = strdup(loki_test_write_tmp(topology_slow(echo_so(), 3, 4, NULL, 5000), ".yaml"));
     struct run r = {0};
     snprintf(r.sock, sizeof(r.sock), "/nonexistent-loki-dir/lokid.sock");
     double ms;
