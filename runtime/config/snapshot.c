@@ -84,8 +84,15 @@ int loki_config_read(const char *path, char **text, size_t *len, struct stat *st
         free(buf);
         return rc;
     }
-    if (!buf && !(buf = malloc(1))) /* an empty file: still a buffer to free */
-        return -ENOMEM;
+    if (n == cap) { /* room for the terminating NUL (an empty file: a buffer of its own) */
+        char *nb = realloc(buf, n + 1);
+        if (!nb) {
+            free(buf);
+            return -ENOMEM;
+        }
+        buf = nb;
+    }
+    buf[n] = 0;
     *text = buf;
     *len = n;
     return 0;

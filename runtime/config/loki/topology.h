@@ -41,8 +41,8 @@ int loki_config_parse(const char *text, size_t len, const char *name, struct lok
                       struct loki_config *cfg, char *err, size_t errlen);
 
 /*
- * Read the file @path whole into a new buffer (*@text, *@len bytes; release with free()), the
- * way loki_config_load() reads it. @st, when not NULL, receives the status of the file as
+ * Read the file @path whole into a new buffer (*@text, *@len bytes and a NUL after them;
+ * release with free()), the way loki_config_load() reads it. @st, when not NULL, receives the status of the file as
  * opened (fstat: the same file that was read), so a caller can tell who may write it.
  * Returns 0, -errno (-EFBIG over 64 MiB) with "PATH: why" in @err. Any thread.
  */
