@@ -10,6 +10,7 @@
  *   res ring  [consumer] ◀── memfd fd 4 ──   [producer] writes eventfd fd 6
  *   payload arena (alloc/free here) ─ fd 5 ─▶ read-only use of payload refs
  *   configuration snapshot (sealed) ── fd 7 ─▶ parsed once, closed
+ *   output arena (read, free here) ◀── fd 8 ─ allocates its outputs there
  *   one eventfd for all result rings: uv_poll wakes the loop once, and the
  *   loop drains every ring, then re-arms each (arm returning 1 = drain again)
  *
@@ -44,9 +45,9 @@
  * Spawning runs on the loop thread, so it must be cheap: posix_spawn (glibc:
  * clone with CLONE_VM|CLONE_VFORK, no copy of lokid's page tables; the loop
  * waits only until the child has exec'd), not fork. File actions put the
- * worker's five descriptors on 3..7 (each first duplicated to 10 or above, so
+ * worker's six descriptors on 3..8 (each first duplicated to 10 or above, so
  * no source sits on a target) and /dev/null on 0; 1 and 2 are inherited, and
- * everything from 8 up is closed. Signals come back to their defaults and the
+ * everything from 9 up is closed. Signals come back to their defaults and the
  * mask is emptied, as libuv did for its children. The exit is seen through a
  * pidfd (pidfd_open(2), Linux 5.3) on a uv_poll handle and reaped with
  * waitpid(pid, WNOHANG): no SIGCHLD handler, and nothing here uses uv_spawn
@@ -84,16 +85,16 @@
 
 _Static_assert(LOKI_WORKER_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
 _Static_assert(LOKI_WORKER_FD_REQ == 3 && LOKI_WORKER_FD_RES == 4 && LOKI_WORKER_FD_ARENA == 5 &&
-                   LOKI_WORKER_FD_NOTIFY == 6 && LOKI_WORKER_FD_CONFIG == 7,
-               "spawn_worker() puts the req ring, res ring, arena, eventfd, config on 3..7");
-
-#define N_FDS 5 /* what a worker gets on 3..7 */
+                   LOKI_WORKER_FD_NOTIFY == 6 && LOKI_WORKER_FD_CONFIG == 7 &&
+                   LOKI_WORKER_FD_OUT == 8,
+               "spawn_worker() puts the req ring, res ring, arena, eventfd, config, output "
+               "arena on 3..8");
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434 /* the same on every architecture */
 #endif
 
-#define MAX_INST LOKI_WORKER_MAX_INSTANCES
+#define MAX_INST LOKI_MAX_INSTANCE_IDS
 
 #define SENT_RING 16u /* send times kept per worker (EWMA samples, hop log) */
 #define HOP_LOG_MAX (1u << 20)
@@ -102,8 +103,9 @@ struct worker {
     bool stopping, ready;
     int inst;
     struct loki_plan_instance pi;
-    int req_fd, res_fd;
+    int req_fd, res_fd, out_fd;
     struct loki_ring *req, *res;
+    struct loki_arena *out; /* its output arena: it allocates, we read and free */
     pid_t pid;
     int pidfd;           /* readable once the worker has exited */
     uv_poll_t exit_poll; /* on @pidfd; its close frees the worker */
@@ -336,6 +338,11 @@ static void free_rings(struct worker *w)
     if (w->res_fd >= 0)
         close(w->res_fd);
     w->req_fd = w->res_fd = -1;
+    loki_arena_destroy(w->out);
+    w->out = NULL;
+    if (w->out_fd >= 0)
+        close(w->out_fd);
+    w->out_fd = -1;
 }
 
 static void on_proc_closed(uv_handle_t *h)
@@ -392,14 +399,19 @@ static int make_ring(size_t bytes, enum loki_ring_role role, int *fd, struct lok
     return rc;
 }
 
+#define N_FDS 6
+/* where spawn_worker() puts each of its descriptors in the worker */
+static const int fd_at[N_FDS] = {LOKI_WORKER_FD_REQ,    LOKI_WORKER_FD_RES,    LOKI_WORKER_FD_ARENA,
+                                 LOKI_WORKER_FD_NOTIFY, LOKI_WORKER_FD_CONFIG, LOKI_WORKER_FD_OUT};
+
 /*
- * Start @exe with @argv and @env, @fds[0..4] on its descriptors 3..7, /dev/null on 0,
+ * Start @exe with @argv and @env, @fds[i] on its descriptor fd_at[i], /dev/null on 0,
  * our 1 and 2, nothing else; signals at their defaults, none blocked. Returns 0 (the
  * child's pid in @pid) or negative (an exec failure too: glibc reports it and reaps).
  */
 static int spawn_worker(const char *exe, char **argv, char **env, const int fds[N_FDS], pid_t *pid)
 {
-    int dup[N_FDS] = {-1, -1, -1, -1, -1}, rc = 0;
+    int dup[N_FDS] = {-1, -1, -1, -1, -1, -1}, rc = 0;
     for (int i = 0; i < N_FDS && rc == 0; i++)
         if ((dup[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
             rc = -errno;
@@ -413,11 +425,11 @@ static int spawn_worker(const char *exe, char **argv, char **env, const int fds[
             rc = -posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
             /* dup2 clears close-on-exec on the target */
             for (int i = 0; i < N_FDS && rc == 0; i++)
-                rc = -posix_spawn_file_actions_adddup2(&fa, dup[i], 3 + i);
+                rc = -posix_spawn_file_actions_adddup2(&fa, dup[i], fd_at[i]);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
             /* also what lokid inherited without close-on-exec (ours all have it) */
             if (rc == 0)
-                rc = -posix_spawn_file_actions_addclosefrom_np(&fa, 3 + N_FDS);
+                rc = -posix_spawn_file_actions_addclosefrom_np(&fa, LOKI_WORKER_FD_OUT + 1);
 #endif
             if (rc == 0)
                 rc = -posix_spawnattr_setsigmask(&at, &none);
@@ -506,16 +518,25 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     if (s->w[inst]) /* the router reused the id of a worker that has not exited yet */
         return start_failed(s, inst, "instance id still in use", -EBUSY);
     struct worker *w = calloc(1, sizeof(*w));
-    const char *step = "rings";
+    const char *step = "rings and output arena";
     int rc;
     if (!w)
         return start_failed(s, inst, "out of memory", -ENOMEM);
     w->inst = inst;
     w->pi = *pi;
     w->sup = s;
-    w->req_fd = w->res_fd = -1;
+    w->req_fd = w->res_fd = w->out_fd = -1;
     if ((rc = make_ring(s->cfg.ring_bytes, LOKI_RING_PRODUCER, &w->req_fd, &w->req)) ||
         (rc = make_ring(s->cfg.ring_bytes, LOKI_RING_CONSUMER, &w->res_fd, &w->res)))
+        goto err;
+    w->out_fd = memfd_create("loki-out", MFD_CLOEXEC);
+    if (w->out_fd < 0) {
+        rc = -errno;
+        goto err;
+    }
+    if ((rc = loki_arena_create(w->out_fd,
+                                s->cfg.out_arena_bytes ? s->cfg.out_arena_bytes : (size_t)64 << 20,
+                                &w->out)))
         goto err;
     loki_ring_set_notify(w->res, s->efd, -1);
     loki_ring_notify_arm(w->res, 0);
@@ -566,7 +587,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
         goto err;
     }
 
-    int fds[N_FDS] = {w->req_fd, w->res_fd, s->arena_fd, s->efd, s->config_fd};
+    int fds[N_FDS] = {w->req_fd, w->res_fd, s->arena_fd, s->efd, s->config_fd, w->out_fd};
     step = "spawn";
     rc = spawn_worker(s->cfg.self_exe, args, env.envp, fds, &w->pid);
     loki__sup_env_fini(&env);
@@ -646,6 +667,13 @@ int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d)
 struct loki_arena *loki_sup_arena(struct loki_sup *s)
 {
     return s->arena;
+}
+
+struct loki_arena *loki_sup_out_arena(struct loki_sup *s, int inst)
+{
+    if (inst < 0 || inst >= MAX_INST || !s->w[inst])
+        return NULL;
+    return s->w[inst]->out;
 }
 
 int loki_sup_pid(const struct loki_sup *s, int inst)

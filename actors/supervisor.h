@@ -33,17 +33,18 @@ struct loki_sup_ops {
 };
 
 struct loki_sup_config {
-    const char *self_exe; /* the lokid binary to exec as a worker */
-    int config_fd;        /* the configuration workers load: lokid's sealed snapshot
-                           * (loki_config_seal()); borrowed, the supervisor keeps a duplicate */
-    size_t arena_bytes;   /* payload arena (power of two) */
-    size_t ring_bytes;    /* per ring (power of two) */
-    uint64_t seed;        /* base seed for the sim backends */
-    bool mps;             /* run MPS for CUDA workers when the topology has shares < 1 */
-    uint64_t spin_ns;     /* poll a fast worker's results this long before sleeping; 0:
-                           * never poll (topology runtime.spin_us) */
-    const char *run_dir;  /* MPS pipe and log folders go under it; NULL: a fresh
-                           * $TMPDIR/loki-PID-XXXXXX, removed by loki_sup_destroy() */
+    const char *self_exe;   /* the lokid binary to exec as a worker */
+    int config_fd;          /* the configuration workers load: lokid's sealed snapshot
+                             * (loki_config_seal()); borrowed, the supervisor keeps a duplicate */
+    size_t arena_bytes;     /* payload arena (power of two) */
+    size_t ring_bytes;      /* per ring (power of two) */
+    size_t out_arena_bytes; /* each worker's output arena (power of two); 0: 64 MiB */
+    uint64_t seed;          /* base seed for the sim backends */
+    bool mps;               /* run MPS for CUDA workers when the topology has shares < 1 */
+    uint64_t spin_ns;       /* poll a fast worker's results this long before sleeping; 0:
+                             * never poll (topology runtime.spin_us) */
+    const char *run_dir;    /* MPS pipe and log folders go under it; NULL: a fresh
+                             * $TMPDIR/loki-PID-XXXXXX, removed by loki_sup_destroy() */
 };
 
 /* Exit status of a worker the MPS server refused (client limit, server not ready): the
@@ -91,6 +92,9 @@ int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d)
 
 /* The payload arena the router allocates query inputs in (single allocator: the loop thread). */
 struct loki_arena *loki_sup_arena(struct loki_sup *s);
+/* Worker @inst's output arena (its outputs and child payloads: read them and free them once
+ * taken); NULL for an id with no worker. Valid until its exited callback returns. Loop thread. */
+struct loki_arena *loki_sup_out_arena(struct loki_sup *s, int inst);
 
 /* Pid of worker @inst, or -1. */
 int loki_sup_pid(const struct loki_sup *s, int inst);

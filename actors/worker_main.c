@@ -11,6 +11,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -88,7 +89,7 @@ int loki_worker_process_main(int argc, char **argv)
         else if (!strcmp(k, "--gpu"))
             bad = int_arg(v, -1, 1023, &gpu);
         else if (!strcmp(k, "--instance"))
-            bad = int_arg(v, 0, LOKI_WORKER_MAX_INSTANCES - 1, &inst);
+            bad = int_arg(v, 0, LOKI_MAX_INSTANCE_IDS - 1, &inst);
         else if (!strcmp(k, "--share"))
             share = atof(v);
         else if (!strcmp(k, "--seed"))
@@ -126,6 +127,8 @@ int loki_worker_process_main(int argc, char **argv)
         .res_fd = LOKI_WORKER_FD_RES,
         .arena_fd = LOKI_WORKER_FD_ARENA,
         .notify_fd = LOKI_WORKER_FD_NOTIFY,
+        /* lokid's supervisor always passes it; a worker started by hand may run without */
+        .out_fd = fcntl(LOKI_WORKER_FD_OUT, F_GETFD) >= 0 ? LOKI_WORKER_FD_OUT : -1,
         .topo = t,
         .pipeline = (int)pipeline,
         .task = (int)task,

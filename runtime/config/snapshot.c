@@ -206,12 +206,15 @@ int loki_config_load_sealed(int fd, const char *name, struct loki_topology **out
  * decide whether a reload may change it, compare it below, then update the size (LP64).
  */
 #ifdef __LP64__
-_Static_assert(sizeof(struct loki_frontend_cfg) == 352, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_frontend_cfg) == 360, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_runtime_cfg) == 8, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_config) == 360, "snapshot.c: compare the new section");
+_Static_assert(sizeof(struct loki_config) == 368, "snapshot.c: compare the new section");
 _Static_assert(sizeof(struct loki_gpus) == 32, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_variant) == 1648, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_variant) == 1656, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_task) == 26608, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_pipeline) == 462680, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_planner_cfg) == 2168, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_topology) == 1918728, "snapshot.c: compare the new field");
 #endif
 
 struct diff {
@@ -276,7 +279,8 @@ static void cmp_variant(struct diff *d, const char *at, const struct loki_varian
     for (int c = 0; c < n_children; c++)
         differs(d, a->fanout[c].mean != b->fanout[c].mean || a->fanout[c].dist != b->fanout[c].dist,
                 "%s: fanout", at);
-    /* sim <-> plugin and the plugin path: read by each worker as it starts */
+    /* sim <-> plugin, the plugin path, args and max_output_bytes: read by each worker as it
+     * starts, and by nothing else */
     differs(d, is_cuda(a) != is_cuda(b), "%s: backend cuda", at);
 }
 
@@ -339,6 +343,7 @@ int loki_config_reload_check(const struct loki_topology *cur, const struct loki_
                 "frontend.uids");
         differs(&d, fa->max_payload != fb->max_payload, "frontend.max_payload");
         differs(&d, fa->max_inflight != fb->max_inflight, "frontend.max_inflight");
+        differs(&d, fa->max_result != fb->max_result, "frontend.max_result_bytes");
         differs(&d, fa->max_conns != fb->max_conns, "frontend.max_connections");
         differs(&d, fa->max_conns_per_uid != fb->max_conns_per_uid,
                 "frontend.max_connections_per_uid");

@@ -431,7 +431,7 @@ static void load_gpus(struct ctx *c, const struct node *m)
         return;
     check_keys(c, m, "gpus", keys);
     if ((v = require(c, m, "count", "gpus")) && get_int(c, v, "count", &i) &&
-        in_range(c, v, "count", (double)i, 1, 1024, false))
+        in_range(c, v, "count", (double)i, 1, LOKI_MAX_GPUS, false))
         g->count = (int)i;
     if ((v = map_get(m, "memory_mb")) && get_double(c, v, "memory_mb", &d) &&
         in_range(c, v, "memory_mb", d, 0, 1e9, true))
@@ -547,10 +547,10 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
                 errorf(c, v, "variant", "unknown variant '%s' of task '%s'", name, tk->name);
         }
         if ((v = map_get(m, "instances")) && get_int(c, v, "instances", &i) &&
-            in_range(c, v, "instances", (double)i, 0, LOKI_MAX_STATIC * 16, false))
+            in_range(c, v, "instances", (double)i, 0, LOKI_MAX_INSTANCES, false))
             e.instances = (int)i;
         if ((v = map_get(m, "batch")) && get_int(c, v, "batch", &i) &&
-            in_range(c, v, "batch", (double)i, 1, 4096, false))
+            in_range(c, v, "batch", (double)i, 1, LOKI_MAX_BATCH, false))
             e.batch = (int)i;
         if ((v = map_get(m, "share")) && get_double(c, v, "share", &d) &&
             in_range(c, v, "share", d, 0, 1, true))
@@ -567,15 +567,11 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
 
 static void load_frontend(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"socket",
-                                       "mode",
-                                       "allowed_uids",
-                                       "max_payload_bytes",
-                                       "max_inflight",
-                                       "max_connections",
-                                       "max_connections_per_uid",
-                                       "idle_timeout_s",
-                                       NULL};
+    static const char *const keys[] = {"socket",          "mode",
+                                       "allowed_uids",    "max_payload_bytes",
+                                       "max_inflight",    "max_result_bytes",
+                                       "max_connections", "max_connections_per_uid",
+                                       "idle_timeout_s",  NULL};
     struct loki_frontend_cfg *f = &c->cfg->frontend;
     const struct node *v, *per_uid = NULL;
     long long i;
@@ -610,6 +606,9 @@ static void load_frontend(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "max_inflight")) && get_int(c, v, "max_inflight", &i) &&
         in_range(c, v, "max_inflight", (double)i, 1, 1 << 24, false))
         f->max_inflight = (uint32_t)i;
+    if ((v = map_get(m, "max_result_bytes")) && get_int(c, v, "max_result_bytes", &i) &&
+        in_range(c, v, "max_result_bytes", (double)i, 1024, 1024.0 * 1024 * 1024, false))
+        f->max_result = (uint32_t)i;
     if ((v = map_get(m, "max_connections")) && get_int(c, v, "max_connections", &i) &&
         in_range(c, v, "max_connections", (double)i, 1, LOKI_FRONTEND_MAX_CONNS, false))
         f->max_conns = (uint32_t)i;
@@ -675,12 +674,28 @@ static bool load_lat_row(struct ctx *c, const struct node *seq, const char *key,
     return ok;
 }
 
+/* Append @s (with its NUL) to the topology's string pool; false (an error at @at) when full. */
+static bool add_string(struct ctx *c, const struct node *at, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (c->t->strings_used == 0)
+        c->t->strings_used = 1; /* offset 0: the empty string, "none" */
+    if (n > sizeof(c->t->strings) - c->t->strings_used) {
+        errorf(c, at, "args", "backend arguments and input descriptions pass %u bytes in all",
+               (unsigned)sizeof(c->t->strings));
+        return false;
+    }
+    memcpy(c->t->strings + c->t->strings_used, s, n);
+    c->t->strings_used += (uint32_t)n;
+    return true;
+}
+
 static void load_variant(struct ctx *c, const struct node *m, struct loki_task *t,
                          struct loki_variant *var, const struct node **fanout_node)
 {
-    static const char *const keys[] = {"name",        "accuracy",   "memory_mb",    "startup_ms",
-                                       "batch_sizes", "latency_ms", "share_scaled", "fanout",
-                                       "backend",     NULL};
+    static const char *const keys[] = {
+        "name",         "accuracy", "memory_mb", "startup_ms", "batch_sizes",      "latency_ms",
+        "share_scaled", "fanout",   "backend",   "args",       "max_output_bytes", NULL};
     const struct node *v;
     double d;
     long long i;
@@ -713,8 +728,9 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
         for (int k = 0; ok && k < bs->n; k++) {
             if (!get_int(c, bs->vals[k], "batch_sizes", &i)) {
                 ok = false;
-            } else if (i < 1 || i > 4096) {
-                errorf(c, bs->vals[k], "batch_sizes", "batch size must be 1..4096, got %lld", i);
+            } else if (i < 1 || i > LOKI_MAX_BATCH) {
+                errorf(c, bs->vals[k], "batch_sizes", "batch size must be 1..%d, got %lld",
+                       LOKI_MAX_BATCH, i);
                 ok = false;
             } else if (k > 0 && i <= var->batches[k - 1]) {
                 errorf(c, bs->vals[k], "batch_sizes", "must be strictly ascending");
@@ -785,6 +801,27 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
         } else {
             errorf(c, v, "backend", "expected sim, cuda or the path of a plugin .so, got '%s'",
                    v->str);
+        }
+    }
+    var->max_output_bytes = LOKI_DEFAULT_OUTPUT_BYTES;
+    if ((v = map_get(m, "max_output_bytes")) && get_int(c, v, "max_output_bytes", &i) &&
+        in_range(c, v, "max_output_bytes", (double)i, 1, LOKI_MAX_OUTPUT_BYTES, false))
+        var->max_output_bytes = (uint32_t)i;
+    if ((v = map_get(m, "args")) && want(c, v, N_MAP, "args")) {
+        if (v->n > LOKI_MAX_ARGS) {
+            errorf(c, v, "args", "has %d entries, at most %d", v->n, LOKI_MAX_ARGS);
+        } else {
+            var->args_off = c->t->strings_used;
+            for (int k = 0; k < v->n; k++) {
+                for (int j = 0; j < k; j++)
+                    if (!strcmp(v->keys[j]->str, v->keys[k]->str))
+                        errorf(c, v->keys[k], v->keys[k]->str, "duplicate key in args");
+                if (!want(c, v->vals[k], N_SCALAR, v->keys[k]->str))
+                    continue;
+                if (add_string(c, v->keys[k], v->keys[k]->str) &&
+                    add_string(c, v->vals[k], v->vals[k]->str))
+                    var->n_args++;
+            }
         }
     }
     *fanout_node = map_get(m, "fanout");
@@ -928,7 +965,7 @@ static double fastest_ms(const struct loki_pipeline *p, int t)
 static void load_pipeline(struct ctx *c, const struct node *m, struct loki_pipeline *p)
 {
     static const char *const keys[] = {"name", "slo_ms", "tasks", "path_accuracy", NULL};
-    static const char *const tkeys[] = {"name", "children", "variants", NULL};
+    static const char *const tkeys[] = {"name", "children", "variants", "input", NULL};
     const struct node *v, *tasks;
     const struct node *task_nodes[LOKI_MAX_TASKS] = {0};
     const struct node *children_nodes[LOKI_MAX_TASKS] = {0};
@@ -961,6 +998,11 @@ static void load_pipeline(struct ctx *c, const struct node *m, struct loki_pipel
         if ((v = require(c, tm, "name", "task")) && get_name(c, v, "name", t->name)) {
             if (loki_pipeline_task_index(p, t->name) >= 0)
                 errorf(c, v, "name", "duplicate task name '%s'", t->name);
+        }
+        if ((v = map_get(tm, "input")) && want(c, v, N_SCALAR, "input")) {
+            uint32_t off = c->t->strings_used ? c->t->strings_used : 1;
+            if (add_string(c, v, v->str))
+                t->input_off = off;
         }
         task_nodes[p->n_tasks] = tm;
         p->n_tasks++;
@@ -1120,6 +1162,7 @@ void loki_config_defaults(struct loki_config *c)
     c->frontend.mode = 0660;
     c->frontend.max_payload = 1u << 20;
     c->frontend.max_inflight = 65536;
+    c->frontend.max_result = 16u << 20;
     c->frontend.idle_timeout_s = 60;
     c->runtime.spin_us = 50;
 }

@@ -31,11 +31,11 @@
     "      - name: a\n"                                                                            \
     "        children: [b]\n"                                                                      \
     "        variants:\n"                                                                          \
-    "          - {name: a1, accuracy: 100, batch_sizes: [1, 4], latency_ms: [5, 10],\n"           \
+    "          - {name: a1, accuracy: 100, batch_sizes: [1, 4], latency_ms: [5, 10],\n"            \
     "             fanout: {b: " fanout "}}\n"                                                      \
     "      - name: b\n"                                                                            \
     "        variants:\n"                                                                          \
-    "          - {name: b1, accuracy: 100, batch_sizes: [1], latency_ms: [" latency "],\n"        \
+    "          - {name: b1, accuracy: 100, batch_sizes: [1], latency_ms: [" latency "],\n"         \
     "             backend: " backend "}\n"
 
 #define BASE DOC("interval_ms: 500", "mode: \"0660\"", "2", "sim", "2")
@@ -123,9 +123,9 @@ static void test_load_snapshot(void **state)
     assert_int_equal(loki_config_load_snapshot(path, &t, &c, &fd, NULL, err, sizeof(err)),
                      LOKI_ETOPOLOGY);
     assert_non_null(strstr(err, path));
-    assert_int_equal(loki_config_load_snapshot("/nonexistent/t.yaml", &t, &c, &fd, NULL, err,
-                                               sizeof(err)),
-                     -ENOENT);
+    assert_int_equal(
+        loki_config_load_snapshot("/nonexistent/t.yaml", &t, &c, &fd, NULL, err, sizeof(err)),
+        -ENOENT);
 }
 
 /* Check BASE against @next: 0, or LOKI_ETOPOLOGY with @want in the reason. */

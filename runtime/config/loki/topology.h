@@ -42,9 +42,9 @@ int loki_config_parse(const char *text, size_t len, const char *name, struct lok
 
 /*
  * Read the file @path whole into a new buffer (*@text, *@len bytes and a NUL after them;
- * release with free()), the way loki_config_load() reads it. @st, when not NULL, receives the status of the file as
- * opened (fstat: the same file that was read), so a caller can tell who may write it.
- * Returns 0, -errno (-EFBIG over 64 MiB) with "PATH: why" in @err. Any thread.
+ * release with free()), the way loki_config_load() reads it. @st, when not NULL, receives the
+ * status of the file as opened (fstat: the same file that was read), so a caller can tell who may
+ * write it. Returns 0, -errno (-EFBIG over 64 MiB) with "PATH: why" in @err. Any thread.
  */
 int loki_config_read(const char *path, char **text, size_t *len, struct stat *st, char *err,
                      size_t errlen);
@@ -79,8 +79,9 @@ int loki_config_load_sealed(int fd, const char *name, struct loki_topology **out
  * Whether lokid may swap the configuration it runs (@cur, @cur_cfg) for @next, @next_cfg (both
  * valid, loaded with the same command-line overrides applied) without a restart. They may
  * differ only in what is read afresh where it is used:
- *   - a variant's `backend` between `sim` and plugin paths (workers started afterwards load
- *     it; `cuda` to or from anything else is fixed at start: MPS and the GPU environment);
+ *   - what only workers read, as they start: a variant's `backend` between `sim` and plugin
+ *     paths (`cuda` to or from anything else is fixed at start: MPS and the GPU
+ *     environment), its `args` and `max_output_bytes`, a task's `input` description;
  *   - the planner settings read at every solve or dispatch: policy, headroom, beta,
  *     hysteresis, min_dwell_s, time_limit_ms, mip_gap, burst_spares, fallback,
  *     accuracy_floor, early_drop, reroute, static_plan.
