@@ -789,6 +789,14 @@ static void handle_infer(struct loki_frontend_conn *c, struct loki_request *req)
                    false);
         return;
     }
+    if (fe->o.is_ready && !fe->o.is_ready(fe->o.ctx)) {
+        /* the socket listens before the workers are up (a bad path fails at once): until they
+         * are, say so now rather than hold the query for seconds of model loading */
+        STAT_ADD(fe, overloaded, 1);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_OVERLOADED,
+                   "not ready: workers are starting", false);
+        return;
+    }
     if (ids_has(c, req->id)) {
         STAT_ADD(fe, bad_requests, 1);
         snprintf(msg, sizeof(msg), "field 'id': %llu is already in flight on this connection",

@@ -32,7 +32,12 @@ struct loki_frontend_conn;
  */
 typedef void (*loki_frontend_request_cb)(void *ctx, struct loki_frontend_conn *conn,
                                          const struct loki_request *req);
-/* Readiness for "status" requests (loop thread). NULL: ready while not draining. */
+/*
+ * Readiness (loop thread): what "status" reports, and while it is false (lokid's workers are
+ * still starting) an infer request is answered at once, "overloaded" with retry_after_ms and
+ * "not ready: workers are starting", instead of waiting for them. NULL: ready while not
+ * draining.
+ */
 typedef bool (*loki_frontend_ready_cb)(void *ctx);
 /* Extra metrics for "metrics" requests (loop thread): fill up to @max entries of @out,
  * whose names must stay valid until the reply is encoded (static strings), return count. */

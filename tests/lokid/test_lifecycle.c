@@ -43,6 +43,7 @@ struct run {
     pid_t pid;
     char sock[128];
     char log[256];
+    bool no_wait; /* start() returns once lokid is forked, not once it is ready */
 };
 
 static pid_t current; /* lokid of the running test, killed by teardown if an assert fired */
@@ -219,6 +220,10 @@ static int start(struct run *r, const char *topo, const char *const *args, const
     }
     close(fds[1]);
     current = r->pid;
+    if (r->no_wait) {
+        close(fds[0]); /* lokid's write of "ready" then fails, which it ignores */
+        return 0;
+    }
     struct pollfd p = {.fd = fds[0], .events = POLLIN};
     int rc = poll(&p, 1, 30000);
     char buf[16] = {0};
@@ -467,6 +472,40 @@ static void test_bad_socket_fails_fast(void **state)
     free(path);
 }
 
+/*
+ * The socket listens from the start, before the workers are up: status says "not ready" and
+ * a query is answered at once, not held for the seconds the models take to load.
+ */
+static void test_not_ready_answers_at_once(void **state)
+{
+    char *path = strdup(loki_test_write_tmp(topology_slow(echo_so(), 3, 4, NULL, 5000), ".yaml"));
+    struct run r = {.no_wait = true};
+    assert_int_equal(start(&r, path, NULL, NULL, NULL), 0);
+    struct loki_client *c = NULL;
+    double t0 = now_ms();
+    while (now_ms() - t0 < 2000 && loki_client_connect(r.sock, NULL, &c))
+        sleep_ms(10);
+    fprintf(stderr, "socket answers %.0f ms after the start\n", now_ms() - t0);
+    assert_non_null(c);
+    struct loki_reply st;
+    assert_int_equal(loki_client_status(c, 5000, &st), 0);
+    assert_false(st.ready);
+    struct loki_client_req req = {
+        .pipeline = "small", .payload = "frame", .payload_len = 5, .timeout_ms = 10000};
+    struct loki_client_result res;
+    double q0 = now_ms();
+    assert_int_equal(loki_client_infer(c, &req, &res), 0);
+    fprintf(stderr, "query before ready: %s after %.0f ms (%s)\n", loki_status_name(res.status),
+            now_ms() - q0, res.error);
+    assert_int_equal(res.status, LOKI_STATUS_OVERLOADED);
+    assert_true(now_ms() - q0 < 1000);
+    assert_non_null(strstr(res.error, "not ready"));
+    loki_client_result_fini(&res);
+    loki_client_close(c);
+    stop(&r);
+    free(path);
+}
+
 /* ---- descriptor limits --------------------------------------------------------------------- */
 
 #define WIDE_DEMAND "2000" /* 10 instances on 12 GPUs */
@@ -520,7 +559,7 @@ static double metric(struct loki_client *c, const char *series)
 static void test_hard_fd_limit_reported(void **state)
 {
     char *path = strdup(loki_test_write_tmp(topology(echo_so(), 3, 12, NULL), ".yaml"));
-    struct limits lim = {.soft = 32, .hard = 32}; /* cannot be raised: some starts fail */
+    struct limits lim = {.soft = 40, .hard = 40}; /* cannot be raised: some starts fail */
     const char *const args[] = {"--fixed-plan", "--initial-demand", WIDE_DEMAND, NULL};
     struct run r = {0};
     assert_int_equal(start(&r, path, args, &lim, NULL), 0);
@@ -528,7 +567,7 @@ static void test_hard_fd_limit_reported(void **state)
     sleep_ms(1000); /* the first retries (100, 200, 400 ms) are behind */
     pid_t w[64];
     int n = workers(r.pid, w, NULL, 64);
-    fprintf(stderr, "hard RLIMIT_NOFILE 32: %d of %d workers\n", n, planned);
+    fprintf(stderr, "hard RLIMIT_NOFILE 40: %d of %d workers\n", n, planned);
     assert_true(n > 0 && n < planned);
     const char *log = log_text(&r);
     /* never "applied" for a plan that is not: what ran, what did not, and why */
@@ -644,6 +683,7 @@ int main(void)
         cmocka_unit_test_teardown(test_edit_reaches_no_worker, teardown),
         cmocka_unit_test_teardown(test_reload, teardown),
         cmocka_unit_test_teardown(test_bad_socket_fails_fast, teardown),
+        cmocka_unit_test_teardown(test_not_ready_answers_at_once, teardown),
         cmocka_unit_test_teardown(test_soft_fd_limit_raised, teardown),
         cmocka_unit_test_teardown(test_hard_fd_limit_reported, teardown),
         cmocka_unit_test_teardown(test_failed_starts_retried, teardown),
