@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "frontend.h"
+#include "loki/arena.h"
 #include "loki/clock.h"
 #include "loki/error.h"
 #include "loki/http.h"
@@ -72,6 +73,7 @@ struct lokid {
     struct loki_metrics *metrics;
     struct loki_report rep; /* the last rendered report, kept until the next one */
     struct loki_http *http; /* GET /metrics; NULL without --metrics-port or once stopped */
+    size_t arena_bytes;     /* the payload arena's */
     int exit_code;
     uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
     /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
@@ -146,6 +148,10 @@ static void status_view(struct lokid *d, struct loki_status_view *v)
     v->draining = d->draining;
     v->uptime_s = now_s(d);
     v->metrics_port = d->http ? loki_http_port(d->http) : -1;
+    struct loki_arena *a = loki_sup_arena(d->sup);
+    loki_arena_reclaim(a); /* what workers freed counts as free */
+    v->arena_bytes = (double)d->arena_bytes;
+    v->arena_used_bytes = (double)(d->arena_bytes - loki_arena_free_bytes(a));
 }
 
 static void on_tick(uv_timer_t *tm)
@@ -481,10 +487,12 @@ int lokid_run(const struct lokid_options *opt)
         fprintf(stderr, "lokid: metrics: %s\n", loki_strerror(rc));
         return 1;
     }
+    d->arena_bytes = opt->arena_mb ? (size_t)opt->arena_mb << 20 : (size_t)64 << 20;
     struct loki_router_actor_config rac = {.topo = d->topo,
                                            .max_roots = d->cfg.frontend.max_inflight,
                                            .retry_after_ms = RETRY_AFTER_MS,
                                            .max_result = d->cfg.frontend.max_result,
+                                           .arena_bytes = d->arena_bytes,
                                            .metrics = d->metrics};
     struct loki_router_actor_ops rao = {.arrival = ra_arrival};
     if ((rc = loki_router_actor_create(d->loop, &rac, &rao, d, &d->ra))) {
@@ -502,8 +510,7 @@ int lokid_run(const struct lokid_options *opt)
     self[n] = 0;
     struct loki_sup_config sc = {.self_exe = self,
                                  .config_fd = config_fd,
-                                 .arena_bytes =
-                                     opt->arena_mb ? (size_t)opt->arena_mb << 20 : (size_t)64 << 20,
+                                 .arena_bytes = d->arena_bytes,
                                  .ring_bytes = loki_router_actor_ring_bytes(d->ra),
                                  .seed = opt->seed,
                                  .mps = true,

@@ -57,8 +57,9 @@ struct loki_status_view {
     double gpus_in_use; /* distinct GPUs those occupy */
     bool transitioning; /* a plan change waits for new instances */
     bool ready, draining;
-    double uptime_s;  /* now, on the clock given to loki_metrics_tick() */
-    int metrics_port; /* port of the HTTP endpoint; -1 when there is none */
+    double uptime_s;                      /* now, on the clock given to loki_metrics_tick() */
+    int metrics_port;                     /* port of the HTTP endpoint; -1 when there is none */
+    double arena_bytes, arena_used_bytes; /* the payload arena: size, held by queries now */
 };
 
 /* A rendered report: NUL-terminated @text of @len bytes; the buffer grows and is reused. */
