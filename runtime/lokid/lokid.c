@@ -22,7 +22,8 @@
  * violations "over the last minute"); on request it fills a status view and
  * renders the status report ("table" or "json") or the Prometheus
  * exposition (runtime/metrics/), served over the client socket ("report"
- * field, docs/protocol.md) and, with --metrics-port, on 127.0.0.1 over HTTP.
+ * field, docs/protocol.md) and, with --metrics-port, over HTTP (loopback by
+ * default), next to the /healthz and /readyz probes.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -562,6 +563,48 @@ static int http_render(void *ctx, const char **body, size_t *len)
     return rc;
 }
 
+/* /healthz: the loop answers, and lokid is not shutting down. */
+static bool http_live(void *ctx)
+{
+    return !((struct lokid *)ctx)->stopping;
+}
+
+/* /readyz: serving (the initial plan's workers came up, the socket listens), not draining, a
+ * plan applied and at least one worker process alive. */
+static bool http_ready(void *ctx)
+{
+    struct lokid *d = ctx;
+    return d->ready && !d->draining && !d->stopping && loki_planner_actor_plan(d->pa) &&
+           loki_sup_alive(d->sup) > 0;
+}
+
+/* The HTTP endpoint, where --metrics-port or runtime.metrics_port asks for one. Returns 0 or
+ * lokid's exit status. */
+static int http_start(struct lokid *d)
+{
+    int port = d->opt.metrics_port >= 0 ? d->opt.metrics_port : d->cfg.runtime.metrics_port;
+    const char *addr =
+        d->opt.metrics_address ? d->opt.metrics_address : d->cfg.runtime.metrics_address;
+    if (port < 0)
+        return 0;
+    struct loki_http_config hc = {.address = addr,
+                                  .port = port,
+                                  .render = http_render,
+                                  .live = http_live,
+                                  .ready = http_ready,
+                                  .ctx = d};
+    int rc = loki_http_create(d->loop, &hc, &d->http);
+    if (rc) {
+        fprintf(stderr, "lokid: cannot serve metrics on %s port %d: %s\n", addr, port,
+                uv_strerror(rc));
+        return 1;
+    }
+    loki_log(LOKI_LOG_INFO, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)",
+             strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
+             loki_http_port(d->http));
+    return 0;
+}
+
 static void http_stop(struct lokid *d)
 {
     loki_http_destroy(d->http);
@@ -868,14 +911,8 @@ int lokid_run(const struct lokid_options *opt)
         return 1;
     }
 
-    if (opt->metrics_port >= 0) {
-        if ((rc = loki_http_create(d->loop, opt->metrics_port, http_render, d, &d->http))) {
-            fprintf(stderr, "lokid: cannot serve metrics on 127.0.0.1:%d: %s\n", opt->metrics_port,
-                    uv_strerror(rc));
-            return 1;
-        }
-        loki_log(LOKI_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", loki_http_port(d->http));
-    }
+    if ((rc = http_start(d)))
+        return rc;
 
     /* the initial plan, for the initial demand guess, solved before serving */
     if ((rc = loki_planner_actor_initial(d->pa, initial))) {
