@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The reports, rendered from a struct loki_status_view: the status report
- * (JSON, table) and the Prometheus exposition. Every byte here is read by
+ * (JSON, built with jansson through loki/json.h; table) and the Prometheus
+ * exposition. Every byte here is read by
  * something (loki status, tests/lokid, tests/python, tools/tour.sh,
  * bench/crosscheck, Prometheus): keep field names, orders and number
  * formats, and document a change in docs/operator.md and docs/protocol.md.
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "loki/json.h"
 #include "loki/planner.h"
 
 void loki_report_init(struct loki_report *r)
@@ -69,8 +71,11 @@ static void sb_printf(struct loki_report *b, const char *fmt, ...)
     }
 }
 
-/* @s as a JSON string or a Prometheus label value (same escapes for our names). */
-static void sb_quoted(struct loki_report *b, const char *s)
+/*
+ * @s as a Prometheus label value: the text format's escapes (backslash, double quote, line
+ * feed); other control characters are left out. Not JSON: JSON goes through jansson.
+ */
+static void prom_quoted(struct loki_report *b, const char *s)
 {
     sb_printf(b, "\"");
     for (; *s; s++) {
@@ -112,131 +117,173 @@ static int variant_fallback(const struct loki_plan *plan, int p, int t, int v)
     return -1;
 }
 
-/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
-static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap,
-                         bool json)
+/* Which of the first 256 GPUs host an instance of (p, t, v) in @plan, into @on. */
+static void variant_gpu_set(const struct loki_plan *plan, int p, int t, int v, bool on[256])
 {
-    bool on[256] = {0};
-    size_t k = 0;
-    out[0] = 0;
+    memset(on, 0, 256 * sizeof(bool));
     for (int i = 0; i < plan->n_instances; i++) {
         const struct loki_plan_instance *pi = &plan->inst[i];
         if (pi->pipeline == p && pi->task == t && pi->variant == v && pi->gpu >= 0 && pi->gpu < 256)
             on[pi->gpu] = true;
     }
+}
+
+/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out ("-": none). */
+static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap)
+{
+    bool on[256];
+    size_t k = 0;
+    variant_gpu_set(plan, p, t, v, on);
+    out[0] = 0;
     for (int g = 0; g < 256 && k + 8 < cap; g++)
         if (on[g])
             k += (size_t)snprintf(out + k, cap - k, "%s%d", k ? "," : "", g);
-    if (!k && !json)
+    if (!k)
         snprintf(out, cap, "-");
 }
 
+/* Append @n bytes to @b (a jansson dump callback: called once per token, so no printf). */
+static int sb_append(const char *buf, size_t n, void *data)
+{
+    struct loki_report *b = data;
+    if (b->oom)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->text, cap);
+        if (!np) {
+            b->oom = true;
+            return -1;
+        }
+        b->text = np;
+        b->cap = cap;
+    }
+    memcpy(b->text + b->len, buf, n);
+    b->len += n;
+    b->text[b->len] = 0;
+    return 0;
+}
+
+#define SET(o, k, v) loki_json_set(o, k, v, &oom)
+#define PUSH(a, v) loki_json_push(a, v, &oom)
+#define FIX(x, d) loki_json_fixed(x, d)
+#define U64(x) loki_json_u64((uint64_t)(x))
+
+/* The status report as one JSON document (docs/protocol.md, "Reports"). */
 static void status_json(const struct loki_status_view *sv, struct loki_report *b)
 {
     const struct loki_plan *pl_ = view_plan(sv);
-    double gpus = sv->gpus_in_use;
-    int n_inst = sv->instances;
-    sb_printf(b,
-              "{\"ready\":%s,\"draining\":%s,\"uptime_s\":%.3f,\"policy\":\"%s\",\"mode\":\"%s\","
-              "\"transitioning\":%s,\"plans_applied\":%llu,\"plans_kept\":%llu,"
-              "\"plan_age_s\":%.3f,\"solves\":%llu,\"solve_ms\":%.3f,\"metrics_port\":%d,"
-              "\"instances\":%d,\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},"
-              "\"pipelines\":[",
-              sv->ready && !sv->draining ? "true" : "false", sv->draining ? "true" : "false",
-              sv->uptime_s, loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
-              sv->transitioning ? "true" : "false", (unsigned long long)sv->planner.plans_applied,
-              (unsigned long long)sv->planner.plans_kept, sv->uptime_s - sv->planner.last_change_s,
-              (unsigned long long)sv->planner.solves, sv->planner.last_solve_ms, sv->metrics_port,
-              n_inst, sv->topo->gpus.count, gpus, pl_->gpus_active);
-    for (int p = 0; p < sv->topo->n_pipelines; p++) {
+    bool oom = false;
+    json_t *root = json_object();
+    SET(root, "ready", json_boolean(sv->ready && !sv->draining));
+    SET(root, "draining", json_boolean(sv->draining));
+    SET(root, "uptime_s", FIX(sv->uptime_s, 3));
+    SET(root, "policy", json_string(loki_policy_name(pl_->policy)));
+    SET(root, "mode", json_string(loki_plan_mode_name(pl_->mode)));
+    SET(root, "transitioning", json_boolean(sv->transitioning));
+    SET(root, "plans_applied", U64(sv->planner.plans_applied));
+    SET(root, "plans_kept", U64(sv->planner.plans_kept));
+    SET(root, "plan_age_s", FIX(sv->uptime_s - sv->planner.last_change_s, 3));
+    SET(root, "solves", U64(sv->planner.solves));
+    SET(root, "solve_ms", FIX(sv->planner.last_solve_ms, 3));
+    SET(root, "metrics_port", json_integer(sv->metrics_port));
+    SET(root, "instances", json_integer(sv->instances));
+    json_t *g = SET(root, "gpus", json_object());
+    SET(g, "count", json_integer(sv->topo->gpus.count));
+    SET(g, "in_use", FIX(sv->gpus_in_use, 4));
+    SET(g, "active", json_integer(pl_->gpus_active));
+    json_t *pipes = SET(root, "pipelines", json_array());
+    for (int p = 0; p < sv->topo->n_pipelines && !oom; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;
         double win = loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
-        sb_printf(b, "%s{\"name\":", p ? "," : "");
-        sb_quoted(b, pl->name);
-        sb_printf(
-            b,
-            ",\"slo_ms\":%.3f,\"demand\":{\"estimate_qps\":%.3f,\"planned_qps\":%.3f,"
-            "\"served_fraction\":%.4f},\"accuracy\":{\"predicted\":%.3f,"
-            "\"predicted_subquery\":%.3f,\"served\":%.3f,\"served_subquery\":%.3f},"
-            "\"last_minute\":{\"window_s\":%.3f,\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,"
-            "\"late\":%llu,\"error\":%llu,\"overloaded\":%llu,\"violations\":%llu,"
-            "\"violation_ratio\":%.6f,\"sub_queries\":%llu,\"sub_violations\":%llu,"
-            "\"drops_by_stage\":{",
-            pl->slo_ms, sv->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p],
-            100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
-            m.ok ? m.acc_sum / (double)m.ok : 0, m.ok ? m.acc_sub_sum / (double)m.ok : 0, win,
-            (unsigned long long)m.arrived, (unsigned long long)m.ok, (unsigned long long)m.dropped,
-            (unsigned long long)m.late, (unsigned long long)m.error,
-            (unsigned long long)m.overloaded, (unsigned long long)(m.dropped + m.late + m.error),
-            loki_metrics_violation_ratio(&m), (unsigned long long)m.sub,
-            (unsigned long long)m.sub_viol);
-        for (int t = 0; t < pl->n_tasks; t++) {
-            sb_printf(b, "%s", t ? "," : "");
-            sb_quoted(b, pl->tasks[t].name);
-            sb_printf(b, ":%llu", (unsigned long long)m.stage_drop[t]);
-        }
-        sb_printf(b, "}},\"variants\":[");
-        bool first = true;
+        json_t *po = PUSH(pipes, json_object());
+        SET(po, "name", loki_json_str(pl->name));
+        SET(po, "slo_ms", FIX(pl->slo_ms, 3));
+        json_t *dm = SET(po, "demand", json_object());
+        SET(dm, "estimate_qps", FIX(sv->demand_est[p], 3));
+        SET(dm, "planned_qps", FIX(pl_->demand_qps[p], 3));
+        SET(dm, "served_fraction", FIX(pl_->served_fraction[p], 4));
+        json_t *ac = SET(po, "accuracy", json_object());
+        SET(ac, "predicted", FIX(100 * pl_->accuracy[p], 3));
+        SET(ac, "predicted_subquery", FIX(100 * pl_->accuracy_subquery[p], 3));
+        SET(ac, "served", FIX(m.ok ? m.acc_sum / (double)m.ok : 0, 3));
+        SET(ac, "served_subquery", FIX(m.ok ? m.acc_sub_sum / (double)m.ok : 0, 3));
+        json_t *lm = SET(po, "last_minute", json_object());
+        SET(lm, "window_s", FIX(win, 3));
+        SET(lm, "arrived", U64(m.arrived));
+        SET(lm, "ok", U64(m.ok));
+        SET(lm, "dropped", U64(m.dropped));
+        SET(lm, "late", U64(m.late));
+        SET(lm, "error", U64(m.error));
+        SET(lm, "overloaded", U64(m.overloaded));
+        SET(lm, "violations", U64(m.dropped + m.late + m.error));
+        SET(lm, "violation_ratio", FIX(loki_metrics_violation_ratio(&m), 6));
+        SET(lm, "sub_queries", U64(m.sub));
+        SET(lm, "sub_violations", U64(m.sub_viol));
+        json_t *ds = SET(lm, "drops_by_stage", json_object());
+        for (int t = 0; t < pl->n_tasks; t++)
+            SET(ds, pl->tasks[t].name, U64(m.stage_drop[t]));
+        json_t *vars = SET(po, "variants", json_array());
         const struct loki_router_stats *st = sv->router;
         for (int t = 0; t < pl->n_tasks; t++)
             for (int v = 0; v < pl->tasks[t].n_variants; v++) {
                 const struct loki_plan_variant *pv = &pl_->var[p][t][v];
                 if (!pv->instances)
                     continue;
-                char g[512];
-                variant_gpus(pl_, p, t, v, g, sizeof(g), true);
-                sb_printf(b, "%s{\"task\":", first ? "" : ",");
-                sb_quoted(b, pl->tasks[t].name);
-                sb_printf(b, ",\"variant\":");
-                sb_quoted(b, pl->tasks[t].variants[v].name);
-                sb_printf(b,
-                          ",\"accuracy\":%.3f,\"instances\":%d,\"batch\":%d,\"share\":%.4f,"
-                          "\"gpus\":[%s],\"capacity_qps\":%.3f,\"load_qps\":%.3f,"
-                          "\"dropped_total\":%llu,\"fallback_total\":%llu,\"fallback\":",
-                          pl->tasks[t].variants[v].accuracy, pv->instances, pv->batch, pv->share, g,
-                          pv->capacity_qps, pv->load_qps,
-                          (unsigned long long)st->var[p][t][v].dropped,
-                          (unsigned long long)st->var[p][t][v].fallback);
+                json_t *vo = PUSH(vars, json_object());
+                SET(vo, "task", loki_json_str(pl->tasks[t].name));
+                SET(vo, "variant", loki_json_str(pl->tasks[t].variants[v].name));
+                SET(vo, "accuracy", FIX(pl->tasks[t].variants[v].accuracy, 3));
+                SET(vo, "instances", json_integer(pv->instances));
+                SET(vo, "batch", json_integer(pv->batch));
+                SET(vo, "share", FIX(pv->share, 4));
+                json_t *ga = SET(vo, "gpus", json_array());
+                bool on[256];
+                variant_gpu_set(pl_, p, t, v, on);
+                for (int gi = 0; gi < 256; gi++)
+                    if (on[gi])
+                        PUSH(ga, json_integer(gi));
+                SET(vo, "capacity_qps", FIX(pv->capacity_qps, 3));
+                SET(vo, "load_qps", FIX(pv->load_qps, 3));
+                SET(vo, "dropped_total", U64(st->var[p][t][v].dropped));
+                SET(vo, "fallback_total", U64(st->var[p][t][v].fallback));
                 int fv = variant_fallback(pl_, p, t, v);
-                if (fv >= 0)
-                    sb_quoted(b, pl->tasks[t].variants[fv].name);
-                else
-                    sb_printf(b, "null");
-                sb_printf(b, "}");
-                first = false;
+                SET(vo, "fallback",
+                    fv >= 0 ? loki_json_str(pl->tasks[t].variants[fv].name) : json_null());
             }
-        sb_printf(b, "],\"splits\":[");
-        first = true;
+        json_t *splits = SET(po, "splits", json_array());
         for (int t = 0; t < pl->n_tasks; t++) {
             int par = parent_task(pl, t);
             int nu = par < 0 ? 1 : pl->tasks[par].n_variants;
             for (int u = 0; u < nu; u++) {
                 if (par >= 0 && !pl_->var[p][par][u].instances)
                     continue;
-                sb_printf(b, "%s{\"task\":", first ? "" : ",");
-                sb_quoted(b, pl->tasks[t].name);
-                sb_printf(b, ",\"from\":");
-                sb_quoted(b, par < 0 ? "" : pl->tasks[par].variants[u].name);
-                sb_printf(b, ",\"to\":{");
-                bool f2 = true;
+                json_t *so = PUSH(splits, json_object());
+                SET(so, "task", loki_json_str(pl->tasks[t].name));
+                SET(so, "from", loki_json_str(par < 0 ? "" : pl->tasks[par].variants[u].name));
+                json_t *to = SET(so, "to", json_object());
                 for (int v = 0; v < pl->tasks[t].n_variants; v++) {
                     float x = pl_->split[p][t][u][v];
-                    if (x <= 0)
-                        continue;
-                    sb_printf(b, "%s", f2 ? "" : ",");
-                    sb_quoted(b, pl->tasks[t].variants[v].name);
-                    sb_printf(b, ":%.4f", x);
-                    f2 = false;
+                    if (x > 0)
+                        SET(to, pl->tasks[t].variants[v].name, FIX(x, 4));
                 }
-                sb_printf(b, "}}");
-                first = false;
             }
         }
-        sb_printf(b, "]}");
     }
-    sb_printf(b, "]}\n");
+    if (oom || json_dump_callback(root, sb_append, b, LOKI_JSON_FLAGS))
+        b->oom = true;
+    else
+        sb_printf(b, "\n");
+    json_decref(root);
 }
+
+#undef SET
+#undef PUSH
+#undef FIX
+#undef U64
 
 static void status_table(const struct loki_status_view *sv, struct loki_report *b)
 {
@@ -284,7 +331,7 @@ static void status_table(const struct loki_status_view *sv, struct loki_report *
                 if (!pv->instances)
                     continue;
                 char g[512];
-                variant_gpus(pl_, p, t, v, g, sizeof(g), false);
+                variant_gpus(pl_, p, t, v, g, sizeof(g));
                 int fv = variant_fallback(pl_, p, t, v);
                 sb_printf(b, "  %-16s %-20s %5d %5d %6.2f %-10s %10.1f %10.1f  %s\n",
                           pl->tasks[t].name, pl->tasks[t].variants[v].name, pv->instances,
@@ -322,14 +369,14 @@ static void prom_labels(struct loki_report *b, const struct loki_status_view *sv
 {
     const struct loki_pipeline *pl = &sv->topo->pipelines[p];
     sb_printf(b, "{pipeline=");
-    sb_quoted(b, pl->name);
+    prom_quoted(b, pl->name);
     if (t >= 0) {
         sb_printf(b, ",task=");
-        sb_quoted(b, pl->tasks[t].name);
+        prom_quoted(b, pl->tasks[t].name);
     }
     if (v >= 0) {
         sb_printf(b, ",variant=");
-        sb_quoted(b, pl->tasks[t].variants[v].name);
+        prom_quoted(b, pl->tasks[t].variants[v].name);
     }
     sb_printf(b, "%s%s}", extra ? "," : "", extra ? extra : "");
 }

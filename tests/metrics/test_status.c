@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The reports rendered from a hand-filled view, without a daemon: the JSON
- * and table status reports byte for byte, and the Prometheus exposition's
+ * status report as the document it was before it went through jansson
+ * (parsed: the same keys in the same order, the same values; and equal to
+ * what the hand-written printer, bench/json_legacy.c, renders from the same
+ * view), the table byte for byte, and the Prometheus exposition's
  * figures a user alerts on (counters, cumulative histogram buckets with
  * _sum and _count, last-minute gauges, planner and frontend figures).
  */
@@ -12,6 +15,8 @@
 
 #include "fixture.h"
 #include "harness.h"
+#include "json_legacy.h"
+#include "loki/json.h"
 #include "loki/status.h"
 
 struct fx {
@@ -136,12 +141,109 @@ static const char json_want[] =
     "{\"task\":\"cls\",\"from\":\"fast\",\"to\":{\"c0\":1.0000}},"
     "{\"task\":\"cls\",\"from\":\"slow\",\"to\":{\"c0\":1.0000}}]}]}\n";
 
+/* Whether @a and @b hold the same keys in the same order (recursively). */
+static bool same_key_order(json_t *a, json_t *b)
+{
+    if (json_is_array(a) && json_is_array(b)) {
+        for (size_t i = 0; i < json_array_size(a) && i < json_array_size(b); i++)
+            if (!same_key_order(json_array_get(a, i), json_array_get(b, i)))
+                return false;
+        return true;
+    }
+    if (!json_is_object(a) || !json_is_object(b))
+        return true;
+    void *ia = json_object_iter(a), *ib = json_object_iter(b);
+    for (; ia && ib; ia = json_object_iter_next(a, ia), ib = json_object_iter_next(b, ib))
+        if (strcmp(json_object_iter_key(ia), json_object_iter_key(ib)) ||
+            !same_key_order(json_object_iter_value(ia), json_object_iter_value(ib)))
+            return false;
+    return !ia && !ib;
+}
+
+/* @text is one line of JSON, parsed equal to @want with its keys in @want's order. */
+static void assert_json_doc(const char *text, const char *want)
+{
+    json_error_t e;
+    size_t n = strlen(text);
+    if (!n || text[n - 1] != '\n' || strchr(text, '\n') != text + n - 1)
+        fail_msg("not one line: %s", text);
+    json_t *a = json_loads(text, 0, &e);
+    if (!a)
+        fail_msg("not JSON (%s): %s", e.text, text);
+    json_t *b = json_loads(want, 0, &e);
+    assert_non_null(b);
+    if (!json_equal(a, b) || !same_key_order(a, b))
+        fail_msg("JSON differs:\n got %s\nwant %s", text, want);
+    json_decref(a);
+    json_decref(b);
+}
+
+/* What the hand-written printer renders from the same view, parsed, equals the report. */
+static void assert_as_legacy(const struct loki_status_view *v, const char *text)
+{
+    struct loki_report old;
+    loki_report_init(&old);
+    assert_int_equal(loki_bench_status_json_legacy(v, &old), 0);
+    assert_json_doc(text, old.text);
+    loki_report_fini(&old);
+}
+
 static void test_json(void **state)
 {
     struct fx *f = *state;
     assert_int_equal(loki_status_json(&f->v, &f->r), 0);
-    assert_string_equal(f->r.text, json_want);
-    assert_int_equal(f->r.len, strlen(json_want));
+    assert_int_equal(f->r.len, strlen(f->r.text));
+    assert_json_doc(f->r.text, json_want);
+    assert_as_legacy(&f->v, f->r.text);
+    /* numbers keep their decimals' value; integral reals stay reals */
+    assert_non_null(strstr(f->r.text, "\"uptime_s\":70.4,"));
+    assert_non_null(strstr(f->r.text, "\"served_fraction\":1.0}"));
+}
+
+/* Values that need rounding, huge counters and odd names stay what the old printer said. */
+static void test_json_as_legacy(void **state)
+{
+    struct fx *f = *state;
+    f->v.uptime_s = 1234567.891249999;
+    f->v.gpus_in_use = 2.00005;
+    f->v.demand_est[0] = 1.0 / 3;
+    f->v.planner.last_solve_ms = 0.0005;
+    f->st.pipe[0].ok += 1ull << 40;
+    f->plan->var[0][0][0].share = 0.33333;
+    strcpy(f->topo->pipelines[0].tasks[1].name, "cl\"s/\u00e9");
+    assert_int_equal(loki_status_json(&f->v, &f->r), 0);
+    assert_as_legacy(&f->v, f->r.text);
+    f->v.draining = true;
+    f->v.plan = NULL;
+    assert_int_equal(loki_status_json(&f->v, &f->r), 0);
+    assert_as_legacy(&f->v, f->r.text);
+}
+
+/* A fixed-decimals number parses to what printf's text parses to, for any value. */
+static void test_json_fixed_is_printf(void **state)
+{
+    unsigned long long s = 88172645463325252ull;
+    char buf[512];
+    for (int i = 0; i < 200000; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        int d = (int)(s % 10);
+        double x = (double)(s >> 11) / (double)(1ull << 53) * (i % 7 == 0 ? 1e12 : 1e3);
+        if (i % 3 == 0) /* ties in decimal: k + 0.5 at the last digit */
+            x = ((double)(s % 100000) + 0.5) / (d ? 1e1 * d : 1);
+        if (i % 5 == 0)
+            x = -x;
+        json_t *j = loki_json_fixed(x, d);
+        snprintf(buf, sizeof(buf), "%.*f", d, x);
+        /* 0 decimals: an integer, as the text "%.0f" prints is */
+        if (json_number_value(j) != strtod(buf, NULL) || json_is_integer(j) != (d == 0))
+            fail_msg("%.17g at %d decimals: %.17g, printf %s", x, d, json_number_value(j), buf);
+        json_decref(j);
+    }
+    json_t *j = loki_json_fixed(0.0 / 0.0, 3);
+    assert_true(json_is_null(j));
+    json_decref(j);
 }
 
 static const char table_want[] =
@@ -386,7 +488,7 @@ static void test_render_dispatch(void **state)
     assert_int_equal(
         loki_status_render(&f->v, LOKI_MSG_STATUS, loki_bytes_str("json"), &f->r, err, sizeof(err)),
         0);
-    assert_string_equal(f->r.text, json_want);
+    assert_json_doc(f->r.text, json_want);
     assert_int_equal(loki_status_render(&f->v, LOKI_MSG_METRICS, loki_bytes_str("prometheus"),
                                         &f->r, err, sizeof(err)),
                      0);
@@ -441,6 +543,8 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_json),
+        T(test_json_as_legacy),
+        T(test_json_fixed_is_printf),
         T(test_table),
         T(test_draining),
         T(test_no_plan_yet),
