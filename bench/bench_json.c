@@ -121,8 +121,9 @@ static int run(const char *file, double qps)
     json_error_t je;
     json_t *ja = json_loads(a.text, 0, &je), *jb = json_loads(b.text, 0, &je);
     if (!ja || !jb || !json_equal(ja, jb)) {
-        fprintf(stderr, "bench_json: %s: the two reports differ\n--- hand-written\n%s--- jansson\n%s",
-                file, a.text, b.text);
+        fprintf(stderr,
+                "bench_json: %s: the two reports differ\n--- hand-written\n%s--- jansson\n%s", file,
+                a.text, b.text);
         return 1;
     }
     json_decref(ja);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The pre-jansson JSON status renderer (json_legacy.c): bench_json's baseline, a test's reference. */
+/* The pre-jansson JSON status renderer (json_legacy.c): bench_json's baseline, a test's reference.
+ */
 #ifndef LOKI_BENCH_JSON_LEGACY_H
 #define LOKI_BENCH_JSON_LEGACY_H
 

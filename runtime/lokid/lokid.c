@@ -45,6 +45,7 @@
 #include "loki/clock.h"
 #include "loki/compiler.h"
 #include "loki/error.h"
+#include "loki/gpu.h"
 #include "loki/http.h"
 #include "loki/log.h"
 #include "loki/metrics.h"
@@ -108,9 +109,11 @@ struct lokid {
     struct loki_plan *plan_restart;
     uint64_t t0_ns;
     struct loki_metrics *metrics;
-    struct loki_report rep;  /* the last rendered report, kept until the next one */
-    struct loki_http *http;  /* GET /metrics; NULL without --metrics-port or once stopped */
-    struct loki_reply reply; /* scratch: large, encoded before reuse */
+    struct loki_report rep;         /* the last rendered report, kept until the next one */
+    struct loki_http *http;         /* GET /metrics; NULL without --metrics-port or once stopped */
+    struct loki_process_stats proc; /* the last sample, shown by the reports */
+    struct loki_gpu *gpu;           /* NVML; NULL without the driver */
+    struct loki_reply reply;        /* scratch: large, encoded before reuse */
     char paths[LOKI_MAX_TASKS * 8][LOKI_PROTO_PATH_STR_MAX / 8];
     int exit_code;
 };
@@ -485,9 +488,15 @@ static bool fe_ready(void *ctx)
 
 /* ---- reports: status (table, json), Prometheus, /metrics (runtime/metrics) ---------------- */
 
+static uint64_t sup_crashes(const void *sup, int p, int t, int v)
+{
+    return loki_sup_crashes(sup, p, t, v);
+}
+
 /*
- * What the reports show, gathered from the router, the frontend and the planner actor: the one
- * place the reports read the planner's state (its plan, demand estimates and counters).
+ * What the reports show, gathered from the router, the frontend, the planner actor and the
+ * supervisor: the one place the reports read the planner's state (its plan, demand estimates
+ * and counters). The process and NVML figures are sampled here (NVML at most once a second).
  */
 static void status_view(struct lokid *d, struct loki_status_view *v)
 {
@@ -520,6 +529,12 @@ static void status_view(struct lokid *d, struct loki_status_view *v)
     v->draining = d->draining;
     v->uptime_s = now_s(d);
     v->metrics_port = d->http ? loki_http_port(d->http) : -1;
+    v->worker_crashes = sup_crashes;
+    v->worker_crashes_ctx = d->sup;
+    loki_process_sample(&d->proc); /* a figure it cannot read stays 0 */
+    v->process = &d->proc;
+    if (d->gpu)
+        v->n_gpus = loki_gpu_sample(d->gpu, loki_now_ns(), &v->gpus);
 }
 
 static void on_tick(uv_timer_t *tm)
@@ -890,6 +905,9 @@ int lokid_run(const struct lokid_options *opt)
         return 1;
     }
     loki_report_init(&d->rep);
+    /* GPU metrics where NVML is there (the driver's library); none otherwise */
+    if (loki_gpu_open(NULL, &d->gpu) == 0)
+        loki_log(LOKI_LOG_INFO, "NVML found: GPU utilisation and memory in the metrics");
     const char *names[LOKI_MAX_PIPELINES];
     double initial[LOKI_MAX_PIPELINES];
     for (int p = 0; p < d->topo->n_pipelines; p++) {
@@ -971,6 +989,7 @@ int lokid_run(const struct lokid_options *opt)
     loki_planner_actor_destroy(d->pa);
     loki_planner_uv_destroy(d->pu);
     loki_metrics_destroy(d->metrics);
+    loki_gpu_close(d->gpu);
     uv_loop_close(d->loop);
     free(d->roots);
     free(d->free_roots);

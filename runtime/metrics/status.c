@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "loki/json.h"
 #include "loki/planner.h"
+#include "loki/version.h"
 
 void loki_report_init(struct loki_report *r)
 {
@@ -87,6 +88,23 @@ static void prom_quoted(struct loki_report *b, const char *s)
             sb_printf(b, "%c", *s);
     }
     sb_printf(b, "\"");
+}
+
+/* Worker crashes of variant (p, t, v), 0 when the view has no count. */
+static uint64_t view_crashes(const struct loki_status_view *sv, int p, int t, int v)
+{
+    return sv->worker_crashes ? sv->worker_crashes(sv->worker_crashes_ctx, p, t, v) : 0;
+}
+
+/* Worker crashes of every variant of the topology. */
+static uint64_t view_crashes_total(const struct loki_status_view *sv)
+{
+    uint64_t n = 0;
+    for (int p = 0; p < sv->topo->n_pipelines; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++)
+                n += view_crashes(sv, p, t, v);
+    return n;
 }
 
 /* The plan to show: an empty one (all zeros: mode hardware, no instances) before the first. */
@@ -190,6 +208,7 @@ static void status_json(const struct loki_status_view *sv, struct loki_report *b
     SET(root, "solve_ms", FIX(sv->planner.last_solve_ms, 3));
     SET(root, "metrics_port", json_integer(sv->metrics_port));
     SET(root, "instances", json_integer(sv->instances));
+    SET(root, "worker_crashes", U64(view_crashes_total(sv)));
     json_t *g = SET(root, "gpus", json_object());
     SET(g, "count", json_integer(sv->topo->gpus.count));
     SET(g, "in_use", FIX(sv->gpus_in_use, 4));
@@ -299,8 +318,9 @@ static void status_table(const struct loki_status_view *sv, struct loki_report *
               (unsigned long long)sv->planner.plans_applied,
               sv->uptime_s - sv->planner.last_change_s, (unsigned long long)sv->planner.plans_kept,
               sv->planner.last_solve_ms);
-    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances\n", gpus, pl_->gpus_active,
-              sv->topo->gpus.count, n_inst);
+    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances; %llu worker crashes\n", gpus,
+              pl_->gpus_active, sv->topo->gpus.count, n_inst,
+              (unsigned long long)view_crashes_total(sv));
     for (int p = 0; p < sv->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;
@@ -401,6 +421,61 @@ static void prom_hist(struct loki_report *b, const struct loki_status_view *sv, 
     sb_printf(b, " %.9g\n%s_count", h->sum, name);
     prom_labels(b, sv, p, t, v, NULL);
     sb_printf(b, " %llu\n", (unsigned long long)h->count);
+}
+
+/* The process metrics every Prometheus client library exports, under their usual names. */
+static void prom_process(struct loki_report *b, const struct loki_process_stats *ps)
+{
+    if (!ps)
+        return;
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } g[] = {
+        {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+         ps->cpu_seconds},
+        {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+         (double)ps->resident_bytes},
+        {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+         (double)ps->virtual_bytes},
+        {"process_open_fds", "gauge", "Number of open file descriptors.", (double)ps->open_fds},
+        {"process_max_fds", "gauge", "Maximum number of open file descriptors.",
+         (double)ps->max_fds},
+        {"process_start_time_seconds", "gauge",
+         "Start time of the process since unix epoch in seconds.", ps->start_time_seconds},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        prom_head(b, g[i].name, g[i].type, g[i].help);
+        sb_printf(b, "%s %.17g\n", g[i].name, g[i].v);
+    }
+}
+
+/* NVML's figures per device ({gpu="NVML index",uuid="GPU-..."}); none without NVML. */
+static void prom_gpus(struct loki_report *b, const struct loki_gpu_stats *gs, int n)
+{
+    static const char *const name[][2] = {
+        {"loki_gpu_utilization_ratio",
+         "Fraction of NVML's last sample period in which a kernel ran on the GPU, 0..1."},
+        {"loki_gpu_memory_used_bytes", "GPU memory in use (all processes), bytes."},
+        {"loki_gpu_memory_total_bytes", "GPU memory, bytes."},
+    };
+    if (!gs || n <= 0)
+        return;
+    for (int k = 0; k < 3; k++) {
+        prom_head(b, name[k][0], "gauge", name[k][1]);
+        for (int i = 0; i < n; i++) {
+            if (!gs[i].ok)
+                continue;
+            sb_printf(b, "%s{gpu=\"%d\",uuid=", name[k][0], gs[i].index);
+            prom_quoted(b, gs[i].uuid);
+            if (k == 0)
+                sb_printf(b, "} %.9g\n", gs[i].utilization);
+            else
+                sb_printf(
+                    b, "} %llu\n",
+                    (unsigned long long)(k == 1 ? gs[i].mem_used_bytes : gs[i].mem_total_bytes));
+        }
+    }
 }
 
 static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
@@ -508,10 +583,10 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
                           loki__batch_bounds, LOKI__HIST_B);
     static const char *const vg[][2] = {
         {"loki_variant_instances", "Instances of this variant in the current plan."},
-        {"loki_variant_share", "GPU share of each instance of this variant."},
+        {"loki_variant_share_ratio", "GPU share of each instance of this variant, 0..1."},
         {"loki_variant_batch_max", "Planned (maximum) batch size of this variant."},
-        {"loki_variant_capacity_qps", "Planned capacity of this variant."},
-        {"loki_variant_load_qps", "Predicted load on this variant under the plan."},
+        {"loki_variant_capacity_queries_per_second", "Planned capacity of this variant."},
+        {"loki_variant_load_queries_per_second", "Predicted load on this variant under the plan."},
     };
     for (int i = 0; i < 5; i++) {
         prom_head(b, vg[i][0], "gauge", vg[i][1]);
@@ -529,24 +604,39 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
                     sb_printf(b, " %.9g\n", x);
                 }
     }
+    prom_head(b, "loki_worker_crashes_total", "counter",
+              "Worker processes of this variant that exited unasked (crash, kill, OOM kill); "
+              "each is restarted with backoff.");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++) {
+                sb_printf(b, "loki_worker_crashes_total");
+                prom_labels(b, sv, p, t, v, NULL);
+                sb_printf(b, " %llu\n", (unsigned long long)view_crashes(sv, p, t, v));
+            }
+    /* per pipeline; served accuracy only where the last minute served a query: no sample,
+     * not 0, when idle */
     static const char *const pg[][2] = {
-        {"loki_demand_estimate_qps", "EWMA estimate of root demand."},
-        {"loki_demand_planned_qps", "Root demand the current plan was solved for."},
-        {"loki_plan_served_fraction", "Fraction of demand the plan serves (admission control)."},
-        {"loki_accuracy_predicted", "Predicted pipeline accuracy of the plan, 0..100."},
-        {"loki_accuracy_served", "Mean accuracy of the queries served in the last minute."},
-        {"loki_violation_ratio", "Dropped, late or failed among answered, last minute."},
+        {"loki_demand_estimate_queries_per_second", "EWMA estimate of root demand."},
+        {"loki_demand_planned_queries_per_second", "Root demand the current plan was solved for."},
+        {"loki_plan_served_ratio", "Fraction of demand the plan serves (admission control), 0..1."},
+        {"loki_accuracy_predicted_ratio", "Predicted pipeline accuracy of the plan, 0..1."},
+        {"loki_accuracy_served_ratio",
+         "Mean accuracy of the queries served in the last minute, 0..1; absent when none were."},
+        {"loki_violation_ratio", "Dropped, late or failed among answered, last minute, 0..1."},
     };
     for (int i = 0; i < 6; i++) {
         prom_head(b, pg[i][0], "gauge", pg[i][1]);
         for (int p = 0; p < np; p++) {
             struct loki_metrics_counts m;
             loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
+            if (i == 4 && !m.ok)
+                continue;
             double x = i == 0   ? sv->demand_est[p]
                        : i == 1 ? pl_->demand_qps[p]
                        : i == 2 ? pl_->served_fraction[p]
-                       : i == 3 ? 100 * pl_->accuracy[p]
-                       : i == 4 ? (m.ok ? m.acc_sum / (double)m.ok : 0)
+                       : i == 3 ? pl_->accuracy[p]
+                       : i == 4 ? m.acc_sum / (double)m.ok / 100
                                 : loki_metrics_violation_ratio(&m);
             sb_printf(b, "%s", pg[i][0]);
             prom_labels(b, sv, p, -1, -1, NULL);
@@ -566,8 +656,6 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
         {"loki_gpus", "gauge", "GPUs in the topology.", sv->topo->gpus.count},
         {"loki_planner_last_solve_seconds", "gauge", "Duration of the last solve.",
          sv->planner.last_solve_ms / 1e3},
-        {"loki_planner_solve_seconds_sum", "counter", "Total time spent solving.",
-         sv->planner.solve_ms_sum / 1e3},
         {"loki_planner_solves_total", "counter", "Solves completed.", (double)sv->planner.solves},
         {"loki_planner_errors_total", "counter", "Solves that failed.",
          (double)sv->planner.solve_errors},
@@ -596,10 +684,22 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
         prom_head(b, g[i].name, g[i].type, g[i].help);
         sb_printf(b, "%s %.9g\n", g[i].name, g[i].v);
     }
+    prom_head(b, "loki_planner_solve_seconds", "summary",
+              "Time the completed solves took (the planner's own measure).");
+    sb_printf(b, "loki_planner_solve_seconds_sum %.9g\nloki_planner_solve_seconds_count %llu\n",
+              sv->planner.solve_ms_sum / 1e3, (unsigned long long)sv->planner.solves);
     prom_head(b, "loki_planner_mode", "gauge", "1 for the mode of the current plan.");
     for (int m = LOKI_MODE_HARDWARE; m <= LOKI_MODE_STATIC; m++)
         sb_printf(b, "loki_planner_mode{mode=\"%s\"} %d\n",
                   loki_plan_mode_name((enum loki_plan_mode)m), (int)pl_->mode == m);
+    prom_head(b, "loki_build_info", "gauge", "1, labelled with the version of the running lokid.");
+    sb_printf(b, "loki_build_info{version=");
+    prom_quoted(b, LOKI_VERSION);
+    sb_printf(b, ",git=");
+    prom_quoted(b, LOKI_GIT_DESCRIBE);
+    sb_printf(b, "} 1\n");
+    prom_process(b, sv->process);
+    prom_gpus(b, sv->gpus, sv->n_gpus);
 }
 
 int loki_status_json(const struct loki_status_view *v, struct loki_report *out)
@@ -663,10 +763,10 @@ int loki_status_summary(const struct loki_status_view *v, struct loki_metric *ou
         {"loki_fallback_total", (double)p->fallback},
         {"loki_instances", (double)v->instances},
         {"loki_gpus_in_use", v->gpus_in_use},
-        {"loki_demand_qps", v->demand_est[0]},
-        {"loki_plan_accuracy", plan ? 100 * plan->accuracy[0] : 0},
+        {"loki_demand_queries_per_second", v->demand_est[0]},
+        {"loki_plan_accuracy_ratio", plan ? plan->accuracy[0] : 0},
         {"loki_plan_mode", plan ? (double)plan->mode : -1},
-        {"loki_planner_solve_ms", plan ? plan->solve_ms : 0},
+        {"loki_plan_solve_seconds", plan ? plan->solve_ms / 1e3 : 0},
         {"loki_plans_applied_total", (double)v->planner.plans_applied},
         {"loki_roots_inflight", (double)v->router->roots_inflight},
     };

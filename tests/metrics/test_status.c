@@ -18,6 +18,7 @@
 #include "json_legacy.h"
 #include "loki/json.h"
 #include "loki/status.h"
+#include "loki/version.h"
 
 struct fx {
     struct loki_topology *topo;
@@ -117,7 +118,7 @@ static const char json_want[] =
     "{\"ready\":true,\"draining\":false,\"uptime_s\":70.400,\"policy\":\"loki\","
     "\"mode\":\"accuracy\",\"transitioning\":false,\"plans_applied\":2,\"plans_kept\":1,"
     "\"plan_age_s\":20.400,\"solves\":3,\"solve_ms\":12.500,\"metrics_port\":9464,"
-    "\"instances\":4,\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
+    "\"instances\":4,\"worker_crashes\":0,\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
     "\"pipelines\":[{\"name\":\"tiny\",\"slo_ms\":250.000,"
     "\"demand\":{\"estimate_qps\":42.500,\"planned_qps\":180.000,\"served_fraction\":1.0000},"
     "\"accuracy\":{\"predicted\":85.000,\"predicted_subquery\":90.000,\"served\":90.000,"
@@ -178,13 +179,26 @@ static void assert_json_doc(const char *text, const char *want)
     json_decref(b);
 }
 
-/* What the hand-written printer renders from the same view, parsed, equals the report. */
+/* What the hand-written printer renders from the same view, parsed, equals the report less the
+ * keys added since (worker_crashes). */
 static void assert_as_legacy(const struct loki_status_view *v, const char *text)
 {
     struct loki_report old;
+    json_error_t e;
     loki_report_init(&old);
     assert_int_equal(loki_bench_status_json_legacy(v, &old), 0);
-    assert_json_doc(text, old.text);
+    json_t *now = json_loads(text, 0, &e);
+    assert_non_null(now);
+    assert_int_equal(json_object_del(now, "worker_crashes"), 0);
+    char *less = json_dumps(now, LOKI_JSON_FLAGS);
+    assert_non_null(less);
+    size_t n = strlen(less);
+    less = realloc(less, n + 2);
+    assert_non_null(less);
+    memcpy(less + n, "\n", 2);
+    assert_json_doc(less, old.text);
+    free(less);
+    json_decref(now);
     loki_report_fini(&old);
 }
 
@@ -249,7 +263,7 @@ static void test_json_fixed_is_printf(void **state)
 static const char table_want[] =
     "lokid ready, up 70.4 s; policy loki, mode accuracy; plans applied 2 (last 20.4 s ago), "
     "kept 1; last solve 12.5 ms\n"
-    "GPUs: 2.50 in use on 3 of 8; 4 instances\n"
+    "GPUs: 2.50 in use on 3 of 8; 4 instances; 0 worker crashes\n"
     "\n"
     "pipeline tiny (SLO 250 ms)\n"
     "  demand    42.5 qps estimated, plan carries 180.0 qps, served fraction 1.000\n"
@@ -307,7 +321,8 @@ static void test_no_plan_yet(void **state)
     assert_non_null(strstr(f->r.text, "\"variants\":[],\"splits\":[{\"task\":\"det\",\"from\":\"\","
                                       "\"to\":{}}]}]}\n"));
     assert_int_equal(loki_status_table(&f->v, &f->r), 0);
-    assert_non_null(strstr(f->r.text, "GPUs: 2.50 in use on 0 of 8; 4 instances\n"));
+    assert_non_null(
+        strstr(f->r.text, "GPUs: 2.50 in use on 0 of 8; 4 instances; 0 worker crashes\n"));
     assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
     assert_line(f->r.text,
                 "loki_variant_instances{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 0");
@@ -353,14 +368,15 @@ static void test_prometheus_counters_and_gauges(void **state)
     /* the plan */
     assert_line(t, "# TYPE loki_variant_instances gauge");
     assert_line(t, "loki_variant_instances{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 2");
-    assert_line(t, "loki_variant_share{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 0.5");
+    assert_line(t, "loki_variant_share_ratio{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 0.5");
     assert_line(t, "loki_variant_batch_max{pipeline=\"tiny\",task=\"cls\",variant=\"c0\"} 8");
-    assert_line(t, "loki_variant_load_qps{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 150");
+    assert_line(t, "loki_variant_load_queries_per_second{pipeline=\"tiny\",task=\"det\",variant="
+                   "\"fast\"} 150");
     /* demand, accuracy and violations over the last minute */
-    assert_line(t, "loki_demand_estimate_qps{pipeline=\"tiny\"} 42.5");
-    assert_line(t, "loki_demand_planned_qps{pipeline=\"tiny\"} 180");
-    assert_line(t, "loki_accuracy_predicted{pipeline=\"tiny\"} 85");
-    assert_line(t, "loki_accuracy_served{pipeline=\"tiny\"} 90");
+    assert_line(t, "loki_demand_estimate_queries_per_second{pipeline=\"tiny\"} 42.5");
+    assert_line(t, "loki_demand_planned_queries_per_second{pipeline=\"tiny\"} 180");
+    assert_line(t, "loki_accuracy_predicted_ratio{pipeline=\"tiny\"} 0.85");
+    assert_line(t, "loki_accuracy_served_ratio{pipeline=\"tiny\"} 0.9");
     assert_line(t, "loki_violation_ratio{pipeline=\"tiny\"} 0.3");
     /* daemon-wide: router, planner, frontend */
     assert_line(t, "loki_instances 4");
@@ -368,7 +384,9 @@ static void test_prometheus_counters_and_gauges(void **state)
     assert_line(t, "loki_gpus_active 3");
     assert_line(t, "loki_gpus 8");
     assert_line(t, "loki_planner_last_solve_seconds 0.0125");
+    assert_line(t, "# TYPE loki_planner_solve_seconds summary");
     assert_line(t, "loki_planner_solve_seconds_sum 0.04");
+    assert_line(t, "loki_planner_solve_seconds_count 3");
     assert_line(t, "loki_planner_solves_total 3");
     assert_line(t, "loki_planner_errors_total 1");
     assert_line(t, "loki_plans_applied_total 2");
@@ -505,6 +523,131 @@ static void test_render_dispatch(void **state)
     assert_string_equal(err, "field 'format': metrics reports are \"prometheus\"");
 }
 
+static uint64_t crashes(const void *ctx, int p, int t, int v)
+{
+    return t == 0 && v == 1 ? 3 : t == 1 ? 1 : 0; /* det/slow 3, cls/c0 1 */
+}
+
+/* Restarts, build, process and GPU figures, where the view has them. */
+static void test_prometheus_ops(void **state)
+{
+    struct fx *f = *state;
+    const struct loki_process_stats ps = {.cpu_seconds = 12.5,
+                                          .start_time_seconds = 1700000000.25,
+                                          .resident_bytes = 50u << 20,
+                                          .virtual_bytes = 900u << 20,
+                                          .open_fds = 42,
+                                          .max_fds = 65536};
+    const struct loki_gpu_stats gs[2] = {
+        {.index = 0,
+         .uuid = "GPU-aa",
+         .ok = true,
+         .utilization = 0.37,
+         .mem_used_bytes = 1ull << 30,
+         .mem_total_bytes = 80ull << 30},
+        {.index = 1, .uuid = "GPU-bb", .ok = false},
+    };
+    const char *t;
+    /* without them: no samples, but the build */
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    t = f->r.text;
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 0");
+    assert_null(strstr(t, "process_"));
+    assert_null(strstr(t, "loki_gpu_"));
+    char build[256];
+    snprintf(build, sizeof(build), "loki_build_info{version=\"%s\",git=\"%s\"} 1", LOKI_VERSION,
+             LOKI_GIT_DESCRIBE);
+    assert_line(t, build);
+    f->v.worker_crashes = crashes;
+    f->v.process = &ps;
+    f->v.gpus = gs;
+    f->v.n_gpus = 2;
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    t = f->r.text;
+    assert_line(t, "# TYPE loki_worker_crashes_total counter");
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 3");
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 0");
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"cls\",variant=\"c0\"} 1");
+    assert_line(t, "# TYPE process_cpu_seconds_total counter");
+    assert_line(t, "process_cpu_seconds_total 12.5");
+    assert_line(t, "process_resident_memory_bytes 52428800");
+    assert_line(t, "process_virtual_memory_bytes 943718400");
+    assert_line(t, "process_open_fds 42");
+    assert_line(t, "process_max_fds 65536");
+    assert_line(t, "process_start_time_seconds 1700000000.25");
+    assert_line(t, "# TYPE loki_gpu_utilization_ratio gauge");
+    assert_line(t, "loki_gpu_utilization_ratio{gpu=\"0\",uuid=\"GPU-aa\"} 0.37");
+    assert_line(t, "loki_gpu_memory_used_bytes{gpu=\"0\",uuid=\"GPU-aa\"} 1073741824");
+    assert_line(t, "loki_gpu_memory_total_bytes{gpu=\"0\",uuid=\"GPU-aa\"} 85899345920");
+    assert_null(strstr(t, "GPU-bb")); /* its queries failed this time: no samples */
+    /* the status reports total them */
+    assert_int_equal(loki_status_json(&f->v, &f->r), 0);
+    assert_non_null(strstr(f->r.text, "\"instances\":4,\"worker_crashes\":4,"));
+    assert_int_equal(loki_status_table(&f->v, &f->r), 0);
+    assert_non_null(strstr(f->r.text, "; 4 instances; 4 worker crashes\n"));
+}
+
+/* Served accuracy is absent, not 0, over a minute without a served query. */
+static void test_prometheus_idle_accuracy(void **state)
+{
+    struct fx *f = *state;
+    for (int t = 71; t <= 140; t++) /* no traffic since second 70 */
+        loki_metrics_tick(f->m, t, &f->st);
+    f->v.uptime_s = 140.4;
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    assert_null(strstr(f->r.text, "loki_accuracy_served_ratio{"));
+    assert_line(f->r.text, "# TYPE loki_accuracy_served_ratio gauge");
+    assert_line(f->r.text, "loki_accuracy_predicted_ratio{pipeline=\"tiny\"} 0.85");
+    assert_line(f->r.text, "loki_violation_ratio{pipeline=\"tiny\"} 0");
+}
+
+/*
+ * Names and units as Prometheus wants them: every _sum has its _count with the same labels,
+ * no _qps or _ms names, ratios between 0 and 1, every sample under a # TYPE of its family.
+ */
+static void test_prometheus_conventions(void **state)
+{
+    struct fx *f = *state;
+    struct loki_process_stats ps = {.cpu_seconds = 1};
+    f->v.process = &ps;
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    char family[128] = "";
+    int sums = 0;
+    for (const char *l = f->r.text; *l; l = strchr(l, '\n') + 1) {
+        const char *nl = strchr(l, '\n');
+        size_t nlen = strcspn(l, "{ \n");
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)nlen, l);
+        if (!strncmp(l, "# TYPE ", 7)) {
+            snprintf(family, sizeof(family), "%.*s", (int)strcspn(l + 7, " "), l + 7);
+            continue;
+        }
+        if (l[0] == '#')
+            continue;
+        if (strstr(name, "_qps") || strstr(name, "_ms") || strstr(name, "_fraction"))
+            fail_msg("not a base unit: %s", name);
+        if (strncmp(name, family, strlen(family)))
+            fail_msg("%s outside its family %s", name, family);
+        if (nlen > 6 && !strcmp(name + nlen - 6, "_ratio")) {
+            double x = strtod(strchr(l, ' ') + 1, NULL);
+            if (x < 0 || x > 1)
+                fail_msg("%.*s: a ratio out of 0..1", (int)(nl - l), l);
+        }
+        if (nlen > 4 && !strcmp(name + nlen - 4, "_sum")) {
+            /* name_sum{labels} v  ->  name_count{labels} */
+            char want[512];
+            const char *rest = l + nlen, *sp = memrchr(l, ' ', (size_t)(nl - l));
+            snprintf(want, sizeof(want), "%.*s_count%.*s ", (int)nlen - 4, l, (int)(sp - rest),
+                     rest);
+            const char *c = strstr(f->r.text, want);
+            if (!c || (c != f->r.text && c[-1] != '\n'))
+                fail_msg("no %s beside %.*s", want, (int)(nl - l), l);
+            sums++;
+        }
+    }
+    assert_true(sums >= 9); /* 8 histograms and the planner's summary */
+}
+
 static double summary_value(const struct loki_metric *m, int n, const char *name)
 {
     for (int i = 0; i < n; i++)
@@ -523,8 +666,8 @@ static void test_summary(void **state)
     assert_true(summary_value(m, n, "loki_queries_arrived_total") == 840);
     assert_true(summary_value(m, n, "loki_queries_ok_total") == 490);
     assert_true(summary_value(m, n, "loki_instances") == 4);
-    assert_true(summary_value(m, n, "loki_demand_qps") == 42.5);
-    assert_true(summary_value(m, n, "loki_plan_accuracy") == 100 * 0.85);
+    assert_true(summary_value(m, n, "loki_demand_queries_per_second") == 42.5);
+    assert_true(summary_value(m, n, "loki_plan_accuracy_ratio") == 0.85);
     assert_true(summary_value(m, n, "loki_plan_mode") == LOKI_MODE_ACCURACY);
     assert_true(summary_value(m, n, "loki_plans_applied_total") == 2);
     assert_true(summary_value(m, n, "loki_roots_inflight") == 6);
@@ -532,7 +675,7 @@ static void test_summary(void **state)
     f->v.plan = NULL;
     n = loki_status_summary(&f->v, m, 64);
     assert_true(summary_value(m, n, "loki_plan_mode") == -1);
-    assert_true(summary_value(m, n, "loki_plan_accuracy") == 0);
+    assert_true(summary_value(m, n, "loki_plan_accuracy_ratio") == 0);
     /* a short array gets the first ones */
     assert_int_equal(loki_status_summary(&f->v, m, 2), 2);
     assert_true(loki_bytes_eq(m[1].name, "loki_queries_ok_total"));
@@ -553,6 +696,9 @@ int main(void)
         T(test_prometheus_histograms),
         T(test_prometheus_buckets_cumulative),
         T(test_render_dispatch),
+        T(test_prometheus_ops),
+        T(test_prometheus_idle_accuracy),
+        T(test_prometheus_conventions),
         T(test_summary),
     };
 #undef T

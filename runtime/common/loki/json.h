@@ -43,7 +43,8 @@ json_t *loki_json_str(const char *s);
 json_t *loki_json_strn(const char *s, size_t n);
 
 /*
- * Set @key (valid UTF-8: a literal or a topology name; not checked) of object @obj to @v, taking ownership of @v (json_object_set_new). A NULL @v or
+ * Set @key (valid UTF-8: a literal or a topology name; not checked) of object @obj to @v, taking
+ * ownership of @v (json_object_set_new). A NULL @v or
  * @obj (an earlier allocation failed) sets *@oom; so does a failed insertion. Returns @v, now
  * borrowed from @obj, or NULL on failure.
  */
