@@ -84,7 +84,7 @@ _Static_assert(LOKI_WORKER_FD_REQ == 3 && LOKI_WORKER_FD_RES == 4 && LOKI_WORKER
 #define SYS_pidfd_open 434 /* the same on every architecture */
 #endif
 
-#define MAX_INST LOKI_WORKER_MAX_INSTANCES
+#define MAX_INST LOKI_MAX_INSTANCE_IDS
 
 #define SENT_RING 16u /* send times kept per worker (EWMA samples, hop log) */
 #define HOP_LOG_MAX (1u << 20)

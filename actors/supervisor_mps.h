@@ -15,7 +15,7 @@
 #include "loki/model.h"
 #include "loki/plan.h"
 
-#define LOKI__SUP_MPS_MAX_GPUS 64
+#define LOKI__SUP_MPS_MAX_GPUS LOKI_MAX_GPUS
 
 /* The MPS state of one supervisor, in its memory (loki__sup_mps_init/fini). */
 struct loki__sup_mps {

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define MAX_GPUS 64
+#include "loki/limits.h"
+
+#define MAX_GPUS LOKI_MAX_GPUS
 
 struct loki_placement {
     hwloc_topology_t topo;

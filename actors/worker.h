@@ -44,7 +44,6 @@ struct loki_worker_args {
 #define LOKI_WORKER_FD_RES 4    /* result ring, producer side */
 #define LOKI_WORKER_FD_ARENA 5  /* payload arena */
 #define LOKI_WORKER_FD_NOTIFY 6 /* lokid's eventfd for results */
-#define LOKI_WORKER_MAX_INSTANCES 4096
 #define LOKI_WORKER_EXIT_MPS 75
 
 /*

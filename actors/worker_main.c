@@ -89,7 +89,7 @@ int loki_worker_process_main(int argc, char **argv)
         else if (!strcmp(k, "--gpu"))
             bad = int_arg(v, -1, 1023, &gpu);
         else if (!strcmp(k, "--instance"))
-            bad = int_arg(v, 0, LOKI_WORKER_MAX_INSTANCES - 1, &inst);
+            bad = int_arg(v, 0, LOKI_MAX_INSTANCE_IDS - 1, &inst);
         else if (!strcmp(k, "--share"))
             share = atof(v);
         else if (!strcmp(k, "--seed"))

@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
-# loki_check_public_headers(ROOTS dir...)
-# Every public header (any .h in a loki/ folder under the ROOTS, found again at each build)
-# compiles on its own: for each one a generated .c that includes only that header is compiled
+# loki_check_public_headers(ROOTS dir... [FLAT dir...])
+# Every public header (any .h in a loki/ folder under the ROOTS, and any .h right in a FLAT
+# folder such as actors/, where each actor's header sits beside its .c; found again at each
+# build) compiles on its own: for each one a generated .c that includes only that header is compiled
 # with the usage requirements of the library exporting it, so a header that leans on an include
 # its users happen to make first, or on a dependency its library does not declare, breaks the
 # build. The exporting library is the one whose include directories hold the folder above loki/
 # (preferring the library defined in that folder), else the nearest enclosing folder's (a header
 # of an optional part, such as worker/cuda without nvcc). One object library per exporting
-# library, <lib>_hdr_check. Call it once, after every add_subdirectory().
+# library, <lib>_hdr_check. A FLAT folder's X.h is checked with the library that compiles X.c
+# (else as above). Call it once, after every add_subdirectory().
 
 # All targets defined in @dir and below, into @out.
 function(_loki_targets_below dir out)
@@ -21,13 +23,19 @@ function(_loki_targets_below dir out)
 endfunction()
 
 function(loki_check_public_headers)
-    cmake_parse_arguments(H "" "" "ROOTS" ${ARGN})
+    cmake_parse_arguments(H "" "" "ROOTS;FLAT" ${ARGN})
     set(hdrs)
     foreach(root ${H_ROOTS})
         file(GLOB_RECURSE found CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/${root}/*.h)
         list(FILTER found INCLUDE REGEX "/loki/[^/]+\\.h$")
         list(APPEND hdrs ${found})
     endforeach()
+    set(flat)
+    foreach(dir ${H_FLAT})
+        file(GLOB found CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/${dir}/*.h)
+        list(APPEND flat ${found})
+    endforeach()
+    list(APPEND hdrs ${flat})
     list(SORT hdrs)
 
     # Which library exports which include folder: _owner_<folder as a C identifier> = library.
@@ -39,6 +47,14 @@ function(loki_check_public_headers)
         endif()
         get_target_property(incs ${t} INTERFACE_INCLUDE_DIRECTORIES)
         get_target_property(home ${t} SOURCE_DIR)
+        # a FLAT header's library: the one that compiles the .c of the same name
+        get_target_property(srcs ${t} SOURCES)
+        foreach(src ${srcs})
+            get_filename_component(src ${src} ABSOLUTE BASE_DIR ${home})
+            string(REGEX REPLACE "\\.c$" ".h" hdr "${src}")
+            string(MAKE_C_IDENTIFIER "${hdr}" key)
+            set(_flat_${key} ${t})
+        endforeach()
         if(NOT incs)
             continue()
         endif()
@@ -62,8 +78,15 @@ function(loki_check_public_headers)
     foreach(h ${hdrs})
         get_filename_component(loki_dir ${h} DIRECTORY)
         get_filename_component(root ${loki_dir} DIRECTORY)
-        set(dir ${root})
         set(owner)
+        if(h IN_LIST flat)
+            set(root ${loki_dir})
+            string(MAKE_C_IDENTIFIER "${h}" key)
+            if(DEFINED _flat_${key})
+                set(owner ${_flat_${key}})
+            endif()
+        endif()
+        set(dir ${root})
         string(FIND "${dir}/" "${CMAKE_SOURCE_DIR}/" at)
         while(NOT owner AND at EQUAL 0 AND NOT "${dir}" STREQUAL "${CMAKE_SOURCE_DIR}")
             string(MAKE_C_IDENTIFIER "${dir}" key)

@@ -40,6 +40,26 @@ size_t loki_batch_result_max_size(const struct loki_batch_result *res)
     return n;
 }
 
+size_t loki_batch_ring_capacity(uint32_t max_batch)
+{
+    if (max_batch < 1)
+        max_batch = 1;
+    if (max_batch > LOKI_BATCH_MAX_QUERIES)
+        max_batch = LOKI_BATCH_MAX_QUERIES;
+    size_t out =
+        2u + LOKI_BATCH_INLINE_MAX > RES_REF_MAX ? 2u + LOKI_BATCH_INLINE_MAX : RES_REF_MAX;
+    size_t res =
+        RES_HDR_MAX + (size_t)max_batch * (RES_QUERY_MAX + 5u * LOKI_BATCH_MAX_CHILDREN + out);
+    size_t desc = loki_batch_desc_max_size(max_batch);
+    size_t rec = (res > desc ? res : desc) + 8; /* the ring's record header */
+    /* a record may take at most half the ring (loki_ring_max_record), and a record that
+     * does not fit before the end wraps: room for LOKI_MAX_BATCH_INFLIGHT of them twice */
+    size_t need = 2 * LOKI_MAX_BATCH_INFLIGHT * rec, cap = (size_t)1 << 16;
+    while (cap < need)
+        cap <<= 1;
+    return cap;
+}
+
 static void put_ref(struct loki_wire_writer *w, const struct loki_arena_ref *ref)
 {
     loki_wire_put_array(w, 3);

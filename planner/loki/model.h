@@ -13,14 +13,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "loki/limits.h" /* LOKI_MAX_PIPELINES, _TASKS, _VARIANTS, _CHILDREN, _BATCHES, _SHARES */
+
 #define LOKI_NAME_MAX 64
 #define LOKI_PATH_MAX 256
-#define LOKI_MAX_PIPELINES 4
-#define LOKI_MAX_TASKS 16     /* per pipeline */
-#define LOKI_MAX_VARIANTS 16  /* per task */
-#define LOKI_MAX_CHILDREN 8   /* per task */
-#define LOKI_MAX_BATCHES 16   /* profiled batch sizes per variant */
-#define LOKI_MAX_SHARES 8     /* profiled shares per variant */
 #define LOKI_MAX_PATH_ACC 512 /* rows of a measured path-accuracy table */
 #define LOKI_MAX_STATIC 64    /* entries of a static plan */
 

@@ -11,8 +11,6 @@
 
 #include "loki/model.h"
 
-#define LOKI_MAX_INSTANCES 1024
-
 enum loki_plan_mode {
     LOKI_MODE_HARDWARE = 0, /* best variants only, fewest GPUs */
     LOKI_MODE_ACCURACY,     /* all variants, maximise accuracy on all GPUs */

@@ -204,7 +204,10 @@ static int submit(struct loki_client *c, struct loki_request *rq, double timeout
         return -EINVAL;
     if (timeout_ms == 0)
         timeout_ms = c->default_timeout_ms;
-    uint64_t deadline = timeout_ms > 0 ? loki_now_ns() + (uint64_t)(timeout_ms * 1e6) : 0;
+    /* a timeout past 2^62 ns (146 years) is none: (uint64_t) of a double >= 2^64 is undefined */
+    uint64_t deadline = timeout_ms > 0 && timeout_ms * 1e6 < 0x1p62
+                            ? loki_now_ns() + (uint64_t)(timeout_ms * 1e6)
+                            : 0;
 
     pthread_mutex_lock(&c->lock);
     if (c->dead || c->closing) {

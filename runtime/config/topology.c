@@ -432,7 +432,7 @@ static void load_gpus(struct ctx *c, const struct node *m)
         return;
     check_keys(c, m, "gpus", keys);
     if ((v = require(c, m, "count", "gpus")) && get_int(c, v, "count", &i) &&
-        in_range(c, v, "count", (double)i, 1, 1024, false))
+        in_range(c, v, "count", (double)i, 1, LOKI_MAX_GPUS, false))
         g->count = (int)i;
     if ((v = map_get(m, "memory_mb")) && get_double(c, v, "memory_mb", &d) &&
         in_range(c, v, "memory_mb", d, 0, 1e9, true))
@@ -548,10 +548,10 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
                 errorf(c, v, "variant", "unknown variant '%s' of task '%s'", name, tk->name);
         }
         if ((v = map_get(m, "instances")) && get_int(c, v, "instances", &i) &&
-            in_range(c, v, "instances", (double)i, 0, LOKI_MAX_STATIC * 16, false))
+            in_range(c, v, "instances", (double)i, 0, LOKI_MAX_INSTANCES, false))
             e.instances = (int)i;
         if ((v = map_get(m, "batch")) && get_int(c, v, "batch", &i) &&
-            in_range(c, v, "batch", (double)i, 1, 4096, false))
+            in_range(c, v, "batch", (double)i, 1, LOKI_MAX_BATCH, false))
             e.batch = (int)i;
         if ((v = map_get(m, "share")) && get_double(c, v, "share", &d) &&
             in_range(c, v, "share", d, 0, 1, true))
@@ -728,8 +728,9 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
         for (int k = 0; ok && k < bs->n; k++) {
             if (!get_int(c, bs->vals[k], "batch_sizes", &i)) {
                 ok = false;
-            } else if (i < 1 || i > 4096) {
-                errorf(c, bs->vals[k], "batch_sizes", "batch size must be 1..4096, got %lld", i);
+            } else if (i < 1 || i > LOKI_MAX_BATCH) {
+                errorf(c, bs->vals[k], "batch_sizes", "batch size must be 1..%d, got %lld",
+                       LOKI_MAX_BATCH, i);
                 ok = false;
             } else if (k > 0 && i <= var->batches[k - 1]) {
                 errorf(c, bs->vals[k], "batch_sizes", "must be strictly ascending");

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int nvml_return;     /* nvmlReturn_t: 0 is NVML_SUCCESS */
-typedef void *nvml_device;   /* nvmlDevice_t */
-struct nvml_utilization {    /* nvmlUtilization_t */
+typedef int nvml_return;      /* nvmlReturn_t: 0 is NVML_SUCCESS */
+typedef void *nvml_device;    /* nvmlDevice_t */
+struct nvml_utilization {     /* nvmlUtilization_t */
     unsigned int gpu, memory; /* percent */
 };
 struct nvml_memory { /* nvmlMemory_t */

@@ -12,7 +12,7 @@
 #include "loki/metrics.h"
 
 #define LOKI__HIST_T 13 /* time buckets, +Inf apart */
-#define LOKI__HIST_B 10 /* batch-size buckets, +Inf apart */
+#define LOKI__HIST_B 13 /* batch-size buckets, +Inf apart */
 
 /* Bucket bounds (upper, inclusive) of the time histograms, seconds, and of batch sizes. */
 extern const double loki__time_bounds[LOKI__HIST_T];

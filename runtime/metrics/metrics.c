@@ -19,7 +19,8 @@
 
 const double loki__time_bounds[LOKI__HIST_T] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                 0.1,    0.25,  0.5,    1,     2.5,  5};
-const double loki__batch_bounds[LOKI__HIST_B] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+const double loki__batch_bounds[LOKI__HIST_B] = {1,   2,   4,   8,    16,   32,  64,
+                                                 128, 256, 512, 1024, 2048, 4096};
 
 int loki_metrics_create(const struct loki_topology *topo, struct loki_metrics **out)
 {

@@ -59,136 +59,7 @@
 
 #include "edf_heap.h"
 #include "loki/error.h"
-
-#define NIL LOKI_EDF_NIL
-#define OFF 0xff
-#define MAX_INST (2 * LOKI_MAX_INSTANCES)
-#define OVERRUN_MAX_NS (20 * 1000000ull) /* one stall counts at most this much */
-
-enum inst_state {
-    I_FREE = 0,
-    I_STARTING, /* started, not ready: queues only while nothing else can serve */
-    I_READY,
-    I_RETIRING, /* not in the pending plan; serves until the pending plan is ready */
-    I_DRAINING, /* no new queries; stopped once its in-flight batches return */
-};
-
-struct root {
-    uint64_t id, cookie;
-    uint64_t arrival, deadline, last_done;
-    uint32_t pending; /* sub-queries queued or in flight */
-    uint32_t next_free;
-    uint32_t n_sub, n_viol, n_leaves;
-    uint8_t pipeline, finished, status;
-    int8_t stage;
-    float sub_acc_sum;
-    float br_sum[LOKI_MAX_TASKS];
-    uint16_t br_cnt[LOKI_MAX_TASKS];
-    uint16_t variants[LOKI_MAX_TASKS];
-};
-
-struct sq {
-    struct loki_edf_node edf; /* its instance's EDF queue; edf.sibling doubles as free-list link */
-    uint32_t root;
-    int16_t inst;
-    uint8_t task, variant, parent_variant, rerouted;
-    float acc; /* product of normalised accuracies of the variants that served it so far */
-    uint8_t path[LOKI_MAX_TASKS];
-};
-
-struct slot {
-    uint64_t id;   /* 0: empty */
-    uint64_t sent; /* when it was dispatched */
-    int n;
-    int variant; /* what it runs: the instance's variant or its fallback */
-    double lat_ms;
-    uint32_t *items; /* sq indexes */
-};
-
-struct inst {
-    enum inst_state state;
-    struct loki_plan_instance pi;
-    uint64_t handle;
-    int cap;
-    bool matched;
-    uint32_t heap, qlen;
-    int inflight;
-    uint64_t busy_until;
-    /*
-     * Overrun: how much later than profiled this instance's batches come back (EWMA of
-     * completion - start - profiled latency, clamped at 0..OVERRUN_MAX_NS), i.e. the real
-     * cost of a hop (rings, wake-ups, the worker's timer) the profile does not include.
-     * It plus twice its jitter is added to every deadline check the router makes for the
-     * instance (a query just inside the profile goes to the fallback instead of arriving
-     * late); 0 on the replay's exact clock.
-     */
-    uint64_t over_ns;
-    uint64_t over_dev_ns; /* EWMA of |overrun - over_ns|: its jitter */
-    uint64_t margin_ns;   /* over_ns + 2 over_dev_ns: what deadline checks add */
-    uint64_t last_done;   /* when its previous batch came back */
-    struct slot slot[2];
-    float *lat; /* lat[n], n = 1..max_batch, ms at this share */
-    int fb;     /* fallback variant loaded alongside, or -1 */
-    int fbcap;
-    float *fblat; /* the fallback's lat[n] at this share */
-};
-
-struct bucket {
-    double tokens, rate, burst;
-    uint64_t last;
-};
-
-struct loki_router {
-    const struct loki_topology *topo;
-    struct loki_router_ops ops;
-    void *ctx;
-    struct loki_router_config cfg;
-    int max_batch;
-
-    struct root *roots;
-    uint32_t n_roots, root_hw, root_free;
-    struct sq *sqs;
-    uint32_t n_sqs, sq_hw, sq_free;
-    uint64_t seq, batch_seq;
-
-    struct inst inst[MAX_INST];
-    int n_inst_hw;
-    /* routable (ready or retiring) instances per variant: vfirst/vcount into vlist */
-    int vfirst[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
-    int vcount[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
-    int vlist[MAX_INST];
-    struct bucket vbucket[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
-    struct bucket admit[LOKI_MAX_PIPELINES];
-    float wrr[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_VARIANTS];
-
-    double down_ms[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];   /* fastest path below a task, now */
-    double down_topo[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS]; /* same over every variant */
-    float acc[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];    /* 0..1 */
-    double fast1[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS]; /* batch 1, share 1 */
-
-    bool has_active, has_pending;
-    struct loki_plan active, pending;
-    struct loki_router_stats st;
-};
-
-static void try_dispatch(struct loki_router *r, int i);
-static void update_down(struct loki_router *r);
-static void reroute_or_fail(struct loki_router *r, uint32_t s, enum loki_query_status fail);
-
-static inline uint64_t now(struct loki_router *r)
-{
-    return r->ops.now_ns(r->ctx);
-}
-
-static inline uint64_t ms_ns(double ms)
-{
-    return ms <= 0 ? 0 : (uint64_t)(ms * 1e6);
-}
-
-static const struct loki_plan *routing_plan(const struct loki_router *r)
-{
-    return r->has_active ? &r->active : (r->has_pending ? &r->pending : NULL);
-}
+#include "router_internal.h"
 
 /* ---- pools ---------------------------------------------------------------------------------- */
 
@@ -342,7 +213,7 @@ static void q_push(struct loki_router *r, int i, uint32_t s)
     r->inst[i].qlen++;
 }
 
-static uint32_t q_pop(struct loki_router *r, int i)
+uint32_t loki__router_q_pop(struct loki_router *r, int i)
 {
     struct inst *in = &r->inst[i];
     uint32_t s = loki_edf_pop(sq_pool(r), &in->heap);
@@ -351,199 +222,6 @@ static uint32_t q_pop(struct loki_router *r, int i)
     r->sqs[s].inst = -1;
     in->qlen--;
     return s;
-}
-
-/* ---- instances ------------------------------------------------------------------------------ */
-
-static inline bool routable(const struct inst *in)
-{
-    return in->state == I_READY || in->state == I_RETIRING;
-}
-
-static const struct loki_variant *inst_variant(const struct loki_router *r, const struct inst *in)
-{
-    return &r->topo->pipelines[in->pi.pipeline].tasks[in->pi.task].variants[in->pi.variant];
-}
-
-/*
- * lat[n], n = 0..max_batch: @v's latency (ms) at batch n and @share; past what is profiled,
- * twice the previous one (never chosen, but finite). Returns the largest n up to which every
- * batch size is profiled (0: none).
- */
-static int fill_lat(const struct loki_variant *v, double share, int max_batch, float *lat)
-{
-    int ok = 0;
-    lat[0] = 0;
-    for (int n = 1; n <= max_batch; n++) {
-        double l = loki_variant_latency(v, n, share);
-        if (l <= 0)
-            l = lat[n - 1] > 0 ? lat[n - 1] * 2 : 1e6;
-        else if (ok == n - 1)
-            ok = n;
-        lat[n] = (float)l;
-    }
-    return ok;
-}
-
-/* Take @pi's variant, batch cap and share; @fallback (loki_plan_instance.fallback) is what the
- * worker loaded: a kept instance keeps the one it started with. */
-static void inst_set_pi(struct loki_router *r, struct inst *in, const struct loki_plan_instance *pi,
-                        int fallback)
-{
-    in->pi = *pi;
-    in->pi.fallback = fallback;
-    int cap = pi->batch < 1 ? 1 : pi->batch;
-    if (cap > r->max_batch)
-        cap = r->max_batch;
-    int ok = fill_lat(inst_variant(r, in), pi->share, r->max_batch, in->lat);
-    if (ok < cap)
-        cap = ok;
-    in->cap = cap < 1 ? 1 : cap;
-    in->fb = -1;
-    int fv = loki_plan_fallback(&in->pi);
-    if (fv >= 0) {
-        const struct loki_variant *f =
-            &r->topo->pipelines[pi->pipeline].tasks[pi->task].variants[fv];
-        int fc = fill_lat(f, pi->share, r->max_batch, in->fblat);
-        if (fc >= 1 && in->fblat[1] < in->lat[1]) {
-            in->fb = fv;
-            in->fbcap = fc;
-        }
-    }
-}
-
-/* Capacity (queries/s) of @in at its batch cap. */
-static double inst_capacity(const struct inst *in)
-{
-    return in->lat[in->cap] > 0 ? in->cap * 1000.0 / in->lat[in->cap] : 0;
-}
-
-static void rebuild_index(struct loki_router *r)
-{
-    memset(r->vcount, 0, sizeof(r->vcount));
-    for (int i = 0; i < r->n_inst_hw; i++) {
-        struct inst *in = &r->inst[i];
-        if (routable(in))
-            r->vcount[in->pi.pipeline][in->pi.task][in->pi.variant]++;
-    }
-    int off = 0;
-    for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
-        for (int t = 0; t < LOKI_MAX_TASKS; t++)
-            for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
-                r->vfirst[p][t][v] = off;
-                off += r->vcount[p][t][v];
-                r->vcount[p][t][v] = 0;
-            }
-    uint64_t t0 = now(r);
-    double cap[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
-    memset(cap, 0, sizeof(cap));
-    for (int i = 0; i < r->n_inst_hw; i++) {
-        struct inst *in = &r->inst[i];
-        if (!routable(in))
-            continue;
-        int p = in->pi.pipeline, t = in->pi.task, v = in->pi.variant;
-        r->vlist[r->vfirst[p][t][v] + r->vcount[p][t][v]++] = i;
-        cap[p][t][v] += inst_capacity(in);
-    }
-    update_down(r);
-    /* Buckets hold what the instances can absorb within half an SLO. */
-    for (int p = 0; p < r->topo->n_pipelines; p++) {
-        double win = r->topo->pipelines[p].slo_ms * 0.5 / 1000.0;
-        for (int t = 0; t < r->topo->pipelines[p].n_tasks; t++)
-            for (int v = 0; v < LOKI_MAX_VARIANTS; v++) {
-                struct bucket *b = &r->vbucket[p][t][v];
-                b->rate = cap[p][t][v];
-                b->burst = b->rate * win + 1;
-                if (b->tokens > b->burst || b->last == 0)
-                    b->tokens = b->burst;
-                b->last = t0;
-            }
-    }
-}
-
-/*
- * Fastest possible remaining time below each task: per child task the
- * quickest batch-1 latency among the instances that can serve it now (the
- * topology's fastest variant when none can yet), worst branch. A lower
- * bound on what a query still needs, so dropping on it never loses a
- * query that could have made its deadline.
- */
-static double down_now(struct loki_router *r, const double fast[LOKI_MAX_TASKS], int p, int t,
-                       int depth)
-{
-    const struct loki_task *tk = &r->topo->pipelines[p].tasks[t];
-    double worst = 0;
-    for (int c = 0; c < tk->n_children && depth < LOKI_MAX_TASKS; c++) {
-        int ch = tk->children[c];
-        double l = fast[ch] + down_now(r, fast, p, ch, depth + 1);
-        if (l > worst)
-            worst = l;
-    }
-    return worst;
-}
-
-static void update_down(struct loki_router *r)
-{
-    for (int p = 0; p < r->topo->n_pipelines; p++) {
-        const struct loki_pipeline *pl = &r->topo->pipelines[p];
-        double fast[LOKI_MAX_TASKS];
-        for (int t = 0; t < pl->n_tasks; t++) {
-            fast[t] = -1;
-            for (int v = 0; v < pl->tasks[t].n_variants; v++)
-                for (int k = 0; k < r->vcount[p][t][v]; k++) {
-                    double l = r->inst[r->vlist[r->vfirst[p][t][v] + k]].lat[1];
-                    if (fast[t] < 0 || l < fast[t])
-                        fast[t] = l;
-                }
-            if (fast[t] < 0)
-                fast[t] = loki_task_min_latency(&pl->tasks[t]);
-        }
-        for (int t = 0; t < pl->n_tasks; t++)
-            r->down_ms[p][t] = down_now(r, fast, p, t, 0);
-    }
-}
-
-static int inst_alloc(struct loki_router *r)
-{
-    for (int i = 0; i < MAX_INST; i++) {
-        if (r->inst[i].state == I_FREE) {
-            if (i >= r->n_inst_hw)
-                r->n_inst_hw = i + 1;
-            struct inst *in = &r->inst[i];
-            in->heap = NIL;
-            in->qlen = 0;
-            in->inflight = 0;
-            in->handle = 0;
-            in->busy_until = 0;
-            in->over_ns = 0;
-            in->over_dev_ns = 0;
-            in->margin_ns = 0;
-            in->last_done = 0;
-            in->slot[0].id = in->slot[1].id = 0;
-            return i;
-        }
-    }
-    return -1;
-}
-
-/* Remove @i; its queue must be empty and nothing in flight. */
-static void inst_remove(struct loki_router *r, int i, bool notify)
-{
-    struct inst *in = &r->inst[i];
-    uint64_t h = in->handle;
-    in->state = I_FREE;
-    while (r->n_inst_hw > 0 && r->inst[r->n_inst_hw - 1].state == I_FREE)
-        r->n_inst_hw--;
-    if (notify && r->ops.instance_stop)
-        r->ops.instance_stop(r->ctx, i, h);
-}
-
-/* Move every queued query of @i elsewhere. */
-static void requeue_all(struct loki_router *r, int i)
-{
-    uint32_t s;
-    while ((s = q_pop(r, i)) != NIL)
-        reroute_or_fail(r, s, LOKI_QUERY_OVERLOADED);
 }
 
 /* ---- routing -------------------------------------------------------------------------------- */
@@ -666,11 +344,11 @@ static void enqueue(struct loki_router *r, uint32_t s, int i, bool first)
     if (first)
         r->st.var[in->pi.pipeline][q->task][q->variant].arrived++;
     q_push(r, i, s);
-    try_dispatch(r, i);
+    loki__router_try_dispatch(r, i);
 }
 
 /* Re-route @s (queue moved or instance lost); no instance left: fail its root with @fail. */
-static void reroute_or_fail(struct loki_router *r, uint32_t s, enum loki_query_status fail)
+void loki__router_reroute_or_fail(struct loki_router *r, uint32_t s, enum loki_query_status fail)
 {
     if (r->roots[r->sqs[s].root].finished) {
         sq_release(r, s);
@@ -730,10 +408,8 @@ static bool try_reroute(struct loki_router *r, uint32_t s, int from, uint64_t tn
 
 /* ---- batching ------------------------------------------------------------------------------- */
 
-static void fail_instance(struct loki_router *r, int i);
-
 /* Form and dispatch batches on @i while it has room. */
-static void try_dispatch(struct loki_router *r, int i)
+void loki__router_try_dispatch(struct loki_router *r, int i)
 {
     struct inst *in = &r->inst[i];
     const struct loki_topology *topo = r->topo;
@@ -754,7 +430,7 @@ static void try_dispatch(struct loki_router *r, int i)
             uint32_t s = in->heap;
             struct sq *q = &r->sqs[s];
             if (r->roots[q->root].finished) {
-                q_pop(r, i);
+                loki__router_q_pop(r, i);
                 sq_release(r, s);
                 continue;
             }
@@ -781,7 +457,7 @@ static void try_dispatch(struct loki_router *r, int i)
                     hopeless = false;
                 }
                 if (hopeless) {
-                    q_pop(r, i);
+                    loki__router_q_pop(r, i);
                     if (topo->planner.reroute && try_reroute(r, s, i, tn))
                         continue;
                     r->st.var[p][t][in->pi.variant].dropped++;
@@ -792,7 +468,7 @@ static void try_dispatch(struct loki_router *r, int i)
             } else if (topo->planner.early_drop && fin + down > head_dl) {
                 break; /* a bigger batch would make the head miss */
             }
-            q_pop(r, i);
+            loki__router_q_pop(r, i);
             q->variant = (uint8_t)var;
             sl->items[n++] = s;
         }
@@ -831,7 +507,7 @@ static void try_dispatch(struct loki_router *r, int i)
             .expect_ms = sl->lat_ms,
         };
         if (r->ops.dispatch(r->ctx, &b) < 0) {
-            fail_instance(r, i);
+            loki__router_fail_instance(r, i);
             return;
         }
     }
@@ -968,176 +644,10 @@ int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
         sq_done(r, s, children ? children + (size_t)k * (size_t)nc : NULL, tn);
     }
     if (in->state == I_DRAINING && in->inflight == 0) {
-        inst_remove(r, i, true);
+        loki__router_inst_remove(r, i, true);
         return 0;
     }
-    try_dispatch(r, i);
-    return 0;
-}
-
-/* ---- plan changes --------------------------------------------------------------------------- */
-
-static void maybe_switch(struct loki_router *r)
-{
-    if (!r->has_pending)
-        return;
-    for (int i = 0; i < r->n_inst_hw; i++)
-        if (r->inst[i].state == I_STARTING)
-            return;
-    memcpy(&r->active, &r->pending, sizeof(r->active));
-    r->has_active = true;
-    r->has_pending = false;
-    int drain[MAX_INST], nd = 0;
-    for (int i = 0; i < r->n_inst_hw; i++) {
-        if (r->inst[i].state == I_RETIRING) {
-            r->inst[i].state = I_DRAINING;
-            drain[nd++] = i;
-        }
-    }
-    rebuild_index(r);
-    /* Admission buckets follow the new plan. */
-    uint64_t tn = now(r);
-    for (int p = 0; p < r->topo->n_pipelines; p++) {
-        struct bucket *b = &r->admit[p];
-        double f = r->active.served_fraction[p];
-        b->rate = f < 1 ? r->active.demand_qps[p] * f : 0;
-        b->burst = b->rate * r->cfg.admission_burst_s + 1;
-        if (b->tokens > b->burst || b->last == 0)
-            b->tokens = b->burst;
-        if (b->last == 0 || b->last > tn)
-            b->last = tn;
-    }
-    for (int k = 0; k < nd; k++) {
-        requeue_all(r, drain[k]);
-        if (r->inst[drain[k]].inflight == 0)
-            inst_remove(r, drain[k], true);
-    }
-    for (int i = 0; i < r->n_inst_hw; i++)
-        if (routable(&r->inst[i]))
-            try_dispatch(r, i);
-}
-
-int loki_router_set_plan(struct loki_router *r, const struct loki_plan *plan)
-{
-    if (!plan || plan->n_instances < 0 || plan->n_instances > LOKI_MAX_INSTANCES)
-        return -EINVAL;
-    for (int k = 0; k < plan->n_instances; k++) {
-        const struct loki_plan_instance *pi = &plan->inst[k];
-        if (pi->pipeline < 0 || pi->pipeline >= r->topo->n_pipelines || pi->task < 0 ||
-            pi->task >= r->topo->pipelines[pi->pipeline].n_tasks || pi->variant < 0 ||
-            pi->variant >= r->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants ||
-            pi->fallback < 0 ||
-            pi->fallback > r->topo->pipelines[pi->pipeline].tasks[pi->task].n_variants ||
-            pi->fallback == pi->variant + 1)
-            return -EINVAL;
-    }
-    memcpy(&r->pending, plan, sizeof(r->pending));
-    r->has_pending = true;
-    for (int i = 0; i < r->n_inst_hw; i++)
-        r->inst[i].matched = false;
-    int started[LOKI_MAX_INSTANCES], started_k[LOKI_MAX_INSTANCES], ns = 0;
-    for (int k = 0; k < plan->n_instances; k++) {
-        const struct loki_plan_instance *pi = &plan->inst[k];
-        int found = -1;
-        for (int i = 0; i < r->n_inst_hw; i++) {
-            struct inst *in = &r->inst[i];
-            if (in->matched || in->state == I_FREE || in->state == I_DRAINING)
-                continue;
-            if (in->pi.pipeline == pi->pipeline && in->pi.task == pi->task &&
-                in->pi.variant == pi->variant && fabs(in->pi.share - pi->share) < 1e-9 &&
-                in->pi.gpu == pi->gpu) {
-                if (found < 0 || (r->inst[found].state != I_READY && in->state == I_READY))
-                    found = i;
-            }
-        }
-        int fallback = pi->fallback;
-        if (found < 0) {
-            found = inst_alloc(r);
-            if (found < 0)
-                return -ENOSPC;
-            r->inst[found].state = I_STARTING;
-            started_k[ns] = k;
-            started[ns++] = found;
-        } else {
-            fallback = r->inst[found].pi.fallback;
-            if (r->inst[found].state == I_RETIRING)
-                r->inst[found].state = I_READY;
-        }
-        r->inst[found].matched = true;
-        inst_set_pi(r, &r->inst[found], pi, fallback);
-    }
-    for (int i = 0; i < r->n_inst_hw; i++) {
-        struct inst *in = &r->inst[i];
-        if (in->matched || in->state == I_FREE || in->state == I_DRAINING)
-            continue;
-        if (in->state == I_STARTING) {
-            in->state = I_DRAINING; /* never served: nothing in flight */
-            requeue_all(r, i);
-            inst_remove(r, i, true);
-        } else {
-            in->state = I_RETIRING;
-        }
-    }
-    for (int k = 0; k < ns; k++) {
-        if (r->ops.instance_start)
-            r->ops.instance_start(r->ctx, started[k], &plan->inst[started_k[k]]);
-        else
-            r->inst[started[k]].state = I_READY;
-    }
-    rebuild_index(r);
-    maybe_switch(r);
-    return 0;
-}
-
-int loki_router_instance_bind(struct loki_router *r, int i, uint64_t handle)
-{
-    if (i < 0 || i >= r->n_inst_hw || r->inst[i].state == I_FREE)
-        return -ENOENT;
-    r->inst[i].handle = handle;
-    return 0;
-}
-
-int loki_router_instance_ready(struct loki_router *r, int i)
-{
-    if (i < 0 || i >= r->n_inst_hw || r->inst[i].state == I_FREE)
-        return -ENOENT;
-    struct inst *in = &r->inst[i];
-    if (in->state != I_STARTING)
-        return 0;
-    in->state = I_READY;
-    rebuild_index(r);
-    try_dispatch(r, i);
-    maybe_switch(r);
-    return 0;
-}
-
-static void fail_instance(struct loki_router *r, int i)
-{
-    struct inst *in = &r->inst[i];
-    in->state = I_DRAINING; /* not routable while its work moves */
-    rebuild_index(r);
-    for (int k = 0; k < 2; k++) {
-        struct slot *sl = &in->slot[k];
-        if (sl->id == 0)
-            continue;
-        int n = sl->n;
-        uint32_t items[n];
-        memcpy(items, sl->items, sizeof(uint32_t) * (size_t)n);
-        sl->id = 0;
-        in->inflight--;
-        for (int j = 0; j < n; j++)
-            reroute_or_fail(r, items[j], LOKI_QUERY_ERROR);
-    }
-    requeue_all(r, i);
-    inst_remove(r, i, false);
-    maybe_switch(r);
-}
-
-int loki_router_instance_failed(struct loki_router *r, int i)
-{
-    if (i < 0 || i >= r->n_inst_hw || r->inst[i].state == I_FREE)
-        return -ENOENT;
-    fail_instance(r, i);
+    loki__router_try_dispatch(r, i);
     return 0;
 }
 
@@ -1214,150 +724,4 @@ int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cooki
     }
     enqueue(r, s, i, true);
     return 0;
-}
-
-/* ---- create / getters ----------------------------------------------------------------------- */
-
-/* Expected sub-queries per root query below task @t on the most fan-out-heavy variants. */
-static double expected_subs(const struct loki_pipeline *p, int t, int depth)
-{
-    const struct loki_task *tk = &p->tasks[t];
-    if (depth > LOKI_MAX_TASKS)
-        return 1;
-    double best = 0;
-    for (int v = 0; v < tk->n_variants; v++) {
-        double s = 0;
-        for (int c = 0; c < tk->n_children; c++)
-            s += tk->variants[v].fanout[c].mean * expected_subs(p, tk->children[c], depth + 1);
-        if (s > best)
-            best = s;
-    }
-    return 1 + best;
-}
-
-int loki_router_create(const struct loki_topology *topo, const struct loki_router_config *cfg,
-                       const struct loki_router_ops *ops, void *ctx, struct loki_router **out)
-{
-    if (!topo || !ops || !ops->now_ns || !ops->dispatch || !ops->complete || !out ||
-        topo->n_pipelines < 1 || topo->n_pipelines > LOKI_MAX_PIPELINES)
-        return -EINVAL;
-    struct loki_router *r = calloc(1, sizeof(*r));
-    if (!r)
-        return -ENOMEM;
-    r->topo = topo;
-    r->ops = *ops;
-    r->ctx = ctx;
-    if (cfg)
-        r->cfg = *cfg;
-    if (r->cfg.max_roots == 0)
-        r->cfg.max_roots = 65536;
-    double subs = 1;
-    r->max_batch = 1;
-    for (int p = 0; p < topo->n_pipelines; p++) {
-        const struct loki_pipeline *pl = &topo->pipelines[p];
-        double e = expected_subs(pl, pl->root, 0);
-        if (e > subs)
-            subs = e;
-        for (int t = 0; t < pl->n_tasks; t++) {
-            r->down_ms[p][t] = r->down_topo[p][t] = loki_task_min_below(pl, t);
-            for (int v = 0; v < pl->tasks[t].n_variants; v++) {
-                const struct loki_variant *va = &pl->tasks[t].variants[v];
-                r->acc[p][t][v] = (float)(va->accuracy / 100.0);
-                r->fast1[p][t][v] = loki_variant_latency(va, 1, 1.0);
-                if (va->n_batches > 0 && va->batches[va->n_batches - 1] > r->max_batch)
-                    r->max_batch = va->batches[va->n_batches - 1];
-            }
-        }
-    }
-    if (r->cfg.max_subqueries == 0) {
-        double n = (double)r->cfg.max_roots * subs * 1.5;
-        r->cfg.max_subqueries = n > (double)(1u << 22) ? (1u << 22) : (uint32_t)n;
-    }
-    if (r->cfg.max_subqueries < r->cfg.max_roots)
-        r->cfg.max_subqueries = r->cfg.max_roots;
-    if (r->cfg.admission_burst_s <= 0)
-        r->cfg.admission_burst_s = 0.25;
-    r->n_roots = r->cfg.max_roots;
-    r->n_sqs = r->cfg.max_subqueries;
-    /* calloc: pages are touched only as the pools' high-water marks rise. */
-    r->roots = calloc(r->n_roots, sizeof(*r->roots));
-    r->sqs = calloc(r->n_sqs, sizeof(*r->sqs));
-    float *lat = calloc((size_t)MAX_INST * 2 * (size_t)(r->max_batch + 1), sizeof(float));
-    uint32_t *items = calloc((size_t)MAX_INST * 2 * (size_t)r->max_batch, sizeof(uint32_t));
-    if (!r->roots || !r->sqs || !lat || !items) {
-        free(r->roots);
-        free(r->sqs);
-        free(lat);
-        free(items);
-        free(r);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < MAX_INST; i++) {
-        r->inst[i].lat = lat + (size_t)i * 2 * (size_t)(r->max_batch + 1);
-        r->inst[i].fblat = r->inst[i].lat + r->max_batch + 1;
-        r->inst[i].slot[0].items = items + (size_t)i * 2 * (size_t)r->max_batch;
-        r->inst[i].slot[1].items = r->inst[i].slot[0].items + r->max_batch;
-        r->inst[i].heap = NIL;
-    }
-    r->root_free = r->sq_free = NIL;
-    *out = r;
-    return 0;
-}
-
-void loki_router_destroy(struct loki_router *r)
-{
-    if (!r)
-        return;
-    free(r->inst[0].lat);
-    free(r->inst[0].slot[0].items);
-    free(r->roots);
-    free(r->sqs);
-    free(r);
-}
-
-const struct loki_router_stats *loki_router_stats(const struct loki_router *r)
-{
-    return &r->st;
-}
-
-int loki_router_instances(const struct loki_router *r, double *gpus)
-{
-    /* GPUs in use: distinct GPUs holding any instance (starting, serving or retiring), so
-     * make-before-break on the same GPU counts it once; instances without a GPU count their
-     * share. */
-    bool on[LOKI_MAX_INSTANCES] = {0};
-    int n = 0;
-    double g = 0;
-    for (int i = 0; i < r->n_inst_hw; i++) {
-        const struct inst *in = &r->inst[i];
-        if (in->state == I_FREE)
-            continue;
-        n++;
-        if (in->pi.gpu >= 0 && in->pi.gpu < LOKI_MAX_INSTANCES) {
-            g += !on[in->pi.gpu];
-            on[in->pi.gpu] = true;
-        } else {
-            g += in->pi.share;
-        }
-    }
-    if (gpus)
-        *gpus = g;
-    return n;
-}
-
-bool loki_router_is_transitioning(const struct loki_router *r)
-{
-    return r->has_pending;
-}
-
-const struct loki_plan *loki_router_plan(const struct loki_router *r)
-{
-    return routing_plan(r);
-}
-
-int loki_router_queue_len(const struct loki_router *r, int i)
-{
-    if (i < 0 || i >= r->n_inst_hw || r->inst[i].state == I_FREE)
-        return -ENOENT;
-    return (int)r->inst[i].qlen;
 }

@@ -22,13 +22,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loki/limits.h"
 #include "loki/shm_layout.h" /* struct loki_arena_ref */
 
 struct loki_ring;
 
-#define LOKI_BATCH_MAX_QUERIES 4096u /* per descriptor; larger counts are LOKI_ETOOBIG */
-#define LOKI_BATCH_MAX_CHILDREN 16u  /* fan-out entries per result query */
-#define LOKI_BATCH_INLINE_MAX 64u    /* largest inline output */
+/* per descriptor; larger counts are LOKI_ETOOBIG (the caps of loki/limits.h) */
+#define LOKI_BATCH_MAX_QUERIES ((uint32_t)LOKI_MAX_BATCH)
+#define LOKI_BATCH_MAX_CHILDREN ((uint32_t)LOKI_MAX_CHILDREN)    /* fan-out entries per query */
+#define LOKI_BATCH_INLINE_MAX ((uint32_t)LOKI_MAX_INLINE_OUTPUT) /* largest inline output */
 
 enum loki_batch_kind {
     LOKI_BATCH_KIND_DESC = 1,
@@ -96,6 +98,14 @@ struct loki_batch_view {
 size_t loki_batch_desc_max_size(uint32_t n_queries);
 /* Upper bound of the encoded size of result @res (depends on inline sizes). Any thread. */
 size_t loki_batch_result_max_size(const struct loki_batch_result *res);
+/*
+ * Capacity (a power of two, at least 64 KiB) of a ring that holds LOKI_MAX_BATCH_INFLIGHT
+ * records of the largest descriptor or result of @max_batch queries (each with
+ * LOKI_BATCH_MAX_CHILDREN fan-out counts and a LOKI_BATCH_INLINE_MAX inline output), so a
+ * batch the plan allows always fits a worker's rings. @max_batch is clamped to
+ * 1..LOKI_BATCH_MAX_QUERIES. Any thread.
+ */
+size_t loki_batch_ring_capacity(uint32_t max_batch);
 
 /* ---- encode: any thread, no allocation ----------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,7 +28,7 @@
 #include "loki/client.h"
 #include "prom.h"
 
-#define MAXQ 20000
+#define MAXQ 20000 /* queries one test may send */
 
 struct run {
     pid_t pid;
@@ -49,6 +50,7 @@ static int teardown(void **state)
 static atomic_int answers[MAXQ];
 static atomic_int by_status[LOKI_STATUS_COUNT_];
 static atomic_int bad_outputs;
+static unsigned want_outputs = 3; /* leaf outputs of an ok reply (small.yaml: fan-out 3) */
 
 static void reset(void)
 {
@@ -66,8 +68,8 @@ static void sleep_ms(double ms)
     nanosleep(&ts, NULL);
 }
 
-/* Start lokid on @topo and wait until it reports ready. */
-static void start(struct run *r, const char *extra)
+/* Start lokid on tests/lokid/@topo for @demand qps and wait until it reports ready. */
+static void start_on(struct run *r, const char *topo, const char *demand, const char *extra)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -83,14 +85,14 @@ static void start(struct run *r, const char *extra)
         snprintf(fd, sizeof(fd), "%d", fds[1]);
         const char *argv[16] = {loki_test_bin("bin/lokid"),
                                 "--topology",
-                                loki_test_src("tests/lokid/small.yaml"),
+                                loki_test_src(topo),
                                 "--socket",
                                 r->sock,
                                 "--ready-fd",
                                 fd,
                                 "--quiet",
                                 "--initial-demand",
-                                "200"};
+                                demand};
         int n = 10;
         if (extra)
             argv[n++] = extra;
@@ -104,6 +106,11 @@ static void start(struct run *r, const char *extra)
     ssize_t n = read(fds[0], buf, sizeof(buf) - 1); /* blocks until ready or lokid exits */
     close(fds[0]);
     assert_true(n > 0 && !strncmp(buf, "ready", 5));
+}
+
+static void start(struct run *r, const char *extra)
+{
+    start_on(r, "tests/lokid/small.yaml", "200", extra);
 }
 
 static int stop(struct run *r, int sig)
@@ -135,7 +142,7 @@ static int children(pid_t pid, pid_t *out, int max)
 static void on_reply(const struct loki_reply *rep)
 {
     atomic_fetch_add(&by_status[rep->status < LOKI_STATUS_COUNT_ ? rep->status : 0], 1);
-    if (rep->status == LOKI_STATUS_OK && rep->n_outputs != 3) {
+    if (rep->status == LOKI_STATUS_OK && rep->n_outputs != want_outputs) {
         fprintf(stderr, "ok reply %llu with %u outputs\n", (unsigned long long)rep->id,
                 rep->n_outputs);
         atomic_fetch_add(&bad_outputs, 1);
@@ -147,6 +154,7 @@ struct sender {
     int n;
     int first; /* index of its first query in answers[] */
     double gap_ms;
+    const char *pipeline; /* NULL: "small" */
     uint64_t ids[MAXQ];
     atomic_int done;
 };
@@ -170,7 +178,7 @@ static void *send_thread(void *p)
     struct sender *s = p;
     static const char payload[32] = "frame";
     for (int i = 0; i < s->n; i++) {
-        struct loki_client_req req = {.pipeline = "small",
+        struct loki_client_req req = {.pipeline = s->pipeline ? s->pipeline : "small",
                                       .payload = payload,
                                       .payload_len = sizeof(payload),
                                       .timeout_ms = 20000};
@@ -238,6 +246,23 @@ static void test_answers_and_fanout(void **state)
     assert_non_null(strstr(res.paths[0], ">"));
     assert_true(res.accuracy > 50 && res.accuracy <= 100);
     loki_client_result_fini(&res);
+    /* deadlines far past the SLO, up to ones whose nanoseconds overflow a uint64 (2^64 ns
+     * is 1.8e13 ms) or a double's range: the SLO applies, answered ok (they were dropped) */
+    static const double far[] = {1e9, 1.8446744073709552e13, 1e15, 1e300, DBL_MAX};
+    for (size_t k = 0; k < sizeof(far) / sizeof(far[0]); k++) {
+        req.deadline_ms = far[k];
+        assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
+        if (res.status != LOKI_STATUS_OK)
+            fprintf(stderr, "deadline_ms %g: %s\n", far[k], loki_status_name(res.status));
+        assert_int_equal(res.status, LOKI_STATUS_OK);
+        loki_client_result_fini(&res);
+    }
+    req.deadline_ms = INFINITY; /* not a number of milliseconds: refused by name */
+    assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
+    assert_int_equal(res.status, LOKI_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(res.error, "deadline_ms"));
+    loki_client_result_fini(&res);
+    req.deadline_ms = 0;
     /* unknown pipeline: explicit error, connection still usable */
     req.pipeline = "nope";
     assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
@@ -414,6 +439,66 @@ static void test_fallback_burst(void **state)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/*
+ * Batches as large as the topology allows (4096, LOKI_MAX_BATCH), end to end: bigbatch.yaml
+ * profiles only batch 1 and 4096 and is planned for 30000 qps, so the plan runs batch 4096;
+ * a burst of 16384 queries (4 full detect batches, 8 classify ones) is answered exactly once,
+ * all ok with both leaf outputs, and the batch-size histogram shows batches over 2048.
+ */
+static void test_max_batch(void **state)
+{
+    struct run r;
+    reset();
+    want_outputs = 2;
+    start_on(&r, "tests/lokid/bigbatch.yaml", "30000", NULL);
+    enum { CONNS = 16, PER_CONN = 1024, N = CONNS * PER_CONN };
+    static struct sender s[CONNS];
+    pthread_t th[CONNS];
+    memset(s, 0, sizeof(s));
+    for (int k = 0; k < CONNS; k++) {
+        assert_int_equal(loki_client_connect(r.sock, NULL, &s[k].c), 0);
+        s[k].n = PER_CONN;
+        s[k].first = k * PER_CONN;
+        s[k].pipeline = "big";
+    }
+    for (int k = 0; k < CONNS; k++)
+        pthread_create(&th[k], NULL, send_thread, &s[k]);
+    for (int k = 0; k < CONNS; k++)
+        pthread_join(th[k], NULL);
+    wait_answers(N, 120000);
+    print_statuses("answers at batch 4096");
+    assert_exactly_once(N);
+    assert_int_equal(atomic_load(&bad_outputs), 0);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_OK]), N);
+
+    char *m = metrics_text(r.sock);
+    const char *det = "pipeline=\"big\",task=\"detect\",variant=\"det\"";
+    const char *cls = "pipeline=\"big\",task=\"classify\",variant=\"cls\"";
+    char series[256];
+    snprintf(series, sizeof(series), "loki_variant_batch_max{%s}", det);
+    double det_max = prom_value(m, series);
+    snprintf(series, sizeof(series), "loki_batch_size_bucket{%s,le=\"2048\"}", det);
+    double det_small = prom_value(m, series);
+    snprintf(series, sizeof(series), "loki_batch_size_count{%s}", det);
+    double det_batches = prom_value(m, series);
+    snprintf(series, sizeof(series), "loki_batch_size_bucket{%s,le=\"2048\"}", cls);
+    double cls_small = prom_value(m, series);
+    snprintf(series, sizeof(series), "loki_batch_size_count{%s}", cls);
+    double cls_batches = prom_value(m, series);
+    free(m);
+    fprintf(stderr,
+            "batch 4096: det planned %.0f, %.0f of %.0f batches <= 2048; cls %.0f of %.0f\n",
+            det_max, det_small, det_batches, cls_small, cls_batches);
+    assert_true(det_max == 4096);
+    assert_true(det_batches > det_small); /* at least one detect batch over 2048 */
+    assert_true(cls_batches > cls_small);
+    for (int k = 0; k < CONNS; k++)
+        loki_client_close(s[k].c);
+    int st = stop(&r, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    want_outputs = 3;
+}
+
 /* Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback. */
 static int worker_exit(const char *variant, const char *fallback)
 {
@@ -473,6 +558,7 @@ int main(void)
         cmocka_unit_test_teardown(test_worker_sigkill, teardown),
         cmocka_unit_test_teardown(test_sigterm_drains, teardown),
         cmocka_unit_test_teardown(test_fallback_burst, teardown),
+        cmocka_unit_test_teardown(test_max_batch, teardown),
         cmocka_unit_test(test_worker_bad_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

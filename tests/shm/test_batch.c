@@ -48,8 +48,8 @@ static struct loki_batch_result_query rqs[4] = {
      .status = INT32_MIN,
      .out_kind = LOKI_BATCH_OUT_REF,
      .out_ref = {4096, 1000, 77},
-     .n_fanout = 16,
-     .fanout = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, UINT32_MAX}},
+     .n_fanout = LOKI_BATCH_MAX_CHILDREN, /* the most, with the largest count */
+     .fanout = {1, 2, 3, 4, 5, 6, 7, UINT32_MAX}},
     {.query_id = 9, .status = INT32_MAX, .out_kind = LOKI_BATCH_OUT_INLINE, .inline_len = 0},
 };
 

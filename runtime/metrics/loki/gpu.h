@@ -12,15 +12,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LOKI_GPU_MAX 64                    /* devices sampled */
-#define LOKI_GPU_NVML "libnvidia-ml.so.1"  /* what loki_gpu_open(NULL) loads */
+#define LOKI_GPU_MAX 64                   /* devices sampled */
+#define LOKI_GPU_NVML "libnvidia-ml.so.1" /* what loki_gpu_open(NULL) loads */
 
 /* One device as NVML numbers it (which may differ from CUDA's order: match by uuid). */
 struct loki_gpu_stats {
     int index;
     char uuid[96];
-    bool ok;                 /* this sample's queries succeeded */
-    double utilization;      /* 0..1: time a kernel ran over NVML's last sample period */
+    bool ok;            /* this sample's queries succeeded */
+    double utilization; /* 0..1: time a kernel ran over NVML's last sample period */
     uint64_t mem_used_bytes, mem_total_bytes;
 };
 

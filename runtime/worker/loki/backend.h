@@ -11,11 +11,12 @@
 
 #include <stdint.h>
 
+#include "loki/limits.h"
 #include "loki/rng.h"
 
 #define LOKI_BACKEND_ABI_VERSION 1
-#define LOKI_BACKEND_MAX_CHILDREN 8
-#define LOKI_BACKEND_OUTPUT_MAX 64
+#define LOKI_BACKEND_MAX_CHILDREN LOKI_MAX_CHILDREN
+#define LOKI_BACKEND_OUTPUT_MAX LOKI_MAX_INLINE_OUTPUT
 
 /* What a backend is asked to run; valid from init() to fini(). */
 struct loki_backend_config {
