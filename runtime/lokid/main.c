@@ -4,6 +4,7 @@
  * (`lokid --worker ...`, spawned by the supervisor), so a deployment has one
  * executable to install and pin.
  */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,9 +112,18 @@ int main(int argc, char **argv)
             o.metrics_port = (int)port;
             break;
         }
-        case 'A':
+        case 'A': {
+            unsigned char a[16];
+            if (inet_pton(AF_INET, optarg, a) != 1 && inet_pton(AF_INET6, optarg, a) != 1) {
+                fprintf(stderr,
+                        "lokid: --metrics-address wants an IPv4 or IPv6 address, got '%s' (try "
+                        "--help)\n",
+                        optarg);
+                return 2;
+            }
             o.metrics_address = optarg;
             break;
+        }
         case 'h':
             usage(stdout);
             return 0;
