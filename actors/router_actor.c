@@ -9,6 +9,22 @@
  * dropped it) finds a different generation and is ignored. Buffers sized by the largest
  * batch (LOKI_MAX_BATCH at most) are allocated at creation and when an instance id is first
  * used, never per query.
+ *
+ * Data between stages. A worker writes each query's output and child payloads into its own
+ * output arena; on its result we copy what we keep into the payload arena (ours: we are its
+ * only allocator) and give the worker's blocks back at once, so a worker's death strands
+ * nothing of ours. Every answered sub-query becomes a node of its root's result tree (task,
+ * variant, parent node, status, output); each child payload an input record (payload, the
+ * node that emitted it). The router carries one word per sub-query for us:
+ *
+ *   LOKI_ROUTER_NO_DATA   the root's first sub-query: the client's payload, no parent
+ *   INPUT | i             input record i: its payload and parent
+ *   n                     a child with an empty payload, emitted by node n
+ *
+ * Nodes, inputs and every block they hold belong to the root and go back when it is
+ * answered, after the reply was encoded; a sub-query still in some worker's batch then reads
+ * a freed block, which the arena's generation check turns into that query's failure, and
+ * its result is ignored (the root is answered already).
  */
 #include "router_actor.h"
 
@@ -30,6 +46,10 @@
 #include "loki/proto.h"
 #include "loki/router.h"
 
+#define NIL UINT32_MAX
+#define INPUT 0x80000000u /* a router data word naming an input record */
+#define NODE_INLINE 32    /* outputs this small stay in the node */
+
 struct root {
     bool used;
     uint32_t gen; /* bumped per use: a late result for a finished root is recognised */
@@ -38,9 +58,28 @@ struct root {
     uint64_t arrival_ns;
     bool queued_seen; /* queueing time recorded (first dispatch of its root task) */
     struct loki_arena_ref payload;
-    uint16_t n_out;
-    uint8_t out_len[LOKI_MAX_REPLY_OUTPUTS];
-    uint8_t out[LOKI_MAX_REPLY_OUTPUTS][LOKI_MAX_INLINE_OUTPUT];
+    uint32_t first_node, last_node, n_nodes; /* its result tree, in completion order */
+    uint32_t first_input;                    /* its child payloads */
+    uint64_t result_bytes;                   /* outputs kept so far */
+    const char *why;                         /* set: answer error with this (first wins) */
+};
+
+/* One answered sub-query: a node of its root's result tree. */
+struct node {
+    uint32_t next;   /* the root's list, or the free list */
+    uint32_t parent; /* pool index, NIL for the root task's */
+    uint32_t index;  /* its place in the reply (set while replying) */
+    uint8_t task, variant, inline_len;
+    bool failed, leaf;
+    struct loki_arena_ref out; /* in the payload arena; len 0: none (or inline) */
+    uint8_t inl[NODE_INLINE];
+};
+
+/* A child sub-query's payload (in the payload arena) and the node that emitted it. */
+struct input {
+    uint32_t next; /* the root's list, or the free list */
+    uint32_t parent;
+    struct loki_arena_ref ref;
 };
 
 /* A batch a worker holds: what its result needs to find its roots again. */
@@ -48,6 +87,7 @@ struct inflight {
     uint64_t batch_id, t_ns;
     int pipeline, task, variant, n;
     uint64_t *cookies; /* [max_batch]: each query's root cookie */
+    uint32_t *data;    /* [max_batch]: each query's router data word */
 };
 
 struct inst {
@@ -67,10 +107,16 @@ struct loki_router_actor {
     int max_batch; /* the topology's largest profiled batch size */
     struct root *roots;
     uint32_t *free_roots, n_free;
+    struct node *nodes;
+    struct input *inputs;
+    uint32_t n_pool, free_node, free_input; /* both pools have n_pool entries */
+    uint32_t *words;                        /* a batch's child data words */
+    size_t cap_words;
+    struct loki_reply_node *rnodes; /* a reply's tree, [LOKI_MAX_REPLY_NODES] */
     struct inst inst[LOKI_MAX_INSTANCE_IDS];
     /* scratch for one batch, [max_batch] (x LOKI_MAX_CHILDREN) */
     struct loki_batch_query *q;
-    uint16_t *children, *packed;
+    uint16_t *children, *packed; /* [max_batch * LOKI_MAX_CHILDREN] */
     uint8_t *failed;
     uv_timer_t restart_timer;
     bool draining;
@@ -165,14 +211,45 @@ static void reply_now(struct loki_router_actor *ra, struct loki_frontend_conn *c
     loki_frontend_reply(conn, id, rep);
 }
 
+/* Give back root slot @c and everything it holds: its payload, its tree, its children's. */
 static void release_root(struct loki_router_actor *ra, uint32_t c)
 {
     struct root *r = &ra->roots[c];
+    struct loki_arena *a = loki_sup_arena(ra->sup);
     if (r->payload.len)
-        loki_arena_free(loki_sup_arena(ra->sup), r->payload);
+        loki_arena_free(a, r->payload);
+    for (uint32_t n = r->first_node, next; n != NIL; n = next) {
+        struct node *nd = &ra->nodes[n];
+        next = nd->next;
+        if (nd->out.len)
+            loki_arena_free(a, nd->out);
+        nd->next = ra->free_node;
+        ra->free_node = n;
+    }
+    for (uint32_t i = r->first_input, next; i != NIL; i = next) {
+        struct input *in = &ra->inputs[i];
+        next = in->next;
+        if (in->ref.len)
+            loki_arena_free(a, in->ref);
+        in->next = ra->free_input;
+        ra->free_input = i;
+    }
+    r->first_node = r->last_node = r->first_input = NIL;
     r->used = false;
     r->conn = NULL;
     ra->free_roots[ra->n_free++] = c;
+}
+
+/* Copy @len bytes at @src into a new block of the payload arena; 0 or -ENOMEM/LOKI_ETOOBIG. */
+static int keep_bytes(struct loki_router_actor *ra, const void *src, uint32_t len,
+                      struct loki_arena_ref *ref)
+{
+    void *p;
+    int rc = loki_arena_alloc(loki_sup_arena(ra->sup), len, ref, &p);
+    if (rc)
+        return rc;
+    memcpy(p, src, len);
+    return 0;
 }
 
 /* ---- router callbacks ---------------------------------------------------------------------- */
@@ -192,7 +269,7 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
     if (in->n_inflight >= LOKI_MAX_BATCH_INFLIGHT)
         return -EBUSY;
     struct inflight *f = &in->b[in->n_inflight];
-    LOKI_BUG_ON(!f->cookies); /* allocated when the instance started */
+    LOKI_BUG_ON(!f->cookies || !f->data); /* allocated when the instance started */
     uint64_t tn = loki_now_ns();
     bool root_task = b->task == ra->topo->pipelines[b->pipeline].root;
     f->batch_id = b->batch_id;
@@ -205,6 +282,7 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
         uint64_t c = b->items[i].cookie;
         struct root *r = &ra->roots[(uint32_t)c];
         f->cookies[i] = c;
+        f->data[i] = b->items[i].data;
         if (root_task && !r->queued_seen) {
             r->queued_seen = true;
             loki_metrics_queue_time(ra->cfg.metrics, b->pipeline,
@@ -213,7 +291,13 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
         ra->q[i].query_id = b->items[i].query_id;
         ra->q[i].sub_query_id = b->items[i].sub;
         ra->q[i].deadline_ns = 0;
-        ra->q[i].payload = r->payload;
+        uint32_t d = b->items[i].data;
+        if (d == LOKI_ROUTER_NO_DATA)
+            ra->q[i].payload = r->payload; /* the root task: the client's payload */
+        else if (d & INPUT)
+            ra->q[i].payload = ra->inputs[d & ~INPUT].ref;
+        else
+            memset(&ra->q[i].payload, 0, sizeof(ra->q[i].payload)); /* an empty child */
     }
     struct loki_batch_desc desc = {.batch_id = b->batch_id,
                                    .instance_id = (uint32_t)b->instance,
@@ -238,6 +322,8 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     bool served = c->status == LOKI_QUERY_OK || c->status == LOKI_QUERY_LATE;
     if (served)
         loki_metrics_e2e(ra->cfg.metrics, c->pipeline, c->latency_ms / 1e3);
+    if (c->status == LOKI_QUERY_ERROR && r->why)
+        loki_log_query(LOKI_LOG_WARN, "query %llu: %s", (unsigned long long)r->id, r->why);
     const struct loki_pipeline *pl = &ra->topo->pipelines[c->pipeline];
     const char *stage = c->stage >= 0 && c->stage < pl->n_tasks ? pl->tasks[c->stage].name : "-";
     if (c->status == LOKI_QUERY_ERROR)
@@ -250,12 +336,37 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     rep->status = map_status(c->status);
     rep->accuracy = c->accuracy;
     rep->latency_ms = c->latency_ms;
+    if (served && r->why) {
+        /* served, but its result cannot be sent: say so, and nothing else */
+        rep->status = LOKI_STATUS_ERROR;
+        rep->error = loki_bytes_str(r->why);
+        served = false;
+    }
     if (served) {
-        for (int i = 0; i < r->n_out; i++) {
-            rep->outputs[i].ptr = r->out[i];
-            rep->outputs[i].len = r->out_len[i];
+        struct loki_arena *a = loki_sup_arena(ra->sup);
+        uint32_t k = 0;
+        for (uint32_t n = r->first_node; n != NIL; n = ra->nodes[n].next, k++) {
+            struct node *nd = &ra->nodes[n];
+            struct loki_reply_node *o = &ra->rnodes[k];
+            const struct loki_task *t = &pl->tasks[nd->task];
+            nd->index = k;
+            o->task = loki_bytes_str(t->name);
+            o->variant = loki_bytes_str(t->variants[nd->variant].name);
+            o->parent = nd->parent == NIL ? -1 : (int32_t)ra->nodes[nd->parent].index;
+            o->status = nd->failed ? LOKI_STATUS_ERROR : LOKI_STATUS_OK;
+            void *p = NULL;
+            if (nd->out.len && loki_arena_get(a, nd->out, &p) == 0) {
+                o->output.ptr = p;
+                o->output.len = nd->out.len;
+            } else {
+                o->output.ptr = nd->inl;
+                o->output.len = nd->inline_len;
+            }
+            if (nd->leaf && !nd->failed && rep->n_outputs < LOKI_PROTO_MAX_OUTPUTS)
+                rep->outputs[rep->n_outputs++] = o->output;
         }
-        rep->n_outputs = r->n_out;
+        rep->n_nodes = k;
+        rep->nodes = ra->rnodes;
         path_strings(ra, c);
     }
     if (c->status == LOKI_QUERY_OVERLOADED) {
@@ -265,7 +376,7 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     } else if (c->status == LOKI_QUERY_DROPPED) {
         rep->error = loki_bytes_str("could no longer meet its deadline; dropped early");
     } else if (c->status == LOKI_QUERY_ERROR) {
-        rep->error = loki_bytes_str("a worker failed while serving this query");
+        rep->error = loki_bytes_str(r->why ? r->why : "a worker failed while serving this query");
     }
     loki_frontend_reply(r->conn, r->id, rep);
     release_root(ra, slot);
@@ -283,8 +394,10 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
     }
     struct inst *in = &ra->inst[instance];
     for (int k = 0; k < LOKI_MAX_BATCH_INFLIGHT; k++)
-        if (!in->b[k].cookies &&
-            !(in->b[k].cookies = malloc(sizeof(uint64_t) * (size_t)ra->max_batch))) {
+        if ((!in->b[k].cookies &&
+             !(in->b[k].cookies = malloc(sizeof(uint64_t) * (size_t)ra->max_batch))) ||
+            (!in->b[k].data &&
+             !(in->b[k].data = malloc(sizeof(uint32_t) * (size_t)ra->max_batch)))) {
             loki_log(LOKI_LOG_ERROR, "start worker %d (%s): out of memory", instance, v->name);
             loki_router_instance_failed(ra->router, instance);
             return;
@@ -325,18 +438,176 @@ static void s_ready(void *ctx, int inst)
     loki_log(LOKI_LOG_INFO, "worker %d ready", inst);
 }
 
+/* Give back what a result query left in worker @wa's output arena (its output, its
+ * children's payloads and their table). */
+static void drop_worker_blocks(struct loki_arena *wa, const struct loki_batch_result_query *q)
+{
+    if (!wa)
+        return;
+    if (q->out_kind == LOKI_BATCH_OUT_REF)
+        loki_arena_free(wa, q->out_ref);
+    if (!q->children.len)
+        return;
+    const struct loki_arena_ref *t;
+    if (loki_arena_get(wa, q->children, (void **)&t) == 0) {
+        uint32_t n = q->children.len / (uint32_t)sizeof(*t);
+        for (uint32_t k = 0; k < n; k++)
+            if (t[k].len)
+                loki_arena_free(wa, t[k]);
+    }
+    loki_arena_free(wa, q->children);
+}
+
+/* Fail root @r (it is answered error @why once the router completes it). */
+static void root_why(struct root *r, const char *why)
+{
+    if (!r->why)
+        r->why = why;
+}
+
+/*
+ * Result query @q of a batch of task @task on @variant for root @r (current), which the
+ * router knows by data word @data: record its node, keep its output, and turn its children
+ * into data words at ra->words[*n_words..]. Returns false when the query must count as
+ * failed (its root is answered error, r->why says why).
+ */
+static bool take_result(struct loki_router_actor *ra, struct loki_arena *wa, struct root *r,
+                        uint32_t data, int task, int variant,
+                        const struct loki_batch_result_query *q, size_t *n_words)
+{
+    /* the node */
+    if (r->n_nodes >= LOKI_MAX_REPLY_NODES || ra->free_node == NIL) {
+        root_why(r, "result too large: more answered sub-queries than a reply holds");
+        return false;
+    }
+    uint32_t ni = ra->free_node;
+    struct node *nd = &ra->nodes[ni];
+    ra->free_node = nd->next;
+    memset(nd, 0, offsetof(struct node, inl));
+    nd->next = NIL;
+    nd->task = (uint8_t)task;
+    nd->variant = (uint8_t)variant;
+    nd->parent = data == LOKI_ROUTER_NO_DATA ? NIL
+                 : (data & INPUT)            ? ra->inputs[data & ~INPUT].parent
+                                             : data;
+    nd->failed = q->status != 0;
+    if (r->last_node == NIL)
+        r->first_node = ni;
+    else
+        ra->nodes[r->last_node].next = ni;
+    r->last_node = ni;
+    r->n_nodes++;
+
+    /* its output (for a failed query: why) */
+    const void *src = NULL;
+    uint32_t len = 0;
+    if (q->status) {
+        src = q->msg;
+        len = q->msg_len;
+    } else if (q->out_kind == LOKI_BATCH_OUT_INLINE) {
+        src = q->inline_data;
+        len = q->inline_len;
+    } else if (q->out_kind == LOKI_BATCH_OUT_REF) {
+        void *p;
+        if (!wa || loki_arena_get(wa, q->out_ref, &p)) {
+            root_why(r, "a worker's output reference was stale");
+            return false;
+        }
+        src = p;
+        len = q->out_ref.len;
+    }
+    r->result_bytes += len;
+    if (r->result_bytes > ra->cfg.max_result) {
+        root_why(r, "result too large: more output than frontend.max_result_bytes");
+        return false;
+    }
+    if (len <= NODE_INLINE) {
+        if (len)
+            memcpy(nd->inl, src, len);
+        nd->inline_len = (uint8_t)len;
+    } else if (keep_bytes(ra, src, len, &nd->out)) {
+        memset(&nd->out, 0, sizeof(nd->out));
+        root_why(r, "payload arena full while keeping an output");
+        return false;
+    }
+    if (q->status)
+        return false;
+
+    /* its children */
+    uint32_t total = 0;
+    for (uint32_t c = 0; c < q->n_fanout; c++)
+        total += q->fanout[c];
+    nd->leaf = total == 0;
+    if (!total)
+        return true;
+    if (*n_words + total > ra->cap_words) {
+        size_t cap = ra->cap_words ? ra->cap_words : 4096;
+        while (cap < *n_words + total)
+            cap *= 2;
+        uint32_t *w = realloc(ra->words, sizeof(*w) * cap);
+        if (!w) {
+            root_why(r, "out of memory for child sub-queries");
+            return false;
+        }
+        ra->words = w;
+        ra->cap_words = cap;
+    }
+    uint32_t *words = ra->words + *n_words;
+    const struct loki_arena_ref *t = NULL;
+    if (q->children.len) {
+        if (!wa || loki_arena_get(wa, q->children, (void **)&t) ||
+            q->children.len != total * sizeof(*t)) {
+            root_why(r, "a worker's child payload table was stale or malformed");
+            return false;
+        }
+    }
+    for (uint32_t k = 0; k < total; k++) {
+        words[k] = ni;
+        if (!t || !t[k].len)
+            continue;
+        void *p;
+        if (loki_arena_get(wa, t[k], &p)) {
+            root_why(r, "a worker's child payload reference was stale");
+            return false;
+        }
+        if (ra->free_input == NIL) {
+            root_why(r, "too many child payloads in flight");
+            return false;
+        }
+        uint32_t ii = ra->free_input;
+        struct input *in = &ra->inputs[ii];
+        if (keep_bytes(ra, p, t[k].len, &in->ref)) {
+            root_why(r, "payload arena full while keeping a child payload");
+            return false;
+        }
+        ra->free_input = in->next;
+        in->parent = ni;
+        in->next = r->first_input;
+        r->first_input = ii;
+        words[k] = INPUT | ii;
+    }
+    *n_words += total;
+    return true;
+}
+
 static void s_result(void *ctx, int inst, struct loki_batch_view *v)
 {
     struct loki_router_actor *ra = ctx;
     if (inst < 0 || inst >= LOKI_MAX_INSTANCE_IDS)
         return;
+    struct loki_arena *wa = loki_sup_out_arena(ra->sup, inst);
     struct inst *in = &ra->inst[inst];
+    struct loki_batch_result_query q;
     int k = -1;
     for (int i = 0; i < in->n_inflight; i++)
         if (in->b[i].batch_id == v->batch_id)
             k = i;
-    if (k < 0)
-        return; /* a batch the router already re-ran elsewhere */
+    if (k < 0) {
+        /* a batch the router already re-ran elsewhere: only give the worker's blocks back */
+        while (loki_batch_next_result(v, &q) == 1)
+            drop_worker_blocks(wa, &q);
+        return;
+    }
     /* keep the batch's cookies: its slot's buffer moves to the end with it */
     struct inflight f = in->b[k];
     loki_metrics_compute(ra->cfg.metrics, f.pipeline, f.task, f.variant,
@@ -347,24 +618,20 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
 
     uint16_t *children = ra->children;
     uint8_t *failed = ra->failed;
-    struct loki_batch_result_query q;
-    int i = 0, n_children = 0;
+    int i = 0, n_children = ra->topo->pipelines[f.pipeline].tasks[f.task].n_children;
+    size_t n_words = 0;
     while (i < f.n && loki_batch_next_result(v, &q) == 1) {
         struct root *r = &ra->roots[(uint32_t)f.cookies[i]];
         /* a sibling may have been dropped already: its root is answered (and maybe reused) */
         bool current = r->used && r->gen == (uint32_t)(f.cookies[i] >> 32);
-        failed[i] = q.status != 0;
-        n_children = (int)q.n_fanout;
-        for (uint32_t c = 0; c < q.n_fanout && c < LOKI_MAX_CHILDREN; c++)
+        bool ok = current && take_result(ra, wa, r, f.data[i], f.task, f.variant, &q, &n_words);
+        failed[i] = current ? !ok : q.status != 0;
+        for (int c = 0; c < n_children; c++)
             children[i * LOKI_MAX_CHILDREN + c] =
-                (uint16_t)(q.fanout[c] > 65535 ? 65535 : q.fanout[c]);
-        /* leaf outputs become the reply's outputs */
-        if (current && q.status == 0 && q.n_fanout == 0 && q.out_kind == LOKI_BATCH_OUT_INLINE &&
-            r->n_out < LOKI_MAX_REPLY_OUTPUTS) {
-            memcpy(r->out[r->n_out], q.inline_data, q.inline_len);
-            r->out_len[r->n_out] = (uint8_t)q.inline_len;
-            r->n_out++;
-        }
+                ok && (uint32_t)c < q.n_fanout
+                    ? (uint16_t)(q.fanout[c] > 65535 ? 65535 : q.fanout[c])
+                    : 0;
+        drop_worker_blocks(wa, &q);
         i++;
     }
     for (; i < f.n; i++)
@@ -374,12 +641,11 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
         n_failed += failed[i];
     loki_metrics_failed(ra->cfg.metrics, f.pipeline, f.task, f.variant, n_failed);
     /* the router wants n x n_children, packed with the task's child count */
-    if (n_children > LOKI_MAX_CHILDREN)
-        n_children = LOKI_MAX_CHILDREN;
     for (int a = 0; a < f.n; a++)
         for (int c = 0; c < n_children; c++)
             ra->packed[a * n_children + c] = children[a * LOKI_MAX_CHILDREN + c];
-    loki_router_batch_done(ra->router, inst, f.batch_id, n_children ? ra->packed : NULL, failed);
+    loki_router_batch_done_data(ra->router, inst, f.batch_id, n_children ? ra->packed : NULL,
+                                ra->words, failed);
 }
 
 static void on_restart_timer(uv_timer_t *t)
@@ -444,7 +710,10 @@ void loki_router_actor_request(struct loki_router_actor *ra, struct loki_fronten
     r->id = req->id;
     r->arrival_ns = loki_now_ns();
     r->queued_seen = false;
-    r->n_out = 0;
+    r->first_node = r->last_node = r->first_input = NIL;
+    r->n_nodes = 0;
+    r->result_bytes = 0;
+    r->why = NULL;
     memset(&r->payload, 0, sizeof(r->payload));
     if (req->payload.len) {
         void *p;
@@ -502,10 +771,23 @@ int loki_router_actor_create(struct uv_loop_s *loop, const struct loki_router_ac
     ra->children = calloc(mb * LOKI_MAX_CHILDREN, sizeof(uint16_t));
     ra->packed = calloc(mb * LOKI_MAX_CHILDREN, sizeof(uint16_t));
     ra->failed = calloc(mb, 1);
+    /* nodes and child payloads held by answered-to-be roots: four per root on average */
+    uint64_t pool = (uint64_t)cfg->max_roots * 4 + 1024;
+    ra->n_pool = pool > (1u << 24) ? (1u << 24) : (uint32_t)pool;
+    ra->nodes = calloc(ra->n_pool, sizeof(*ra->nodes));
+    ra->inputs = calloc(ra->n_pool, sizeof(*ra->inputs));
+    ra->rnodes = calloc(LOKI_MAX_REPLY_NODES, sizeof(*ra->rnodes));
     int rc = -ENOMEM;
     if (!ra->roots || !ra->free_roots || !ra->plan_restart || !ra->q || !ra->children ||
-        !ra->packed || !ra->failed)
+        !ra->packed || !ra->failed || !ra->nodes || !ra->inputs || !ra->rnodes)
         goto fail;
+    if (!ra->cfg.max_result)
+        ra->cfg.max_result = 16u << 20;
+    for (uint32_t i = 0; i < ra->n_pool; i++) {
+        ra->nodes[i].next = i + 1 < ra->n_pool ? i + 1 : NIL;
+        ra->inputs[i].next = i + 1 < ra->n_pool ? i + 1 : NIL;
+    }
+    ra->free_node = ra->free_input = 0;
     for (uint32_t i = 0; i < cfg->max_roots; i++)
         ra->free_roots[ra->n_free++] = cfg->max_roots - 1 - i;
     struct loki_router_ops ro = {.now_ns = r_now,
@@ -558,8 +840,10 @@ void loki_router_actor_destroy(struct loki_router_actor *ra)
         return;
     loki_router_destroy(ra->router);
     for (int i = 0; i < LOKI_MAX_INSTANCE_IDS; i++)
-        for (int k = 0; k < LOKI_MAX_BATCH_INFLIGHT; k++)
+        for (int k = 0; k < LOKI_MAX_BATCH_INFLIGHT; k++) {
             free(ra->inst[i].b[k].cookies);
+            free(ra->inst[i].b[k].data);
+        }
     free(ra->roots);
     free(ra->free_roots);
     free(ra->plan_restart);
@@ -567,5 +851,9 @@ void loki_router_actor_destroy(struct loki_router_actor *ra)
     free(ra->children);
     free(ra->packed);
     free(ra->failed);
+    free(ra->nodes);
+    free(ra->inputs);
+    free(ra->rnodes);
+    free(ra->words);
     free(ra);
 }

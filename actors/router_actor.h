@@ -32,6 +32,7 @@ struct loki_router_actor_config {
     const struct loki_topology *topo; /* borrowed; outlives the actor */
     uint32_t max_roots;           /* accepted queries not yet answered (frontend.max_inflight) */
     uint32_t retry_after_ms;      /* the hint in "overloaded" replies */
+    uint32_t max_result;          /* bytes of outputs one reply may carry; 0: 16 MiB */
     struct loki_metrics *metrics; /* borrowed: queueing, compute, batch sizes, e2e */
 };
 

@@ -77,8 +77,9 @@
 
 _Static_assert(LOKI_WORKER_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
 _Static_assert(LOKI_WORKER_FD_REQ == 3 && LOKI_WORKER_FD_RES == 4 && LOKI_WORKER_FD_ARENA == 5 &&
-                   LOKI_WORKER_FD_NOTIFY == 6,
-               "spawn_worker() puts the req ring, res ring, arena, eventfd on 3..6");
+                   LOKI_WORKER_FD_NOTIFY == 6 && LOKI_WORKER_FD_OUT == 8,
+               "spawn_worker() puts the req ring, res ring, arena, eventfd on 3..6, the output "
+               "arena on 8");
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434 /* the same on every architecture */
@@ -93,8 +94,9 @@ struct worker {
     bool stopping, ready;
     int inst;
     struct loki_plan_instance pi;
-    int req_fd, res_fd;
+    int req_fd, res_fd, out_fd;
     struct loki_ring *req, *res;
+    struct loki_arena *out; /* its output arena: it allocates, we read and free */
     pid_t pid;
     int pidfd;           /* readable once the worker has exited */
     uv_poll_t exit_poll; /* on @pidfd; its close frees the worker */
@@ -318,6 +320,11 @@ static void free_rings(struct worker *w)
     if (w->res_fd >= 0)
         close(w->res_fd);
     w->req_fd = w->res_fd = -1;
+    loki_arena_destroy(w->out);
+    w->out = NULL;
+    if (w->out_fd >= 0)
+        close(w->out_fd);
+    w->out_fd = -1;
 }
 
 static void on_proc_closed(uv_handle_t *h)
@@ -378,15 +385,20 @@ static int make_ring(size_t bytes, enum loki_ring_role role, int *fd, struct lok
     return rc;
 }
 
+#define N_FDS 5
+/* where spawn_worker() puts each of its descriptors in the worker */
+static const int fd_at[N_FDS] = {LOKI_WORKER_FD_REQ, LOKI_WORKER_FD_RES, LOKI_WORKER_FD_ARENA,
+                                 LOKI_WORKER_FD_NOTIFY, LOKI_WORKER_FD_OUT};
+
 /*
- * Start @exe with @argv and @env, @fds[0..3] on its descriptors 3..6, /dev/null on 0,
+ * Start @exe with @argv and @env, @fds[i] on its descriptor fd_at[i], /dev/null on 0,
  * our 1 and 2, nothing else; signals at their defaults, none blocked. Returns 0 (the
  * child's pid in @pid) or negative (an exec failure too: glibc reports it and reaps).
  */
-static int spawn_worker(const char *exe, char **argv, char **env, const int fds[4], pid_t *pid)
+static int spawn_worker(const char *exe, char **argv, char **env, const int fds[N_FDS], pid_t *pid)
 {
-    int dup[4] = {-1, -1, -1, -1}, rc = 0;
-    for (int i = 0; i < 4 && rc == 0; i++)
+    int dup[N_FDS] = {-1, -1, -1, -1, -1}, rc = 0;
+    for (int i = 0; i < N_FDS && rc == 0; i++)
         if ((dup[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
             rc = -errno;
     posix_spawn_file_actions_t fa;
@@ -398,12 +410,12 @@ static int spawn_worker(const char *exe, char **argv, char **env, const int fds[
         if ((rc = -posix_spawnattr_init(&at)) == 0) {
             rc = -posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
             /* dup2 clears close-on-exec on the target */
-            for (int i = 0; i < 4 && rc == 0; i++)
-                rc = -posix_spawn_file_actions_adddup2(&fa, dup[i], 3 + i);
+            for (int i = 0; i < N_FDS && rc == 0; i++)
+                rc = -posix_spawn_file_actions_adddup2(&fa, dup[i], fd_at[i]);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
             /* also what lokid inherited without close-on-exec (ours all have it) */
             if (rc == 0)
-                rc = -posix_spawn_file_actions_addclosefrom_np(&fa, 7);
+                rc = -posix_spawn_file_actions_addclosefrom_np(&fa, LOKI_WORKER_FD_OUT + 1);
 #endif
             if (rc == 0)
                 rc = -posix_spawnattr_setsigmask(&at, &none);
@@ -417,7 +429,7 @@ static int spawn_worker(const char *exe, char **argv, char **env, const int fds[
         }
         posix_spawn_file_actions_destroy(&fa);
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_FDS; i++)
         if (dup[i] >= 0)
             close(dup[i]);
     return rc;
@@ -471,9 +483,18 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     w->inst = inst;
     w->pi = *pi;
     w->sup = s;
-    w->req_fd = w->res_fd = -1;
+    w->req_fd = w->res_fd = w->out_fd = -1;
     if ((rc = make_ring(s->cfg.ring_bytes, LOKI_RING_PRODUCER, &w->req_fd, &w->req)) ||
         (rc = make_ring(s->cfg.ring_bytes, LOKI_RING_CONSUMER, &w->res_fd, &w->res)))
+        goto err;
+    w->out_fd = memfd_create("loki-out", MFD_CLOEXEC);
+    if (w->out_fd < 0) {
+        rc = -errno;
+        goto err;
+    }
+    if ((rc = loki_arena_create(w->out_fd,
+                                s->cfg.out_arena_bytes ? s->cfg.out_arena_bytes : (size_t)64 << 20,
+                                &w->out)))
         goto err;
     loki_ring_set_notify(w->res, s->efd, -1);
     loki_ring_notify_arm(w->res, 0);
@@ -525,7 +546,7 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
         goto err;
     }
 
-    int fds[4] = {w->req_fd, w->res_fd, s->arena_fd, s->efd};
+    int fds[N_FDS] = {w->req_fd, w->res_fd, s->arena_fd, s->efd, w->out_fd};
     rc = spawn_worker(s->cfg.self_exe, args, env.envp, fds, &w->pid);
     loki__sup_env_fini(&env);
     bool closing = false;
@@ -584,6 +605,13 @@ int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d)
 struct loki_arena *loki_sup_arena(struct loki_sup *s)
 {
     return s->arena;
+}
+
+struct loki_arena *loki_sup_out_arena(struct loki_sup *s, int inst)
+{
+    if (inst < 0 || inst >= MAX_INST || !s->w[inst])
+        return NULL;
+    return s->w[inst]->out;
 }
 
 int loki_sup_pid(const struct loki_sup *s, int inst)

@@ -37,6 +37,7 @@ struct loki_sup_config {
     const char *topology_path; /* workers load the same file */
     size_t arena_bytes;        /* payload arena (power of two) */
     size_t ring_bytes;         /* per ring (power of two) */
+    size_t out_arena_bytes;    /* each worker's output arena (power of two); 0: 64 MiB */
     uint64_t seed;             /* base seed for the sim backends */
     bool mps;                  /* run MPS for CUDA workers when the topology has shares < 1 */
     uint64_t spin_ns;          /* poll a fast worker's results this long before sleeping; 0:
@@ -79,6 +80,9 @@ int loki_sup_send(struct loki_sup *s, int inst, const struct loki_batch_desc *d)
 
 /* The payload arena the router allocates query inputs in (single allocator: the loop thread). */
 struct loki_arena *loki_sup_arena(struct loki_sup *s);
+/* Worker @inst's output arena (its outputs and child payloads: read them and free them once
+ * taken); NULL for an id with no worker. Valid until its exited callback returns. Loop thread. */
+struct loki_arena *loki_sup_out_arena(struct loki_sup *s, int inst);
 
 /* Pid of worker @inst, or -1. */
 int loki_sup_pid(const struct loki_sup *s, int inst);

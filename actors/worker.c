@@ -12,6 +12,9 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,21 +33,48 @@
 /* One loaded variant: its backend and what its config points at (valid until fini). */
 struct loaded {
     int variant;
-    const struct loki_backend_v1 *be;
+    struct loki_backend_handle h;
     void *state;
+    uint32_t max_output;
     double means[LOKI_MAX_CHILDREN];
     int dists[LOKI_MAX_CHILDREN];
+    const char *child_names[LOKI_MAX_CHILDREN];
+    const char *arg_keys[LOKI_MAX_ARGS], *arg_values[LOKI_MAX_ARGS];
+};
+
+/* What one query of the batch emitted so far. */
+struct qout {
+    uint32_t bytes;  /* output + child payloads, against max_output_bytes */
+    uint32_t n_kids; /* child sub-queries emitted */
+    uint32_t kid0;   /* finish: its children are sorted[kid0 .. kid0 + n_kids) */
+    uint8_t inline_len;
+    bool has_ref, failed;
+    struct loki_arena_ref ref;
+    uint8_t inline_buf[LOKI_BATCH_INLINE_MAX];
+    char msg[LOKI_BATCH_MSG_MAX + 1];
+};
+
+struct kid {
+    int query, child;
+    struct loki_arena_ref ref;
+    void *ptr;
 };
 
 struct wstate {
     struct loki_ring *req, *res;
-    struct loki_arena *arena;
-    struct loaded m[2]; /* [0] the instance's variant, [1] its fallback */
+    struct loki_arena *arena, *out; /* lokid's payloads (read), this worker's outputs (alloc) */
+    struct loaded m[2];             /* [0] the instance's variant, [1] its fallback */
     int n_m;
     int max_batch;
+    int n_children;
     struct loki_backend_query *q;
-    struct loki_backend_result *r;
     struct loki_batch_result_query *rq;
+    struct qout *qo;
+    struct kid *kids, *sorted; /* as emitted; grouped by query (finish) */
+    uint32_t n_kids, cap_kids;
+    const struct loaded *cur; /* the variant running this batch */
+    int n;                    /* queries in it */
+    struct loki_backend_out emit;
 };
 
 static int send_result(struct wstate *w, const struct loki_batch_result *res)
@@ -59,6 +89,223 @@ static int send_result(struct wstate *w, const struct loki_batch_result *res)
     }
 }
 
+/* ---- the emitter: struct loki_backend_out over the output arena ------------------------------ */
+
+static struct wstate *W(struct loki_backend_out *o)
+{
+    return (struct wstate *)((char *)o - offsetof(struct wstate, emit));
+}
+
+static void q_fail(struct wstate *w, int i, int32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Fail query @i: what it emitted goes back to the arena now. */
+static void q_fail(struct wstate *w, int i, int32_t status, const char *fmt, ...)
+{
+    struct qout *qo = &w->qo[i];
+    if (qo->failed)
+        return;
+    qo->failed = true;
+    w->rq[i].status = status < 0 ? status : -EIO;
+    qo->msg[0] = 0;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(qo->msg, sizeof(qo->msg), fmt, ap);
+        va_end(ap);
+    }
+    if (qo->has_ref && w->out)
+        loki_arena_free(w->out, qo->ref);
+    qo->has_ref = false;
+    qo->inline_len = 0;
+    if (qo->n_kids)
+        for (uint32_t k = 0; k < w->n_kids; k++)
+            if (w->kids[k].query == i) {
+                if (w->kids[k].ref.len && w->out)
+                    loki_arena_free(w->out, w->kids[k].ref);
+                w->kids[k].query = -1; /* gone */
+            }
+    qo->n_kids = 0;
+}
+
+/* Room for @len more bytes of query @i: within max_output_bytes, then in the output arena. */
+static void *q_alloc(struct wstate *w, int i, uint32_t len, struct loki_arena_ref *ref)
+{
+    struct qout *qo = &w->qo[i];
+    if (qo->failed)
+        return NULL;
+    if (len > w->cur->max_output - qo->bytes) {
+        q_fail(w, i, LOKI_ETOOBIG, "output too large: %u bytes over max_output_bytes %u",
+               qo->bytes + len - w->cur->max_output, w->cur->max_output);
+        return NULL;
+    }
+    void *p;
+    int rc = w->out ? loki_arena_alloc(w->out, len, ref, &p) : -ENOMEM;
+    if (rc) {
+        q_fail(w, i, rc == LOKI_ETOOBIG ? LOKI_ETOOBIG : -ENOMEM,
+               "output too large: no room for %u bytes in the worker's output arena", len);
+        return NULL;
+    }
+    qo->bytes += len;
+    return p;
+}
+
+static void *emit_output(struct loki_backend_out *o, int i, uint32_t len)
+{
+    struct wstate *w = W(o);
+    if (i < 0 || i >= w->n)
+        return NULL;
+    struct qout *qo = &w->qo[i];
+    if (qo->failed)
+        return NULL;
+    /* a second output replaces the first */
+    if (qo->has_ref) {
+        qo->bytes -= qo->ref.len;
+        loki_arena_free(w->out, qo->ref);
+        qo->has_ref = false;
+    }
+    qo->bytes -= qo->inline_len;
+    qo->inline_len = 0;
+    if (len <= LOKI_BATCH_INLINE_MAX) {
+        if (len > w->cur->max_output - qo->bytes) {
+            q_fail(w, i, LOKI_ETOOBIG, "output too large: max_output_bytes %u", w->cur->max_output);
+            return NULL;
+        }
+        qo->inline_len = (uint8_t)len;
+        qo->bytes += len;
+        return qo->inline_buf;
+    }
+    void *p = q_alloc(w, i, len, &qo->ref);
+    qo->has_ref = p != NULL;
+    return p;
+}
+
+static void *emit_child(struct loki_backend_out *o, int i, int child, uint32_t len)
+{
+    static uint8_t empty[1];
+    struct wstate *w = W(o);
+    if (i < 0 || i >= w->n || child < 0 || child >= w->n_children)
+        return NULL;
+    struct qout *qo = &w->qo[i];
+    if (qo->failed)
+        return NULL;
+    if (qo->n_kids >= LOKI_MAX_QUERY_CHILDREN) {
+        q_fail(w, i, LOKI_ETOOBIG, "more than %d child sub-queries", LOKI_MAX_QUERY_CHILDREN);
+        return NULL;
+    }
+    if (w->n_kids == w->cap_kids) {
+        uint32_t cap = w->cap_kids ? 2 * w->cap_kids : 1024;
+        struct kid *k = realloc(w->kids, sizeof(*k) * cap), *srt = NULL;
+        if (k)
+            w->kids = k;
+        if (k && (srt = realloc(w->sorted, sizeof(*srt) * cap)))
+            w->sorted = srt;
+        if (!k || !srt) {
+            q_fail(w, i, -ENOMEM, "out of memory for child sub-queries");
+            return NULL;
+        }
+        w->cap_kids = cap;
+    }
+    struct kid *k = &w->kids[w->n_kids];
+    memset(k, 0, sizeof(*k));
+    k->query = i;
+    k->child = child;
+    void *p = empty;
+    if (len && !(p = q_alloc(w, i, len, &k->ref)))
+        return NULL;
+    k->ptr = p;
+    w->n_kids++;
+    qo->n_kids++;
+    return p;
+}
+
+static void emit_shrink(struct loki_backend_out *o, void *p, uint32_t len)
+{
+    struct wstate *w = W(o);
+    for (int i = 0; i < w->n; i++) {
+        struct qout *qo = &w->qo[i];
+        if (qo->failed)
+            continue;
+        if (p == qo->inline_buf && len < qo->inline_len) {
+            qo->bytes -= qo->inline_len - len;
+            qo->inline_len = (uint8_t)len;
+            return;
+        }
+        void *rp;
+        if (qo->has_ref && len < qo->ref.len && !loki_arena_get(w->out, qo->ref, &rp) && rp == p) {
+            qo->bytes -= qo->ref.len - len;
+            qo->ref.len = len;
+            return;
+        }
+    }
+    for (uint32_t k = 0; k < w->n_kids; k++)
+        if (w->kids[k].query >= 0 && w->kids[k].ptr == p && len < w->kids[k].ref.len) {
+            w->qo[w->kids[k].query].bytes -= w->kids[k].ref.len - len;
+            w->kids[k].ref.len = len;
+            return;
+        }
+}
+
+static void emit_fail(struct loki_backend_out *o, int i, int32_t status, const char *msg)
+{
+    struct wstate *w = W(o);
+    if (i >= 0 && i < w->n)
+        q_fail(w, i, status, msg ? "%s" : NULL, msg);
+}
+
+/* Query @i's result record: counts per child task, the children's table, its output. */
+static void finish_query(struct wstate *w, int i)
+{
+    struct qout *qo = &w->qo[i];
+    struct loki_batch_result_query *o = &w->rq[i];
+    o->query_id = w->q[i].id;
+    o->out_kind = LOKI_BATCH_OUT_NONE;
+    o->n_fanout = 0;
+    memset(&o->children, 0, sizeof(o->children));
+    o->msg = NULL;
+    o->msg_len = 0;
+    if (o->status) {
+        o->msg = qo->msg;
+        o->msg_len = (uint32_t)strnlen(qo->msg, LOKI_BATCH_MSG_MAX);
+        return;
+    }
+    o->n_fanout = (uint32_t)w->n_children;
+    memset(o->fanout, 0, sizeof(o->fanout));
+    bool payloads = false;
+    const struct kid *kids = &w->sorted[qo->kid0];
+    for (uint32_t k = 0; k < qo->n_kids; k++) {
+        o->fanout[kids[k].child]++;
+        payloads |= kids[k].ref.len > 0;
+    }
+    if (payloads) {
+        /* the table: child task 0's refs first, each task's in the order they were emitted */
+        struct loki_arena_ref tref;
+        struct loki_arena_ref *t;
+        uint32_t bytes = (uint32_t)sizeof(*t) * qo->n_kids;
+        int rc = loki_arena_alloc(w->out, bytes, &tref, (void **)&t);
+        if (rc) {
+            q_fail(w, i, -ENOMEM, "no room for the table of %u child payloads", qo->n_kids);
+            finish_query(w, i);
+            return;
+        }
+        uint32_t at = 0;
+        for (int c = 0; c < w->n_children; c++)
+            for (uint32_t k = 0; k < qo->n_kids; k++)
+                if (kids[k].child == c)
+                    t[at++] = kids[k].ref;
+        tref.len = bytes;
+        o->children = tref;
+    }
+    if (qo->has_ref) {
+        o->out_kind = LOKI_BATCH_OUT_REF;
+        o->out_ref = qo->ref;
+    } else if (qo->inline_len) {
+        o->out_kind = LOKI_BATCH_OUT_INLINE;
+        o->inline_data = qo->inline_buf;
+        o->inline_len = qo->inline_len;
+    }
+}
+
 static int run_batch(struct wstate *w, const void *rec, size_t len)
 {
     struct loki_batch_view v;
@@ -67,6 +314,14 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
         return rc;
     if (v.kind != LOKI_BATCH_KIND_DESC || v.n_queries == 0 || (int)v.n_queries > w->max_batch)
         return LOKI_ECORRUPT;
+    const struct loaded *m = NULL;
+    for (int k = 0; k < w->n_m; k++)
+        if ((uint32_t)w->m[k].variant == v.variant)
+            m = &w->m[k];
+    if (!m)
+        return LOKI_ECORRUPT; /* a variant this worker did not load */
+    w->cur = m;
+    w->n_kids = 0;
     struct loki_batch_query bq;
     int n = 0;
     while ((rc = loki_batch_next_query(&v, &bq)) == 1) {
@@ -75,11 +330,17 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
         q->payload = NULL;
         q->payload_len = bq.payload.len;
         w->rq[n].status = 0;
+        memset(&w->qo[n], 0, offsetof(struct qout, inline_buf));
+        w->qo[n].msg[0] = 0;
         if (bq.payload.len) {
             void *p;
             int g = loki_arena_get(w->arena, bq.payload, &p);
             if (g) {
-                w->rq[n].status = g; /* stale or bad reference: this query fails alone */
+                /* stale or bad reference: this query fails alone */
+                w->rq[n].status = g;
+                w->qo[n].failed = true;
+                snprintf(w->qo[n].msg, sizeof(w->qo[n].msg), "payload reference: %s",
+                         loki_strerror(g));
                 q->payload_len = 0;
             } else {
                 q->payload = p;
@@ -89,33 +350,24 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
     }
     if (rc < 0)
         return rc;
-    const struct loaded *m = NULL;
-    for (int k = 0; k < w->n_m; k++)
-        if ((uint32_t)w->m[k].variant == v.variant)
-            m = &w->m[k];
-    if (!m)
-        return LOKI_ECORRUPT; /* a variant this worker did not load */
-    rc = m->be->infer(m->state, w->q, n, w->r);
+    w->n = n;
+    rc = loki_backend_infer(&m->h, m->state, w->q, n, &w->emit);
+    /* group the children by query (a counting sort, emission order kept within a query) */
+    uint32_t at = 0;
     for (int i = 0; i < n; i++) {
-        struct loki_batch_result_query *o = &w->rq[i];
-        const struct loki_backend_result *r = &w->r[i];
-        o->query_id = w->q[i].id;
-        if (o->status == 0)
-            o->status = rc ? rc : r->status;
-        o->out_kind = LOKI_BATCH_OUT_NONE;
-        o->n_fanout = 0;
-        if (o->status == 0) {
-            uint32_t olen =
-                r->output_len < LOKI_BATCH_INLINE_MAX ? r->output_len : LOKI_BATCH_INLINE_MAX;
-            if (olen) {
-                o->out_kind = LOKI_BATCH_OUT_INLINE;
-                o->inline_data = r->output;
-                o->inline_len = olen;
-            }
-            o->n_fanout =
-                r->n_children < LOKI_BATCH_MAX_CHILDREN ? r->n_children : LOKI_BATCH_MAX_CHILDREN;
-            memcpy(o->fanout, r->fanout, sizeof(uint32_t) * o->n_fanout);
-        }
+        w->qo[i].kid0 = at;
+        at += w->qo[i].n_kids;
+        w->qo[i].n_kids = 0;
+    }
+    for (uint32_t k = 0; k < w->n_kids; k++) {
+        int qi = w->kids[k].query;
+        if (qi >= 0)
+            w->sorted[w->qo[qi].kid0 + w->qo[qi].n_kids++] = w->kids[k];
+    }
+    for (int i = 0; i < n; i++) {
+        if (rc && !w->qo[i].failed)
+            q_fail(w, i, rc, "the backend failed the batch: %s", loki_strerror(rc));
+        finish_query(w, i);
     }
     struct loki_batch_result res = {.batch_id = v.batch_id,
                                     .instance_id = v.instance_id,
@@ -133,24 +385,27 @@ static int load_variant(const struct loki_worker_args *a, int vi, int max_batch,
     const struct loki_variant *var = &t->variants[vi];
     int rc;
     m->variant = vi;
-    m->be = a->backend;
-    if (!m->be) {
+    memset(&m->h, 0, sizeof(m->h));
+    if (a->backend) {
+        m->h = *a->backend;
+    } else {
         if (var->backend == LOKI_BACKEND_PLUGIN) {
-            rc = loki_backend_load_plugin(var->backend_path, &m->be, err, errlen);
+            rc = loki_backend_load_plugin(var->backend_path, &m->h, err, errlen);
             if (rc)
                 return rc;
         } else if (var->backend == LOKI_BACKEND_CUDA) {
 #ifdef LOKI_HAVE_CUDA
-            m->be = loki_backend_cuda();
+            m->h.v1 = loki_backend_cuda();
 #else
             snprintf(err, errlen, "variant %s asks for the cuda backend, not built in this lokid",
                      var->name);
             return -ENOTSUP;
 #endif
         } else {
-            m->be = loki_backend_sim();
+            m->h.be = loki_backend_sim();
         }
     }
+    const char *name = m->h.be ? m->h.be->name : m->h.v1->name;
     int s = loki_variant_share_index(var, a->share);
     if (s < 0) {
         snprintf(err, errlen, "variant %s has no profile at share %g", var->name, a->share);
@@ -159,7 +414,16 @@ static int load_variant(const struct loki_worker_args *a, int vi, int max_batch,
     for (int c = 0; c < t->n_children; c++) {
         m->means[c] = var->fanout[c].mean;
         m->dists[c] = (int)var->fanout[c].dist;
+        m->child_names[c] = p->tasks[t->children[c]].name;
     }
+    const char *str = a->topo->strings + var->args_off;
+    for (int k = 0; k < var->n_args && k < LOKI_MAX_ARGS; k++) {
+        m->arg_keys[k] = str;
+        str += strlen(str) + 1;
+        m->arg_values[k] = str;
+        str += strlen(str) + 1;
+    }
+    m->max_output = var->max_output_bytes ? var->max_output_bytes : LOKI_DEFAULT_OUTPUT_BYTES;
     struct loki_backend_config cfg = {
         .pipeline = p->name,
         .task = t->name,
@@ -175,18 +439,23 @@ static int load_variant(const struct loki_worker_args *a, int vi, int max_batch,
         .fanout_dist = m->dists,
         .seed = a->seed + (uint64_t)(vi != a->variant),
         .args = getenv("LOKI_BACKEND_ARGS"),
+        .n_args = var->n_args < LOKI_MAX_ARGS ? var->n_args : LOKI_MAX_ARGS,
+        .arg_keys = m->arg_keys,
+        .arg_values = m->arg_values,
+        .max_output_bytes = m->max_output,
+        .input = t->input_off ? a->topo->strings + t->input_off : NULL,
+        .child_tasks = m->child_names,
     };
-    if ((rc = m->be->init(&cfg, &m->state))) {
-        snprintf(err, errlen, "backend %s init for %s: %s", m->be->name, var->name,
-                 loki_strerror(rc));
+    if ((rc = loki_backend_init(&m->h, &cfg, &m->state))) {
+        snprintf(err, errlen, "backend %s init for %s: %s", name, var->name, loki_strerror(rc));
 #ifdef LOKI_HAVE_CUDA
-        if (m->be == loki_backend_cuda())
+        if (m->h.v1 == loki_backend_cuda())
             snprintf(err, errlen, "backend cuda init for %s: %s (%s)", var->name, loki_strerror(rc),
                      loki_cuda_last_error());
 #endif
         return rc;
     }
-    if (m->be == loki_backend_sim() && var->startup_ms > 0) {
+    if (m->h.be == loki_backend_sim() && var->startup_ms > 0) {
         /* The sim backend stands in for a model that takes startup_ms to load: the instance
          * is ready that long after its process started (per variant it loads), as the replay
          * harness charges it. */
@@ -243,10 +512,18 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
         snprintf(err, errlen, "attach payload arena: %s", loki_strerror(rc));
         goto out_res;
     }
+    if (a->out_fd >= 0 && (rc = loki_arena_attach(a->out_fd, &w.out))) {
+        snprintf(err, errlen, "attach output arena: %s", loki_strerror(rc));
+        loki_arena_destroy(w.arena);
+        goto out_res;
+    }
     w.q = calloc((size_t)w.max_batch, sizeof(*w.q));
-    w.r = calloc((size_t)w.max_batch, sizeof(*w.r));
     w.rq = calloc((size_t)w.max_batch, sizeof(*w.rq));
-    if (!w.q || !w.r || !w.rq) {
+    w.qo = calloc((size_t)w.max_batch, sizeof(*w.qo));
+    w.n_children = t->n_children;
+    w.emit = (struct loki_backend_out){
+        .output = emit_output, .child = emit_child, .shrink = emit_shrink, .fail = emit_fail};
+    if (!w.q || !w.rq || !w.qo) {
         rc = -ENOMEM;
         snprintf(err, errlen, "out of memory");
         goto out_mem;
@@ -293,10 +570,13 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
     }
 out_be:
     for (int k = 0; k < w.n_m; k++)
-        w.m[k].be->fini(w.m[k].state);
+        loki_backend_fini(&w.m[k].h, w.m[k].state);
 out_mem:
     free(w.q);
-    free(w.r);
+    free(w.qo);
+    free(w.kids);
+    free(w.sorted);
+    loki_arena_destroy(w.out);
     free(w.rq);
     loki_arena_destroy(w.arena);
 out_res:

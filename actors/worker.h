@@ -15,10 +15,11 @@
 
 #include "loki/model.h"
 
-struct loki_backend_v1; /* loki/backend.h (runtime/worker) */
+struct loki_backend_handle; /* loki/backend.h (runtime/worker) */
 
 struct loki_worker_args {
     int req_fd, res_fd, arena_fd; /* memfds inherited from lokid */
+    int out_fd;                   /* its output arena (outputs, child payloads); -1: none */
     int notify_fd;                /* router's eventfd to wake on results; -1: futex only */
     const struct loki_topology *topo;
     int pipeline, task, variant;
@@ -29,7 +30,7 @@ struct loki_worker_args {
     uint32_t instance_id;
     uint64_t seed;
     uint64_t spin_ns; /* poll a ring this long before sleeping (topology runtime.spin_us) */
-    const struct loki_backend_v1 *backend; /* NULL: chosen from the variant's backend key */
+    const struct loki_backend_handle *backend; /* NULL: chosen from the variant's backend key */
 };
 
 /* Batch id of the empty result a worker sends once its backend is ready. */
@@ -44,6 +45,7 @@ struct loki_worker_args {
 #define LOKI_WORKER_FD_RES 4    /* result ring, producer side */
 #define LOKI_WORKER_FD_ARENA 5  /* payload arena */
 #define LOKI_WORKER_FD_NOTIFY 6 /* lokid's eventfd for results */
+#define LOKI_WORKER_FD_OUT 8    /* its output arena: it allocates, lokid frees */
 #define LOKI_WORKER_EXIT_MPS 75
 
 /*

@@ -9,6 +9,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -124,6 +125,8 @@ int loki_worker_process_main(int argc, char **argv)
         .res_fd = LOKI_WORKER_FD_RES,
         .arena_fd = LOKI_WORKER_FD_ARENA,
         .notify_fd = LOKI_WORKER_FD_NOTIFY,
+        /* lokid's supervisor always passes it; a worker started by hand may run without */
+        .out_fd = fcntl(LOKI_WORKER_FD_OUT, F_GETFD) >= 0 ? LOKI_WORKER_FD_OUT : -1,
         .topo = t,
         .pipeline = (int)pipeline,
         .task = (int)task,

@@ -21,8 +21,10 @@
 #define DESC_HDR_MAX 26u   /* fixarray, kind, u64, u32, u32, array32 header */
 #define DESC_QUERY_MAX 43u /* fixarray, u64, u32, u64, u64, u32, u32 */
 #define RES_HDR_MAX 21u    /* fixarray, kind, u64, u32, array32 header */
-#define RES_QUERY_MAX 18u  /* fixarray, u64, i32, fan-out array header (3) */
-#define RES_REF_MAX 20u    /* fixarray, u64, u32, u32 */
+#define RES_QUERY_MAX                                                                              \
+    (18u + 20u + 2u + LOKI_BATCH_MSG_MAX) /* fixarray, u64, i32, fan-out                           \
+array header (3), children ref, message */
+#define RES_REF_MAX 20u                   /* fixarray, u64, u32, u32 */
 
 size_t loki_batch_desc_max_size(uint32_t n_queries)
 {
@@ -110,7 +112,8 @@ int loki_batch_result_encode(const struct loki_batch_result *res, void *buf, siz
         const struct loki_batch_result_query *q = &res->queries[i];
         if (q->n_fanout > LOKI_BATCH_MAX_CHILDREN || q->out_kind > LOKI_BATCH_OUT_REF ||
             (q->out_kind == LOKI_BATCH_OUT_INLINE &&
-             (q->inline_len > LOKI_BATCH_INLINE_MAX || (q->inline_len && !q->inline_data))))
+             (q->inline_len > LOKI_BATCH_INLINE_MAX || (q->inline_len && !q->inline_data))) ||
+            q->msg_len > LOKI_BATCH_MSG_MAX || (q->msg_len && !q->msg))
             return -EINVAL;
     }
     loki_wire_writer_init(&w, buf, cap);
@@ -121,7 +124,7 @@ int loki_batch_result_encode(const struct loki_batch_result *res, void *buf, siz
     loki_wire_put_array(&w, res->n_queries);
     for (uint32_t i = 0; i < res->n_queries && loki_wire_writer_fits(&w); i++) {
         const struct loki_batch_result_query *q = &res->queries[i];
-        loki_wire_put_array(&w, 4);
+        loki_wire_put_array(&w, 6);
         loki_wire_put_uint(&w, q->query_id);
         loki_wire_put_int(&w, q->status);
         switch (q->out_kind) {
@@ -138,6 +141,14 @@ int loki_batch_result_encode(const struct loki_batch_result *res, void *buf, siz
         loki_wire_put_array(&w, q->n_fanout);
         for (uint32_t k = 0; k < q->n_fanout; k++)
             loki_wire_put_uint(&w, q->fanout[k]);
+        if (q->children.len)
+            put_ref(&w, &q->children);
+        else
+            loki_wire_put_nil(&w);
+        if (q->msg_len)
+            loki_wire_put_str(&w, q->msg, q->msg_len);
+        else
+            loki_wire_put_nil(&w);
     }
     return loki_wire_writer_finish(&w, len);
 }
@@ -259,7 +270,7 @@ static int rd_result(struct loki_wire_reader *r, struct loki_batch_result_query 
     int64_t status;
     uint32_t n;
     struct loki_wire_val out;
-    int err = rd_fixed_array(r, 4);
+    int err = rd_fixed_array(r, 6);
     if (!err)
         err = rd_u64(r, &id);
     if (!err)
@@ -298,6 +309,30 @@ static int rd_result(struct loki_wire_reader *r, struct loki_batch_result_query 
         err = rd_u32(r, &q->fanout[k]);
         if (err)
             return err;
+    }
+    struct loki_wire_val v;
+    memset(&q->children, 0, sizeof(q->children));
+    if ((err = loki_wire_read(r, &v))) /* nil | [off, len, gen] */
+        return err;
+    if (v.kind == LOKI_WIRE_ARRAY && v.len == 3) {
+        if ((err = rd_ref(r, &q->children)))
+            return err;
+        if (!q->children.len)
+            return LOKI_ECORRUPT;
+    } else if (v.kind != LOKI_WIRE_NIL) {
+        return LOKI_ECORRUPT;
+    }
+    q->msg = NULL;
+    q->msg_len = 0;
+    if ((err = loki_wire_read(r, &v))) /* nil | str */
+        return err;
+    if (v.kind == LOKI_WIRE_STR) {
+        if (v.len > LOKI_BATCH_MSG_MAX)
+            return LOKI_ECORRUPT;
+        q->msg = (const char *)v.ptr;
+        q->msg_len = v.len;
+    } else if (v.kind != LOKI_WIRE_NIL) {
+        return LOKI_ECORRUPT;
     }
     return 0;
 }

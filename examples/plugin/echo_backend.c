@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * An example backend plugin for loki_backend_v1: it "classifies" a payload
- * by its byte sum and returns that as the output, with one sub-query per
- * child task for every 100 payload bytes. Build it as a shared object and
- * name it in a variant's `backend:` key. See docs/backend.md.
+ * An example backend plugin for loki_backend_v2. It "detects" by cutting its input into
+ * 100-byte pieces, each one a child payload for every child task (so a 250-byte frame gives
+ * 2 sub-queries per child task, carrying bytes 0..99 and 100..199), and "classifies" by
+ * answering "VARIANT sum=S len=N" for the bytes it was given. Down a pipeline, each leaf's
+ * output thus names the piece its own parent cut for it. Build it as a shared object and
+ * name it in a variant's `backend:` key; `args: {piece_bytes: N}` changes the piece size.
+ * See docs/backend.md.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 
 struct echo {
     int n_children;
+    uint32_t piece;
     char variant[64];
 };
 
@@ -23,13 +27,24 @@ static int echo_init(const struct loki_backend_config *cfg, void **state)
     if (!e)
         return -ENOMEM;
     e->n_children = cfg->n_children;
+    e->piece = 100;
+    const char *p = loki_backend_arg(cfg, "piece_bytes");
+    if (p) {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || *end || v == 0 || v > (1u << 24)) {
+            free(e);
+            return -EINVAL;
+        }
+        e->piece = (uint32_t)v;
+    }
     snprintf(e->variant, sizeof(e->variant), "%s", cfg->variant);
     *state = e;
     return 0;
 }
 
 static int echo_infer(void *state, const struct loki_backend_query *q, int n,
-                      struct loki_backend_result *out)
+                      struct loki_backend_out *out)
 {
     struct echo *e = state;
     for (int i = 0; i < n; i++) {
@@ -37,13 +52,20 @@ static int echo_infer(void *state, const struct loki_backend_query *q, int n,
         unsigned sum = 0;
         for (uint32_t k = 0; k < q[i].payload_len; k++)
             sum += p[k];
-        memset(&out[i], 0, sizeof(out[i]));
-        out[i].n_children = (uint32_t)e->n_children;
-        for (int c = 0; c < e->n_children && c < LOKI_BACKEND_MAX_CHILDREN; c++)
-            out[i].fanout[c] = q[i].payload_len / 100;
+        /* children: whole pieces of the input, for every child task */
+        for (int c = 0; c < e->n_children; c++)
+            for (uint32_t off = 0; off + e->piece <= q[i].payload_len; off += e->piece) {
+                void *dst = out->child(out, i, c, e->piece);
+                if (!dst)
+                    break; /* over max_output_bytes: the query has failed already */
+                memcpy(dst, p + off, e->piece);
+            }
+        char text[96];
         int len =
-            snprintf((char *)out[i].output, sizeof(out[i].output), "%s sum=%u", e->variant, sum);
-        out[i].output_len = (uint32_t)len;
+            snprintf(text, sizeof(text), "%s sum=%u len=%u", e->variant, sum, q[i].payload_len);
+        void *dst = out->output(out, i, (uint32_t)len);
+        if (dst)
+            memcpy(dst, text, (size_t)len);
     }
     return 0;
 }
@@ -53,7 +75,7 @@ static void echo_fini(void *state)
     free(state);
 }
 
-static const struct loki_backend_v1 ops = {
+static const struct loki_backend_v2 ops = {
     .abi_version = LOKI_BACKEND_ABI_VERSION,
     .name = "echo",
     .init = echo_init,
@@ -61,7 +83,7 @@ static const struct loki_backend_v1 ops = {
     .fini = echo_fini,
 };
 
-const struct loki_backend_v1 *loki_backend_v1_get(void)
+const struct loki_backend_v2 *loki_backend_v2_get(void)
 {
     return &ops;
 }

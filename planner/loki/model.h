@@ -59,6 +59,10 @@ struct loki_variant {
     struct loki_fanout fanout[LOKI_MAX_CHILDREN]; /* indexed like task.children */
     enum loki_backend_kind backend;
     char backend_path[LOKI_PATH_MAX]; /* plugin .so for LOKI_BACKEND_PLUGIN */
+    /* For the backend only (the planner ignores them): */
+    uint32_t max_output_bytes; /* a query's output and child payloads together */
+    int n_args;                /* `args:` entries: n_args (key, value) pairs of NUL-ended */
+    uint32_t args_off;         /* strings at loki_topology.strings + args_off */
 };
 
 struct loki_task {
@@ -67,6 +71,7 @@ struct loki_task {
     struct loki_variant variants[LOKI_MAX_VARIANTS];
     int n_children;
     int children[LOKI_MAX_CHILDREN]; /* task indexes in the same pipeline */
+    uint32_t input_off; /* `input:` description at loki_topology.strings + input_off; 0 none */
 };
 
 /* One row of a measured path-accuracy table: variant index per task on a
@@ -127,6 +132,9 @@ struct loki_topology {
     int n_pipelines;
     struct loki_pipeline pipelines[LOKI_MAX_PIPELINES];
     struct loki_planner_cfg planner;
+    /* backend argument and input description strings (offset 0 is the empty string) */
+    uint32_t strings_used;
+    char strings[LOKI_MAX_STRINGS];
 };
 
 /* Fill @cfg with defaults (the values documented in docs/topology.md). */

@@ -568,15 +568,11 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
 
 static void load_frontend(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"socket",
-                                       "mode",
-                                       "allowed_uids",
-                                       "max_payload_bytes",
-                                       "max_inflight",
-                                       "max_connections",
-                                       "max_connections_per_uid",
-                                       "idle_timeout_s",
-                                       NULL};
+    static const char *const keys[] = {"socket",          "mode",
+                                       "allowed_uids",    "max_payload_bytes",
+                                       "max_inflight",    "max_result_bytes",
+                                       "max_connections", "max_connections_per_uid",
+                                       "idle_timeout_s",  NULL};
     struct loki_frontend_cfg *f = &c->cfg->frontend;
     const struct node *v, *per_uid = NULL;
     long long i;
@@ -611,6 +607,9 @@ static void load_frontend(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "max_inflight")) && get_int(c, v, "max_inflight", &i) &&
         in_range(c, v, "max_inflight", (double)i, 1, 1 << 24, false))
         f->max_inflight = (uint32_t)i;
+    if ((v = map_get(m, "max_result_bytes")) && get_int(c, v, "max_result_bytes", &i) &&
+        in_range(c, v, "max_result_bytes", (double)i, 1024, 1024.0 * 1024 * 1024, false))
+        f->max_result = (uint32_t)i;
     if ((v = map_get(m, "max_connections")) && get_int(c, v, "max_connections", &i) &&
         in_range(c, v, "max_connections", (double)i, 1, LOKI_FRONTEND_MAX_CONNS, false))
         f->max_conns = (uint32_t)i;
@@ -690,12 +689,28 @@ static bool load_lat_row(struct ctx *c, const struct node *seq, const char *key,
     return ok;
 }
 
+/* Append @s (with its NUL) to the topology's string pool; false (an error at @at) when full. */
+static bool add_string(struct ctx *c, const struct node *at, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (c->t->strings_used == 0)
+        c->t->strings_used = 1; /* offset 0: the empty string, "none" */
+    if (n > sizeof(c->t->strings) - c->t->strings_used) {
+        errorf(c, at, "args", "backend arguments and input descriptions pass %u bytes in all",
+               (unsigned)sizeof(c->t->strings));
+        return false;
+    }
+    memcpy(c->t->strings + c->t->strings_used, s, n);
+    c->t->strings_used += (uint32_t)n;
+    return true;
+}
+
 static void load_variant(struct ctx *c, const struct node *m, struct loki_task *t,
                          struct loki_variant *var, const struct node **fanout_node)
 {
-    static const char *const keys[] = {"name",        "accuracy",   "memory_mb",    "startup_ms",
-                                       "batch_sizes", "latency_ms", "share_scaled", "fanout",
-                                       "backend",     NULL};
+    static const char *const keys[] = {
+        "name",         "accuracy", "memory_mb", "startup_ms", "batch_sizes",      "latency_ms",
+        "share_scaled", "fanout",   "backend",   "args",       "max_output_bytes", NULL};
     const struct node *v;
     double d;
     long long i;
@@ -801,6 +816,27 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
         } else {
             errorf(c, v, "backend", "expected sim, cuda or the path of a plugin .so, got '%s'",
                    v->str);
+        }
+    }
+    var->max_output_bytes = LOKI_DEFAULT_OUTPUT_BYTES;
+    if ((v = map_get(m, "max_output_bytes")) && get_int(c, v, "max_output_bytes", &i) &&
+        in_range(c, v, "max_output_bytes", (double)i, 1, LOKI_MAX_OUTPUT_BYTES, false))
+        var->max_output_bytes = (uint32_t)i;
+    if ((v = map_get(m, "args")) && want(c, v, N_MAP, "args")) {
+        if (v->n > LOKI_MAX_ARGS) {
+            errorf(c, v, "args", "has %d entries, at most %d", v->n, LOKI_MAX_ARGS);
+        } else {
+            var->args_off = c->t->strings_used;
+            for (int k = 0; k < v->n; k++) {
+                for (int j = 0; j < k; j++)
+                    if (!strcmp(v->keys[j]->str, v->keys[k]->str))
+                        errorf(c, v->keys[k], v->keys[k]->str, "duplicate key in args");
+                if (!want(c, v->vals[k], N_SCALAR, v->keys[k]->str))
+                    continue;
+                if (add_string(c, v->keys[k], v->keys[k]->str) &&
+                    add_string(c, v->vals[k], v->vals[k]->str))
+                    var->n_args++;
+            }
         }
     }
     *fanout_node = map_get(m, "fanout");
@@ -944,7 +980,7 @@ static double fastest_ms(const struct loki_pipeline *p, int t)
 static void load_pipeline(struct ctx *c, const struct node *m, struct loki_pipeline *p)
 {
     static const char *const keys[] = {"name", "slo_ms", "tasks", "path_accuracy", NULL};
-    static const char *const tkeys[] = {"name", "children", "variants", NULL};
+    static const char *const tkeys[] = {"name", "children", "variants", "input", NULL};
     const struct node *v, *tasks;
     const struct node *task_nodes[LOKI_MAX_TASKS] = {0};
     const struct node *children_nodes[LOKI_MAX_TASKS] = {0};
@@ -977,6 +1013,11 @@ static void load_pipeline(struct ctx *c, const struct node *m, struct loki_pipel
         if ((v = require(c, tm, "name", "task")) && get_name(c, v, "name", t->name)) {
             if (loki_pipeline_task_index(p, t->name) >= 0)
                 errorf(c, v, "name", "duplicate task name '%s'", t->name);
+        }
+        if ((v = map_get(tm, "input")) && want(c, v, N_SCALAR, "input")) {
+            uint32_t off = c->t->strings_used ? c->t->strings_used : 1;
+            if (add_string(c, v, v->str))
+                t->input_off = off;
         }
         task_nodes[p->n_tasks] = tm;
         p->n_tasks++;
@@ -1136,6 +1177,7 @@ void loki_config_defaults(struct loki_config *c)
     c->frontend.mode = 0660;
     c->frontend.max_payload = 1u << 20;
     c->frontend.max_inflight = 65536;
+    c->frontend.max_result = 16u << 20;
     c->frontend.idle_timeout_s = 60;
     c->runtime.spin_us = 50;
     snprintf(c->runtime.metrics_address, sizeof(c->runtime.metrics_address), "127.0.0.1");

@@ -414,6 +414,7 @@ int lokid_run(const struct lokid_options *opt)
     struct loki_router_actor_config rac = {.topo = d->topo,
                                            .max_roots = d->cfg.frontend.max_inflight,
                                            .retry_after_ms = RETRY_AFTER_MS,
+                                           .max_result = d->cfg.frontend.max_result,
                                            .metrics = d->metrics};
     struct loki_router_actor_ops rao = {.arrival = ra_arrival};
     if ((rc = loki_router_actor_create(d->loop, &rac, &rao, d, &d->ra))) {

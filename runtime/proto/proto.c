@@ -376,12 +376,93 @@ static bool str_array(struct loki_wire_reader *r, const char *field, struct loki
     return true;
 }
 
+/* "result": an array of {task, variant, parent, status, output} maps, parents first. */
+static bool result_tree(struct loki_wire_reader *r, struct loki_reply *rep)
+{
+    struct loki_wire_val a;
+    if (loki_wire_read(r, &a))
+        return false;
+    if (a.kind != LOKI_WIRE_ARRAY) {
+        loki_wire_fail(r, LOKI_EPROTO, "field 'result': expected array, got %s",
+                       loki_wire_val_name(&a));
+        return false;
+    }
+    rep->n_nodes = a.len;
+    for (uint32_t j = 0; j < a.len; j++) {
+        struct loki_reply_node nd = {.parent = -1, .status = LOKI_STATUS_OK};
+        struct loki_wire_val m;
+        if (loki_wire_read(r, &m))
+            return false;
+        if (m.kind != LOKI_WIRE_MAP) {
+            loki_wire_fail(r, LOKI_EPROTO, "field 'result[%u]': expected map, got %s", j,
+                           loki_wire_val_name(&m));
+            return false;
+        }
+        unsigned seen = 0;
+        for (uint32_t f = 0; f < m.len; f++) {
+            struct loki_wire_val k, v;
+            if (!map_key(r, &k) || loki_wire_read_value(r, &v, 1))
+                return false;
+            if (key_is(&k, "task") && v.kind == LOKI_WIRE_STR) {
+                nd.task = slice(&v);
+                seen |= 1;
+            } else if (key_is(&k, "variant") && v.kind == LOKI_WIRE_STR) {
+                nd.variant = slice(&v);
+                seen |= 2;
+            } else if (key_is(&k, "parent") &&
+                       (v.kind == LOKI_WIRE_INT || v.kind == LOKI_WIRE_UINT)) {
+                int64_t p =
+                    v.kind == LOKI_WIRE_INT ? v.i : (int64_t)(v.u > INT32_MAX ? INT32_MAX : v.u);
+                if (p < -1 || p >= (int64_t)j) {
+                    loki_wire_fail(r, LOKI_EPROTO,
+                                   "field 'result[%u].parent': %lld is not -1 or an earlier node",
+                                   j, (long long)p);
+                    return false;
+                }
+                nd.parent = (int32_t)p;
+                seen |= 4;
+            } else if (key_is(&k, "status") && v.kind == LOKI_WIRE_STR) {
+                int s;
+                for (s = 0; s < LOKI_STATUS_COUNT_; s++)
+                    if (key_is(&v, status_names[s]))
+                        break;
+                if (s == LOKI_STATUS_COUNT_) {
+                    loki_wire_fail(r, LOKI_EPROTO, "field 'result[%u].status': unknown status", j);
+                    return false;
+                }
+                nd.status = (enum loki_status)s;
+            } else if (key_is(&k, "output") && v.kind == LOKI_WIRE_BIN) {
+                nd.output = slice(&v);
+            } else if (key_is(&k, "task") || key_is(&k, "variant") || key_is(&k, "parent") ||
+                       key_is(&k, "status") || key_is(&k, "output")) {
+                char f_name[32];
+                field_name(&k, f_name, sizeof(f_name));
+                loki_wire_fail(r, LOKI_EPROTO, "field 'result[%u].%s': wrong type %s", j, f_name,
+                               loki_wire_val_name(&v));
+                return false;
+            } /* unknown keys are ignored, as at the top level */
+        }
+        if ((seen & 7) != 7) {
+            loki_wire_fail(r, LOKI_EPROTO, "field 'result[%u]': needs task, variant and parent", j);
+            return false;
+        }
+        if (j < rep->node_cap)
+            rep->node_buf[j] = nd;
+    }
+    return true;
+}
+
 int loki_proto_decode_reply(const uint8_t *body, size_t len, struct loki_reply *rep, char *err,
                             size_t errlen)
 {
     struct loki_wire_reader r;
     bool have_status = false;
+    struct loki_reply_node *node_buf = rep->node_buf;
+    uint32_t node_cap = node_buf ? rep->node_cap : 0;
     loki_reply_init(rep);
+    rep->node_buf = node_buf;
+    rep->node_cap = node_cap;
+    rep->nodes = node_buf;
     loki_wire_reader_init(&r, body, len, LOKI_EPROTO, err, errlen);
     long n = top_map(&r);
     for (long i = 0; i < n; i++) {
@@ -392,6 +473,11 @@ int loki_proto_decode_reply(const uint8_t *body, size_t len, struct loki_reply *
         if (key_is(&k, "outputs")) {
             if (!str_array(&r, "outputs", rep->outputs, &rep->n_outputs, LOKI_PROTO_MAX_OUTPUTS,
                            LOKI_WIRE_BIN))
+                return r.err;
+            continue;
+        }
+        if (key_is(&k, "result")) {
+            if (!result_tree(&r, rep))
                 return r.err;
             continue;
         }
@@ -605,6 +691,8 @@ size_t loki_proto_reply_size(const struct loki_reply *r)
     size_t n = 512 + (size_t)r->error.len + r->server.len + r->report.len;
     for (uint32_t j = 0; j < r->n_outputs && j < LOKI_PROTO_MAX_OUTPUTS; j++)
         n += 5 + (size_t)r->outputs[j].len;
+    for (uint32_t j = 0; r->nodes && j < r->n_nodes; j++)
+        n += 64 + (size_t)r->nodes[j].task.len + r->nodes[j].variant.len + r->nodes[j].output.len;
     for (uint32_t j = 0; j < r->n_paths && j < LOKI_PROTO_MAX_PATHS; j++)
         n += 5 + (size_t)r->paths[j].len;
     for (uint32_t j = 0; j < r->n_pipelines && j < LOKI_PROTO_MAX_PIPELINES; j++)
@@ -620,8 +708,13 @@ static ssize_t encode_reply(uint8_t *buf, size_t cap, const struct loki_reply *r
     struct loki_wire_writer w;
     if ((unsigned)type > LOKI_MSG_PING || (unsigned)r->status >= LOKI_STATUS_COUNT_ ||
         r->n_outputs > LOKI_PROTO_MAX_OUTPUTS || r->n_paths > LOKI_PROTO_MAX_PATHS ||
-        r->n_pipelines > LOKI_PROTO_MAX_PIPELINES || r->n_metrics > LOKI_PROTO_MAX_METRICS)
+        r->n_pipelines > LOKI_PROTO_MAX_PIPELINES || r->n_metrics > LOKI_PROTO_MAX_METRICS ||
+        (r->n_nodes && !r->nodes))
         return -EINVAL;
+    for (uint32_t j = 0; j < r->n_nodes; j++)
+        if ((unsigned)r->nodes[j].status >= LOKI_STATUS_COUNT_ || r->nodes[j].parent < -1 ||
+            r->nodes[j].parent >= (int32_t)j)
+            return -EINVAL;
     if (cap < LOKI_PROTO_HDR)
         return -ENOBUFS;
     loki_wire_writer_init(&w, buf + LOKI_PROTO_HDR, cap - LOKI_PROTO_HDR);
@@ -629,7 +722,7 @@ static ssize_t encode_reply(uint8_t *buf, size_t cap, const struct loki_reply *r
     bool hello = type == LOKI_MSG_HELLO, status = type == LOKI_MSG_STATUS;
     uint32_t n = 2 + has_id + (r->error.len > 0) + r->has_retry_after;
     if (infer)
-        n += 4;
+        n += 4 + (r->n_nodes > 0);
     if (hello)
         n += 5;
     if (status)
@@ -670,6 +763,25 @@ static ssize_t encode_reply(uint8_t *buf, size_t cap, const struct loki_reply *r
         loki_wire_put_double(&w, r->accuracy);
         loki_wire_put_cstr(&w, "latency_ms");
         loki_wire_put_double(&w, r->latency_ms);
+        if (r->n_nodes) {
+            loki_wire_put_cstr(&w, "result");
+            loki_wire_put_array(&w, r->n_nodes);
+            for (uint32_t j = 0; j < r->n_nodes; j++) {
+                const struct loki_reply_node *nd = &r->nodes[j];
+                loki_wire_put_map(&w, 5);
+                loki_wire_put_cstr(&w, "task");
+                put_bytes(&w, nd->task);
+                loki_wire_put_cstr(&w, "variant");
+                put_bytes(&w, nd->variant);
+                loki_wire_put_cstr(&w, "parent");
+                loki_wire_put_int(&w, nd->parent);
+                loki_wire_put_cstr(&w, "status");
+                loki_wire_put_cstr(&w, loki_status_name(nd->status));
+                loki_wire_put_cstr(&w, "output");
+                loki_wire_put_bin_head(&w, nd->output.len);
+                loki_wire_put_raw(&w, nd->output.ptr, nd->output.len);
+            }
+        }
     }
     if (hello || status) {
         loki_wire_put_cstr(&w, "version");

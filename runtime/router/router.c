@@ -493,6 +493,7 @@ void loki__router_try_dispatch(struct loki_router *r, int i)
             items[k].query_id = r->roots[q->root].id;
             items[k].cookie = r->roots[q->root].cookie;
             items[k].sub = sl->items[k];
+            items[k].data = r->sqs[sl->items[k]].data;
         }
         struct loki_router_batch b = {
             .instance = i,
@@ -533,7 +534,8 @@ static double path_accuracy(const struct loki_router *r, int p, const struct sq 
 }
 
 /* Sub-query @s finished on its variant at @tn with @kids children per child slot. */
-static void sq_done(struct loki_router *r, uint32_t s, const uint16_t *kids, uint64_t tn)
+static void sq_done(struct loki_router *r, uint32_t s, const uint16_t *kids,
+                    const uint32_t *kid_data, uint64_t tn)
 {
     struct sq *q = &r->sqs[s];
     struct root *rt = &r->roots[q->root];
@@ -569,8 +571,9 @@ static void sq_done(struct loki_router *r, uint32_t s, const uint16_t *kids, uin
         sq_release(r, s);
         return;
     }
+    uint32_t at = 0;
     for (int c = 0; c < tk->n_children && !rt->finished; c++) {
-        for (uint32_t k = 0; k < kids[c] && !rt->finished; k++) {
+        for (uint32_t k = 0; k < kids[c] && !rt->finished; k++, at++) {
             uint32_t ns = sq_alloc(r);
             if (ns == NIL) {
                 r->st.pool_exhausted++;
@@ -583,6 +586,7 @@ static void sq_done(struct loki_router *r, uint32_t s, const uint16_t *kids, uin
             n->edf.deadline = q->edf.deadline;
             n->edf.seq = ++r->seq;
             n->task = (uint8_t)tk->children[c];
+            n->data = kid_data ? kid_data[at] : LOKI_ROUTER_NO_DATA;
             n->parent_variant = (uint8_t)v;
             n->acc = q->acc;
             memcpy(n->path, q->path, sizeof(n->path));
@@ -602,6 +606,13 @@ static void sq_done(struct loki_router *r, uint32_t s, const uint16_t *kids, uin
 
 int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
                            const uint16_t *children, const uint8_t *failed)
+{
+    return loki_router_batch_done_data(r, i, batch_id, children, NULL, failed);
+}
+
+int loki_router_batch_done_data(struct loki_router *r, int i, uint64_t batch_id,
+                                const uint16_t *children, const uint32_t *child_data,
+                                const uint8_t *failed)
 {
     if (i < 0 || i >= r->n_inst_hw || r->inst[i].state == I_FREE || batch_id == 0)
         return -ENOENT;
@@ -634,6 +645,7 @@ int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
     /* Copy the items out: creating children may dispatch into this instance's freed slot. */
     uint32_t items[n];
     memcpy(items, sl->items, sizeof(uint32_t) * (size_t)n);
+    size_t at = 0; /* this item's first word in @child_data */
     for (int k = 0; k < n; k++) {
         uint32_t s = items[k];
         if (failed && failed[k]) {
@@ -641,7 +653,10 @@ int loki_router_batch_done(struct loki_router *r, int i, uint64_t batch_id,
             sq_fail(r, s, LOKI_QUERY_ERROR);
             continue;
         }
-        sq_done(r, s, children ? children + (size_t)k * (size_t)nc : NULL, tn);
+        const uint16_t *kids = children ? children + (size_t)k * (size_t)nc : NULL;
+        sq_done(r, s, kids, child_data && kids ? child_data + at : NULL, tn);
+        for (int c = 0; kids && c < nc; c++)
+            at += kids[c];
     }
     if (in->state == I_DRAINING && in->inflight == 0) {
         loki__router_inst_remove(r, i, true);
@@ -708,6 +723,7 @@ int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cooki
     q->edf.deadline = dl;
     q->edf.seq = ++r->seq;
     q->task = (uint8_t)pl->root;
+    q->data = LOKI_ROUTER_NO_DATA;
     q->parent_variant = 0;
     q->acc = 1.0f;
     memset(q->path, OFF, sizeof(q->path));

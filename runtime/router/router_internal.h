@@ -44,6 +44,7 @@ struct sq {
     struct loki_edf_node edf; /* its instance's EDF queue; edf.sibling doubles as free-list link */
     uint32_t root;
     int16_t inst;
+    uint32_t data; /* the caller's word (loki_router_item.data) */
     uint8_t task, variant, parent_variant, rerouted;
     float acc; /* product of normalised accuracies of the variants that served it so far */
     uint8_t path[LOKI_MAX_TASKS];

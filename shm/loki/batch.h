@@ -31,6 +31,7 @@ struct loki_ring;
 #define LOKI_BATCH_MAX_QUERIES ((uint32_t)LOKI_MAX_BATCH)
 #define LOKI_BATCH_MAX_CHILDREN ((uint32_t)LOKI_MAX_CHILDREN)    /* fan-out entries per query */
 #define LOKI_BATCH_INLINE_MAX ((uint32_t)LOKI_MAX_INLINE_OUTPUT) /* largest inline output */
+#define LOKI_BATCH_MSG_MAX 95u /* bytes of a failed query's message */
 
 enum loki_batch_kind {
     LOKI_BATCH_KIND_DESC = 1,
@@ -70,6 +71,11 @@ struct loki_batch_result_query {
     uint32_t inline_len;                      /* <= LOKI_BATCH_INLINE_MAX */
     uint32_t n_fanout;                        /* <= LOKI_BATCH_MAX_CHILDREN */
     uint32_t fanout[LOKI_BATCH_MAX_CHILDREN]; /* sub-queries created per child task */
+    /* The children's payloads: a table of sum(fanout) struct loki_arena_ref (child task 0's
+     * first, in order) in the worker's output arena; len 0: every child's payload is empty. */
+    struct loki_arena_ref children;
+    const char *msg;  /* status != 0: why (decode: points into the record), may be NULL */
+    uint32_t msg_len; /* <= LOKI_BATCH_MSG_MAX */
 };
 
 /* A batch result (encode input). @queries borrowed. */

@@ -194,25 +194,28 @@ static void test_worker_fds_signals_env(void **state)
             ssize_t len = readlink(p, target, sizeof(target) - 1);
             target[len > 0 ? len : 0] = 0;
             /* the worker's own: its rings watch lokid through a pidfd (shm/ring.c) */
-            if (fd > 6 && !strcmp(target, "anon_inode:[pidfd]"))
+            if ((fd == 7 || fd > 8) && !strcmp(target, "anon_inode:[pidfd]"))
                 continue;
-            if (fd < 0 || fd > 6)
+            if (fd < 0 || fd > 8 || fd == 7)
                 fprintf(stderr, "worker %d holds fd %d: %s\n", i, fd, target);
-            assert_in_range(fd, 0, 6);
+            assert_in_range(fd, 0, 8);
+            assert_int_not_equal(fd, 7);
             seen |= 1u << fd;
             n++;
         }
         closedir(d);
-        assert_int_equal(n, 7);
-        assert_int_equal(seen, 0x7f);
+        assert_int_equal(n, 8);
+        assert_int_equal(seen, 0x17f);
         static const char *want[] = {"/dev/null",
                                      NULL,
                                      NULL,
                                      "/memfd:loki-ring",
                                      "/memfd:loki-ring",
                                      "/memfd:loki-arena",
-                                     "anon_inode:[eventfd]"};
-        for (int fd = 0; fd < 7; fd++) {
+                                     "anon_inode:[eventfd]",
+                                     NULL,
+                                     "/memfd:loki-out"};
+        for (int fd = 0; fd < 9; fd++) {
             if (!want[fd])
                 continue;
             char p[80], target[256];

@@ -43,13 +43,16 @@ static struct loki_batch_result_query rqs[4] = {
      .inline_data = inline_out,
      .inline_len = 64,
      .n_fanout = 2,
-     .fanout = {18, 0}},
+     .fanout = {18, 0},
+     .msg = "the model refused the input shape",
+     .msg_len = 33},
     {.query_id = UINT64_MAX,
      .status = INT32_MIN,
      .out_kind = LOKI_BATCH_OUT_REF,
      .out_ref = {4096, 1000, 77},
      .n_fanout = LOKI_BATCH_MAX_CHILDREN, /* the most, with the largest count */
-     .fanout = {1, 2, 3, 4, 5, 6, 7, UINT32_MAX}},
+     .fanout = {1, 2, 3, 4, 5, 6, 7, UINT32_MAX},
+     .children = {1u << 20, 16 * 28, 5}},
     {.query_id = 9, .status = INT32_MAX, .out_kind = LOKI_BATCH_OUT_INLINE, .inline_len = 0},
 };
 
@@ -95,6 +98,10 @@ static void check_result(const void *buf, size_t len)
         assert_memory_equal(q.fanout, rqs[i].fanout, q.n_fanout * sizeof(uint32_t));
         if (q.out_kind == LOKI_BATCH_OUT_REF)
             assert_memory_equal(&q.out_ref, &rqs[i].out_ref, sizeof(q.out_ref));
+        assert_memory_equal(&q.children, &rqs[i].children, sizeof(q.children));
+        assert_int_equal(q.msg_len, rqs[i].msg_len);
+        if (q.msg_len)
+            assert_memory_equal(q.msg, rqs[i].msg, q.msg_len);
         if (q.out_kind == LOKI_BATCH_OUT_INLINE) {
             assert_int_equal(q.inline_len, rqs[i].inline_len);
             /* zero copy: the bytes are read in place */
@@ -227,13 +234,15 @@ static void test_lying_lengths(void **state)
         msgpack_pack_uint64(&s.pk, 1);
         msgpack_pack_uint32(&s.pk, 1);
         msgpack_pack_array(&s.pk, 1);
-        msgpack_pack_array(&s.pk, 4);
+        msgpack_pack_array(&s.pk, 6);
         msgpack_pack_uint64(&s.pk, 1);
         msgpack_pack_int32(&s.pk, 0);
         uint8_t blob[100] = {0};
         if (variant == 0) {
             msgpack_pack_bin_with_body(&s.pk, blob, 65);
             msgpack_pack_array(&s.pk, 0);
+            msgpack_pack_nil(&s.pk);
+            msgpack_pack_nil(&s.pk);
         } else if (variant == 1) {
             msgpack_pack_bin(&s.pk, 60); /* header claims 60, 3 bytes follow */
             msgpack_sbuffer_write(&s.sb, (const char *)blob, 3);
@@ -303,7 +312,7 @@ static void mpc_result(msgpack_packer *pk, const struct loki_batch_result *res)
     msgpack_pack_array(pk, res->n_queries);
     for (uint32_t i = 0; i < res->n_queries; i++) {
         const struct loki_batch_result_query *q = &res->queries[i];
-        msgpack_pack_array(pk, 4);
+        msgpack_pack_array(pk, 6);
         msgpack_pack_uint64(pk, q->query_id);
         msgpack_pack_int32(pk, q->status);
         if (q->out_kind == LOKI_BATCH_OUT_NONE) {
@@ -319,6 +328,18 @@ static void mpc_result(msgpack_packer *pk, const struct loki_batch_result *res)
         msgpack_pack_array(pk, q->n_fanout);
         for (uint32_t k = 0; k < q->n_fanout; k++)
             msgpack_pack_uint32(pk, q->fanout[k]);
+        if (q->children.len) {
+            msgpack_pack_array(pk, 3);
+            msgpack_pack_uint64(pk, q->children.off);
+            msgpack_pack_uint32(pk, q->children.len);
+            msgpack_pack_uint32(pk, q->children.gen);
+        } else {
+            msgpack_pack_nil(pk);
+        }
+        if (q->msg_len)
+            msgpack_pack_str_with_body(pk, q->msg, q->msg_len);
+        else
+            msgpack_pack_nil(pk);
     }
 }
 

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Backends: the sim backend takes the profiled time and draws fan-outs with
- * the right means, reproducibly; the example plugin loads through dlopen and
- * answers; a missing or wrong plugin is refused with a clear message.
+ * Backends through ABI version 2's emitter (a capturing struct loki_backend_out here): the sim
+ * backend takes the profiled time, draws fan-outs with the right means reproducibly and moves
+ * data of the sizes its args name; the example plugin cuts child payloads from its input; a
+ * version-1 plugin runs through the adapter; a missing or wrong plugin is refused with a
+ * clear message.
  */
 #include "harness.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "loki/backend.h"
@@ -32,25 +35,94 @@ static struct loki_backend_config cfg(uint64_t seed)
                                     .n_children = 2,
                                     .fanout_mean = means,
                                     .fanout_dist = dists,
-                                    .seed = seed};
+                                    .seed = seed,
+                                    .max_output_bytes = 1u << 20};
     return c;
 }
 
+/* ---- a capturing emitter ------------------------------------------------------------------- */
+
+#define QN 8
+#define KIDS 4096
+
+struct cap {
+    struct loki_backend_out out; /* first: the callbacks get &out */
+    uint8_t output[QN][4096];
+    uint32_t out_len[QN];
+    int32_t status[QN];
+    char msg[QN][96];
+    int n_kids[QN][2];
+    struct {
+        int q, c;
+        uint32_t len;
+        uint8_t data[256];
+    } kid[KIDS];
+    int n_kid;
+};
+
+static void *c_output(struct loki_backend_out *o, int i, uint32_t len)
+{
+    struct cap *c = (struct cap *)o;
+    assert_true(i >= 0 && i < QN && len <= sizeof(c->output[0]));
+    c->out_len[i] = len;
+    return c->output[i];
+}
+
+static void *c_child(struct loki_backend_out *o, int i, int child, uint32_t len)
+{
+    struct cap *c = (struct cap *)o;
+    assert_true(i >= 0 && i < QN && child >= 0 && child < 2 && len <= 256 && c->n_kid < KIDS);
+    c->n_kids[i][child]++;
+    c->kid[c->n_kid].q = i;
+    c->kid[c->n_kid].c = child;
+    c->kid[c->n_kid].len = len;
+    return c->kid[c->n_kid++].data;
+}
+
+static void c_shrink(struct loki_backend_out *o, void *p, uint32_t len)
+{
+    (void)o, (void)p, (void)len;
+}
+
+static void c_fail(struct loki_backend_out *o, int i, int32_t status, const char *msg)
+{
+    struct cap *c = (struct cap *)o;
+    c->status[i] = status;
+    snprintf(c->msg[i], sizeof(c->msg[i]), "%s", msg ? msg : "");
+}
+
+static struct cap *cap_new(void)
+{
+    struct cap *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->out = (struct loki_backend_out){
+        .output = c_output, .child = c_child, .shrink = c_shrink, .fail = c_fail};
+    return c;
+}
+
+static const struct loki_backend_handle sim = {.be = NULL};
+
 static void test_sim_latency_and_fanout(void **state)
 {
-    const struct loki_backend_v1 *ops = loki_backend_sim();
+    struct loki_backend_handle h = sim;
+    h.be = loki_backend_sim();
     struct loki_backend_config c = cfg(42);
     void *s;
-    assert_int_equal(ops->init(&c, &s), 0);
+    assert_int_equal(loki_backend_init(&h, &c, &s), 0);
     struct loki_backend_query q[4] = {{.id = 1}, {.id = 2}, {.id = 3}, {.id = 4}};
-    struct loki_backend_result r[4];
+    struct cap *k = cap_new();
     /* batch of 4 takes the profiled 6 ms (not less) */
     uint64_t t0 = loki_now_ns();
-    assert_int_equal(ops->infer(s, q, 4, r), 0);
+    assert_int_equal(loki_backend_infer(&h, s, q, 4, &k->out), 0);
     double ms = (double)(loki_now_ns() - t0) / 1e6;
     assert_true(ms >= 6.0);
-    assert_string_equal((char *)r[2].output, "v:3");
-    ops->fini(s);
+    assert_int_equal(k->out_len[2], 3);
+    assert_memory_equal(k->output[2], "v:3", 3);
+    /* children have empty payloads by default */
+    for (int j = 0; j < k->n_kid; j++)
+        assert_int_equal(k->kid[j].len, 0);
+    loki_backend_fini(&h, s);
+    free(k);
     uint64_t rng = 7;
     double sum0 = 0, sum1 = 0;
     for (int i = 0; i < 100000; i++) {
@@ -70,51 +142,122 @@ static void test_sim_latency_and_fanout(void **state)
 
 static void test_sim_reproducible(void **state)
 {
-    const struct loki_backend_v1 *ops = loki_backend_sim();
-    uint32_t a[8], b[8];
+    struct loki_backend_handle h = {.be = loki_backend_sim()};
+    int a[8], b[8];
     for (int run = 0; run < 2; run++) {
         struct loki_backend_config c = cfg(99);
         c.latency_ms = (const double[]){0.0001, 0.0001};
         void *s;
-        assert_int_equal(ops->init(&c, &s), 0);
+        assert_int_equal(loki_backend_init(&h, &c, &s), 0);
         struct loki_backend_query q[4] = {{.id = 1}, {.id = 2}, {.id = 3}, {.id = 4}};
-        struct loki_backend_result r[4];
         for (int k = 0; k < 2; k++) {
-            assert_int_equal(ops->infer(s, q, 4, r), 0);
+            struct cap *cp = cap_new();
+            assert_int_equal(loki_backend_infer(&h, s, q, 4, &cp->out), 0);
             for (int i = 0; i < 4; i++)
-                (run ? b : a)[k * 4 + i] = r[i].fanout[0];
+                (run ? b : a)[k * 4 + i] = cp->n_kids[i][0];
+            free(cp);
         }
-        ops->fini(s);
+        loki_backend_fini(&h, s);
     }
     assert_memory_equal(a, b, sizeof(a));
 }
 
+/* args: the sim backend moves data of the configured sizes, derived from its input */
+static void test_sim_sizes(void **state)
+{
+    struct loki_backend_handle h = {.be = loki_backend_sim()};
+    struct loki_backend_config c = cfg(5);
+    c.latency_ms = (const double[]){0.0001, 0.0001};
+    const char *keys[] = {"output_bytes", "child_payload_bytes"};
+    const char *vals[] = {"1000", "200"};
+    c.n_args = 2;
+    c.arg_keys = keys;
+    c.arg_values = vals;
+    c.fanout_mean = (const double[]){2, 0};
+    c.fanout_dist = (const int[]){1, 1}; /* constant */
+    void *s;
+    assert_int_equal(loki_backend_init(&h, &c, &s), 0);
+    char in[3] = "abc";
+    struct loki_backend_query q = {.id = 1, .payload = in, .payload_len = 3};
+    struct cap *k = cap_new();
+    assert_int_equal(loki_backend_infer(&h, s, &q, 1, &k->out), 0);
+    assert_int_equal(k->out_len[0], 1000);
+    assert_memory_equal(k->output[0], "abcabc", 6);
+    assert_int_equal(k->n_kids[0][0], 2);
+    assert_int_equal(k->n_kid, 2);
+    assert_int_equal(k->kid[0].len, 200);
+    assert_memory_equal(k->kid[1].data, "abcabc", 6);
+    loki_backend_fini(&h, s);
+    free(k);
+    /* a size that is not a number is refused at init */
+    vals[1] = "lots";
+    assert_int_equal(loki_backend_init(&h, &c, &s), -EINVAL);
+}
+
 static void test_plugin(void **state)
 {
-    const struct loki_backend_v1 *ops;
+    struct loki_backend_handle h;
     char err[512];
     assert_int_equal(
-        loki_backend_load_plugin(loki_test_bin("lib/loki_echo_backend.so"), &ops, err, sizeof(err)),
+        loki_backend_load_plugin(loki_test_bin("lib/loki_echo_backend.so"), &h, err, sizeof(err)),
         0);
-    assert_string_equal(ops->name, "echo");
+    assert_non_null(h.be);
+    assert_null(h.v1);
+    assert_string_equal(h.be->name, "echo");
     struct loki_backend_config c = cfg(1);
     void *s;
-    assert_int_equal(ops->init(&c, &s), 0);
-    char payload[250];
-    memset(payload, 1, sizeof(payload));
+    assert_int_equal(loki_backend_init(&h, &c, &s), 0);
+    uint8_t payload[250];
+    for (int i = 0; i < 250; i++)
+        payload[i] = (uint8_t)(i / 100 + 1); /* pieces of 1s, 2s, (3s) */
     struct loki_backend_query q = {.id = 9, .payload = payload, .payload_len = sizeof(payload)};
-    struct loki_backend_result r;
-    assert_int_equal(ops->infer(s, &q, 1, &r), 0);
-    assert_string_equal((char *)r.output, "v sum=250");
-    assert_int_equal(r.fanout[0], 2);
-    ops->fini(s);
+    struct cap *k = cap_new();
+    assert_int_equal(loki_backend_infer(&h, s, &q, 1, &k->out), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "v sum=%u len=250", 100 * 1 + 100 * 2 + 50 * 3);
+    assert_int_equal(k->out_len[0], strlen(want));
+    assert_memory_equal(k->output[0], want, strlen(want));
+    /* two whole pieces for each of the two child tasks, cut from the input */
+    assert_int_equal(k->n_kids[0][0], 2);
+    assert_int_equal(k->n_kids[0][1], 2);
+    assert_int_equal(k->kid[0].len, 100);
+    assert_int_equal(k->kid[0].data[0], 1);
+    assert_int_equal(k->kid[1].data[99], 2);
+    loki_backend_fini(&h, s);
+    free(k);
 
-    assert_int_equal(loki_backend_load_plugin("/nonexistent/x.so", &ops, err, sizeof(err)),
-                     -ENOENT);
+    assert_int_equal(loki_backend_load_plugin("/nonexistent/x.so", &h, err, sizeof(err)), -ENOENT);
     assert_non_null(strstr(err, "cannot load backend plugin /nonexistent/x.so"));
     /* a shared object without the entry point */
-    assert_int_equal(loki_backend_load_plugin("libm.so.6", &ops, err, sizeof(err)), -ENOENT);
-    assert_non_null(strstr(err, "does not export loki_backend_v1_get"));
+    assert_int_equal(loki_backend_load_plugin("libm.so.6", &h, err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "exports neither loki_backend_v2_get nor loki_backend_v1_get"));
+}
+
+/* A version-1 plugin runs through the adapter: output, fan-out counts as empty children,
+ * a per-query failure. */
+static void test_v1_adapter(void **state)
+{
+    struct loki_backend_handle h;
+    char err[512];
+    assert_int_equal(loki_backend_load_plugin(loki_test_bin("lib/loki_test_v1_backend.so"), &h, err,
+                                              sizeof(err)),
+                     0);
+    assert_null(h.be);
+    assert_non_null(h.v1);
+    struct loki_backend_config c = cfg(1);
+    void *s;
+    assert_int_equal(loki_backend_init(&h, &c, &s), 0);
+    struct loki_backend_query q[2] = {{.id = 12}, {.id = 13}};
+    struct cap *k = cap_new();
+    assert_int_equal(loki_backend_infer(&h, s, q, 2, &k->out), 0);
+    assert_int_equal(k->out_len[0], 5);
+    assert_memory_equal(k->output[0], "v1:12", 5);
+    assert_int_equal(k->n_kids[0][0], 2);
+    assert_int_equal(k->kid[0].len, 0);
+    assert_int_equal(k->status[1], -33);
+    assert_int_equal(k->n_kids[1][0], 0);
+    loki_backend_fini(&h, s);
+    free(k);
 }
 
 int main(void)
@@ -122,7 +265,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sim_latency_and_fanout),
         cmocka_unit_test(test_sim_reproducible),
+        cmocka_unit_test(test_sim_sizes),
         cmocka_unit_test(test_plugin),
+        cmocka_unit_test(test_v1_adapter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

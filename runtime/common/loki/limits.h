@@ -39,4 +39,17 @@
 #define LOKI_MAX_INLINE_OUTPUT 64
 #define LOKI_MAX_REPLY_OUTPUTS 32
 
+/* Data a query emits (its output and child payloads together): a variant's max_output_bytes
+ * is at most this; child sub-queries one query may create, over all its child tasks. */
+#define LOKI_MAX_OUTPUT_BYTES (256u << 20)
+#define LOKI_DEFAULT_OUTPUT_BYTES (1u << 20)
+#define LOKI_MAX_QUERY_CHILDREN 4096
+/* Nodes (answered sub-queries) in one reply's result tree. */
+#define LOKI_MAX_REPLY_NODES 65536
+
+/* Backend arguments: a variant's `args:` map has at most LOKI_MAX_ARGS entries; all the
+ * topology's argument and description strings share LOKI_MAX_STRINGS bytes. */
+#define LOKI_MAX_ARGS 32
+#define LOKI_MAX_STRINGS (64u << 10)
+
 #endif

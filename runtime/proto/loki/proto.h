@@ -88,6 +88,15 @@ struct loki_metric {
 };
 
 /* A reply (server -> client). Fields unused by a type are left zero. */
+/* One answered sub-query of an infer reply's result tree. */
+struct loki_reply_node {
+    struct loki_bytes task, variant;
+    int32_t parent;          /* index in nodes[] of the query that emitted its input; -1: the
+                              * root task's (its input was the client's payload) */
+    enum loki_status status; /* LOKI_STATUS_OK, or LOKI_STATUS_ERROR (output says why) */
+    struct loki_bytes output;
+};
+
 struct loki_reply {
     enum loki_msg_type type;
     bool has_id;
@@ -98,7 +107,14 @@ struct loki_reply {
     double retry_after_ms; /* OVERLOADED: when to retry */
     /* STATUS, METRICS: the report rendered in the requested format (empty: none asked) */
     struct loki_bytes report;
-    /* INFER */
+    /* INFER: the result tree ("result"), every answered sub-query in completion order (a
+     * parent before its children). Encode: @nodes[0..n_nodes). Decode: up to @node_cap nodes
+     * go to the caller's @node_buf (kept across loki_reply_init), @nodes points there, and
+     * @n_nodes is the count in the frame, which may be larger: decode again with more room. */
+    uint32_t n_nodes;
+    const struct loki_reply_node *nodes;
+    struct loki_reply_node *node_buf;
+    uint32_t node_cap;
     uint32_t n_outputs;
     struct loki_bytes outputs[LOKI_PROTO_MAX_OUTPUTS]; /* leaf outputs */
     uint32_t n_paths;

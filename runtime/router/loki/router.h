@@ -32,7 +32,11 @@ struct loki_router_item {
     uint64_t query_id; /* the root query's id (as submitted) */
     uint64_t cookie;   /* the root query's cookie (as submitted; e.g. payload reference) */
     uint32_t sub;      /* router-internal sub-query handle, unique while queued/in flight */
+    uint32_t data;     /* the caller's word for this sub-query (loki_router_batch_done_data);
+                        * LOKI_ROUTER_NO_DATA for a root's first sub-query */
 };
+
+#define LOKI_ROUTER_NO_DATA UINT32_MAX
 
 /* A batch handed to an instance. Valid only during the dispatch callback. */
 struct loki_router_batch {
@@ -186,6 +190,16 @@ int loki_router_submit(struct loki_router *r, int pipeline, uint64_t query_id, u
  */
 int loki_router_batch_done(struct loki_router *r, int instance, uint64_t batch_id,
                            const uint16_t *children, const uint8_t *failed);
+/*
+ * loki_router_batch_done_data - as loki_router_batch_done, and @child_data (NULL: none) gives
+ * each child sub-query created the caller's word, returned in its loki_router_item.data: one
+ * per child, for item 0's child task 0 first, then its later tasks, then item 1's, ... (the
+ * sum of @children in that order; failed items have none). Children not created (the root
+ * finished, the pool ran out) simply never show their word.
+ */
+int loki_router_batch_done_data(struct loki_router *r, int instance, uint64_t batch_id,
+                                const uint16_t *children, const uint32_t *child_data,
+                                const uint8_t *failed);
 
 /* Counters (cumulative). The pointer stays valid for the router's life. */
 const struct loki_router_stats *loki_router_stats(const struct loki_router *r);

@@ -463,7 +463,7 @@ static int cuda_infer(void *state, const struct loki_backend_query *q, int n,
 }
 
 static const struct loki_backend_v1 cuda_ops = {
-    LOKI_BACKEND_ABI_VERSION, "cuda", cuda_init, cuda_infer, cuda_fini,
+    LOKI_BACKEND_ABI_V1, "cuda", cuda_init, cuda_infer, cuda_fini,
 };
 
 extern "C" const struct loki_backend_v1 *loki_backend_cuda(void)
