@@ -327,10 +327,7 @@ static void test_worker_sigkill(void **state)
     assert_true(after >= before);
     /* each kill counted once against its variant; they add up to the two */
     char *m = metrics_text(r.sock);
-    double crashed = 0;
-    for (const char *l = strstr(m, "\nloki_worker_crashes_total{"); l;
-         l = strstr(l + 1, "\nloki_worker_crashes_total{"))
-        crashed += strtod(strchr(l, '}') + 2, NULL);
+    double crashed = prom_sum(m, "loki_worker_crashes_total{");
     free(m);
     fprintf(stderr, "worker crashes counted: %.0f\n", crashed);
     assert_true(crashed == 2);
