@@ -6,7 +6,9 @@
  * conventions the hand-written printers had: numbers rounded to a fixed count
  * of decimals (printf's "%.3f": the value a reader parses is the same), and
  * strings that are always valid JSON (invalid UTF-8 becomes U+FFFD).
- * Nothing here keeps state: any thread.
+ * Cost: bench_json renders the status report at 1.6-1.85x the hand-written
+ * printer's time (about 29 against 16 us, release; runtime/metrics/README.md),
+ * under the 2x that issue 19 allowed. Nothing here keeps state: any thread.
  */
 #ifndef LOKI_JSON_H
 #define LOKI_JSON_H
