@@ -52,8 +52,13 @@
  * is never dereferenced twice. Slow readers: bytes handed to uv_write() and
  * not yet completed are counted per connection; going over max_write_queue
  * drops the connection. Libraries do not log: every event is a counter.
+ *
+ * Files: this one has the listener, admission (caps, refusals) and the
+ * frontend's lifecycle; frontend_conn.c a connection (timer, close, reading,
+ * decoding); frontend_reply.c the nodes, writes and the reply queue;
+ * frontend_internal.h what they share.
  */
-#include "frontend.h"
+#include "frontend_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,198 +77,12 @@
 #include "loki/error.h"
 #include "loki/log.h"
 
-#define NODE_CLASSES 12 /* 512 B .. 1 MiB */
-#define NODE_CACHE 64   /* cached nodes per class */
-#define RBUF_INIT (16 * 1024)
-#define RBUF_SLACK (64 * 1024)
 #define FD_SPARE 8            /* descriptors a connection never takes: lokid's last few */
 #define ACCEPT_BATCH 64       /* connections accepted per listener wake-up */
 #define ACCEPT_PAUSE_MS 100   /* accepting pauses this long when descriptors run out */
 #define AUTO_MAX_CONNS 32768  /* ceiling of the max_conns sized from RLIMIT_NOFILE */
 #define IDLE_DEFAULT_MS 60000 /* idle_timeout_s <= 0 */
 #define REFUSAL_MAX 256       /* bytes of a refusal frame */
-
-enum tmode { T_OFF, T_FRAME, T_IDLE, T_LINGER };
-
-enum node_kind { NODE_PLAIN, NODE_REPLY, NODE_RELEASE };
-
-struct node {
-    struct node *next;
-    uv_write_t wreq;
-    struct loki_frontend_conn *conn;
-    uint64_t id;
-    enum node_kind kind;
-    int cls; /* size class, -1 when not cached */
-    size_t cap, len;
-    uint8_t data[];
-};
-
-struct loki_frontend_conn {
-    uv_pipe_t pipe;
-    uv_timer_t timer;
-    uv_shutdown_t sreq;
-    struct loki_frontend *fe;
-    struct loki_frontend_conn *prev, *next; /* every conn object, open or not */
-    int refs;                               /* loop thread only */
-    int handles;                            /* handles not yet closed */
-    bool open;                              /* atomic: read by other threads */
-    bool shutting;                          /* no more reading; closes once answered */
-    bool fin;                               /* uv_shutdown() issued: nothing more is written */
-    enum tmode tmode;                       /* what c->timer is running for */
-    unsigned uid;
-    uint8_t *rbuf;
-    size_t rlen, rcap;
-    uint64_t wq_bytes;
-    /* in-flight id set: linear probing, backward-shift deletion */
-    uint64_t *ids;
-    uint8_t *used;
-    uint32_t mask, n_inflight;
-};
-
-/* Open connections of one uid; n == 0 marks a free slot. */
-struct uid_slot {
-    uint32_t uid, n;
-};
-
-struct loki_frontend {
-    uv_loop_t *loop;
-    uv_poll_t lpoll;        /* readable: connections to accept on lfd */
-    uv_timer_t pause_timer; /* accepting paused after EMFILE/ENFILE */
-    int lfd;                /* the listening socket */
-    int reserve_fd;         /* closed to accept (and refuse) when descriptors ran out */
-    bool paused, fd_logged;
-    uint64_t fd_limit; /* RLIMIT_NOFILE at start */
-    uint64_t fd_guard; /* a connection on a descriptor at or above it is refused */
-    uint32_t max_conns, max_conns_uid, idle_ms;
-    struct uid_slot *uidt; /* open connections per uid: linear probing */
-    uint32_t uid_mask, uid_used;
-    uv_async_t async;
-    uv_thread_t loop_thread;
-    struct loki_frontend_opts o;
-    struct loki_frontend_cfg cfg;
-    char names[LOKI_PROTO_MAX_PIPELINES][LOKI_PROTO_NAME_MAX + 1];
-    uint32_t max_body;
-    bool listening, started, stopped, draining;
-    int open_handles; /* listener poll, pause timer, async: for destroy */
-    dev_t sock_dev;
-    ino_t sock_ino;
-    loki_frontend_drained_cb drained_cb;
-    void *drained_ctx;
-    struct loki_frontend_conn *conns;
-    struct loki_frontend_stats st; /* atomics */
-    /* shared with other threads, under qlock */
-    pthread_mutex_t qlock;
-    struct node *qhead, *qtail;
-    bool qclosed;
-    struct node *cache[NODE_CLASSES];
-    int ncache[NODE_CLASSES];
-};
-
-#define STAT_ADD(fe, f, n) __atomic_fetch_add(&(fe)->st.f, (uint64_t)(n), __ATOMIC_RELAXED)
-#define STAT_SUB(fe, f, n) __atomic_fetch_sub(&(fe)->st.f, (uint64_t)(n), __ATOMIC_RELAXED)
-
-static void conn_close(struct loki_frontend_conn *c);
-static void conn_unref(struct loki_frontend_conn *c);
-static void conn_rearm(struct loki_frontend_conn *c, bool new_frame, bool got_bytes);
-static void conn_finish(struct loki_frontend_conn *c);
-static void drain_check(struct loki_frontend *fe);
-
-/* ---- nodes -------------------------------------------------------------- */
-
-static struct node *node_get(struct loki_frontend *fe, size_t need)
-{
-    int cls = 0;
-    while (cls < NODE_CLASSES && ((size_t)512 << cls) < need)
-        cls++;
-    struct node *n = NULL;
-    if (cls < NODE_CLASSES) {
-        pthread_mutex_lock(&fe->qlock);
-        n = fe->cache[cls];
-        if (n) {
-            fe->cache[cls] = n->next;
-            fe->ncache[cls]--;
-        }
-        pthread_mutex_unlock(&fe->qlock);
-    }
-    if (!n) {
-        size_t cap = cls < NODE_CLASSES ? (size_t)512 << cls : need;
-        n = malloc(sizeof(*n) + cap);
-        if (!n)
-            return NULL;
-        n->cap = cap;
-        n->cls = cls < NODE_CLASSES ? cls : -1;
-    }
-    n->next = NULL;
-    n->conn = NULL;
-    n->len = 0;
-    n->kind = NODE_PLAIN;
-    return n;
-}
-
-static void node_put(struct loki_frontend *fe, struct node *n)
-{
-    if (n->cls >= 0) {
-        pthread_mutex_lock(&fe->qlock);
-        if (fe->ncache[n->cls] < NODE_CACHE) {
-            n->next = fe->cache[n->cls];
-            fe->cache[n->cls] = n;
-            fe->ncache[n->cls]++;
-            n = NULL;
-        }
-        pthread_mutex_unlock(&fe->qlock);
-    }
-    free(n);
-}
-
-/* ---- in-flight id set ---------------------------------------------------- */
-
-static uint32_t id_hash(const struct loki_frontend_conn *c, uint64_t id)
-{
-    return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & c->mask;
-}
-
-static bool ids_has(const struct loki_frontend_conn *c, uint64_t id)
-{
-    for (uint32_t i = id_hash(c, id);; i = (i + 1) & c->mask) {
-        if (!c->used[i])
-            return false;
-        if (c->ids[i] == id)
-            return true;
-    }
-}
-
-static void ids_add(struct loki_frontend_conn *c, uint64_t id)
-{
-    uint32_t i = id_hash(c, id);
-    while (c->used[i])
-        i = (i + 1) & c->mask;
-    c->used[i] = 1;
-    c->ids[i] = id;
-    c->n_inflight++;
-}
-
-static bool ids_del(struct loki_frontend_conn *c, uint64_t id)
-{
-    uint32_t i = id_hash(c, id);
-    for (;; i = (i + 1) & c->mask) {
-        if (!c->used[i])
-            return false;
-        if (c->ids[i] == id)
-            break;
-    }
-    /* backward-shift: pull later members of the probe run into the hole */
-    for (uint32_t j = (i + 1) & c->mask; c->used[j]; j = (j + 1) & c->mask) {
-        uint32_t h = id_hash(c, c->ids[j]);
-        bool movable = i <= j ? (h <= i || h > j) : (h <= i && h > j);
-        if (movable) {
-            c->ids[i] = c->ids[j];
-            i = j;
-        }
-    }
-    c->used[i] = 0;
-    c->n_inflight--;
-    return true;
-}
 
 /* ---- open connections per uid ----------------------------------------------- */
 
@@ -287,7 +106,7 @@ static uint32_t uid_conns(const struct loki_frontend *fe, uint32_t uid)
 }
 
 /* Count one more connection of @uid; -ENOMEM when the table could not grow. */
-static int uid_add(struct loki_frontend *fe, uint32_t uid)
+int loki__frontend_uid_add(struct loki_frontend *fe, uint32_t uid)
 {
     uint32_t i = uid_slot(fe, uid);
     if (!fe->uidt[i].n && 2 * (fe->uid_used + 1) > fe->uid_mask + 1) {
@@ -314,7 +133,7 @@ static int uid_add(struct loki_frontend *fe, uint32_t uid)
 }
 
 /* One connection of @uid fewer; the slot is freed at zero (backward-shift deletion). */
-static void uid_del(struct loki_frontend *fe, uint32_t uid)
+void loki__frontend_uid_del(struct loki_frontend *fe, uint32_t uid)
 {
     uint32_t i = uid_slot(fe, uid), mask = fe->uid_mask;
     LOKI_ASSERT(fe->uidt[i].n > 0);
@@ -330,569 +149,6 @@ static void uid_del(struct loki_frontend *fe, uint32_t uid)
             i = j;
         }
     }
-}
-
-/* ---- writing ------------------------------------------------------------- */
-
-static void on_write(uv_write_t *w, int status)
-{
-    struct node *n = w->data;
-    struct loki_frontend_conn *c = n->conn;
-    struct loki_frontend *fe = c->fe;
-    c->wq_bytes -= n->len;
-    if (status < 0 && status != UV_ECANCELED)
-        conn_close(c);
-    else if (status == 0)
-        STAT_ADD(fe, bytes_out, n->len);
-    node_put(fe, n);
-    conn_unref(c); /* R2: pairs with A2 in conn_write() */
-}
-
-/* Queue @n on @c; takes ownership of @n. Loop thread. */
-static void conn_write(struct loki_frontend_conn *c, struct node *n)
-{
-    struct loki_frontend *fe = c->fe;
-    if (!c->open || c->fin) {
-        node_put(fe, n);
-        return;
-    }
-    if (c->wq_bytes + n->len > fe->o.max_write_queue) {
-        STAT_ADD(fe, slow_drops, 1);
-        node_put(fe, n);
-        conn_close(c);
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)n->data, (unsigned)n->len);
-    n->conn = c;
-    n->wreq.data = n;
-    c->refs++; /* A2: the write holds the conn until on_write() */
-    c->wq_bytes += n->len;
-    int rc = uv_write(&n->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write);
-    if (rc < 0) {
-        c->wq_bytes -= n->len;
-        node_put(fe, n);
-        conn_close(c);
-        conn_unref(c); /* R2 on failure */
-    }
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    struct loki_frontend_conn *c = req->data;
-    conn_close(c);
-    conn_unref(c); /* R3: pairs with A3 in conn_shutdown() */
-}
-
-/* Run @c's one timer for @m (T_OFF stops it). Loop thread. */
-static void conn_timer(struct loki_frontend_conn *c, enum tmode m, uint64_t ms);
-
-/*
- * Stop reading; once the queries already accepted are answered (deliver_node() calls
- * conn_finish() for the last one), let the queued writes finish, then close. Loop thread.
- */
-static void conn_shutdown(struct loki_frontend_conn *c)
-{
-    if (!c->open || c->shutting)
-        return;
-    c->shutting = true;
-    uv_read_stop((uv_stream_t *)&c->pipe);
-    conn_timer(c, T_OFF, 0);
-    if (c->n_inflight == 0)
-        conn_finish(c);
-}
-
-/* Half-close after the queued writes, then close; LINGER bounds a peer that does not read. */
-static void conn_finish(struct loki_frontend_conn *c)
-{
-    if (!c->open || c->fin)
-        return;
-    c->fin = true;
-    c->sreq.data = c;
-    c->refs++; /* A3 */
-    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, on_shutdown) < 0) {
-        conn_close(c);
-        conn_unref(c); /* R3 on failure */
-        return;
-    }
-    conn_timer(c, T_LINGER, c->fe->o.frame_timeout_ms);
-}
-
-/* Encode a reply built here (r->type, has_id, id set by the caller) and write it. */
-static void send_local(struct loki_frontend_conn *c, const struct loki_reply *r)
-{
-    struct loki_frontend *fe = c->fe;
-    struct node *n = node_get(fe, loki_proto_reply_size(r));
-    ssize_t len = n ? loki_proto_encode_reply(n->data, n->cap, r) : -ENOMEM;
-    if (len < 0) {
-        if (n)
-            node_put(fe, n);
-        conn_close(c); /* cannot answer: better a closed connection than a hang */
-        return;
-    }
-    n->len = (size_t)len;
-    conn_write(c, n);
-}
-
-/* A short error reply; then the connection is shut down when @then_close. Loop thread. */
-static void send_error(struct loki_frontend_conn *c, enum loki_msg_type type, bool has_id,
-                       uint64_t id, enum loki_status status, const char *msg, bool then_close)
-{
-    struct loki_reply r;
-    loki_reply_init(&r);
-    r.type = type;
-    r.has_id = has_id;
-    r.id = id;
-    r.status = status;
-    r.error = loki_bytes_str(msg);
-    if (status == LOKI_STATUS_OVERLOADED) {
-        r.has_retry_after = true;
-        r.retry_after_ms = c->fe->o.retry_after_ms;
-    }
-    send_local(c, &r);
-    if (then_close)
-        conn_shutdown(c);
-}
-
-/* ---- replies from the owner ------------------------------------------------ */
-
-/* Loop thread: route one owner reply (or release) to its connection. Takes @n. */
-static void deliver_node(struct loki_frontend *fe, struct node *n)
-{
-    struct loki_frontend_conn *c = n->conn;
-    if (!ids_del(c, n->id)) {
-        /* already answered: the owner broke the once-only contract; never unref twice */
-        node_put(fe, n);
-        return;
-    }
-    STAT_SUB(fe, inflight, 1);
-    if (n->kind == NODE_REPLY && c->open && !c->fin) {
-        STAT_ADD(fe, replies, 1);
-        n->kind = NODE_PLAIN;
-        conn_write(c, n);
-    } else {
-        if (!c->open || c->fin)
-            STAT_ADD(fe, late_replies, 1);
-        node_put(fe, n);
-    }
-    if (c->n_inflight == 0 && c->open) {
-        if (c->shutting)
-            conn_finish(c); /* the last answer is queued: now the close */
-        else
-            conn_rearm(c, false, false); /* its idle clock starts */
-    }
-    conn_unref(c); /* R1: pairs with A1 in handle_infer() */
-    drain_check(fe);
-}
-
-static void on_async(uv_async_t *a)
-{
-    struct loki_frontend *fe = a->data;
-    pthread_mutex_lock(&fe->qlock);
-    struct node *n = fe->qhead;
-    fe->qhead = fe->qtail = NULL;
-    pthread_mutex_unlock(&fe->qlock);
-    while (n) {
-        struct node *next = n->next;
-        deliver_node(fe, n);
-        n = next;
-    }
-}
-
-int loki_frontend_reply(struct loki_frontend_conn *c, uint64_t id, const struct loki_reply *r)
-{
-    struct loki_frontend *fe = c->fe;
-    int rc = 0;
-    struct node *n = node_get(fe, loki_proto_reply_size(r));
-    ssize_t len = n ? loki_proto_encode_reply_as(n->data, n->cap, r, LOKI_MSG_INFER, id) : -ENOMEM;
-    if (len < 0 && n) {
-        /* the reply itself is invalid (too many outputs...): tell the client so */
-        rc = (int)len;
-        struct loki_reply e;
-        loki_reply_init(&e);
-        e.status = LOKI_STATUS_ERROR;
-        e.error = loki_bytes_str("server could not encode the reply");
-        len = loki_proto_encode_reply_as(n->data, n->cap, &e, LOKI_MSG_INFER, id);
-    }
-    if (len < 0) {
-        /* no memory for a node: the release must still reach the loop, so fall back to
-         * a node-less path on the loop thread, or the smallest cached node elsewhere */
-        rc = -ENOMEM;
-        if (n)
-            node_put(fe, n);
-        n = node_get(fe, 1);
-        if (!n)
-            return -ENOMEM; /* the connection reference leaks until destroy */
-        n->kind = NODE_RELEASE;
-        n->len = 0;
-    } else {
-        n->kind = NODE_REPLY;
-        n->len = (size_t)len;
-    }
-    n->conn = c;
-    n->id = id;
-    if (uv_thread_equal(&fe->loop_thread, &(uv_thread_t){uv_thread_self()})) {
-        deliver_node(fe, n);
-        return rc;
-    }
-    pthread_mutex_lock(&fe->qlock);
-    if (fe->qclosed) {
-        pthread_mutex_unlock(&fe->qlock);
-        STAT_ADD(fe, late_replies, 1);
-        node_put(fe, n);
-        return rc;
-    }
-    bool was_empty = fe->qhead == NULL;
-    if (fe->qtail)
-        fe->qtail->next = n;
-    else
-        fe->qhead = n;
-    fe->qtail = n;
-    if (was_empty)
-        uv_async_send(&fe->async); /* under qlock: never races with uv_close() in stop */
-    pthread_mutex_unlock(&fe->qlock);
-    return rc;
-}
-
-bool loki_frontend_conn_is_open(const struct loki_frontend_conn *c)
-{
-    return __atomic_load_n(&c->open, __ATOMIC_ACQUIRE);
-}
-
-unsigned loki_frontend_conn_uid(const struct loki_frontend_conn *c)
-{
-    return c->uid;
-}
-
-/* ---- connections ------------------------------------------------------------ */
-
-static void conn_free(struct loki_frontend_conn *c)
-{
-    free(c->rbuf);
-    free(c->ids);
-    free(c->used);
-    free(c);
-}
-
-static void conn_unref(struct loki_frontend_conn *c)
-{
-    LOKI_ASSERT(c->refs > 0);
-    if (--c->refs > 0)
-        return;
-    struct loki_frontend *fe = c->fe;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        fe->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    conn_free(c);
-}
-
-static void on_conn_handle_closed(uv_handle_t *h)
-{
-    struct loki_frontend_conn *c = h->data;
-    if (--c->handles == 0)
-        conn_unref(c); /* R0: pairs with A0 in on_connection() */
-}
-
-static void conn_close(struct loki_frontend_conn *c)
-{
-    if (!c->open)
-        return;
-    __atomic_store_n(&c->open, false, __ATOMIC_RELEASE);
-    STAT_SUB(c->fe, connections, 1);
-    uid_del(c->fe, c->uid);
-    uv_close((uv_handle_t *)&c->pipe, on_conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-}
-
-static void on_conn_timer(uv_timer_t *t)
-{
-    struct loki_frontend_conn *c = t->data;
-    struct loki_frontend *fe = c->fe;
-    char msg[128];
-    enum tmode m = c->tmode;
-    c->tmode = T_OFF; /* one-shot */
-    switch (m) {
-    case T_FRAME:
-        STAT_ADD(fe, frame_timeouts, 1);
-        snprintf(msg, sizeof(msg), "incomplete frame: %zu bytes received, then nothing for %u ms",
-                 c->rlen, fe->o.frame_timeout_ms);
-        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_BAD_REQUEST, msg, true);
-        break;
-    case T_IDLE:
-        if (c->n_inflight || c->rlen) { /* not idle after all: never close a busy one */
-            conn_rearm(c, false, false);
-            break;
-        }
-        STAT_ADD(fe, idle_timeouts, 1);
-        snprintf(msg, sizeof(msg), "idle timeout: no request for %u ms", fe->idle_ms);
-        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_ERROR, msg, true);
-        break;
-    case T_LINGER: /* the peer did not take its last frames in time */
-        if (c->wq_bytes)
-            STAT_ADD(fe, slow_drops, 1);
-        conn_close(c);
-        break;
-    case T_OFF:
-        break;
-    }
-}
-
-static void conn_timer(struct loki_frontend_conn *c, enum tmode m, uint64_t ms)
-{
-    if (m == T_OFF) {
-        if (c->tmode != T_OFF)
-            uv_timer_stop(&c->timer);
-    } else {
-        uv_timer_start(&c->timer, on_conn_timer, ms, 0);
-    }
-    c->tmode = m;
-}
-
-/*
- * Pick the timer for @c's state after bytes arrived (@got_bytes; @new_frame: a frame
- * completed, so buffered bytes begin a new one) or a query was answered. Loop thread.
- */
-static void conn_rearm(struct loki_frontend_conn *c, bool new_frame, bool got_bytes)
-{
-    struct loki_frontend *fe = c->fe;
-    if (!c->open || c->shutting)
-        return;
-    if (c->rlen > 0) {
-        if (new_frame || c->tmode != T_FRAME) /* a new frame started: its clock starts now */
-            conn_timer(c, T_FRAME, fe->o.frame_timeout_ms);
-    } else if (c->n_inflight == 0) {
-        if (got_bytes || c->tmode != T_IDLE)
-            conn_timer(c, T_IDLE, fe->idle_ms);
-    } else {
-        conn_timer(c, T_OFF, 0);
-    }
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    struct loki_frontend_conn *c = h->data;
-    size_t max = (size_t)c->fe->max_body + LOKI_PROTO_HDR + RBUF_SLACK;
-    if (c->rcap - c->rlen < RBUF_INIT / 2 && c->rcap < max) {
-        size_t cap = c->rcap * 2 < max ? c->rcap * 2 : max;
-        uint8_t *p = realloc(c->rbuf, cap);
-        if (p) {
-            c->rbuf = p;
-            c->rcap = cap;
-        }
-    }
-    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
-}
-
-/* Fill r->report from the owner for a request naming a format; false: answered with an error. */
-static bool want_report(struct loki_frontend_conn *c, const struct loki_request *req,
-                        struct loki_reply *r)
-{
-    struct loki_frontend *fe = c->fe;
-    char err[LOKI_PROTO_ERR_MAX];
-    snprintf(err, sizeof(err), "field 'format': unknown report format '%.*s'", (int)req->format.len,
-             (const char *)req->format.ptr);
-    if (fe->o.on_report &&
-        fe->o.on_report(fe->o.ctx, req->type, req->format, &r->report, err, sizeof(err)) == 0)
-        return true;
-    STAT_ADD(fe, bad_requests, 1);
-    send_error(c, req->type, req->has_id, req->id, LOKI_STATUS_BAD_REQUEST, err, false);
-    return false;
-}
-
-static void reply_hello(struct loki_frontend_conn *c, const struct loki_request *req,
-                        enum loki_msg_type type)
-{
-    struct loki_frontend *fe = c->fe;
-    struct loki_reply r;
-    loki_reply_init(&r);
-    r.type = type;
-    r.has_id = req->has_id;
-    r.id = req->id;
-    r.status = LOKI_STATUS_OK;
-    r.version = LOKI_PROTO_VERSION;
-    r.server = loki_bytes_str(fe->o.server_name);
-    r.max_payload = fe->cfg.max_payload;
-    r.max_outstanding = fe->o.max_outstanding;
-    r.n_pipelines = (uint32_t)fe->o.n_pipelines;
-    for (int i = 0; i < fe->o.n_pipelines; i++)
-        r.pipelines[i] = loki_bytes_str(fe->names[i]);
-    if (type == LOKI_MSG_STATUS) {
-        bool ready = fe->o.is_ready ? fe->o.is_ready(fe->o.ctx) : true;
-        r.draining = fe->draining;
-        r.ready = ready && !fe->draining;
-        r.connections = __atomic_load_n(&fe->st.connections, __ATOMIC_RELAXED);
-        r.inflight = __atomic_load_n(&fe->st.inflight, __ATOMIC_RELAXED);
-        if (req->format.len && !want_report(c, req, &r))
-            return;
-    }
-    send_local(c, &r);
-}
-
-static void reply_metrics(struct loki_frontend_conn *c, const struct loki_request *req)
-{
-    struct loki_frontend *fe = c->fe;
-    struct loki_frontend_stats s;
-    struct loki_reply r;
-    loki_frontend_stats(fe, &s);
-    loki_reply_init(&r);
-    r.type = LOKI_MSG_METRICS;
-    r.has_id = req->has_id;
-    r.id = req->id;
-    r.status = LOKI_STATUS_OK;
-    static const struct {
-        const char *name;
-        size_t off;
-    } counters[] = {
-#define C(f) {"frontend_" #f, offsetof(struct loki_frontend_stats, f)}
-        C(accepted),  C(refused),       C(connections),    C(inflight),         C(requests),
-        C(replies),   C(late_replies),  C(bad_requests),   C(unknown_pipeline), C(overloaded),
-        C(draining),  C(frame_errors),  C(frame_timeouts), C(slow_drops),       C(bytes_in),
-        C(bytes_out), C(idle_timeouts), C(fd_exhausted),
-#undef C
-    };
-    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
-        r.metrics[r.n_metrics].name = loki_bytes_str(counters[i].name);
-        r.metrics[r.n_metrics++].value =
-            (double)*(const uint64_t *)((const char *)&s + counters[i].off);
-    }
-    if (fe->o.on_metrics) {
-        int k = fe->o.on_metrics(fe->o.ctx, r.metrics + r.n_metrics,
-                                 LOKI_PROTO_MAX_METRICS - (int)r.n_metrics);
-        if (k > 0 && k <= LOKI_PROTO_MAX_METRICS - (int)r.n_metrics)
-            r.n_metrics += (uint32_t)k;
-    }
-    if (req->format.len && !want_report(c, req, &r))
-        return;
-    send_local(c, &r);
-}
-
-static void handle_infer(struct loki_frontend_conn *c, struct loki_request *req)
-{
-    struct loki_frontend *fe = c->fe;
-    char msg[160];
-    int p;
-    for (p = 0; p < fe->o.n_pipelines; p++)
-        if (loki_bytes_eq(req->pipeline, fe->names[p]))
-            break;
-    if (p == fe->o.n_pipelines) {
-        STAT_ADD(fe, unknown_pipeline, 1);
-        snprintf(msg, sizeof(msg), "unknown pipeline '%.*s'", (int)req->pipeline.len,
-                 (const char *)req->pipeline.ptr);
-        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_UNKNOWN_PIPELINE, msg, false);
-        return;
-    }
-    if (fe->draining) {
-        STAT_ADD(fe, draining, 1);
-        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_DRAINING, "server is draining",
-                   false);
-        return;
-    }
-    if (ids_has(c, req->id)) {
-        STAT_ADD(fe, bad_requests, 1);
-        snprintf(msg, sizeof(msg), "field 'id': %llu is already in flight on this connection",
-                 (unsigned long long)req->id);
-        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_BAD_REQUEST, msg, false);
-        return;
-    }
-    if (c->n_inflight >= fe->o.max_outstanding ||
-        __atomic_load_n(&fe->st.inflight, __ATOMIC_RELAXED) >= fe->cfg.max_inflight) {
-        STAT_ADD(fe, overloaded, 1);
-        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_OVERLOADED,
-                   c->n_inflight >= fe->o.max_outstanding
-                       ? "too many outstanding requests on this connection"
-                       : "too many requests in flight",
-                   false);
-        return;
-    }
-    ids_add(c, req->id);
-    c->refs++; /* A1: released by the matching loki_frontend_reply() */
-    STAT_ADD(fe, inflight, 1);
-    STAT_ADD(fe, requests, 1);
-    req->pipeline_index = p;
-    fe->o.on_request(fe->o.ctx, c, req);
-}
-
-static void handle_frame(struct loki_frontend_conn *c, const uint8_t *body, uint32_t len)
-{
-    struct loki_frontend *fe = c->fe;
-    struct loki_request req;
-    struct loki_proto_limits lim = {fe->cfg.max_payload};
-    char err[LOKI_PROTO_ERR_MAX];
-    int rc = loki_proto_decode_request(body, len, &lim, &req, err, sizeof(err));
-    if (rc < 0) {
-        STAT_ADD(fe, bad_requests, 1);
-        send_error(c, req.has_id ? LOKI_MSG_INFER : LOKI_MSG_NONE, req.has_id, req.id,
-                   LOKI_STATUS_BAD_REQUEST, err, false);
-        return;
-    }
-    switch (req.type) {
-    case LOKI_MSG_INFER:
-        handle_infer(c, &req);
-        break;
-    case LOKI_MSG_HELLO:
-    case LOKI_MSG_STATUS:
-        reply_hello(c, &req, req.type);
-        break;
-    case LOKI_MSG_METRICS:
-        reply_metrics(c, &req);
-        break;
-    default: { /* ping: liveness only */
-        struct loki_reply r;
-        loki_reply_init(&r);
-        r.type = LOKI_MSG_PING;
-        r.has_id = req.has_id;
-        r.id = req.id;
-        send_local(c, &r);
-        break;
-    }
-    }
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct loki_frontend_conn *c = s->data;
-    struct loki_frontend *fe = c->fe;
-    if (nread < 0) {
-        conn_close(c);
-        return;
-    }
-    if (nread == 0 || c->shutting)
-        return;
-    STAT_ADD(fe, bytes_in, nread);
-    c->rlen += (size_t)nread;
-    size_t off = 0;
-    bool consumed = false;
-    /* the owner's callback may reply on this thread, but never closes @c itself: the
-     * write path only closes it for a full write queue, checked through c->open */
-    c->refs++; /* A4: keep @c across callbacks */
-    while (c->open && !c->shutting) {
-        const uint8_t *body;
-        uint32_t blen = 0;
-        ssize_t n = loki_proto_frame_next(c->rbuf + off, c->rlen - off, fe->max_body, &body, &blen);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            char msg[128];
-            STAT_ADD(fe, frame_errors, 1);
-            snprintf(msg, sizeof(msg), "frame of %u bytes exceeds the limit of %u", blen,
-                     fe->max_body);
-            send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_BAD_REQUEST, msg, true);
-            break;
-        }
-        handle_frame(c, body, blen);
-        off += (size_t)n;
-        consumed = true;
-    }
-    if (c->open && !c->shutting) {
-        if (off) {
-            memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-            c->rlen -= off;
-        }
-        conn_rearm(c, consumed, true);
-    }
-    conn_unref(c); /* R4 */
 }
 
 /*
@@ -997,61 +253,6 @@ static bool uid_allowed(const struct loki_frontend *fe, unsigned uid)
     return false;
 }
 
-/* A pipe that never became a connection has closed: free what was allocated for it. */
-static void on_stillborn_closed(uv_handle_t *h)
-{
-    conn_free(h->data);
-}
-
-/* Make an admitted socket a connection. Takes @fd on success only. Loop thread. */
-static int conn_open(struct loki_frontend *fe, int fd, unsigned uid)
-{
-    struct loki_frontend_conn *c = calloc(1, sizeof(*c));
-    uint32_t slots = 16;
-    while (slots < 2 * fe->o.max_outstanding)
-        slots <<= 1;
-    if (c) {
-        c->rbuf = malloc(RBUF_INIT);
-        c->ids = malloc(slots * sizeof(*c->ids));
-        c->used = calloc(slots, 1);
-    }
-    if (!c || !c->rbuf || !c->ids || !c->used || uv_pipe_init(fe->loop, &c->pipe, 0) < 0) {
-        if (c)
-            conn_free(c);
-        return -ENOMEM;
-    }
-    if (uid_add(fe, uid) < 0) {
-        c->pipe.data = c;
-        uv_close((uv_handle_t *)&c->pipe, on_stillborn_closed);
-        return -ENOMEM;
-    }
-    uv_timer_init(fe->loop, &c->timer);
-    c->fe = fe;
-    c->uid = uid;
-    c->rcap = RBUF_INIT;
-    c->mask = slots - 1;
-    c->pipe.data = c->timer.data = c;
-    c->refs = 1; /* A0: the handles; released when both have closed */
-    c->handles = 2;
-    c->open = true;
-    c->next = fe->conns;
-    if (fe->conns)
-        fe->conns->prev = c;
-    fe->conns = c;
-    STAT_ADD(fe, connections, 1);
-    int rc = uv_pipe_open(&c->pipe, fd);
-    if (rc < 0) {
-        conn_close(c); /* @fd stays the caller's */
-        return rc;
-    }
-    STAT_ADD(fe, accepted, 1);
-    if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
-        conn_close(c);
-    else
-        conn_rearm(c, false, true); /* idle from the start: a silent client is closed too */
-    return 0;
-}
-
 /* Admit or refuse a freshly accepted socket. Takes @fd. Loop thread. */
 static void admit(struct loki_frontend *fe, int fd)
 {
@@ -1084,7 +285,7 @@ static void admit(struct loki_frontend *fe, int fd)
         refuse_fd(fe, fd, LOKI_STATUS_OVERLOADED, msg);
         return;
     }
-    if (conn_open(fe, fd, cred.uid) < 0)
+    if (loki__frontend_conn_open(fe, fd, cred.uid) < 0)
         refuse_fd(fe, fd, LOKI_STATUS_ERROR, "server out of memory");
 }
 
@@ -1289,7 +490,7 @@ int loki_frontend_start(struct loki_frontend *fe)
     int rc = clear_stale(path);
     if (rc < 0)
         return rc;
-    rc = uv_async_init(fe->loop, &fe->async, on_async);
+    rc = uv_async_init(fe->loop, &fe->async, loki__frontend_on_async);
     if (rc < 0)
         return rc;
     fe->async.data = fe;
@@ -1331,7 +532,7 @@ close_async:
     return rc;
 }
 
-static void drain_check(struct loki_frontend *fe)
+void loki__frontend_drain_check(struct loki_frontend *fe)
 {
     if (fe->draining && fe->drained_cb &&
         __atomic_load_n(&fe->st.inflight, __ATOMIC_RELAXED) == 0) {
@@ -1347,7 +548,7 @@ void loki_frontend_drain(struct loki_frontend *fe, loki_frontend_drained_cb cb, 
     close_listener(fe);
     fe->drained_cb = cb;
     fe->drained_ctx = ctx;
-    drain_check(fe);
+    loki__frontend_drain_check(fe);
 }
 
 void loki_frontend_stop(struct loki_frontend *fe)
@@ -1365,10 +566,10 @@ void loki_frontend_stop(struct loki_frontend *fe)
     fe->qhead = fe->qtail = NULL;
     pthread_mutex_unlock(&fe->qlock);
     for (struct loki_frontend_conn *c = fe->conns; c; c = c->next)
-        conn_close(c);
+        loki__frontend_conn_close(c);
     while (n) { /* releases only: every connection is closed now */
         struct node *next = n->next;
-        deliver_node(fe, n);
+        loki__frontend_deliver_node(fe, n);
         n = next;
     }
     uv_close((uv_handle_t *)&fe->async, on_fe_handle_closed);
@@ -1392,7 +593,7 @@ void loki_frontend_destroy(struct loki_frontend *fe)
     while (fe->conns) {
         struct loki_frontend_conn *c = fe->conns;
         fe->conns = c->next;
-        conn_free(c);
+        loki__frontend_conn_free(c);
     }
     for (int k = 0; k < NODE_CLASSES; k++)
         while (fe->cache[k]) {

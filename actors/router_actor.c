@@ -29,6 +29,7 @@
 #include "router_actor.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,7 @@ struct input {
 /* A batch a worker holds: what its result needs to find its roots again. */
 struct inflight {
     uint64_t batch_id, t_ns;
+    double expect_ms; /* its profiled latency at the instance's share */
     int pipeline, task, variant, n;
     uint64_t *cookies; /* [max_batch]: each query's root cookie */
     uint32_t *data;    /* [max_batch]: each query's router data word */
@@ -92,6 +94,8 @@ struct inflight {
 
 struct inst {
     bool live;
+    bool stalled;          /* killed for making no progress; its exit re-runs its batches */
+    uint64_t last_done_ns; /* its last result */
     int n_inflight;
     struct inflight b[LOKI_MAX_BATCH_INFLIGHT];
     unsigned restarts;
@@ -119,6 +123,7 @@ struct loki_router_actor {
     uint16_t *children, *packed; /* [max_batch * LOKI_MAX_CHILDREN] */
     uint8_t *failed;
     uv_timer_t restart_timer;
+    uv_timer_t stall_timer; /* every STALL_SCAN_MS: workers that stopped making progress */
     bool draining;
     struct loki_plan *plan_restart;
     struct loki_reply reply; /* scratch: large, encoded before reuse */
@@ -274,6 +279,7 @@ static int r_dispatch(void *ctx, const struct loki_router_batch *b)
     bool root_task = b->task == ra->topo->pipelines[b->pipeline].root;
     f->batch_id = b->batch_id;
     f->t_ns = tn;
+    f->expect_ms = b->expect_ms;
     f->pipeline = b->pipeline;
     f->task = b->task;
     f->variant = b->variant;
@@ -409,7 +415,9 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
         return;
     }
     in->live = true;
+    in->stalled = false;
     in->n_inflight = 0;
+    in->last_done_ns = 0;
     loki_router_instance_bind(ra->router, instance, (uint64_t)instance);
     int fv = loki_plan_fallback(pi);
     loki_log(LOKI_LOG_INFO, "worker %d starting: %s batch %d share %.2f gpu %d pid %d%s%s",
@@ -615,6 +623,7 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
     memmove(&in->b[k], &in->b[k + 1], sizeof(in->b[0]) * (size_t)(in->n_inflight - k - 1));
     in->n_inflight--;
     in->b[in->n_inflight] = f;
+    in->last_done_ns = loki_now_ns();
 
     uint16_t *children = ra->children;
     uint8_t *failed = ra->failed;
@@ -646,6 +655,48 @@ static void s_result(void *ctx, int inst, struct loki_batch_view *v)
             ra->packed[a * n_children + c] = children[a * LOKI_MAX_CHILDREN + c];
     loki_router_batch_done_data(ra->router, inst, f.batch_id, n_children ? ra->packed : NULL,
                                 ra->words, failed);
+}
+
+/*
+ * A worker that stopped making progress (SIGSTOP, a wedged driver, a backend in an endless
+ * loop) holds its batches and their queries. Every scan first answers, as dropped, what such
+ * batches hold past its deadline (loki_router_expire): nobody waits longer than the deadline
+ * for a worker that may never answer. Its running batch started when it was sent or
+ * when the one before it came back, whichever is later; past STALL_FACTOR times its profiled
+ * latency plus STALL_SLACK_MS it is killed, and its exit re-runs its batches elsewhere (the
+ * router drops there what can no longer make its deadline) and restarts it with backoff.
+ * The slack keeps a loaded machine's scheduling delays from killing healthy workers.
+ */
+#define STALL_SCAN_MS 20
+#define STALL_FACTOR 10
+#define STALL_SLACK_MS 1000
+
+static void on_stall_timer(uv_timer_t *t)
+{
+    struct loki_router_actor *ra = t->data;
+    if (!ra->sup)
+        return;
+    loki_router_expire(ra->router);
+    uint64_t now = loki_now_ns();
+    for (int i = 0; i < LOKI_MAX_INSTANCE_IDS; i++) {
+        struct inst *in = &ra->inst[i];
+        if (!in->live || in->stalled || !in->n_inflight)
+            continue;
+        const struct inflight *f = &in->b[0];
+        uint64_t began = f->t_ns > in->last_done_ns ? f->t_ns : in->last_done_ns;
+        double ms = (double)(now - began) / 1e6;
+        if (now <= began || ms < STALL_FACTOR * f->expect_ms + STALL_SLACK_MS)
+            continue;
+        int pid = loki_sup_pid(ra->sup, i);
+        if (pid <= 0)
+            continue;
+        in->stalled = true;
+        loki_log(LOKI_LOG_WARN,
+                 "worker %d (pid %d) made no progress for %.0f ms on a batch profiled at %.1f ms: "
+                 "killing it; its batches run elsewhere",
+                 i, pid, ms, f->expect_ms);
+        kill(pid, SIGKILL); /* its exit (pidfd) reaches s_exited, which re-runs and restarts */
+    }
 }
 
 static void on_restart_timer(uv_timer_t *t)
@@ -700,6 +751,13 @@ void loki_router_actor_request(struct loki_router_actor *ra, struct loki_fronten
 {
     if (!ra->n_free) {
         reply_now(ra, conn, req->id, LOKI_STATUS_OVERLOADED, "too many queries in flight");
+        return;
+    }
+    struct loki_arena *a = loki_sup_arena(ra->sup);
+    if (ra->cfg.arena_bytes && loki_arena_free_bytes(a) < ra->cfg.arena_bytes / 4 &&
+        (loki_arena_reclaim(a), loki_arena_free_bytes(a) < ra->cfg.arena_bytes / 4)) {
+        reply_now(ra, conn, req->id, LOKI_STATUS_OVERLOADED,
+                  "payload arena nearly full: queries in flight hold three quarters of it");
         return;
     }
     uint32_t slot = ra->free_roots[--ra->n_free];
@@ -800,6 +858,9 @@ int loki_router_actor_create(struct uv_loop_s *loop, const struct loki_router_ac
         goto fail;
     uv_timer_init(loop, &ra->restart_timer);
     ra->restart_timer.data = ra;
+    uv_timer_init(loop, &ra->stall_timer);
+    ra->stall_timer.data = ra;
+    uv_timer_start(&ra->stall_timer, on_stall_timer, STALL_SCAN_MS, STALL_SCAN_MS);
     *out = ra;
     return 0;
 fail:
@@ -826,12 +887,14 @@ void loki_router_actor_drain(struct loki_router_actor *ra)
 {
     ra->draining = true;
     uv_timer_stop(&ra->restart_timer);
+    /* the stall check stays on: a drain still waits for every worker's batches */
 }
 
 void loki_router_actor_stop(struct loki_router_actor *ra)
 {
     ra->draining = true;
     uv_close((uv_handle_t *)&ra->restart_timer, NULL);
+    uv_close((uv_handle_t *)&ra->stall_timer, NULL);
 }
 
 void loki_router_actor_destroy(struct loki_router_actor *ra)

@@ -33,6 +33,9 @@ struct loki_router_actor_config {
     uint32_t max_roots;           /* accepted queries not yet answered (frontend.max_inflight) */
     uint32_t retry_after_ms;      /* the hint in "overloaded" replies */
     uint32_t max_result;          /* bytes of outputs one reply may carry; 0: 16 MiB */
+    size_t arena_bytes;           /* the payload arena's size: new roots are refused
+                                   * (overloaded) while less than a quarter of it is free, so
+                                   * the roots in flight have room for their children */
     struct loki_metrics *metrics; /* borrowed: queueing, compute, batch sizes, e2e */
 };
 

@@ -37,6 +37,43 @@ DEFAULT_RETRY_AFTER_MS = 50.0
 
 
 @dataclass
+class Node:
+    """One answered sub-query of an infer reply's result tree."""
+    task: str
+    variant: str
+    status: str
+    output: bytes
+    parent: Optional["Node"] = field(default=None, repr=False)
+    children: List["Node"] = field(default_factory=list)
+
+    def walk(self):
+        """This node, then its descendants, depth first."""
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+
+def _tree(items):
+    """The reply's "result" list (parents first) as Node objects; returns the root tasks'."""
+    nodes, roots = [], []
+    for i, m in enumerate(items or []):
+        if not isinstance(m, dict):
+            raise ProtocolError("result[%d]: expected a map" % i)
+        parent = m.get("parent", -1)
+        if not isinstance(parent, int) or parent < -1 or parent >= i:
+            raise ProtocolError("result[%d].parent: %r is not -1 or an earlier node" % (i, parent))
+        n = Node(task=m.get("task", ""), variant=m.get("variant", ""),
+                 status=m.get("status", "ok"), output=bytes(m.get("output", b"")))
+        if parent < 0:
+            roots.append(n)
+        else:
+            n.parent = nodes[parent]
+            nodes[parent].children.append(n)
+        nodes.append(n)
+    return roots
+
+
+@dataclass
 class Reply:
     id: Optional[int]
     status: str
@@ -49,15 +86,17 @@ class Reply:
     error: Optional[str] = None
     extra: dict = field(default_factory=dict)  # hello/status/metrics fields
     attempts: int = 1  # requests sent for this reply (more than 1 after retries)
+    result: List[Node] = field(default_factory=list)  # the tree: the root task's node(s)
 
     @classmethod
     def from_map(cls, m):
         known = {"id", "status", "type", "outputs", "path", "accuracy", "latency_ms",
-                 "retry_after_ms", "error"}
+                 "retry_after_ms", "error", "result"}
         return cls(id=m.get("id"), status=m.get("status", "error"), type=m.get("type", "error"),
                    outputs=list(m.get("outputs", [])), path=list(m.get("path", [])),
                    accuracy=m.get("accuracy", 0.0), latency_ms=m.get("latency_ms", 0.0),
                    retry_after_ms=m.get("retry_after_ms"), error=m.get("error"),
+                   result=_tree(m.get("result")),
                    extra={k: v for k, v in m.items() if k not in known})
 
 

@@ -74,7 +74,9 @@ struct loki_client {
     int n_pipelines;
     char pipelines[LOKI_PROTO_MAX_PIPELINES][LOKI_PROTO_NAME_MAX + 1];
     const char *pipeline_ptrs[LOKI_PROTO_MAX_PIPELINES];
-    struct loki_reply reply; /* reader thread's decode target */
+    struct loki_reply reply;       /* reader thread's decode target */
+    struct loki_reply_node *nodes; /* its result tree's room (grows) */
+    uint32_t node_cap;
 };
 
 /* ---- deadline heap (under lock) ----------------------------------------------- */
@@ -312,7 +314,23 @@ static void handle_reply(struct loki_client *c, const uint8_t *body, uint32_t le
 {
     char err[LOKI_PROTO_ERR_MAX];
     struct loki_reply *r = &c->reply;
-    if (loki_proto_decode_reply(body, len, r, err, sizeof(err)) < 0) {
+    r->node_buf = c->nodes;
+    r->node_cap = c->node_cap;
+    int drc = loki_proto_decode_reply(body, len, r, err, sizeof(err));
+    if (drc >= 0 && r->n_nodes > c->node_cap) {
+        /* a bigger tree than any before: grow the room and decode again */
+        struct loki_reply_node *n = realloc(c->nodes, sizeof(*n) * r->n_nodes);
+        if (n) {
+            c->nodes = n;
+            c->node_cap = r->n_nodes;
+            r->node_buf = c->nodes;
+            r->node_cap = c->node_cap;
+            drc = loki_proto_decode_reply(body, len, r, err, sizeof(err));
+        } else {
+            r->n_nodes = c->node_cap; /* the callback sees as much of it as fits */
+        }
+    }
+    if (drc < 0) {
         pthread_mutex_lock(&c->lock);
         c->st.proto_errors++;
         pthread_mutex_unlock(&c->lock);
@@ -504,10 +522,14 @@ static void waiter_signal(struct waiter *w)
 
 static void copy_result(struct loki_client_result *res, const struct loki_reply *r, int *rc)
 {
-    size_t need =
-        (size_t)r->n_outputs * sizeof(struct loki_bytes) + (size_t)r->n_paths * sizeof(char *);
+    uint32_t n_nodes = r->nodes ? r->n_nodes : 0;
+    size_t need = (size_t)n_nodes * sizeof(struct loki_reply_node) +
+                  (size_t)r->n_outputs * sizeof(struct loki_bytes) +
+                  (size_t)r->n_paths * sizeof(char *);
     for (uint32_t i = 0; i < r->n_outputs; i++)
         need += r->outputs[i].len;
+    for (uint32_t i = 0; i < n_nodes; i++)
+        need += r->nodes[i].task.len + r->nodes[i].variant.len + r->nodes[i].output.len;
     for (uint32_t i = 0; i < r->n_paths; i++)
         need += r->paths[i].len + 1;
     memset(res, 0, sizeof(*res));
@@ -526,9 +548,25 @@ static void copy_result(struct loki_client_result *res, const struct loki_reply 
         return;
     }
     res->mem_ = mem;
-    res->outputs = (struct loki_bytes *)mem;
+    struct loki_reply_node *nodes = (struct loki_reply_node *)mem;
+    res->outputs = (struct loki_bytes *)(nodes + n_nodes);
     res->paths = (const char **)(res->outputs + r->n_outputs);
     uint8_t *p = (uint8_t *)(res->paths + r->n_paths);
+    for (uint32_t i = 0; i < n_nodes; i++) {
+        const struct loki_reply_node *s = &r->nodes[i];
+        struct loki_reply_node *d = &nodes[i];
+        *d = *s;
+        const struct loki_bytes *src[3] = {&s->task, &s->variant, &s->output};
+        struct loki_bytes *dst[3] = {&d->task, &d->variant, &d->output};
+        for (int k = 0; k < 3; k++) {
+            if (src[k]->len)
+                memcpy(p, src[k]->ptr, src[k]->len);
+            dst[k]->ptr = p;
+            p += src[k]->len;
+        }
+    }
+    res->nodes = nodes;
+    res->n_nodes = n_nodes;
     for (uint32_t i = 0; i < r->n_outputs; i++) {
         memcpy(p, r->outputs[i].ptr, r->outputs[i].len);
         res->outputs[i].ptr = p;
@@ -585,7 +623,8 @@ void loki_client_result_fini(struct loki_client_result *res)
     res->mem_ = NULL;
     res->outputs = NULL;
     res->paths = NULL;
-    res->n_outputs = res->n_paths = 0;
+    res->nodes = NULL;
+    res->n_outputs = res->n_paths = res->n_nodes = 0;
 }
 
 /* Control replies: copy scalars, and for hello the names into the client. */
@@ -742,6 +781,7 @@ static void client_free(struct loki_client *c)
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->wlock);
     free(c->slots);
+    free(c->nodes);
     free(c->heap);
     free(c->rbuf);
     free(c);

@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "frontend.h"
+#include "loki/arena.h"
 #include "loki/clock.h"
 #include "loki/error.h"
 #include "loki/gpu.h"
@@ -65,6 +66,7 @@ struct lokid {
     struct loki_metrics *metrics;
     struct loki_report rep;         /* the last rendered report, kept until the next one */
     struct loki_http *http;         /* GET /metrics; NULL without --metrics-port or once stopped */
+    size_t arena_bytes;             /* the payload arena's */
     struct loki_process_stats proc; /* the last sample, shown by the reports */
     struct loki_gpu *gpu;           /* NVML; NULL without the driver */
     int exit_code;
@@ -138,6 +140,10 @@ static void status_view(struct lokid *d, struct loki_status_view *v)
     v->draining = d->draining;
     v->uptime_s = now_s(d);
     v->metrics_port = d->http ? loki_http_port(d->http) : -1;
+    struct loki_arena *a = loki_sup_arena(d->sup);
+    loki_arena_reclaim(a); /* what workers freed counts as free */
+    v->arena_bytes = (double)d->arena_bytes;
+    v->arena_used_bytes = (double)(d->arena_bytes - loki_arena_free_bytes(a));
     v->worker_crashes = sup_crashes;
     v->worker_crashes_ctx = d->sup;
     loki_process_sample(&d->proc); /* a figure it cannot read stays 0 */
@@ -411,10 +417,12 @@ int lokid_run(const struct lokid_options *opt)
         fprintf(stderr, "lokid: metrics: %s\n", loki_strerror(rc));
         return 1;
     }
+    d->arena_bytes = opt->arena_mb ? (size_t)opt->arena_mb << 20 : (size_t)64 << 20;
     struct loki_router_actor_config rac = {.topo = d->topo,
                                            .max_roots = d->cfg.frontend.max_inflight,
                                            .retry_after_ms = RETRY_AFTER_MS,
                                            .max_result = d->cfg.frontend.max_result,
+                                           .arena_bytes = d->arena_bytes,
                                            .metrics = d->metrics};
     struct loki_router_actor_ops rao = {.arrival = ra_arrival};
     if ((rc = loki_router_actor_create(d->loop, &rac, &rao, d, &d->ra))) {
@@ -432,8 +440,7 @@ int lokid_run(const struct lokid_options *opt)
     self[n] = 0;
     struct loki_sup_config sc = {.self_exe = self,
                                  .topology_path = opt->topology,
-                                 .arena_bytes =
-                                     opt->arena_mb ? (size_t)opt->arena_mb << 20 : (size_t)64 << 20,
+                                 .arena_bytes = d->arena_bytes,
                                  .ring_bytes = loki_router_actor_ring_bytes(d->ra),
                                  .seed = opt->seed,
                                  .mps = true,

@@ -679,6 +679,10 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
          (double)sv->frontend.overloaded},
         {"loki_frontend_draining_total", "counter", "Requests refused while draining.",
          (double)sv->frontend.draining},
+        {"loki_payload_arena_bytes", "gauge", "Size of the shared payload arena.", sv->arena_bytes},
+        {"loki_payload_arena_used_bytes", "gauge",
+         "Payload arena held by queries in flight (payloads, child payloads, outputs).",
+         sv->arena_used_bytes},
     };
     for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
         prom_head(b, g[i].name, g[i].type, g[i].help);

@@ -61,6 +61,14 @@ void loki_request_init(struct loki_request *req)
     req->pipeline_index = -1;
 }
 
+int loki_reply_next_child(const struct loki_reply_node *nodes, uint32_t n, int parent, int after)
+{
+    for (uint32_t k = after < 0 ? 0 : (uint32_t)after + 1; k < n; k++)
+        if (nodes[k].parent == parent)
+            return (int)k;
+    return -1;
+}
+
 void loki_reply_init(struct loki_reply *r)
 {
     memset(r, 0, offsetof(struct loki_reply, outputs));

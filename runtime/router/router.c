@@ -666,6 +666,34 @@ int loki_router_batch_done_data(struct loki_router *r, int i, uint64_t batch_id,
     return 0;
 }
 
+int loki_router_expire(struct loki_router *r)
+{
+    uint64_t tn = now(r);
+    int n = 0;
+    for (int i = 0; i < r->n_inst_hw; i++) {
+        struct inst *in = &r->inst[i];
+        if (in->state == I_FREE || !in->inflight)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            const struct slot *sl = &in->slot[k];
+            if (!sl->id)
+                continue;
+            uint64_t began = sl->sent > in->last_done ? sl->sent : in->last_done;
+            if (tn <= began + ms_ns(sl->lat_ms) + in->margin_ns)
+                continue; /* not overdue: its worker is making progress as profiled */
+            for (int j = 0; j < sl->n; j++) {
+                const struct sq *q = &r->sqs[sl->items[j]];
+                struct root *rt = &r->roots[q->root];
+                if (!rt->finished && tn > rt->deadline) {
+                    finish_root(r, q->root, LOKI_QUERY_DROPPED, q->task, tn);
+                    n++;
+                }
+            }
+        }
+    }
+    return n;
+}
+
 /* ---- submit --------------------------------------------------------------------------------- */
 
 static int refuse(struct loki_router *r, int p, uint64_t id, uint64_t cookie, uint64_t tn,

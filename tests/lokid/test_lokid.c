@@ -336,6 +336,54 @@ static void test_worker_sigkill(void **state)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/*
+ * A worker that stops making progress (SIGSTOP) under load: its batches were held until the
+ * client gave up (20 s); now lokid kills it once it is well past its batch's profiled time,
+ * re-runs its batches elsewhere and restarts it, so every query is answered long before its
+ * timeout.
+ */
+static void test_worker_sigstop(void **state)
+{
+    struct run r;
+    reset();
+    start(&r, NULL);
+    static struct sender s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(loki_client_connect(r.sock, NULL, &s.c), 0);
+    s.n = 1500;
+    s.gap_ms = 1;
+    pthread_t th;
+    pthread_create(&th, NULL, send_thread, &s);
+    sleep_ms(500);
+    pid_t kids[64];
+    int k = children(r.pid, kids, 64);
+    assert_true(k >= 2);
+    pid_t stopped = kids[k - 1];
+    kill(stopped, SIGSTOP);
+    pthread_join(th, NULL);
+    wait_answers(s.n, 15000); /* the client's timeout is 20 s */
+    print_statuses("answers with a SIGSTOPped worker");
+    assert_exactly_once(s.n);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_TIMEOUT]), 0);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_CLOSED]), 0);
+    assert_true(atomic_load(&by_status[LOKI_STATUS_OK]) > 0);
+    /* the stopped worker was killed (a stopped process does not exit on its own) */
+    int st;
+    bool gone = false;
+    for (int t = 0; t < 100 && !gone; t++) {
+        k = children(r.pid, kids, 64);
+        gone = true;
+        for (int i = 0; i < k; i++)
+            gone &= kids[i] != stopped;
+        if (!gone)
+            sleep_ms(20);
+    }
+    assert_true(gone);
+    loki_client_close(s.c);
+    st = stop(&r, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 static void test_sigterm_drains(void **state)
 {
     struct run r;
@@ -553,6 +601,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_answers_and_fanout, teardown),
         cmocka_unit_test_teardown(test_worker_sigkill, teardown),
+        cmocka_unit_test_teardown(test_worker_sigstop, teardown),
         cmocka_unit_test_teardown(test_sigterm_drains, teardown),
         cmocka_unit_test_teardown(test_fallback_burst, teardown),
         cmocka_unit_test_teardown(test_max_batch, teardown),

@@ -39,6 +39,12 @@ def check_ok(r):
     # the distinct variant paths served, "detect-variant>classify-variant"
     assert 1 <= len(r.path) <= 3 and all(p.count(">") == 1 for p in r.path), r.path
     assert 0 < r.accuracy <= 100 and r.latency_ms > 0, r
+    # the result tree: one detect node whose three children are the classify leaves
+    assert len(r.result) == 1 and r.result[0].task == "detect", r.result
+    kids = r.result[0].children
+    assert len(kids) == 3 and all(k.task == "classify" and k.parent is r.result[0] for k in kids)
+    assert sorted(k.output for k in kids) == sorted(r.outputs), (kids, r.outputs)
+    assert [n.task for n in r.result[0].walk()] == ["detect"] + ["classify"] * 3
 
 
 def test_sync(sock):

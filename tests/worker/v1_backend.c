@@ -29,9 +29,8 @@ static int v1_infer(void *state, const struct loki_backend_query *q, int n,
         }
         out[i].n_children = 1;
         out[i].fanout[0] = 2;
-        out[i].output_len =
-            (uint32_t)snprintf((char *)out[i].output, sizeof(out[i].output), "v1:%llu",
-                               (unsigned long long)q[i].id);
+        out[i].output_len = (uint32_t)snprintf((char *)out[i].output, sizeof(out[i].output),
+                                               "v1:%llu", (unsigned long long)q[i].id);
     }
     return 0;
 }

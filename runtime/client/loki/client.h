@@ -64,7 +64,11 @@ struct loki_client_result {
     struct loki_bytes *outputs; /* n_outputs slices, owned by the result */
     uint32_t n_paths;
     const char **paths; /* n_paths NUL-terminated strings, owned by the result */
-    void *mem_;         /* private */
+    /* the result tree: every answered sub-query, parents first (loki_reply_next_child walks
+     * it); the slices point into memory the result owns */
+    uint32_t n_nodes;
+    const struct loki_reply_node *nodes;
+    void *mem_; /* private */
 };
 
 struct loki_client_stats {

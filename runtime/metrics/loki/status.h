@@ -50,8 +50,9 @@ struct loki_status_view {
     double gpus_in_use; /* distinct GPUs those occupy */
     bool transitioning; /* a plan change waits for new instances */
     bool ready, draining;
-    double uptime_s;  /* now, on the clock given to loki_metrics_tick() */
-    int metrics_port; /* port of the HTTP endpoint; -1 when there is none */
+    double uptime_s;                      /* now, on the clock given to loki_metrics_tick() */
+    int metrics_port;                     /* port of the HTTP endpoint; -1 when there is none */
+    double arena_bytes, arena_used_bytes; /* the payload arena: size, held by queries now */
     /* worker processes of variant (p, t, v) that exited unasked (the supervisor's count);
      * NULL: no loki_worker_crashes_total, 0 in the reports */
     uint64_t (*worker_crashes)(const void *ctx, int p, int t, int v);

@@ -97,6 +97,15 @@ struct loki_reply_node {
     struct loki_bytes output;
 };
 
+/*
+ * Walk a result tree in place: the index of the first node after @after (start with -1)
+ * whose parent is @parent (-1: the root task's nodes), or -1 when there is none. Nodes come
+ * parents first, so a depth-first walk is
+ *   for (int k = loki_reply_next_child(n, cnt, p, -1); k >= 0; k = loki_reply_next_child(n, cnt, p,
+ * k)) Pure; any thread.
+ */
+int loki_reply_next_child(const struct loki_reply_node *nodes, uint32_t n, int parent, int after);
+
 struct loki_reply {
     enum loki_msg_type type;
     bool has_id;

@@ -190,6 +190,15 @@ int loki_router_submit(struct loki_router *r, int pipeline, uint64_t query_id, u
  */
 int loki_router_batch_done(struct loki_router *r, int instance, uint64_t batch_id,
                            const uint16_t *children, const uint8_t *failed);
+
+/*
+ * loki_router_expire - answer what a stalled worker holds by its deadline: every root with a
+ * sub-query in a batch that is overdue (past its profiled latency plus the instance's
+ * overrun margin, counted from when it could start) and whose deadline has passed completes
+ * now as LOKI_QUERY_DROPPED; the batch's result, if it ever comes, is ignored for it. Call
+ * it periodically (lokid: every 20 ms). Returns how many roots it completed.
+ */
+int loki_router_expire(struct loki_router *r);
 /*
  * loki_router_batch_done_data - as loki_router_batch_done, and @child_data (NULL: none) gives
  * each child sub-query created the caller's word, returned in its loki_router_item.data: one

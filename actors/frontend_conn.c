@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One frontend connection (see the essay in frontend.c): its birth, reference
+ * count, one timer (FRAME, IDLE, LINGER) and close; the in-flight id set; and
+ * reading: the receive buffer, framing, decoding and the requests answered
+ * here (hello, status, metrics, ping) or handed to the owner (infer).
+ */
+#include "frontend_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "loki/compiler.h"
+
+#define RBUF_INIT (16 * 1024)
+#define RBUF_SLACK (64 * 1024)
+
+/* ---- in-flight id set ---------------------------------------------------- */
+
+static uint32_t id_hash(const struct loki_frontend_conn *c, uint64_t id)
+{
+    return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & c->mask;
+}
+
+static bool ids_has(const struct loki_frontend_conn *c, uint64_t id)
+{
+    for (uint32_t i = id_hash(c, id);; i = (i + 1) & c->mask) {
+        if (!c->used[i])
+            return false;
+        if (c->ids[i] == id)
+            return true;
+    }
+}
+
+static void ids_add(struct loki_frontend_conn *c, uint64_t id)
+{
+    uint32_t i = id_hash(c, id);
+    while (c->used[i])
+        i = (i + 1) & c->mask;
+    c->used[i] = 1;
+    c->ids[i] = id;
+    c->n_inflight++;
+}
+
+bool loki__frontend_ids_del(struct loki_frontend_conn *c, uint64_t id)
+{
+    uint32_t i = id_hash(c, id);
+    for (;; i = (i + 1) & c->mask) {
+        if (!c->used[i])
+            return false;
+        if (c->ids[i] == id)
+            break;
+    }
+    /* backward-shift: pull later members of the probe run into the hole */
+    for (uint32_t j = (i + 1) & c->mask; c->used[j]; j = (j + 1) & c->mask) {
+        uint32_t h = id_hash(c, c->ids[j]);
+        bool movable = i <= j ? (h <= i || h > j) : (h <= i && h > j);
+        if (movable) {
+            c->ids[i] = c->ids[j];
+            i = j;
+        }
+    }
+    c->used[i] = 0;
+    c->n_inflight--;
+    return true;
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct loki_frontend_conn *c = req->data;
+    loki__frontend_conn_close(c);
+    loki__frontend_conn_unref(c); /* R3: pairs with A3 in conn_shutdown() */
+}
+
+/* Run @c's one timer for @m (T_OFF stops it). Loop thread. */
+static void conn_timer(struct loki_frontend_conn *c, enum tmode m, uint64_t ms);
+
+/*
+ * Stop reading; once the queries already accepted are answered (loki__frontend_deliver_node()
+ * calls loki__frontend_conn_finish() for the last one), let the queued writes finish, then close.
+ * Loop thread.
+ */
+static void conn_shutdown(struct loki_frontend_conn *c)
+{
+    if (!c->open || c->shutting)
+        return;
+    c->shutting = true;
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    conn_timer(c, T_OFF, 0);
+    if (c->n_inflight == 0)
+        loki__frontend_conn_finish(c);
+}
+
+/* Half-close after the queued writes, then close; LINGER bounds a peer that does not read. */
+void loki__frontend_conn_finish(struct loki_frontend_conn *c)
+{
+    if (!c->open || c->fin)
+        return;
+    c->fin = true;
+    c->sreq.data = c;
+    c->refs++; /* A3 */
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, on_shutdown) < 0) {
+        loki__frontend_conn_close(c);
+        loki__frontend_conn_unref(c); /* R3 on failure */
+        return;
+    }
+    conn_timer(c, T_LINGER, c->fe->o.frame_timeout_ms);
+}
+
+/* A short error reply; then the connection is shut down when @then_close. Loop thread. */
+static void send_error(struct loki_frontend_conn *c, enum loki_msg_type type, bool has_id,
+                       uint64_t id, enum loki_status status, const char *msg, bool then_close)
+{
+    struct loki_reply r;
+    loki_reply_init(&r);
+    r.type = type;
+    r.has_id = has_id;
+    r.id = id;
+    r.status = status;
+    r.error = loki_bytes_str(msg);
+    if (status == LOKI_STATUS_OVERLOADED) {
+        r.has_retry_after = true;
+        r.retry_after_ms = c->fe->o.retry_after_ms;
+    }
+    loki__frontend_send_local(c, &r);
+    if (then_close)
+        conn_shutdown(c);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+void loki__frontend_conn_free(struct loki_frontend_conn *c)
+{
+    free(c->rbuf);
+    free(c->ids);
+    free(c->used);
+    free(c);
+}
+
+void loki__frontend_conn_unref(struct loki_frontend_conn *c)
+{
+    LOKI_ASSERT(c->refs > 0);
+    if (--c->refs > 0)
+        return;
+    struct loki_frontend *fe = c->fe;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        fe->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    loki__frontend_conn_free(c);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct loki_frontend_conn *c = h->data;
+    if (--c->handles == 0)
+        loki__frontend_conn_unref(c); /* R0: pairs with A0 in loki__frontend_conn_open() */
+}
+
+void loki__frontend_conn_close(struct loki_frontend_conn *c)
+{
+    if (!c->open)
+        return;
+    __atomic_store_n(&c->open, false, __ATOMIC_RELEASE);
+    STAT_SUB(c->fe, connections, 1);
+    loki__frontend_uid_del(c->fe, c->uid);
+    uv_close((uv_handle_t *)&c->pipe, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    struct loki_frontend_conn *c = t->data;
+    struct loki_frontend *fe = c->fe;
+    char msg[128];
+    enum tmode m = c->tmode;
+    c->tmode = T_OFF; /* one-shot */
+    switch (m) {
+    case T_FRAME:
+        STAT_ADD(fe, frame_timeouts, 1);
+        snprintf(msg, sizeof(msg), "incomplete frame: %zu bytes received, then nothing for %u ms",
+                 c->rlen, fe->o.frame_timeout_ms);
+        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_BAD_REQUEST, msg, true);
+        break;
+    case T_IDLE:
+        if (c->n_inflight || c->rlen) { /* not idle after all: never close a busy one */
+            loki__frontend_conn_rearm(c, false, false);
+            break;
+        }
+        STAT_ADD(fe, idle_timeouts, 1);
+        snprintf(msg, sizeof(msg), "idle timeout: no request for %u ms", fe->idle_ms);
+        send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_ERROR, msg, true);
+        break;
+    case T_LINGER: /* the peer did not take its last frames in time */
+        if (c->wq_bytes)
+            STAT_ADD(fe, slow_drops, 1);
+        loki__frontend_conn_close(c);
+        break;
+    case T_OFF:
+        break;
+    }
+}
+
+static void conn_timer(struct loki_frontend_conn *c, enum tmode m, uint64_t ms)
+{
+    if (m == T_OFF) {
+        if (c->tmode != T_OFF)
+            uv_timer_stop(&c->timer);
+    } else {
+        uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+    }
+    c->tmode = m;
+}
+
+/*
+ * Pick the timer for @c's state after bytes arrived (@got_bytes; @new_frame: a frame
+ * completed, so buffered bytes begin a new one) or a query was answered. Loop thread.
+ */
+void loki__frontend_conn_rearm(struct loki_frontend_conn *c, bool new_frame, bool got_bytes)
+{
+    struct loki_frontend *fe = c->fe;
+    if (!c->open || c->shutting)
+        return;
+    if (c->rlen > 0) {
+        if (new_frame || c->tmode != T_FRAME) /* a new frame started: its clock starts now */
+            conn_timer(c, T_FRAME, fe->o.frame_timeout_ms);
+    } else if (c->n_inflight == 0) {
+        if (got_bytes || c->tmode != T_IDLE)
+            conn_timer(c, T_IDLE, fe->idle_ms);
+    } else {
+        conn_timer(c, T_OFF, 0);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct loki_frontend_conn *c = h->data;
+    size_t max = (size_t)c->fe->max_body + LOKI_PROTO_HDR + RBUF_SLACK;
+    if (c->rcap - c->rlen < RBUF_INIT / 2 && c->rcap < max) {
+        size_t cap = c->rcap * 2 < max ? c->rcap * 2 : max;
+        uint8_t *p = realloc(c->rbuf, cap);
+        if (p) {
+            c->rbuf = p;
+            c->rcap = cap;
+        }
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+/* Fill r->report from the owner for a request naming a format; false: answered with an error. */
+static bool want_report(struct loki_frontend_conn *c, const struct loki_request *req,
+                        struct loki_reply *r)
+{
+    struct loki_frontend *fe = c->fe;
+    char err[LOKI_PROTO_ERR_MAX];
+    snprintf(err, sizeof(err), "field 'format': unknown report format '%.*s'", (int)req->format.len,
+             (const char *)req->format.ptr);
+    if (fe->o.on_report &&
+        fe->o.on_report(fe->o.ctx, req->type, req->format, &r->report, err, sizeof(err)) == 0)
+        return true;
+    STAT_ADD(fe, bad_requests, 1);
+    send_error(c, req->type, req->has_id, req->id, LOKI_STATUS_BAD_REQUEST, err, false);
+    return false;
+}
+
+static void reply_hello(struct loki_frontend_conn *c, const struct loki_request *req,
+                        enum loki_msg_type type)
+{
+    struct loki_frontend *fe = c->fe;
+    struct loki_reply r;
+    loki_reply_init(&r);
+    r.type = type;
+    r.has_id = req->has_id;
+    r.id = req->id;
+    r.status = LOKI_STATUS_OK;
+    r.version = LOKI_PROTO_VERSION;
+    r.server = loki_bytes_str(fe->o.server_name);
+    r.max_payload = fe->cfg.max_payload;
+    r.max_outstanding = fe->o.max_outstanding;
+    r.n_pipelines = (uint32_t)fe->o.n_pipelines;
+    for (int i = 0; i < fe->o.n_pipelines; i++)
+        r.pipelines[i] = loki_bytes_str(fe->names[i]);
+    if (type == LOKI_MSG_STATUS) {
+        bool ready = fe->o.is_ready ? fe->o.is_ready(fe->o.ctx) : true;
+        r.draining = fe->draining;
+        r.ready = ready && !fe->draining;
+        r.connections = __atomic_load_n(&fe->st.connections, __ATOMIC_RELAXED);
+        r.inflight = __atomic_load_n(&fe->st.inflight, __ATOMIC_RELAXED);
+        if (req->format.len && !want_report(c, req, &r))
+            return;
+    }
+    loki__frontend_send_local(c, &r);
+}
+
+static void reply_metrics(struct loki_frontend_conn *c, const struct loki_request *req)
+{
+    struct loki_frontend *fe = c->fe;
+    struct loki_frontend_stats s;
+    struct loki_reply r;
+    loki_frontend_stats(fe, &s);
+    loki_reply_init(&r);
+    r.type = LOKI_MSG_METRICS;
+    r.has_id = req->has_id;
+    r.id = req->id;
+    r.status = LOKI_STATUS_OK;
+    static const struct {
+        const char *name;
+        size_t off;
+    } counters[] = {
+#define C(f) {"frontend_" #f, offsetof(struct loki_frontend_stats, f)}
+        C(accepted),  C(refused),       C(connections),    C(inflight),         C(requests),
+        C(replies),   C(late_replies),  C(bad_requests),   C(unknown_pipeline), C(overloaded),
+        C(draining),  C(frame_errors),  C(frame_timeouts), C(slow_drops),       C(bytes_in),
+        C(bytes_out), C(idle_timeouts), C(fd_exhausted),
+#undef C
+    };
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        r.metrics[r.n_metrics].name = loki_bytes_str(counters[i].name);
+        r.metrics[r.n_metrics++].value =
+            (double)*(const uint64_t *)((const char *)&s + counters[i].off);
+    }
+    if (fe->o.on_metrics) {
+        int k = fe->o.on_metrics(fe->o.ctx, r.metrics + r.n_metrics,
+                                 LOKI_PROTO_MAX_METRICS - (int)r.n_metrics);
+        if (k > 0 && k <= LOKI_PROTO_MAX_METRICS - (int)r.n_metrics)
+            r.n_metrics += (uint32_t)k;
+    }
+    if (req->format.len && !want_report(c, req, &r))
+        return;
+    loki__frontend_send_local(c, &r);
+}
+
+static void handle_infer(struct loki_frontend_conn *c, struct loki_request *req)
+{
+    struct loki_frontend *fe = c->fe;
+    char msg[160];
+    int p;
+    for (p = 0; p < fe->o.n_pipelines; p++)
+        if (loki_bytes_eq(req->pipeline, fe->names[p]))
+            break;
+    if (p == fe->o.n_pipelines) {
+        STAT_ADD(fe, unknown_pipeline, 1);
+        snprintf(msg, sizeof(msg), "unknown pipeline '%.*s'", (int)req->pipeline.len,
+                 (const char *)req->pipeline.ptr);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_UNKNOWN_PIPELINE, msg, false);
+        return;
+    }
+    if (fe->draining) {
+        STAT_ADD(fe, draining, 1);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_DRAINING, "server is draining",
+                   false);
+        return;
+    }
+    if (ids_has(c, req->id)) {
+        STAT_ADD(fe, bad_requests, 1);
+        snprintf(msg, sizeof(msg), "field 'id': %llu is already in flight on this connection",
+                 (unsigned long long)req->id);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_BAD_REQUEST, msg, false);
+        return;
+    }
+    if (c->n_inflight >= fe->o.max_outstanding ||
+        __atomic_load_n(&fe->st.inflight, __ATOMIC_RELAXED) >= fe->cfg.max_inflight) {
+        STAT_ADD(fe, overloaded, 1);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_OVERLOADED,
+                   c->n_inflight >= fe->o.max_outstanding
+                       ? "too many outstanding requests on this connection"
+                       : "too many requests in flight",
+                   false);
+        return;
+    }
+    ids_add(c, req->id);
+    c->refs++; /* A1: released by the matching loki_frontend_reply() */
+    STAT_ADD(fe, inflight, 1);
+    STAT_ADD(fe, requests, 1);
+    req->pipeline_index = p;
+    fe->o.on_request(fe->o.ctx, c, req);
+}
+
+static void handle_frame(struct loki_frontend_conn *c, const uint8_t *body, uint32_t len)
+{
+    struct loki_frontend *fe = c->fe;
+    struct loki_request req;
+    struct loki_proto_limits lim = {fe->cfg.max_payload};
+    char err[LOKI_PROTO_ERR_MAX];
+    int rc = loki_proto_decode_request(body, len, &lim, &req, err, sizeof(err));
+    if (rc < 0) {
+        STAT_ADD(fe, bad_requests, 1);
+        send_error(c, req.has_id ? LOKI_MSG_INFER : LOKI_MSG_NONE, req.has_id, req.id,
+                   LOKI_STATUS_BAD_REQUEST, err, false);
+        return;
+    }
+    switch (req.type) {
+    case LOKI_MSG_INFER:
+        handle_infer(c, &req);
+        break;
+    case LOKI_MSG_HELLO:
+    case LOKI_MSG_STATUS:
+        reply_hello(c, &req, req.type);
+        break;
+    case LOKI_MSG_METRICS:
+        reply_metrics(c, &req);
+        break;
+    default: { /* ping: liveness only */
+        struct loki_reply r;
+        loki_reply_init(&r);
+        r.type = LOKI_MSG_PING;
+        r.has_id = req.has_id;
+        r.id = req.id;
+        loki__frontend_send_local(c, &r);
+        break;
+    }
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct loki_frontend_conn *c = s->data;
+    struct loki_frontend *fe = c->fe;
+    if (nread < 0) {
+        loki__frontend_conn_close(c);
+        return;
+    }
+    if (nread == 0 || c->shutting)
+        return;
+    STAT_ADD(fe, bytes_in, nread);
+    c->rlen += (size_t)nread;
+    size_t off = 0;
+    bool consumed = false;
+    /* the owner's callback may reply on this thread, but never closes @c itself: the
+     * write path only closes it for a full write queue, checked through c->open */
+    c->refs++; /* A4: keep @c across callbacks */
+    while (c->open && !c->shutting) {
+        const uint8_t *body;
+        uint32_t blen = 0;
+        ssize_t n = loki_proto_frame_next(c->rbuf + off, c->rlen - off, fe->max_body, &body, &blen);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            char msg[128];
+            STAT_ADD(fe, frame_errors, 1);
+            snprintf(msg, sizeof(msg), "frame of %u bytes exceeds the limit of %u", blen,
+                     fe->max_body);
+            send_error(c, LOKI_MSG_NONE, false, 0, LOKI_STATUS_BAD_REQUEST, msg, true);
+            break;
+        }
+        handle_frame(c, body, blen);
+        off += (size_t)n;
+        consumed = true;
+    }
+    if (c->open && !c->shutting) {
+        if (off) {
+            memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+            c->rlen -= off;
+        }
+        loki__frontend_conn_rearm(c, consumed, true);
+    }
+    loki__frontend_conn_unref(c); /* R4 */
+}
+
+/* ---- a new connection ---------------------------------------------------- */
+
+/* A pipe that never became a connection has closed: free what was allocated for it. */
+static void on_stillborn_closed(uv_handle_t *h)
+{
+    loki__frontend_conn_free(h->data);
+}
+
+/* Make an admitted socket a connection. Takes @fd on success only. Loop thread. */
+int loki__frontend_conn_open(struct loki_frontend *fe, int fd, unsigned uid)
+{
+    struct loki_frontend_conn *c = calloc(1, sizeof(*c));
+    uint32_t slots = 16;
+    while (slots < 2 * fe->o.max_outstanding)
+        slots <<= 1;
+    if (c) {
+        c->rbuf = malloc(RBUF_INIT);
+        c->ids = malloc(slots * sizeof(*c->ids));
+        c->used = calloc(slots, 1);
+    }
+    if (!c || !c->rbuf || !c->ids || !c->used || uv_pipe_init(fe->loop, &c->pipe, 0) < 0) {
+        if (c)
+            loki__frontend_conn_free(c);
+        return -ENOMEM;
+    }
+    if (loki__frontend_uid_add(fe, uid) < 0) {
+        c->pipe.data = c;
+        uv_close((uv_handle_t *)&c->pipe, on_stillborn_closed);
+        return -ENOMEM;
+    }
+    uv_timer_init(fe->loop, &c->timer);
+    c->fe = fe;
+    c->uid = uid;
+    c->rcap = RBUF_INIT;
+    c->mask = slots - 1;
+    c->pipe.data = c->timer.data = c;
+    c->refs = 1; /* A0: the handles; released when both have closed */
+    c->handles = 2;
+    c->open = true;
+    c->next = fe->conns;
+    if (fe->conns)
+        fe->conns->prev = c;
+    fe->conns = c;
+    STAT_ADD(fe, connections, 1);
+    int rc = uv_pipe_open(&c->pipe, fd);
+    if (rc < 0) {
+        loki__frontend_conn_close(c); /* @fd stays the caller's */
+        return rc;
+    }
+    STAT_ADD(fe, accepted, 1);
+    if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
+        loki__frontend_conn_close(c);
+    else /* idle from the start: a silent client is closed too */
+        loki__frontend_conn_rearm(c, false, true);
+    return 0;
+}
