@@ -62,6 +62,7 @@ struct root {
     uint32_t first_node, last_node, n_nodes; /* its result tree, in completion order */
     uint32_t first_input;                    /* its child payloads */
     uint64_t result_bytes;                   /* outputs kept so far */
+    uint32_t handle;                         /* the router's (loki_router_cancel) */
     const char *why;                         /* set: answer error with this (first wins) */
 };
 
@@ -196,6 +197,8 @@ static enum loki_status map_status(enum loki_query_status s)
         return LOKI_STATUS_LATE;
     case LOKI_QUERY_OVERLOADED:
         return LOKI_STATUS_OVERLOADED;
+    case LOKI_QUERY_CANCELLED:
+        return LOKI_STATUS_CANCELLED;
     default:
         return LOKI_STATUS_ERROR;
     }
@@ -383,6 +386,8 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
         rep->error = loki_bytes_str("could no longer meet its deadline; dropped early");
     } else if (c->status == LOKI_QUERY_ERROR) {
         rep->error = loki_bytes_str(r->why ? r->why : "a worker failed while serving this query");
+    } else if (c->status == LOKI_QUERY_CANCELLED) {
+        rep->error = loki_bytes_str("cancelled before it was batched");
     }
     loki_frontend_reply(r->conn, r->id, rep);
     release_root(ra, slot);
@@ -786,7 +791,10 @@ void loki_router_actor_request(struct loki_router_actor *ra, struct loki_fronten
     }
     uint64_t deadline = req->has_deadline ? loki_deadline_ns(loki_now_ns(), req->deadline_ms) : 0;
     uint64_t cookie = slot | (uint64_t)r->gen << 32;
-    int rc = loki_router_submit(ra->router, req->pipeline_index, req->id, cookie, deadline);
+    int rc = loki_router_submit_ex(ra->router, req->pipeline_index, req->id, cookie, deadline,
+                                   &r->handle);
+    if (!rc)
+        loki_frontend_conn_tag(conn, req->id, cookie);
     /* each arrival in the one-second window it arrived in, as the replay harness counts it */
     if ((!rc || rc == LOKI_EOVERLOADED) && ra->ops.arrival)
         ra->ops.arrival(ra->ctx, req->pipeline_index, r->arrival_ns);
@@ -795,6 +803,19 @@ void loki_router_actor_request(struct loki_router_actor *ra, struct loki_fronten
         reply_now(ra, conn, req->id, LOKI_STATUS_ERROR, loki_strerror(rc));
         release_root(ra, slot);
     }
+}
+
+void loki_router_actor_cancel(struct loki_router_actor *ra, struct loki_frontend_conn *conn,
+                              uint64_t id, uint64_t tag)
+{
+    uint32_t slot = (uint32_t)tag;
+    if (!tag || slot >= ra->cfg.max_roots)
+        return;
+    struct root *r = &ra->roots[slot];
+    if (!r->used || r->gen != (uint32_t)(tag >> 32) || r->conn != conn || r->id != id)
+        return;
+    /* cancelled: its completion answers it now; too late (batched): it runs on as usual */
+    loki_router_cancel(ra->router, r->handle, tag);
 }
 
 /* ---- life ---------------------------------------------------------------------------------- */

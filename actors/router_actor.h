@@ -65,6 +65,10 @@ size_t loki_router_actor_ring_bytes(const struct loki_router_actor *ra);
 /* The frontend's on_request: admit @req from @conn (answered now when it cannot be). */
 void loki_router_actor_request(struct loki_router_actor *ra, struct loki_frontend_conn *conn,
                                const struct loki_request *req);
+/* The frontend's on_cancel: drop request @id of @conn (tagged @tag) if nothing of it has
+ * been batched; it is answered "cancelled" then, else as usual. */
+void loki_router_actor_cancel(struct loki_router_actor *ra, struct loki_frontend_conn *conn,
+                              uint64_t id, uint64_t tag);
 /* The router, for plans (loki_router_set_plan) and statistics. */
 struct loki_router *loki_router_actor_router(struct loki_router_actor *ra);
 /* Draining or stopping: dead workers are no longer restarted. */

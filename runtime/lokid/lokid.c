@@ -84,6 +84,11 @@ static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct 
     loki_router_actor_request(((struct lokid *)ctx)->ra, conn, req);
 }
 
+static void fe_cancel(void *ctx, struct loki_frontend_conn *conn, uint64_t id, uint64_t tag)
+{
+    loki_router_actor_cancel(((struct lokid *)ctx)->ra, conn, id, tag);
+}
+
 /* each arrival in the one-second window it arrived in, as the replay harness counts it */
 static void ra_arrival(void *ctx, int pipeline, uint64_t arrival_ns)
 {
@@ -478,6 +483,7 @@ int lokid_run(const struct lokid_options *opt)
                                     .pipelines = names,
                                     .n_pipelines = d->topo->n_pipelines,
                                     .on_request = fe_request,
+                                    .on_cancel = fe_cancel,
                                     .is_ready = fe_ready,
                                     .on_metrics = fe_metrics,
                                     .on_report = fe_report,

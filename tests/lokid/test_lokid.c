@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "loki/client.h"
+#include "loki/clock.h"
 #include "prom.h"
 
 #define MAXQ 20000 /* queries one test may send */
@@ -544,6 +545,58 @@ static void test_max_batch(void **state)
     want_outputs = 3;
 }
 
+static atomic_int cancel_status[3];
+
+static void on_cancel_reply(void *ctx, const struct loki_reply *rep)
+{
+    atomic_store(&cancel_status[(intptr_t)ctx], (int)rep->status + 1);
+}
+
+/*
+ * "cancel": of three queries sent at once to a 200 ms stage, the third still waits in the
+ * router's queue and is answered "cancelled" at once; the first is running, so its cancel
+ * changes nothing and it is answered ok; a cancel for an id not in flight is ignored. Each
+ * query gets exactly one reply.
+ */
+static void test_cancel(void **state)
+{
+    struct run r;
+    start_on(&r, "tests/lokid/slow.yaml", "1", NULL);
+    struct loki_client *c;
+    assert_int_equal(loki_client_connect(r.sock, NULL, &c), 0);
+    struct loki_client_stats st0, st;
+    loki_client_stats(c, &st0); /* the hello is one completion already */
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        atomic_store(&cancel_status[i], 0);
+        struct loki_client_req req = {.pipeline = "slow", .payload = "x", .payload_len = 1};
+        assert_int_equal(loki_client_submit(c, &req, on_cancel_reply, (void *)(intptr_t)i, &ids[i]),
+                         0);
+    }
+    sleep_ms(50); /* the first is batched by now, the third cannot be (200 ms per batch) */
+    uint64_t t0 = loki_now_ns();
+    assert_int_equal(loki_client_cancel(c, ids[2]), 0);
+    assert_int_equal(loki_client_cancel(c, ids[0]), 0);
+    assert_int_equal(loki_client_cancel(c, 987654321), 0); /* not in flight: ignored */
+    while (!atomic_load(&cancel_status[2]) && loki_now_ns() - t0 < 5000000000ull)
+        sleep_ms(1);
+    double ms = (double)(loki_now_ns() - t0) / 1e6;
+    assert_int_equal(atomic_load(&cancel_status[2]) - 1, LOKI_STATUS_CANCELLED);
+    assert_true(ms < 150); /* at once, not after the batches ahead of it */
+    for (int i = 0; i < 2; i++) {
+        while (!atomic_load(&cancel_status[i]) && loki_now_ns() - t0 < 5000000000ull)
+            sleep_ms(5);
+        assert_int_equal(atomic_load(&cancel_status[i]) - 1, LOKI_STATUS_OK);
+    }
+    sleep_ms(300); /* no second reply arrives for the cancelled one */
+    loki_client_stats(c, &st);
+    assert_int_equal(st.late_replies, 0);
+    assert_int_equal(st.completed - st0.completed, 3);
+    loki_client_close(c);
+    int stp = stop(&r, SIGTERM);
+    assert_true(WIFEXITED(stp) && WEXITSTATUS(stp) == 0);
+}
+
 /* Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback. */
 static int worker_exit(const char *variant, const char *fallback)
 {
@@ -605,6 +658,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sigterm_drains, teardown),
         cmocka_unit_test_teardown(test_fallback_burst, teardown),
         cmocka_unit_test_teardown(test_max_batch, teardown),
+        cmocka_unit_test_teardown(test_cancel, teardown),
         cmocka_unit_test(test_worker_bad_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
