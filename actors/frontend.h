@@ -32,7 +32,12 @@ struct loki_frontend_conn;
  */
 typedef void (*loki_frontend_request_cb)(void *ctx, struct loki_frontend_conn *conn,
                                          const struct loki_request *req);
-/* Readiness for "status" requests (loop thread). NULL: ready while not draining. */
+/*
+ * Readiness (loop thread): what "status" reports, and while it is false (lokid's workers are
+ * still starting) an infer request is answered at once, "overloaded" with retry_after_ms and
+ * "not ready: workers are starting", instead of waiting for them. NULL: ready while not
+ * draining.
+ */
 typedef bool (*loki_frontend_ready_cb)(void *ctx);
 /* A "cancel" for infer request @id of @conn, still in flight, which the owner tagged @tag
  * (loki_frontend_conn_tag; 0 untagged). The owner drops it if it can, and answers it either

@@ -370,19 +370,18 @@ static void handle_infer(struct loki_frontend_conn *c, struct loki_request *req)
         send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_UNKNOWN_PIPELINE, msg, false);
         return;
     }
-    if (req->has_priority) {
-        /* accepted and ignored would promise what nothing does: say so */
-        STAT_ADD(fe, bad_requests, 1);
-        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_BAD_REQUEST,
-                   "field 'priority': not supported: queries are served by deadline (send "
-                   "deadline_ms to tighten one)",
-                   false);
-        return;
-    }
     if (fe->draining) {
         STAT_ADD(fe, draining, 1);
         send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_DRAINING, "server is draining",
                    false);
+        return;
+    }
+    if (fe->o.is_ready && !fe->o.is_ready(fe->o.ctx)) {
+        /* the socket listens before the workers are up (a bad path fails at once): until they
+         * are, say so now rather than hold the query for seconds of model loading */
+        STAT_ADD(fe, overloaded, 1);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_OVERLOADED,
+                   "not ready: workers are starting", false);
         return;
     }
     if (ids_has(c, req->id)) {

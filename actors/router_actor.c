@@ -124,6 +124,7 @@ struct loki_router_actor {
     uint16_t *children, *packed; /* [max_batch * LOKI_MAX_CHILDREN] */
     uint8_t *failed;
     uv_timer_t restart_timer;
+    unsigned start_retries; /* rounds of failed worker starts since the last that had none */
     uv_timer_t stall_timer; /* every STALL_SCAN_MS: workers that stopped making progress */
     bool draining;
     struct loki_plan *plan_restart;
@@ -393,6 +394,23 @@ static void r_complete(void *ctx, const struct loki_router_completion *c)
     release_root(ra, slot);
 }
 
+static void on_restart_timer(uv_timer_t *t);
+
+/*
+ * A worker did not start (the supervisor said why; the router dropped the instance, so nothing
+ * is routed to it): start what the plan misses again, with backoff (100 ms doubling to 5 s),
+ * unless a restart is already due, which starts it too.
+ */
+static void retry_starts(struct loki_router_actor *ra)
+{
+    if (ra->draining || uv_is_active((uv_handle_t *)&ra->restart_timer))
+        return;
+    uint64_t delay = 100u << (ra->start_retries < 6 ? ra->start_retries : 5);
+    ra->start_retries++;
+    uv_update_time(ra->restart_timer.loop); /* the initial plan comes before the loop runs */
+    uv_timer_start(&ra->restart_timer, on_restart_timer, delay > 5000 ? 5000 : delay, 0);
+}
+
 static void r_instance_start(void *ctx, int instance, const struct loki_plan_instance *pi)
 {
     struct loki_router_actor *ra = ctx;
@@ -417,6 +435,7 @@ static void r_instance_start(void *ctx, int instance, const struct loki_plan_ins
     if (rc) {
         loki_log(LOKI_LOG_ERROR, "start worker %d (%s): %s", instance, v->name, loki_strerror(rc));
         loki_router_instance_failed(ra->router, instance);
+        retry_starts(ra);
         return;
     }
     in->live = true;
@@ -711,8 +730,22 @@ static void on_restart_timer(uv_timer_t *t)
         return;
     const struct loki_plan *p = loki_router_plan(ra->router);
     if (p) {
+        const struct loki_sup_stats *ss = loki_sup_stats(ra->sup);
+        uint64_t failed = ss->start_failed;
         memcpy(ra->plan_restart, p, sizeof(*p));
         loki_router_set_plan(ra->router, ra->plan_restart); /* starts what is missing */
+        int n = loki_router_instances(ra->router, NULL);
+        if (ss->start_failed != failed) /* retry_starts() armed the next round */
+            loki_log(LOKI_LOG_WARN,
+                     "plan still incomplete: %d of %d instances running, %llu failed to start "
+                     "again (%s); retrying",
+                     n, ra->plan_restart->n_instances,
+                     (unsigned long long)(ss->start_failed - failed),
+                     loki_strerror(ss->last_start_error));
+        else if (ra->start_retries) {
+            ra->start_retries = 0;
+            loki_log(LOKI_LOG_INFO, "plan complete: %d instances running", n);
+        }
     }
 }
 
@@ -754,6 +787,13 @@ const struct loki_sup_ops *loki_router_actor_sup_ops(void)
 void loki_router_actor_request(struct loki_router_actor *ra, struct loki_frontend_conn *conn,
                                const struct loki_request *req)
 {
+    if (req->has_priority) {
+        /* accepted and ignored would promise what nothing does: say so */
+        reply_now(ra, conn, req->id, LOKI_STATUS_BAD_REQUEST,
+                  "field 'priority': not supported: queries are served by deadline (send "
+                  "deadline_ms to tighten one)");
+        return;
+    }
     if (!ra->n_free) {
         reply_now(ra, conn, req->id, LOKI_STATUS_OVERLOADED, "too many queries in flight");
         return;

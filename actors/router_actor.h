@@ -4,7 +4,8 @@
  * router (runtime/router: EDF queues, split, batching, drops, fan-out) and what the router
  * leaves to its caller: one root slot per accepted query (its connection, id, payload in
  * the shared arena, the leaf outputs gathered so far), the batches each worker holds, the
- * reply built from a completion, and worker restarts with backoff.
+ * reply built from a completion, and worker restarts with backoff (a worker that died, or one
+ * whose start failed: the router never routes to an instance that did not start).
  *
  *   frontend ─loki_router_actor_request─▶ router ─dispatch─▶ supervisor (request ring)
  *   frontend ◀─loki_frontend_reply──────── router ◀─result── supervisor (result ring)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loki/error.h"
 #include "loki/planner.h"
 
 static void sb_printf(struct loki_report *b, const char *fmt, ...)
@@ -119,14 +120,21 @@ static void status_json_legacy(const struct loki_status_view *sv, struct loki_re
               "{\"ready\":%s,\"draining\":%s,\"uptime_s\":%.3f,\"policy\":\"%s\",\"mode\":\"%s\","
               "\"transitioning\":%s,\"plans_applied\":%llu,\"plans_kept\":%llu,"
               "\"plan_age_s\":%.3f,\"solves\":%llu,\"solve_ms\":%.3f,\"metrics_port\":%d,"
-              "\"instances\":%d,\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},"
-              "\"pipelines\":[",
+              "\"instances\":%d,\"instances_planned\":%d,\"workers\":{\"alive\":%d,"
+              "\"started\":%llu,\"start_failures\":%llu,\"last_start_error\":",
               sv->ready && !sv->draining ? "true" : "false", sv->draining ? "true" : "false",
               sv->uptime_s, loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
               sv->transitioning ? "true" : "false", (unsigned long long)sv->planner.plans_applied,
               (unsigned long long)sv->planner.plans_kept, sv->uptime_s - sv->planner.last_change_s,
               (unsigned long long)sv->planner.solves, sv->planner.last_solve_ms, sv->metrics_port,
-              n_inst, sv->topo->gpus.count, gpus, pl_->gpus_active);
+              n_inst, pl_->n_instances, sv->workers.alive, (unsigned long long)sv->workers.started,
+              (unsigned long long)sv->workers.start_failed);
+    if (sv->workers.last_start_error)
+        sb_quoted(b, loki_strerror(sv->workers.last_start_error));
+    else
+        sb_printf(b, "null");
+    sb_printf(b, "},\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},\"pipelines\":[",
+              sv->topo->gpus.count, gpus, pl_->gpus_active);
     for (int p = 0; p < sv->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;

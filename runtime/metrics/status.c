@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "loki/error.h"
 #include "loki/json.h"
 #include "loki/planner.h"
 #include "loki/version.h"
@@ -208,7 +209,15 @@ static void status_json(const struct loki_status_view *sv, struct loki_report *b
     SET(root, "solve_ms", FIX(sv->planner.last_solve_ms, 3));
     SET(root, "metrics_port", json_integer(sv->metrics_port));
     SET(root, "instances", json_integer(sv->instances));
-    SET(root, "worker_crashes", U64(view_crashes_total(sv)));
+    SET(root, "instances_planned", json_integer(pl_->n_instances));
+    json_t *w = SET(root, "workers", json_object());
+    SET(w, "alive", json_integer(sv->workers.alive));
+    SET(w, "started", U64(sv->workers.started));
+    SET(w, "start_failures", U64(sv->workers.start_failed));
+    SET(w, "last_start_error",
+        sv->workers.last_start_error ? loki_json_str(loki_strerror(sv->workers.last_start_error))
+                                     : json_null());
+    SET(w, "crashes", U64(view_crashes_total(sv)));
     json_t *g = SET(root, "gpus", json_object());
     SET(g, "count", json_integer(sv->topo->gpus.count));
     SET(g, "in_use", FIX(sv->gpus_in_use, 4));
@@ -318,9 +327,16 @@ static void status_table(const struct loki_status_view *sv, struct loki_report *
               (unsigned long long)sv->planner.plans_applied,
               sv->uptime_s - sv->planner.last_change_s, (unsigned long long)sv->planner.plans_kept,
               sv->planner.last_solve_ms);
-    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances; %llu worker crashes\n", gpus,
-              pl_->gpus_active, sv->topo->gpus.count, n_inst,
-              (unsigned long long)view_crashes_total(sv));
+    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances, %d planned; %d workers running",
+              gpus, pl_->gpus_active, sv->topo->gpus.count, n_inst, pl_->n_instances,
+              sv->workers.alive);
+    if (sv->workers.start_failed)
+        sb_printf(b, "; %llu worker starts failed (last: %s)",
+                  (unsigned long long)sv->workers.start_failed,
+                  loki_strerror(sv->workers.last_start_error));
+    if (view_crashes_total(sv))
+        sb_printf(b, "; %llu worker crashes", (unsigned long long)view_crashes_total(sv));
+    sb_printf(b, "\n");
     for (int p = 0; p < sv->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;
@@ -650,6 +666,13 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
         double v;
     } g[] = {
         {"loki_instances", "gauge", "Worker instances live in the router.", n_inst},
+        {"loki_instances_planned", "gauge", "Instances of the plan routing now.", pl_->n_instances},
+        {"loki_workers", "gauge", "Worker processes running.", sv->workers.alive},
+        {"loki_worker_starts_total", "counter", "Worker processes spawned.",
+         (double)sv->workers.started},
+        {"loki_worker_start_failures_total", "counter",
+         "Worker starts that spawned nothing (out of descriptors...); retried with backoff.",
+         (double)sv->workers.start_failed},
         {"loki_gpus_in_use", "gauge",
          "Distinct GPUs holding live instances (starting, serving or retiring).", gpus},
         {"loki_gpus_active", "gauge", "GPUs hosting an instance of the plan.", pl_->gpus_active},

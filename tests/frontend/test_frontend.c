@@ -242,33 +242,13 @@ static void test_bad_requests_keep_connection(void **st)
     assert_true(rep.id == 12 && rep.status == LOKI_STATUS_BAD_REQUEST);
     assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 2000), 0);
     assert_true(rep.id == 12 && rep.status == LOKI_STATUS_OK);
-    /* priority is refused by name, not accepted and ignored */
-    {
-        struct loki_request rq;
-        loki_request_init(&rq);
-        rq.type = LOKI_MSG_INFER;
-        rq.has_id = true;
-        rq.id = 14;
-        rq.pipeline = loki_bytes_str("traffic");
-        rq.payload = loki_bytes_str("x");
-        rq.has_priority = true;
-        rq.priority = 2;
-        uint8_t frame[256];
-        ssize_t n = loki_proto_encode_request(frame, sizeof(frame), &rq);
-        assert_true(n > 0);
-        assert_int_equal(send(fd, frame, (size_t)n, MSG_NOSIGNAL), n);
-        assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 2000), 0);
-        assert_true(rep.id == 14 && rep.status == LOKI_STATUS_BAD_REQUEST);
-        assert_non_null(
-            memmem(rep.error.ptr, rep.error.len, "field 'priority': not supported", 31));
-    }
     /* still usable */
     send_infer(fd, 13, "traffic", "ok", 2);
     assert_int_equal(read_reply(fd, rbuf, sizeof(rbuf), &rep, 2000), 0);
     assert_true(rep.id == 13 && rep.status == LOKI_STATUS_OK);
     struct loki_frontend_stats fs;
     echo_stats(s, &fs);
-    assert_int_equal(fs.bad_requests, 5);
+    assert_int_equal(fs.bad_requests, 4);
     assert_int_equal(fs.unknown_pipeline, 1);
     close(fd);
     echo_stop(s);

@@ -5,7 +5,8 @@
  * SIGKILLed under load loses no accepted query and comes back, and SIGTERM
  * drains (in-flight queries are answered, lokid exits 0). A burst far over the
  * plan runs overflow batches on the fallback variant (Prometheus counters), and
- * `lokid --worker` refuses a bad --fallback with exit status 2.
+ * `lokid --worker` refuses a bad --fallback with exit status 2, and so a configuration
+ * that is not a sealed snapshot on descriptor 7 (or a --topology file to read).
  */
 #include "harness.h"
 
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -27,6 +29,7 @@
 
 #include "loki/client.h"
 #include "loki/clock.h"
+#include "loki/topology.h"
 #include "prom.h"
 
 #define MAXQ 20000 /* queries one test may send */
@@ -264,6 +267,14 @@ static void test_answers_and_fanout(void **state)
     assert_non_null(strstr(res.error, "deadline_ms"));
     loki_client_result_fini(&res);
     req.deadline_ms = 0;
+    /* priority: refused by name, not accepted and ignored */
+    req.has_priority = true;
+    req.priority = 2;
+    assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
+    assert_int_equal(res.status, LOKI_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(res.error, "field 'priority': not supported"));
+    loki_client_result_fini(&res);
+    req.has_priority = false;
     /* unknown pipeline: explicit error, connection still usable */
     req.pipeline = "nope";
     assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
@@ -597,13 +608,17 @@ static void test_cancel(void **state)
     assert_true(WIFEXITED(stp) && WEXITSTATUS(stp) == 0);
 }
 
-/* Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback. */
-static int worker_exit(const char *variant, const char *fallback)
+enum cfg_kind { CFG_SEALED, CFG_UNSEALED, CFG_NONE, CFG_FILE_ARG };
+
+/*
+ * Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback,
+ * given small.yaml as @how says: lokid's sealed snapshot on descriptor 7, the same bytes in a
+ * memfd that is not sealed, nothing, or only as `--topology FILE` (what workers once read).
+ */
+static int worker_exit_cfg(const char *variant, const char *fallback, enum cfg_kind how)
 {
     const char *argv[] = {loki_test_bin("bin/lokid"),
                           "--worker",
-                          "--topology",
-                          loki_test_src("tests/lokid/small.yaml"),
                           "--pipeline",
                           "0",
                           "--task",
@@ -614,7 +629,23 @@ static int worker_exit(const char *variant, const char *fallback)
                           fallback,
                           "--batch",
                           "8",
+                          how == CFG_FILE_ARG ? "--topology" : NULL,
+                          loki_test_src("tests/lokid/small.yaml"),
                           NULL};
+    char *text, err[256];
+    size_t len;
+    int cfg = -1;
+    assert_int_equal(loki_config_read(loki_test_src("tests/lokid/small.yaml"), &text, &len, NULL,
+                                      err, sizeof(err)),
+                     0);
+    if (how == CFG_SEALED) {
+        assert_int_equal(loki_config_seal(text, len, &cfg), 0);
+    } else if (how == CFG_UNSEALED) {
+        cfg = memfd_create("loki-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        assert_true(cfg >= 0);
+        assert_int_equal(write(cfg, text, len), (ssize_t)len);
+    }
+    free(text);
     struct rlimit rl;
     int max_fd =
         getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
@@ -622,15 +653,25 @@ static int worker_exit(const char *variant, const char *fallback)
     assert_true(pid >= 0);
     if (pid == 0) {
         /* no rings on fds 3..6: a worker whose arguments pass fails to attach them (exit 1) */
+        if (cfg >= 0 && dup2(cfg, 7) != 7)
+            _exit(126);
         for (int fd = 3; fd < max_fd; fd++)
-            close(fd);
+            if (fd != 7 || cfg < 0)
+                close(fd);
         execv(argv[0], (char **)argv);
         _exit(127);
     }
+    if (cfg >= 0)
+        close(cfg);
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
     return WEXITSTATUS(st);
+}
+
+static int worker_exit(const char *variant, const char *fallback)
+{
+    return worker_exit_cfg(variant, fallback, CFG_SEALED);
 }
 
 static void test_worker_bad_fallback(void **state)
@@ -646,6 +687,10 @@ static void test_worker_bad_fallback(void **state)
     assert_int_equal(worker_exit("1", "1"), 1);
     assert_int_equal(worker_exit("0", "2"), 1);
     assert_int_equal(worker_exit("1", "0"), 1);
+    /* the configuration: lokid's sealed snapshot or nothing; never a file of its own */
+    assert_int_equal(worker_exit_cfg("1", "0", CFG_UNSEALED), 2);
+    assert_int_equal(worker_exit_cfg("1", "0", CFG_NONE), 2);
+    assert_int_equal(worker_exit_cfg("1", "0", CFG_FILE_ARG), 2);
 }
 
 int main(void)

@@ -76,6 +76,7 @@ static int setup(void **state)
                      .bad_requests = 2,
                      .overloaded = 7,
                      .draining = 0},
+        .workers = {.alive = 4, .started = 7, .start_failed = 2, .last_start_error = -EMFILE},
         .instances = 4,
         .gpus_in_use = 2.5,
         .ready = true,
@@ -118,7 +119,9 @@ static const char json_want[] =
     "{\"ready\":true,\"draining\":false,\"uptime_s\":70.400,\"policy\":\"loki\","
     "\"mode\":\"accuracy\",\"transitioning\":false,\"plans_applied\":2,\"plans_kept\":1,"
     "\"plan_age_s\":20.400,\"solves\":3,\"solve_ms\":12.500,\"metrics_port\":9464,"
-    "\"instances\":4,\"worker_crashes\":0,\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
+    "\"instances\":4,\"instances_planned\":4,\"workers\":{\"alive\":4,\"started\":7,"
+    "\"start_failures\":2,\"last_start_error\":\"Too many open files\",\"crashes\":0},"
+    "\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
     "\"pipelines\":[{\"name\":\"tiny\",\"slo_ms\":250.000,"
     "\"demand\":{\"estimate_qps\":42.500,\"planned_qps\":180.000,\"served_fraction\":1.0000},"
     "\"accuracy\":{\"predicted\":85.000,\"predicted_subquery\":90.000,\"served\":90.000,"
@@ -180,7 +183,7 @@ static void assert_json_doc(const char *text, const char *want)
 }
 
 /* What the hand-written printer renders from the same view, parsed, equals the report less the
- * keys added since (worker_crashes). */
+ * keys added since (workers.crashes). */
 static void assert_as_legacy(const struct loki_status_view *v, const char *text)
 {
     struct loki_report old;
@@ -189,7 +192,7 @@ static void assert_as_legacy(const struct loki_status_view *v, const char *text)
     assert_int_equal(loki_bench_status_json_legacy(v, &old), 0);
     json_t *now = json_loads(text, 0, &e);
     assert_non_null(now);
-    assert_int_equal(json_object_del(now, "worker_crashes"), 0);
+    assert_int_equal(json_object_del(json_object_get(now, "workers"), "crashes"), 0);
     char *less = json_dumps(now, LOKI_JSON_FLAGS);
     assert_non_null(less);
     size_t n = strlen(less);
@@ -263,7 +266,8 @@ static void test_json_fixed_is_printf(void **state)
 static const char table_want[] =
     "lokid ready, up 70.4 s; policy loki, mode accuracy; plans applied 2 (last 20.4 s ago), "
     "kept 1; last solve 12.5 ms\n"
-    "GPUs: 2.50 in use on 3 of 8; 4 instances; 0 worker crashes\n"
+    "GPUs: 2.50 in use on 3 of 8; 4 instances, 4 planned; 4 workers running; 2 worker starts "
+    "failed (last: Too many open files)\n"
     "\n"
     "pipeline tiny (SLO 250 ms)\n"
     "  demand    42.5 qps estimated, plan carries 180.0 qps, served fraction 1.000\n"
@@ -321,8 +325,7 @@ static void test_no_plan_yet(void **state)
     assert_non_null(strstr(f->r.text, "\"variants\":[],\"splits\":[{\"task\":\"det\",\"from\":\"\","
                                       "\"to\":{}}]}]}\n"));
     assert_int_equal(loki_status_table(&f->v, &f->r), 0);
-    assert_non_null(
-        strstr(f->r.text, "GPUs: 2.50 in use on 0 of 8; 4 instances; 0 worker crashes\n"));
+    assert_non_null(strstr(f->r.text, "GPUs: 2.50 in use on 0 of 8; 4 instances, 0 planned; "));
     assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
     assert_line(f->r.text,
                 "loki_variant_instances{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 0");
@@ -380,6 +383,10 @@ static void test_prometheus_counters_and_gauges(void **state)
     assert_line(t, "loki_violation_ratio{pipeline=\"tiny\"} 0.3");
     /* daemon-wide: router, planner, frontend */
     assert_line(t, "loki_instances 4");
+    assert_line(t, "loki_instances_planned 4");
+    assert_line(t, "loki_workers 4");
+    assert_line(t, "loki_worker_starts_total 7");
+    assert_line(t, "loki_worker_start_failures_total 2");
     assert_line(t, "loki_gpus_in_use 2.5");
     assert_line(t, "loki_gpus_active 3");
     assert_line(t, "loki_gpus 8");
@@ -582,9 +589,10 @@ static void test_prometheus_ops(void **state)
     assert_null(strstr(t, "GPU-bb")); /* its queries failed this time: no samples */
     /* the status reports total them */
     assert_int_equal(loki_status_json(&f->v, &f->r), 0);
-    assert_non_null(strstr(f->r.text, "\"instances\":4,\"worker_crashes\":4,"));
+    assert_non_null(
+        strstr(f->r.text, "\"last_start_error\":\"Too many open files\",\"crashes\":4}"));
     assert_int_equal(loki_status_table(&f->v, &f->r), 0);
-    assert_non_null(strstr(f->r.text, "; 4 instances; 4 worker crashes\n"));
+    assert_non_null(strstr(f->r.text, "(last: Too many open files); 4 worker crashes\n"));
 }
 
 /* Served accuracy is absent, not 0, over a minute without a served query. */
