@@ -248,8 +248,9 @@ static int http_start(struct lokid *d)
                                   .ctx = d};
     int rc = loki_http_create(d->loop, &hc, &d->http);
     if (rc) {
-        fprintf(stderr, "lokid: cannot serve metrics on %s port %d: %s\n", addr, port,
-                uv_strerror(rc));
+        bool v6 = strchr(addr, ':') != NULL;
+        fprintf(stderr, "lokid: cannot serve metrics on %s%s%s:%d: %s\n", v6 ? "[" : "", addr,
+                v6 ? "]" : "", port, uv_strerror(rc));
         return 1;
     }
     loki_log(LOKI_LOG_INFO, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)",
