@@ -137,7 +137,6 @@ bool loki_frontend_conn_tag(struct loki_frontend_conn *conn, uint64_t id, uint64
 int loki_frontend_reply(struct loki_frontend_conn *conn, uint64_t id,
                         const struct loki_reply *reply);
 
-
 /*
  * Begin draining: stop accepting connections, answer new requests "draining", keep
  * writing replies; when nothing is in flight, call @cb once (possibly before returning).

@@ -219,4 +219,3 @@ int loki_frontend_reply(struct loki_frontend_conn *c, uint64_t id, const struct 
     pthread_mutex_unlock(&fe->qlock);
     return rc;
 }
-

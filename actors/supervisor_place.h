@@ -18,7 +18,6 @@ struct loki_placement;
 int loki_placement_create(struct loki_placement **out);
 void loki_placement_destroy(struct loki_placement *p);
 
-
 /*
  * The core for the @slot-th worker of GPU @gpu (gpu < 0 or no GPUs found:
  * the slot-th core of the machine, round robin), written as an hwloc list
