@@ -39,7 +39,7 @@ bdir=${LOKI_BUILD_DIR:-$bdir}
 
 # Debian packages the build, tests and tour need. Installed only when missing.
 pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libmsgpack-dev
-    libyaml-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
+    libyaml-dev libjansson-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
     python3-setuptools python3-wheel redis-server)
 
 deps() {

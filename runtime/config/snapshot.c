@@ -207,8 +207,8 @@ int loki_config_load_sealed(int fd, const char *name, struct loki_topology **out
  */
 #ifdef __LP64__
 _Static_assert(sizeof(struct loki_frontend_cfg) == 360, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_runtime_cfg) == 8, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_config) == 368, "snapshot.c: compare the new section");
+_Static_assert(sizeof(struct loki_runtime_cfg) == 80, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_config) == 440, "snapshot.c: compare the new section");
 _Static_assert(sizeof(struct loki_gpus) == 32, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_variant) == 1656, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_task) == 26608, "snapshot.c: compare the new field");
@@ -349,6 +349,12 @@ int loki_config_reload_check(const struct loki_topology *cur, const struct loki_
                 "frontend.max_connections_per_uid");
         differs(&d, fa->idle_timeout_s != fb->idle_timeout_s, "frontend.idle_timeout_s");
         differs(&d, cur_cfg->runtime.spin_us != next_cfg->runtime.spin_us, "runtime.spin_us");
+        /* the metrics endpoint is bound once, at start */
+        differs(&d,
+                strcmp(cur_cfg->runtime.metrics_address, next_cfg->runtime.metrics_address) != 0,
+                "runtime.metrics_address");
+        differs(&d, cur_cfg->runtime.metrics_port != next_cfg->runtime.metrics_port,
+                "runtime.metrics_port");
     }
     return d.found ? LOKI_ETOPOLOGY : 0;
 }

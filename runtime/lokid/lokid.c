@@ -14,8 +14,9 @@
  *
  * This file holds what only the daemon does: building the actors from the topology file,
  * feeding arrivals to the planner actor, the status view the reports render
- * (runtime/metrics), readiness, drain on SIGTERM (new requests get "draining" while
- * in-flight ones finish) and, on SIGHUP, reloading the topology and re-planning.
+ * (runtime/metrics) and the HTTP endpoint (/metrics, /healthz, /readyz; loopback by
+ * default), readiness, drain on SIGTERM (new requests get "draining" while in-flight ones
+ * finish) and, on SIGHUP, reloading the topology and re-planning.
  *
  * Start-up order: descriptors (the soft limit raised to the hard one), the topology
  * (validated, and sealed for the workers: they never read the file), the socket and the
@@ -39,6 +40,7 @@
 #include "loki/arena.h"
 #include "loki/clock.h"
 #include "loki/error.h"
+#include "loki/gpu.h"
 #include "loki/http.h"
 #include "loki/log.h"
 #include "loki/metrics.h"
@@ -71,9 +73,11 @@ struct lokid {
     bool ready, draining, stopping;
     uint64_t t0_ns;
     struct loki_metrics *metrics;
-    struct loki_report rep; /* the last rendered report, kept until the next one */
-    struct loki_http *http; /* GET /metrics; NULL without --metrics-port or once stopped */
-    size_t arena_bytes;     /* the payload arena's */
+    struct loki_report rep;         /* the last rendered report, kept until the next one */
+    struct loki_http *http;         /* GET /metrics; NULL without --metrics-port or once stopped */
+    size_t arena_bytes;             /* the payload arena's */
+    struct loki_process_stats proc; /* the last sample, shown by the reports */
+    struct loki_gpu *gpu;           /* NVML; NULL without the driver */
     int exit_code;
     uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
     /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
@@ -113,9 +117,15 @@ static bool fe_ready(void *ctx)
 
 /* ---- reports: status (table, json), Prometheus, /metrics (runtime/metrics) ---------------- */
 
+static uint64_t sup_crashes(const void *sup, int p, int t, int v)
+{
+    return loki_sup_crashes(sup, p, t, v);
+}
+
 /*
- * What the reports show, gathered from the router, the frontend and the planner actor: the one
- * place the reports read the planner's state (its plan, demand estimates and counters).
+ * What the reports show, gathered from the router, the frontend, the planner actor and the
+ * supervisor: the one place the reports read the planner's state (its plan, demand estimates
+ * and counters). The process and NVML figures are sampled here (NVML at most once a second).
  */
 static void status_view(struct lokid *d, struct loki_status_view *v)
 {
@@ -157,6 +167,12 @@ static void status_view(struct lokid *d, struct loki_status_view *v)
     loki_arena_reclaim(a); /* what workers freed counts as free */
     v->arena_bytes = (double)d->arena_bytes;
     v->arena_used_bytes = (double)(d->arena_bytes - loki_arena_free_bytes(a));
+    v->worker_crashes = sup_crashes;
+    v->worker_crashes_ctx = d->sup;
+    loki_process_sample(&d->proc); /* a figure it cannot read stays 0 */
+    v->process = &d->proc;
+    if (d->gpu)
+        v->n_gpus = loki_gpu_sample(d->gpu, loki_now_ns(), &v->gpus);
 }
 
 static void on_tick(uv_timer_t *tm)
@@ -198,6 +214,49 @@ static int http_render(void *ctx, const char **body, size_t *len)
     *body = d->rep.text;
     *len = d->rep.len;
     return rc;
+}
+
+/* /healthz: the loop answers, and lokid is not shutting down. */
+static bool http_live(void *ctx)
+{
+    return !((struct lokid *)ctx)->stopping;
+}
+
+/* /readyz: serving (the initial plan's workers came up, the socket listens), not draining, a
+ * plan applied and at least one worker process alive. */
+static bool http_ready(void *ctx)
+{
+    struct lokid *d = ctx;
+    return d->ready && !d->draining && !d->stopping && loki_planner_actor_plan(d->pa) &&
+           loki_sup_alive(d->sup) > 0;
+}
+
+/* The HTTP endpoint, where --metrics-port or runtime.metrics_port asks for one. Returns 0 or
+ * lokid's exit status. */
+static int http_start(struct lokid *d)
+{
+    int port = d->opt.metrics_port >= 0 ? d->opt.metrics_port : d->cfg.runtime.metrics_port;
+    const char *addr =
+        d->opt.metrics_address ? d->opt.metrics_address : d->cfg.runtime.metrics_address;
+    if (port < 0)
+        return 0;
+    struct loki_http_config hc = {.address = addr,
+                                  .port = port,
+                                  .render = http_render,
+                                  .live = http_live,
+                                  .ready = http_ready,
+                                  .ctx = d};
+    int rc = loki_http_create(d->loop, &hc, &d->http);
+    if (rc) {
+        bool v6 = strchr(addr, ':') != NULL;
+        fprintf(stderr, "lokid: cannot serve metrics on %s%s%s:%d: %s\n", v6 ? "[" : "", addr,
+                v6 ? "]" : "", port, uv_strerror(rc));
+        return 1;
+    }
+    loki_log(LOKI_LOG_INFO, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)",
+             strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
+             loki_http_port(d->http));
+    return 0;
 }
 
 static void http_stop(struct lokid *d)
@@ -541,6 +600,9 @@ int lokid_run(const struct lokid_options *opt)
     }
     loki_planner_uv_bind(d->pu, d->pa);
     loki_report_init(&d->rep);
+    /* GPU metrics where NVML is there (the driver's library); none otherwise */
+    if (loki_gpu_open(NULL, &d->gpu) == 0)
+        loki_log(LOKI_LOG_INFO, "NVML found: GPU utilisation and memory in the metrics");
     const char *names[LOKI_MAX_PIPELINES];
     double initial[LOKI_MAX_PIPELINES];
     for (int p = 0; p < d->topo->n_pipelines; p++) {
@@ -571,14 +633,8 @@ int lokid_run(const struct lokid_options *opt)
         return 1;
     }
 
-    if (opt->metrics_port >= 0) {
-        if ((rc = loki_http_create(d->loop, opt->metrics_port, http_render, d, &d->http))) {
-            fprintf(stderr, "lokid: cannot serve metrics on 127.0.0.1:%d: %s\n", opt->metrics_port,
-                    uv_strerror(rc));
-            return 1;
-        }
-        loki_log(LOKI_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", loki_http_port(d->http));
-    }
+    if ((rc = http_start(d)))
+        return rc;
 
     /* the initial plan, for the initial demand guess, solved before serving */
     if ((rc = loki_planner_actor_initial(d->pa, initial))) {
@@ -634,6 +690,7 @@ int lokid_run(const struct lokid_options *opt)
     loki_planner_actor_destroy(d->pa);
     loki_planner_uv_destroy(d->pu);
     loki_metrics_destroy(d->metrics);
+    loki_gpu_close(d->gpu);
     uv_loop_close(d->loop);
     loki_report_fini(&d->rep);
     free(d->reload_topo);

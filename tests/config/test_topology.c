@@ -156,6 +156,32 @@ static void test_runtime_keys(void **state)
                  "spin: unknown key in runtime");
 }
 
+/* Where the metrics endpoint listens: loopback and no endpoint by default; IP literals only. */
+static void test_runtime_metrics_keys(void **state)
+{
+    struct loki_topology *t;
+    struct loki_config cfg;
+    char doc[4096];
+    assert_int_equal(parse_cfg(GOOD, &t, &cfg), 0);
+    assert_string_equal(cfg.runtime.metrics_address, "127.0.0.1");
+    assert_int_equal(cfg.runtime.metrics_port, -1);
+    free(t);
+    snprintf(doc, sizeof(doc), "%sruntime: {metrics_address: \"::\", metrics_port: 9464}\n", GOOD);
+    assert_int_equal(parse_cfg(doc, &t, &cfg), 0);
+    assert_string_equal(cfg.runtime.metrics_address, "::");
+    assert_int_equal(cfg.runtime.metrics_port, 9464);
+    free(t);
+    snprintf(doc, sizeof(doc), "%sruntime: {metrics_address: 10.1.2.3, metrics_port: 0}\n", GOOD);
+    assert_int_equal(parse_cfg(doc, &t, &cfg), 0);
+    assert_string_equal(cfg.runtime.metrics_address, "10.1.2.3");
+    assert_int_equal(cfg.runtime.metrics_port, 0);
+    free(t);
+    expect_error("pipelines:\n", "runtime: {metrics_address: localhost}\npipelines:\n",
+                 "metrics_address: expected an IPv4 or IPv6 address");
+    expect_error("pipelines:\n", "runtime: {metrics_port: 70000}\npipelines:\n",
+                 "metrics_port: 70000 is out of range [0, 65535]");
+}
+
 /* The frontend's connection knobs: defaults (0 = sized from RLIMIT_NOFILE by the frontend),
  * values and range checks. */
 static void test_frontend_conn_keys(void **state)
@@ -547,6 +573,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good),
         cmocka_unit_test(test_runtime_keys),
+        cmocka_unit_test(test_runtime_metrics_keys),
         cmocka_unit_test(test_frontend_conn_keys),
         cmocka_unit_test(test_json_accepted),
         cmocka_unit_test(test_unknown_child),
