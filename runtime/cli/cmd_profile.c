@@ -1201,6 +1201,68 @@ static bool is_name_item(const char *l, const char *name)
     return *l == 0 || *l == '\n' || *l == '#';
 }
 
+/* In the one-line flow mapping @l, where the value of @key starts, or NULL. */
+static char *flow_value(char *l, const char *key)
+{
+    size_t n = strlen(key);
+    for (char *s = strstr(l, key); s; s = strstr(s + 1, key))
+        if (s > l && strchr("{ ,", s[-1]) && s[n] == ':') {
+            s += n + 1;
+            while (*s == ' ')
+                s++;
+            return s;
+        }
+    return NULL;
+}
+
+/* Where the flow value at @v ends: past its matching bracket, else at the next ',' or '}'. */
+static char *flow_value_end(char *v)
+{
+    if (*v != '[' && *v != '{')
+        return v + strcspn(v, ",}");
+    int depth = 0;
+    for (char *s = v; *s; s++)
+        if (*s == '[' || *s == '{')
+            depth++;
+        else if ((*s == ']' || *s == '}') && --depth == 0)
+            return s + 1;
+    return NULL;
+}
+
+/* Is @l a one-line flow item "- {name: NAME, ...}"? */
+static bool is_flow_item(char *l, const char *name)
+{
+    char *s = l + indent_of(l), *v;
+    if (strncmp(s, "- {", 3) || !(v = flow_value(s, "name")))
+        return false;
+    char *e = flow_value_end(s + 2);
+    if (!e || e[strspn(e, " \r")] != '\n')
+        return false; /* not all on this line */
+    size_t n = strlen(name);
+    char q = (*v == '"' || *v == '\'') ? *v++ : 0;
+    if (strncmp(v, name, n))
+        return false;
+    v += n;
+    if (q && *v++ != q)
+        return false;
+    v += strspn(v, " ");
+    return *v == ',' || *v == '}';
+}
+
+/* @l with the flow value of @key replaced by @val: a new line (@l freed), or NULL when the
+ * key is not there (@l kept). */
+static char *flow_set(char *l, const char *key, const char *val)
+{
+    char *v = flow_value(l, key), *e = v ? flow_value_end(v) : NULL;
+    if (!e)
+        return NULL;
+    char *y = NULL;
+    if (asprintf(&y, "%.*s%s%s", (int)(v - l), l, val, e) < 0)
+        return NULL;
+    free(l);
+    return y;
+}
+
 static bool is_key(const char *l, int indent, const char *key)
 {
     size_t n = strlen(key);
@@ -1208,12 +1270,12 @@ static bool is_key(const char *l, int indent, const char *key)
 }
 
 /*
- * In lines [@from, @to), the item "- name: NAME" of the block list under key @key at indent
- * @ki (the list's items at @ki or deeper): its line, and in *@end the end of its block.
- * -1 when not there in that form.
+ * In lines [@from, @to), the item "- name: NAME" (with @flow also "- {name: NAME, ...}" on
+ * one line) of the block list under key @key at indent @ki (the list's items at @ki or
+ * deeper): its line, and in *@end the end of its block. -1 when not there in that form.
  */
 static int find_item(const struct text *x, int from, int to, int ki, const char *key,
-                     const char *name, int *end)
+                     const char *name, bool flow, int *end)
 {
     int k = from;
     while (k < to && !is_key(x->l[k], ki, key))
@@ -1229,7 +1291,8 @@ static int find_item(const struct text *x, int from, int to, int ki, const char 
         e++;
     }
     for (int i = k + 1; i < e; i++) {
-        if (indent_of(x->l[i]) != ii || !is_name_item(x->l[i], name))
+        if (indent_of(x->l[i]) != ii ||
+            !(is_name_item(x->l[i], name) || (flow && is_flow_item(x->l[i], name))))
             continue;
         int j = i + 1;
         while (j < e && (blank_or_comment(x->l[j]) || indent_of(x->l[j]) > ii))
@@ -1238,6 +1301,75 @@ static int find_item(const struct text *x, int from, int to, int ki, const char 
         return i;
     }
     return -1;
+}
+
+/* The one-line flow variant at line @at of @x with @g's batch_sizes and latency_ms (and
+ * share_scaled false), its comment lines above it. */
+static int rewrite_flow(struct text *x, int at, const struct prof *p, const struct target *g)
+{
+    char bs[16 * 8], lat[MAX_S * (24 + MAX_B * 16)], b[32];
+    int k = snprintf(bs, sizeof(bs), "[");
+    for (int i = 0; i < g->n_b; i++)
+        k += snprintf(bs + k, sizeof(bs) - (size_t)k, "%s%d", i ? ", " : "", g->batches[i]);
+    snprintf(bs + k, sizeof(bs) - (size_t)k, "]");
+    k = snprintf(lat, sizeof(lat), "%s", g->n_s > 1 ? "{" : "");
+    for (int s = 0; s < g->n_s; s++) {
+        if (g->n_s > 1)
+            k += snprintf(lat + k, sizeof(lat) - (size_t)k, "%s%g: ", s ? ", " : "", g->shares[s]);
+        for (int i = 0; i < g->n_b; i++)
+            k += snprintf(lat + k, sizeof(lat) - (size_t)k, "%s%s", i ? ", " : "[",
+                          fmt_ms(g->tau[s][i], b, sizeof(b)));
+        k += snprintf(lat + k, sizeof(lat) - (size_t)k, "]");
+    }
+    snprintf(lat + k, sizeof(lat) - (size_t)k, "%s", g->n_s > 1 ? "}" : "");
+    char *l = flow_set(x->l[at], "batch_sizes", bs);
+    if (l)
+        x->l[at] = l;
+    char *m = l ? flow_set(x->l[at], "latency_ms", lat) : NULL;
+    if (!m) {
+        fprintf(stderr, "loki profile: cannot rewrite the flow mapping of variant %s\n",
+                var_of(p, g)->name);
+        return -1;
+    }
+    x->l[at] = m;
+    if (flow_value(x->l[at], "share_scaled") && (l = flow_set(x->l[at], "share_scaled", "false")))
+        x->l[at] = l;
+    /* the comments: the old ones above the item go, the new ones come */
+    int ii = indent_of(x->l[at]), top = at;
+    while (top > 0 && is_about(x->l[top - 1], ii))
+        top--;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return -ENOMEM;
+    print_about(p, g, f, ii);
+    fclose(f);
+    struct text y = {0};
+    int rc = 0;
+    for (int i = 0; i < x->n && !rc; i++) {
+        if (i >= top && i < at) {
+            free(x->l[i]);
+            x->l[i] = NULL;
+            continue;
+        }
+        if (i == at)
+            for (char *s = buf, *nl; !rc && *s; s = nl + 1) {
+                nl = strchr(s, '\n');
+                rc = text_push(&y, strndup(s, (size_t)(nl - s + 1)));
+            }
+        if (!rc)
+            rc = text_push(&y, x->l[i]);
+        x->l[i] = NULL;
+    }
+    free(buf);
+    if (rc) {
+        text_free(&y);
+        return rc;
+    }
+    text_free(x);
+    *x = y;
+    return 0;
 }
 
 /* Replace @g's batch_sizes, latency_ms and share_scaled in @x (with their nested lines) by
@@ -1249,7 +1381,7 @@ static int rewrite_variant(struct text *x, const struct prof *p, const struct ta
     const char *names[3] = {pl->name, pl->tasks[g->ti].name, var_of(p, g)->name};
     int at = -1, from = 0, end = x->n, ki = 0;
     for (int k = 0; k < 3; k++) {
-        if ((at = find_item(x, from, end, ki, keys[k], names[k], &end)) < 0) {
+        if ((at = find_item(x, from, end, ki, keys[k], names[k], k == 2, &end)) < 0) {
             fprintf(stderr,
                     "loki profile: cannot find variant %s in %s as block YAML (%s: with "
                     "\"- name: %s\"); copy the profile printed above into it by hand\n",
@@ -1259,6 +1391,8 @@ static int rewrite_variant(struct text *x, const struct prof *p, const struct ta
         from = at + 1;
         ki = indent_of(x->l[at]) + 2;
     }
+    if (x->l[at][ki] == '{')
+        return rewrite_flow(x, at, p, g);
     char *buf = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&buf, &len);
