@@ -712,7 +712,8 @@ static int run(char *const argv[], char *const env[], const char *input, char *o
     return WEXITSTATUS(status);
 }
 
-/* A child's "work L1,L2,..." (cuda) and "tau B MS" lines into share @s of @g. */
+/* A child's "work L1,L2,..." (cuda), "backend NAME", "stats ..." and "tau B MS" lines into
+ * share @s of @g. */
 static int parse_child(struct target *g, int s, const char *text)
 {
     int seen = 0;
@@ -727,6 +728,19 @@ static int parse_child(struct target *g, int s, const char *text)
                 g->work[g->n_work++] = (int)strtol(q, &end, 10);
                 q = *end == ',' ? end + 1 : end;
             }
+        } else if (!strncmp(l, "backend ", 8) && s == 0) {
+            snprintf(g->backend, sizeof(g->backend), "%.*s", (int)strcspn(l + 8, "\n"), l + 8);
+        } else if (!strncmp(l, "stats ", 6) && s == 0) {
+            /* stats QUERIES INIT_MS OUTPUT_BYTES then CHILDREN BYTES per child task */
+            char *q;
+            g->n_q = strtoull(l + 6, &q, 10);
+            g->init_ms = strtod(q, &q);
+            g->out_bytes = strtod(q, &q);
+            for (int c = 0; c < LOKI_MAX_CHILDREN && *q == ' '; c++) {
+                g->kids[c] = strtod(q, &q);
+                g->kid_bytes[c] = strtod(q, &q);
+            }
+            g->stats = true;
         } else if (sscanf(l, "tau %d %lf", &b, &ms) == 2) {
             for (int k = 0; k < g->n_b; k++)
                 if (g->batches[k] == b) {
@@ -937,8 +951,8 @@ static int measure_cuda_here(struct prof *p, struct target *g, int n_shares)
 /* ---- per variant ---------------------------------------------------------------------------- */
 
 /* `loki profile --child`: measure one variant at the share the parent gave it (a cuda
- * variant: at the share the environment sets) and print "work L1,L2,..." (cuda) and
- * "tau B MS" lines for the parent. */
+ * variant: at the share the environment sets) and print for the parent "work L1,L2,..."
+ * (cuda) or "backend NAME" and "stats ..." (the others), then "tau B MS" lines. */
 static int child_main(struct prof *p)
 {
     struct target *g = &p->tg[0];
@@ -955,8 +969,15 @@ static int child_main(struct prof *p)
         fprintf(stderr, "loki profile: built without the CUDA backend\n");
         return 1;
 #endif
-    } else if ((rc = measure_inproc(p, g, 0))) {
-        return rc == -ECONNREFUSED ? EXIT_MPS : 1;
+    } else {
+        if ((rc = measure_inproc(p, g, 0)))
+            return rc == -ECONNREFUSED ? EXIT_MPS : 1;
+        const struct loki_task *tk = &p->t->pipelines[g->pi].tasks[g->ti];
+        printf("backend %s\nstats %llu %.3f %.0f", g->backend, (unsigned long long)g->n_q,
+               g->init_ms, g->out_bytes);
+        for (int c = 0; c < tk->n_children; c++)
+            printf(" %.0f %.0f", g->kids[c], g->kid_bytes[c]);
+        printf("\n");
     }
     for (int b = 0; b < g->n_b; b++)
         printf("tau %d %.4f\n", g->batches[b], g->tau[0][b]);

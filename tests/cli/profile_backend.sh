@@ -117,6 +117,25 @@ run over --topology "$tmp/t.yaml" --variant sim2 --backend "$echo_so" --payload-
 grep -q "classify: 3.00 children of 100 B" "$tmp/over.out" ||
     fail "--backend: $(cat "$tmp/over.out")"
 
+# a plugin's shares below 1: children that are MPS clients (a stand-in for the MPS control
+# daemon here: it is started with -d and told to quit)
+cat >"$tmp/fake-mps" <<'EOF'
+#!/bin/sh
+echo "args: $*" >>"$CUDA_MPS_PIPE_DIRECTORY/calls"
+[ "$*" = -d ] || cat >>"$CUDA_MPS_PIPE_DIRECTORY/calls"
+EOF
+chmod +x "$tmp/fake-mps"
+mkdir "$tmp/mps"
+LOKI_MPS_CONTROL="$tmp/fake-mps" TMPDIR="$tmp/mps" run mps --topology "$tmp/t.yaml" \
+    --pipeline frames --variant echo --shares 1,0.5 --gpu 0 --reps 3 --warmup 1
+[ "$(cat "$tmp/mps.rc")" = 0 ] || fail "MPS shares: exit $(cat "$tmp/mps.rc"): $(cat "$tmp/mps.err")"
+grep -q "^  0.5: \[" "$tmp/mps.out" || fail "MPS shares: no 0.5 row: $(cat "$tmp/mps.out")"
+grep -q "# loki profile: echo, MPS shares" "$tmp/mps.out" || fail "MPS shares: $(cat "$tmp/mps.out")"
+grep -q "classify: 4.00 children of 256 B" "$tmp/mps.out" || fail "MPS shares: no child stats"
+cat "$tmp"/mps/loki-profile-*/calls >"$tmp/calls" 2>/dev/null
+grep -q "^args: -d$" "$tmp/calls" && grep -q "^quit$" "$tmp/calls" ||
+    fail "MPS daemon not started and quit: $(cat "$tmp/calls")"
+
 # max_output_bytes 500: ten 100-byte pieces do not fit; the query fails as in a worker
 run big --topology "$tmp/t.yaml" --pipeline limits --variant echo --payload-bytes 1000 \
     --write "$tmp/big.yaml"
