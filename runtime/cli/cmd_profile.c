@@ -60,6 +60,7 @@ struct target {
     int n_s;
     double tau[MAX_S][MAX_B];
     const char *how;         /* how it was measured, for the comment line */
+    char input[320];         /* what its queries were given, for the comment line */
     int work[MAX_B], n_work; /* cuda: calibrated layers per profiled batch size */
     /* measured in this process: */
     char backend[64];
@@ -68,6 +69,19 @@ struct target {
     uint64_t n_q; /* queries of the timed batches at share 1 and what they emitted */
     double out_bytes, kids[LOKI_MAX_CHILDREN], kid_bytes[LOKI_MAX_CHILDREN];
 };
+
+/* The child payloads a parent variant emitted for one child task: that task's input when its
+ * variants are measured after it in the same run. */
+struct pool {
+    uint8_t *buf;
+    uint32_t *off, *len;
+    int n;
+    double bytes;                     /* mean size */
+    char from[3 * LOKI_NAME_MAX + 3]; /* the variant that emitted them */
+};
+
+#define POOL_MAX 1024          /* payloads kept per child task */
+#define POOL_BYTES (64u << 20) /* and bytes */
 
 struct prof {
     const char *topology, *pipeline, *task, *variant, *out, *from, *payload_file;
@@ -80,6 +94,7 @@ struct prof {
     struct loki_topology *t;
     struct target *tg;
     int n_tg;
+    struct pool pools[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS];
 };
 
 static void usage(FILE *f)
@@ -101,7 +116,9 @@ static void usage(FILE *f)
             "  sim, plugin .so: run in this process on the CPU: --warmup (3) batches, then the\n"
             "                   median of --reps (7); every query gets FILE's bytes\n"
             "                   (--payload-file) or N synthetic bytes (--payload-bytes, default\n"
-            "                   %d). Share 1 only unless --shares: a plugin's shares below 1\n"
+            "                   %d); with --pipeline a task below the root gets the child\n"
+            "                   payloads its parent's first variant emitted instead.\n"
+            "                   Share 1 only unless --shares: a plugin's shares below 1\n"
             "                   run as MPS clients on GPU G (--gpu; default 0 when a GPU is\n"
             "                   visible, else none), the sim backend simulates them\n"
             "  cuda:            the built-in CUDA workload on the real GPU, shares 1,0.5,0.25 by\n"
@@ -515,6 +532,50 @@ static void sink_fini(struct sink *s)
     free(s->kid);
 }
 
+/*
+ * The child payloads of @sk's last batch, as the input of the child tasks of @g measured
+ * later in this run, where no other variant of @g's task gave them theirs.
+ */
+static int keep_children(struct prof *p, const struct target *g, const struct sink *sk)
+{
+    const struct loki_task *tk = &p->t->pipelines[g->pi].tasks[g->ti];
+    for (int c = 0; c < tk->n_children; c++) {
+        struct pool *o = &p->pools[g->pi][tk->children[c]];
+        bool later = false;
+        for (int i = (int)(g - p->tg) + 1; i < p->n_tg; i++)
+            later |= p->tg[i].pi == g->pi && p->tg[i].ti == tk->children[c];
+        if (o->n || !later)
+            continue;
+        size_t total = 0;
+        int n = 0;
+        for (uint32_t k = 0; k < sk->n_kid && n < POOL_MAX; k++)
+            if (sk->kid[k].c == c && total + sk->kid[k].len <= POOL_BYTES) {
+                total += sk->kid[k].len;
+                n++;
+            }
+        if (!n)
+            continue; /* it emitted none: the child task gets the given payload */
+        o->buf = malloc(total ? total : 1);
+        o->off = calloc((size_t)n, sizeof(*o->off));
+        o->len = calloc((size_t)n, sizeof(*o->len));
+        if (!o->buf || !o->off || !o->len) {
+            fprintf(stderr, "loki profile: out of memory for %zu bytes of child payloads\n", total);
+            return -ENOMEM;
+        }
+        size_t at = 0;
+        for (uint32_t k = 0; k < sk->n_kid && o->n < n; k++)
+            if (sk->kid[k].c == c && at + sk->kid[k].len <= total) {
+                memcpy(o->buf + at, sk->kid[k].p, sk->kid[k].len);
+                o->off[o->n] = (uint32_t)at;
+                o->len[o->n++] = sk->kid[k].len;
+                at += sk->kid[k].len;
+            }
+        o->bytes = (double)at / o->n;
+        label(p, g, o->from, sizeof(o->from));
+    }
+    return 0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -574,15 +635,20 @@ static int measure_inproc(struct prof *p, struct target *g, int s)
         goto out_mem;
     }
     g->init_ms = (double)(loki_now_ns() - t0) / 1e6;
-    for (int i = 0; i < maxb; i++)
-        q[i] = (struct loki_backend_query){.payload = p->payload, .payload_len = p->payload_len};
-    uint64_t id = 1;
+    const struct pool *in = &p->pools[g->pi][g->ti];
+    if (in->n)
+        snprintf(g->input, sizeof(g->input), "%d child payloads of %.0f B from %s", in->n,
+                 in->bytes, in->from);
+    uint64_t id = 1, next = 0;
     double ms[MAX_REPS];
     for (int b = 0; b < g->n_b && !rc; b++) {
         int n = g->batches[b];
         for (int r = 0; r < p->warmup + p->reps && !rc; r++) {
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n; i++) {
                 q[i].id = id++;
+                q[i].payload = in->n ? in->buf + in->off[next % in->n] : p->payload;
+                q[i].payload_len = in->n ? in->len[next++ % in->n] : p->payload_len;
+            }
             sink_reset(&sk, n);
             uint64_t a = loki_now_ns();
             rc = loki_backend_infer(&h, st, q, n, &sk.out);
@@ -620,6 +686,8 @@ static int measure_inproc(struct prof *p, struct target *g, int s)
                 p->reps % 2 ? ms[p->reps / 2] : (ms[p->reps / 2 - 1] + ms[p->reps / 2]) / 2;
         }
     }
+    if (!rc && s == 0)
+        rc = keep_children(p, g, &sk);
     loki_backend_fini(&h, st);
 out_mem:
     sink_fini(&sk);
@@ -987,6 +1055,8 @@ static int child_main(struct prof *p)
 static int measure(struct prof *p, struct target *g, const char *self)
 {
     const struct loki_variant *v = var_of(p, g);
+    snprintf(g->input, sizeof(g->input), "%u B %s payload", p->payload_len,
+             p->payload_file ? "file" : "synthetic");
     if (v->backend == LOKI_BACKEND_SIM) {
         for (int s = 0; s < g->n_s; s++) {
             if (loki_variant_share_index(v, g->shares[s]) < 0) {
@@ -1119,9 +1189,8 @@ static void print_about(const struct prof *p, const struct target *g, FILE *f, i
                 p->reps);
         return;
     }
-    fprintf(f, "%*s# loki profile: %s, %s, median of %d batches after %d, %u B %s payload\n", ind,
-            "", g->backend[0] ? g->backend : "?", g->how, p->reps, p->warmup, p->payload_len,
-            p->payload_file ? "file" : "synthetic");
+    fprintf(f, "%*s# loki profile: %s, %s, median of %d batches after %d, %s\n", ind, "",
+            g->backend[0] ? g->backend : "?", g->how, p->reps, p->warmup, g->input);
     if (!g->stats || !g->n_q)
         return;
     double nq = (double)g->n_q;
@@ -1773,6 +1842,12 @@ int loki_cli_profile(int argc, char **argv)
     }
     rc = 0;
 out:
+    for (int a = 0; a < LOKI_MAX_PIPELINES; a++)
+        for (int b = 0; b < LOKI_MAX_TASKS; b++) {
+            free(p.pools[a][b].buf);
+            free(p.pools[a][b].off);
+            free(p.pools[a][b].len);
+        }
     free(p.payload);
     free(p.tg);
     free(p.t);

@@ -152,6 +152,9 @@ grep -q "failed" "$tmp/v1.err" || fail "failing query: $(cat "$tmp/v1.err")"
 run all --topology "$tmp/t.yaml" --pipeline frames --reps 3 --write "$tmp/out.yaml"
 [ "$(cat "$tmp/all.rc")" = 0 ] || fail "pipeline: exit $(cat "$tmp/all.rc"): $(cat "$tmp/all.err")"
 [ "$(grep -c '^latency_ms: \[' "$tmp/all.out")" = 3 ] || fail "pipeline: $(cat "$tmp/all.out")"
+# classify's variants get the child payloads detect's first variant cut (4 x 256 B per query)
+grep -q "32 child payloads of 256 B from frames/detect/echo" "$tmp/all.out" ||
+    fail "pipeline: classify not fed its parent's child payloads: $(cat "$tmp/all.out")"
 if ! "$loki" topology check "$tmp/out.yaml" >"$tmp/check.out" 2>&1; then
     echo "FAIL: the copy does not load: $(cat "$tmp/check.out")" >&2
     exit 1
