@@ -32,8 +32,18 @@ struct loki_frontend_conn;
  */
 typedef void (*loki_frontend_request_cb)(void *ctx, struct loki_frontend_conn *conn,
                                          const struct loki_request *req);
-/* Readiness for "status" requests (loop thread). NULL: ready while not draining. */
+/*
+ * Readiness (loop thread): what "status" reports, and while it is false (lokid's workers are
+ * still starting) an infer request is answered at once, "overloaded" with retry_after_ms and
+ * "not ready: workers are starting", instead of waiting for them. NULL: ready while not
+ * draining.
+ */
 typedef bool (*loki_frontend_ready_cb)(void *ctx);
+/* A "cancel" for infer request @id of @conn, still in flight, which the owner tagged @tag
+ * (loki_frontend_conn_tag; 0 untagged). The owner drops it if it can, and answers it either
+ * way exactly once as usual (cancelled, or its result). Loop thread. */
+typedef void (*loki_frontend_cancel_cb)(void *ctx, struct loki_frontend_conn *conn, uint64_t id,
+                                        uint64_t tag);
 /* Extra metrics for "metrics" requests (loop thread): fill up to @max entries of @out,
  * whose names must stay valid until the reply is encoded (static strings), return count. */
 typedef int (*loki_frontend_metrics_cb)(void *ctx, struct loki_metric *out, int max);
@@ -56,6 +66,7 @@ struct loki_frontend_opts {
     loki_frontend_request_cb on_request; /* required */
     loki_frontend_ready_cb is_ready;     /* optional */
     loki_frontend_metrics_cb on_metrics; /* optional */
+    loki_frontend_cancel_cb on_cancel;   /* optional: without it "cancel" is ignored */
     loki_frontend_report_cb on_report;   /* optional: without it a "format" is refused */
     void *ctx;                           /* passed to the callbacks */
     uint32_t max_outstanding;            /* per connection; 0 -> 1024 */
@@ -74,6 +85,7 @@ struct loki_frontend_stats {
     uint64_t connections;  /* gauge: open connections */
     uint64_t inflight;     /* gauge: delivered, not yet answered */
     uint64_t requests;     /* infer requests delivered to on_request */
+    uint64_t cancels;      /* "cancel" requests received (whether or not they dropped one) */
     uint64_t replies;      /* replies written for delivered requests */
     uint64_t late_replies; /* replies for a connection that had gone (discarded) */
     uint64_t bad_requests; /* decode/validation failures answered with an error */
@@ -118,14 +130,12 @@ int loki_frontend_start(struct loki_frontend *fe);
  * the reply could not be encoded (the client then gets an "error" reply; the reference is
  * released in every case).
  */
+/* Tag in-flight infer request @id of @conn with the owner's @tag (handed to on_cancel).
+ * Returns false when @id is not in flight. Loop thread. */
+bool loki_frontend_conn_tag(struct loki_frontend_conn *conn, uint64_t id, uint64_t tag);
+
 int loki_frontend_reply(struct loki_frontend_conn *conn, uint64_t id,
                         const struct loki_reply *reply);
-
-/* Whether @conn's client is still connected (a hint: it may close right after). Any thread. */
-bool loki_frontend_conn_is_open(const struct loki_frontend_conn *conn);
-
-/* The peer's uid, as SO_PEERCRED reported it at accept. Any thread. */
-unsigned loki_frontend_conn_uid(const struct loki_frontend_conn *conn);
 
 /*
  * Begin draining: stop accepting connections, answer new requests "draining", keep

@@ -25,14 +25,29 @@ static uint32_t id_hash(const struct loki_frontend_conn *c, uint64_t id)
     return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & c->mask;
 }
 
-static bool ids_has(const struct loki_frontend_conn *c, uint64_t id)
+/* The slot of @id, or -1. */
+static long ids_find(const struct loki_frontend_conn *c, uint64_t id)
 {
     for (uint32_t i = id_hash(c, id);; i = (i + 1) & c->mask) {
         if (!c->used[i])
-            return false;
+            return -1;
         if (c->ids[i] == id)
-            return true;
+            return i;
     }
+}
+
+static bool ids_has(const struct loki_frontend_conn *c, uint64_t id)
+{
+    return ids_find(c, id) >= 0;
+}
+
+bool loki_frontend_conn_tag(struct loki_frontend_conn *c, uint64_t id, uint64_t tag)
+{
+    long i = ids_find(c, id);
+    if (i < 0)
+        return false;
+    c->tags[i] = tag;
+    return true;
 }
 
 static void ids_add(struct loki_frontend_conn *c, uint64_t id)
@@ -42,6 +57,7 @@ static void ids_add(struct loki_frontend_conn *c, uint64_t id)
         i = (i + 1) & c->mask;
     c->used[i] = 1;
     c->ids[i] = id;
+    c->tags[i] = 0;
     c->n_inflight++;
 }
 
@@ -60,6 +76,7 @@ bool loki__frontend_ids_del(struct loki_frontend_conn *c, uint64_t id)
         bool movable = i <= j ? (h <= i || h > j) : (h <= i && h > j);
         if (movable) {
             c->ids[i] = c->ids[j];
+            c->tags[i] = c->tags[j];
             i = j;
         }
     }
@@ -138,6 +155,7 @@ void loki__frontend_conn_free(struct loki_frontend_conn *c)
 {
     free(c->rbuf);
     free(c->ids);
+    free(c->tags);
     free(c->used);
     free(c);
 }
@@ -358,6 +376,14 @@ static void handle_infer(struct loki_frontend_conn *c, struct loki_request *req)
                    false);
         return;
     }
+    if (fe->o.is_ready && !fe->o.is_ready(fe->o.ctx)) {
+        /* the socket listens before the workers are up (a bad path fails at once): until they
+         * are, say so now rather than hold the query for seconds of model loading */
+        STAT_ADD(fe, overloaded, 1);
+        send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_OVERLOADED,
+                   "not ready: workers are starting", false);
+        return;
+    }
     if (ids_has(c, req->id)) {
         STAT_ADD(fe, bad_requests, 1);
         snprintf(msg, sizeof(msg), "field 'id': %llu is already in flight on this connection",
@@ -407,6 +433,13 @@ static void handle_frame(struct loki_frontend_conn *c, const uint8_t *body, uint
     case LOKI_MSG_METRICS:
         reply_metrics(c, &req);
         break;
+    case LOKI_MSG_CANCEL: { /* no reply of its own: the query it names gets its one reply */
+        long i = ids_find(c, req.id);
+        STAT_ADD(fe, cancels, 1);
+        if (i >= 0 && fe->o.on_cancel)
+            fe->o.on_cancel(fe->o.ctx, c, req.id, c->tags[i]);
+        break;
+    }
     default: { /* ping: liveness only */
         struct loki_reply r;
         loki_reply_init(&r);
@@ -482,9 +515,11 @@ int loki__frontend_conn_open(struct loki_frontend *fe, int fd, unsigned uid)
     if (c) {
         c->rbuf = malloc(RBUF_INIT);
         c->ids = malloc(slots * sizeof(*c->ids));
+        c->tags = malloc(slots * sizeof(*c->tags));
         c->used = calloc(slots, 1);
     }
-    if (!c || !c->rbuf || !c->ids || !c->used || uv_pipe_init(fe->loop, &c->pipe, 0) < 0) {
+    if (!c || !c->rbuf || !c->ids || !c->tags || !c->used ||
+        uv_pipe_init(fe->loop, &c->pipe, 0) < 0) {
         if (c)
             loki__frontend_conn_free(c);
         return -ENOMEM;

@@ -51,6 +51,7 @@ struct loki_frontend_conn {
     uint64_t wq_bytes;
     /* in-flight id set: linear probing, backward-shift deletion */
     uint64_t *ids;
+    uint64_t *tags; /* the owner's, per id (loki_frontend_conn_tag) */
     uint8_t *used;
     uint32_t mask, n_inflight;
 };

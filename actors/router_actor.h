@@ -4,7 +4,8 @@
  * router (runtime/router: EDF queues, split, batching, drops, fan-out) and what the router
  * leaves to its caller: one root slot per accepted query (its connection, id, payload in
  * the shared arena, the leaf outputs gathered so far), the batches each worker holds, the
- * reply built from a completion, and worker restarts with backoff.
+ * reply built from a completion, and worker restarts with backoff (a worker that died, or one
+ * whose start failed: the router never routes to an instance that did not start).
  *
  *   frontend ─loki_router_actor_request─▶ router ─dispatch─▶ supervisor (request ring)
  *   frontend ◀─loki_frontend_reply──────── router ◀─result── supervisor (result ring)
@@ -65,6 +66,10 @@ size_t loki_router_actor_ring_bytes(const struct loki_router_actor *ra);
 /* The frontend's on_request: admit @req from @conn (answered now when it cannot be). */
 void loki_router_actor_request(struct loki_router_actor *ra, struct loki_frontend_conn *conn,
                                const struct loki_request *req);
+/* The frontend's on_cancel: drop request @id of @conn (tagged @tag) if nothing of it has
+ * been batched; it is answered "cancelled" then, else as usual. */
+void loki_router_actor_cancel(struct loki_router_actor *ra, struct loki_frontend_conn *conn,
+                              uint64_t id, uint64_t tag);
 /* The router, for plans (loki_router_set_plan) and statistics. */
 struct loki_router *loki_router_actor_router(struct loki_router_actor *ra);
 /* Draining or stopping: dead workers are no longer restarted. */

@@ -9,6 +9,8 @@
  *   req ring  [producer] ── memfd fd 3 ──▶   [consumer] waits: spin, then futex
  *   res ring  [consumer] ◀── memfd fd 4 ──   [producer] writes eventfd fd 6
  *   payload arena (alloc/free here) ─ fd 5 ─▶ read-only use of payload refs
+ *   configuration snapshot (sealed) ── fd 7 ─▶ parsed once, closed
+ *   output arena (read, free here) ◀── fd 8 ─ allocates its outputs there
  *   one eventfd for all result rings: uv_poll wakes the loop once, and the
  *   loop drains every ring, then re-arms each (arm returning 1 = drain again)
  *
@@ -35,12 +37,17 @@
  * space and the same binary can be pinned and given CUDA/MPS environment.
  * Rings are single use: a restarted worker gets fresh ones.
  *
+ * A worker's configuration is lokid's sealed snapshot of the topology it
+ * validated (loki_config_seal()), not the file: an edit to the file reaches
+ * no worker until lokid reloads it (loki_sup_set_config()), and then only
+ * workers started afterwards.
+ *
  * Spawning runs on the loop thread, so it must be cheap: posix_spawn (glibc:
  * clone with CLONE_VM|CLONE_VFORK, no copy of lokid's page tables; the loop
  * waits only until the child has exec'd), not fork. File actions put the
- * worker's four descriptors on 3..6 (each first duplicated to 10 or above, so
+ * worker's six descriptors on 3..8 (each first duplicated to 10 or above, so
  * no source sits on a target) and /dev/null on 0; 1 and 2 are inherited, and
- * everything from 7 up is closed. Signals come back to their defaults and the
+ * everything from 9 up is closed. Signals come back to their defaults and the
  * mask is emptied, as libuv did for its children. The exit is seen through a
  * pidfd (pidfd_open(2), Linux 5.3) on a uv_poll handle and reaped with
  * waitpid(pid, WNOHANG): no SIGCHLD handler, and nothing here uses uv_spawn
@@ -61,6 +68,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,9 +85,10 @@
 
 _Static_assert(LOKI_WORKER_EXIT_MPS == LOKI_SUP_EXIT_MPS, "one exit status for MPS refusals");
 _Static_assert(LOKI_WORKER_FD_REQ == 3 && LOKI_WORKER_FD_RES == 4 && LOKI_WORKER_FD_ARENA == 5 &&
-                   LOKI_WORKER_FD_NOTIFY == 6 && LOKI_WORKER_FD_OUT == 8,
-               "spawn_worker() puts the req ring, res ring, arena, eventfd on 3..6, the output "
-               "arena on 8");
+                   LOKI_WORKER_FD_NOTIFY == 6 && LOKI_WORKER_FD_CONFIG == 7 &&
+                   LOKI_WORKER_FD_OUT == 8,
+               "spawn_worker() puts the req ring, res ring, arena, eventfd, config, output "
+               "arena on 3..8");
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434 /* the same on every architecture */
@@ -121,6 +130,9 @@ struct loki_sup {
     void *ctx;
     struct loki_placement *place;
     int arena_fd, efd;
+    int config_fd; /* our duplicate of the snapshot new workers load */
+    struct loki_sup_stats stats;
+    unsigned fail_streak; /* start failures since the last start that worked */
     struct loki_arena *arena;
     uv_poll_t poll;
     uv_idle_t spin;          /* active while completions are polled */
@@ -268,7 +280,14 @@ int loki_sup_create(uv_loop_t *loop, const struct loki_topology *topo,
     s->ops = *ops;
     s->ctx = ctx;
     s->arena_fd = s->efd = -1;
+    s->config_fd = cfg->config_fd >= 0 ? fcntl(cfg->config_fd, F_DUPFD_CLOEXEC, 3) : -1;
+    if (s->config_fd < 0) {
+        rc = cfg->config_fd >= 0 ? -errno : -EBADF;
+        free(s);
+        return rc;
+    }
     if ((rc = loki__sup_mps_init(&s->mps, topo, cfg->mps, cfg->run_dir))) {
+        close(s->config_fd);
         free(s);
         return rc;
     }
@@ -303,6 +322,7 @@ err:
         close(s->arena_fd);
     if (s->efd >= 0)
         close(s->efd);
+    close(s->config_fd);
     loki_placement_destroy(s->place);
     free(s);
     return rc;
@@ -379,10 +399,10 @@ static int make_ring(size_t bytes, enum loki_ring_role role, int *fd, struct lok
     return rc;
 }
 
-#define N_FDS 5
+#define N_FDS 6
 /* where spawn_worker() puts each of its descriptors in the worker */
-static const int fd_at[N_FDS] = {LOKI_WORKER_FD_REQ, LOKI_WORKER_FD_RES, LOKI_WORKER_FD_ARENA,
-                                 LOKI_WORKER_FD_NOTIFY, LOKI_WORKER_FD_OUT};
+static const int fd_at[N_FDS] = {LOKI_WORKER_FD_REQ,    LOKI_WORKER_FD_RES,    LOKI_WORKER_FD_ARENA,
+                                 LOKI_WORKER_FD_NOTIFY, LOKI_WORKER_FD_CONFIG, LOKI_WORKER_FD_OUT};
 
 /*
  * Start @exe with @argv and @env, @fds[i] on its descriptor fd_at[i], /dev/null on 0,
@@ -391,7 +411,7 @@ static const int fd_at[N_FDS] = {LOKI_WORKER_FD_REQ, LOKI_WORKER_FD_RES, LOKI_WO
  */
 static int spawn_worker(const char *exe, char **argv, char **env, const int fds[N_FDS], pid_t *pid)
 {
-    int dup[N_FDS] = {-1, -1, -1, -1, -1}, rc = 0;
+    int dup[N_FDS] = {-1, -1, -1, -1, -1, -1}, rc = 0;
     for (int i = 0; i < N_FDS && rc == 0; i++)
         if ((dup[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
             rc = -errno;
@@ -466,14 +486,42 @@ static enum loki_log_level log_level(void)
     return l;
 }
 
+/*
+ * A start of worker @inst failed at @step with @rc: count it and say why, with the
+ * descriptor limit when that is the cause (lokid raises its soft limit to the hard one at
+ * start; what is left is the hard limit, LimitNOFILE under systemd). The first failure
+ * after a start that worked is an error; the rest of the streak (retries, the other
+ * instances of the same plan) are debug lines, so a limit that persists does not flood.
+ */
+static int start_failed(struct loki_sup *s, int inst, const char *step, int rc)
+{
+    s->stats.start_failed++;
+    s->stats.last_start_error = rc;
+    enum loki_log_level lvl = s->fail_streak++ ? LOKI_LOG_DEBUG : LOKI_LOG_ERROR;
+    const char *more = lvl == LOKI_LOG_ERROR ? " (more failures: debug, until a start works)" : "";
+    struct rlimit rl;
+    if ((rc == -EMFILE || rc == -ENFILE) && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        loki_log(lvl,
+                 "worker %d not started: %s: %s (RLIMIT_NOFILE %llu, hard %llu; %d workers "
+                 "running): raise the limit (LimitNOFILE=) or plan fewer instances%s",
+                 inst, step, loki_strerror(rc), (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)rl.rlim_max, s->alive, more);
+    else
+        loki_log(lvl, "worker %d not started: %s: %s%s", inst, step, loki_strerror(rc), more);
+    return rc;
+}
+
 int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi)
 {
-    if (inst < 0 || inst >= MAX_INST || s->w[inst])
+    if (inst < 0 || inst >= MAX_INST)
         return -EINVAL;
+    if (s->w[inst]) /* the router reused the id of a worker that has not exited yet */
+        return start_failed(s, inst, "instance id still in use", -EBUSY);
     struct worker *w = calloc(1, sizeof(*w));
+    const char *step = "rings and output arena";
     int rc;
     if (!w)
-        return -ENOMEM;
+        return start_failed(s, inst, "out of memory", -ENOMEM);
     w->inst = inst;
     w->pi = *pi;
     w->sup = s;
@@ -509,8 +557,6 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
     snprintf(a_log, sizeof(a_log), "%s", loki_log_level_name(log_level()));
     char *args[] = {(char *)s->cfg.self_exe,
                     "--worker",
-                    "--topology",
-                    (char *)s->cfg.topology_path,
                     "--pipeline",
                     a_pipe,
                     "--task",
@@ -535,21 +581,28 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
 
     /* environment: ours plus the GPU and MPS variables for this instance */
     struct loki__sup_env env;
+    step = "GPU environment";
     if ((rc = loki__sup_mps_env(&s->mps, pi, &env))) {
         loki__sup_env_fini(&env);
         goto err;
     }
 
-    int fds[N_FDS] = {w->req_fd, w->res_fd, s->arena_fd, s->efd, w->out_fd};
+    int fds[N_FDS] = {w->req_fd, w->res_fd, s->arena_fd, s->efd, s->config_fd, w->out_fd};
+    step = "spawn";
     rc = spawn_worker(s->cfg.self_exe, args, env.envp, fds, &w->pid);
     loki__sup_env_fini(&env);
     bool closing = false;
-    if (rc == 0 && (rc = watch_worker(s, w, &closing)) && closing) {
-        free_rings(w); /* the handle's close frees w */
-        return rc;
+    if (rc == 0) {
+        step = "watch its exit";
+        if ((rc = watch_worker(s, w, &closing)) && closing) {
+            free_rings(w); /* the handle's close frees w */
+            return start_failed(s, inst, step, rc);
+        }
     }
     if (rc)
         goto err;
+    s->stats.started++;
+    s->fail_streak = 0;
     s->w[inst] = w;
     if (inst >= s->hi)
         s->hi = inst + 1;
@@ -563,7 +616,22 @@ int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance
 err:
     free_rings(w);
     free(w);
-    return rc;
+    return start_failed(s, inst, step, rc);
+}
+
+int loki_sup_set_config(struct loki_sup *s, int fd)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (d < 0)
+        return -errno;
+    close(s->config_fd);
+    s->config_fd = d;
+    return 0;
+}
+
+const struct loki_sup_stats *loki_sup_stats(const struct loki_sup *s)
+{
+    return &s->stats;
 }
 
 int loki_sup_stop(struct loki_sup *s, int inst)
@@ -653,6 +721,7 @@ void loki_sup_destroy(struct loki_sup *s)
     loki_arena_destroy(s->arena);
     close(s->arena_fd);
     close(s->efd);
+    close(s->config_fd);
     loki_placement_destroy(s->place);
     free(s);
 }

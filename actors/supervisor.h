@@ -33,17 +33,18 @@ struct loki_sup_ops {
 };
 
 struct loki_sup_config {
-    const char *self_exe;      /* the lokid binary to exec as a worker */
-    const char *topology_path; /* workers load the same file */
-    size_t arena_bytes;        /* payload arena (power of two) */
-    size_t ring_bytes;         /* per ring (power of two) */
-    size_t out_arena_bytes;    /* each worker's output arena (power of two); 0: 64 MiB */
-    uint64_t seed;             /* base seed for the sim backends */
-    bool mps;                  /* run MPS for CUDA workers when the topology has shares < 1 */
-    uint64_t spin_ns;          /* poll a fast worker's results this long before sleeping; 0:
-                                * never poll (topology runtime.spin_us) */
-    const char *run_dir;       /* MPS pipe and log folders go under it; NULL: a fresh
-                                * $TMPDIR/loki-PID-XXXXXX, removed by loki_sup_destroy() */
+    const char *self_exe;   /* the lokid binary to exec as a worker */
+    int config_fd;          /* the configuration workers load: lokid's sealed snapshot
+                             * (loki_config_seal()); borrowed, the supervisor keeps a duplicate */
+    size_t arena_bytes;     /* payload arena (power of two) */
+    size_t ring_bytes;      /* per ring (power of two) */
+    size_t out_arena_bytes; /* each worker's output arena (power of two); 0: 64 MiB */
+    uint64_t seed;          /* base seed for the sim backends */
+    bool mps;               /* run MPS for CUDA workers when the topology has shares < 1 */
+    uint64_t spin_ns;       /* poll a fast worker's results this long before sleeping; 0:
+                             * never poll (topology runtime.spin_us) */
+    const char *run_dir;    /* MPS pipe and log folders go under it; NULL: a fresh
+                             * $TMPDIR/loki-PID-XXXXXX, removed by loki_sup_destroy() */
 };
 
 /* Exit status of a worker the MPS server refused (client limit, server not ready): the
@@ -51,7 +52,8 @@ struct loki_sup_config {
 #define LOKI_SUP_EXIT_MPS 75
 
 /*
- * Create the supervisor on @loop. Returns 0, -ENOMEM, or the arena/eventfd error.
+ * Create the supervisor on @loop. Returns 0, -ENOMEM, -EBADF (no @cfg->config_fd), or the
+ * arena/eventfd error.
  * MPS: when @cfg->mps is set and a variant with the cuda backend is profiled at shares
  * below 1, the first CUDA worker on each GPU starts one `nvidia-cuda-mps-control -d`
  * for that GPU (own pipe and log folder under the run dir); every CUDA worker on the GPU
@@ -68,9 +70,19 @@ void loki_sup_destroy(struct loki_sup *s);
 
 /*
  * Spawn the worker for instance id @inst (any non-negative id < 4096). It gets lokid's log
- * level (--log-level, what loki_log_init() was given). Returns 0 or negative.
+ * level (--log-level, what loki_log_init() was given) and the configuration snapshot of the
+ * last loki_sup_set_config() (else @cfg->config_fd) on its descriptor 7. Returns 0 or
+ * negative: -EINVAL (a bad id), or why nothing was spawned (-EBUSY: a worker with this id
+ * still runs; -EMFILE: lokid is out of descriptors...), logged with the step that failed
+ * and counted (loki_sup_stats()).
  */
 int loki_sup_start(struct loki_sup *s, int inst, const struct loki_plan_instance *pi);
+
+/*
+ * Workers started from now on load the configuration snapshot @fd (borrowed: a duplicate is
+ * kept); running ones keep what they loaded. Returns 0 or -errno (the old one stays).
+ */
+int loki_sup_set_config(struct loki_sup *s, int fd);
 
 /* Ask worker @inst to exit once its ring is drained (detach). Returns 0 or -ENOENT. */
 int loki_sup_stop(struct loki_sup *s, int inst);
@@ -89,5 +101,14 @@ int loki_sup_pid(const struct loki_sup *s, int inst);
 
 /* Workers alive now. */
 int loki_sup_alive(const struct loki_sup *s);
+
+/* Worker starts since create, for the logs and the status report. */
+struct loki_sup_stats {
+    uint64_t started;      /* spawned (whatever became of them) */
+    uint64_t start_failed; /* loki_sup_start() calls that spawned nothing */
+    int last_start_error;  /* negative errno of the last of those; 0 before any */
+};
+
+const struct loki_sup_stats *loki_sup_stats(const struct loki_sup *s);
 
 #endif

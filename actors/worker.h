@@ -39,12 +39,15 @@ struct loki_worker_args {
 /*
  * What the supervisor and the worker process agree on besides the arguments
  * (see worker_main.c): the descriptors it finds open, the largest instance id,
- * and the exit status of a worker the MPS server refused (EX_TEMPFAIL).
+ * and the exit status of a worker the MPS server refused (EX_TEMPFAIL). The
+ * configuration comes on LOKI_WORKER_FD_CONFIG as lokid's sealed snapshot
+ * (loki_config_seal()): a worker never reads the topology file.
  */
 #define LOKI_WORKER_FD_REQ 3    /* batch ring, consumer side */
 #define LOKI_WORKER_FD_RES 4    /* result ring, producer side */
 #define LOKI_WORKER_FD_ARENA 5  /* payload arena */
 #define LOKI_WORKER_FD_NOTIFY 6 /* lokid's eventfd for results */
+#define LOKI_WORKER_FD_CONFIG 7 /* the configuration lokid validated: a sealed memfd */
 #define LOKI_WORKER_FD_OUT 8    /* its output arena: it allocates, lokid frees */
 #define LOKI_WORKER_EXIT_MPS 75
 
@@ -57,10 +60,11 @@ struct loki_worker_args {
 int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen);
 
 /*
- * The worker process's main (`lokid --worker --topology FILE --pipeline P ...
- * [--log-level L]`, spawned by the supervisor): parse the arguments, start the
- * logger at lokid's level (default info), run loki_worker_run() on descriptors
- * 3..6. Returns the process exit status: 0 detached, 1 failed, 2 bad arguments,
+ * The worker process's main (`lokid --worker --pipeline P ... [--log-level L]`,
+ * spawned by the supervisor): parse the arguments, start the logger at lokid's
+ * level (default info), load the configuration from descriptor 7 (closed once
+ * loaded), run loki_worker_run() on descriptors 3..6. Returns the process exit
+ * status: 0 detached, 1 failed, 2 bad arguments or configuration,
  * LOKI_WORKER_EXIT_MPS refused by the MPS server. The process's one thread.
  */
 int loki_worker_process_main(int argc, char **argv);

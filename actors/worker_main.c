@@ -3,8 +3,10 @@
  * The worker process's main: lokid re-execs its own binary with --worker, so a
  * deployment has one executable, and this file is that mode's whole command
  * line. It starts the logger at the level lokid passed (--log-level; lokid
- * sets it to its own), checks the instance against the topology the worker
- * loads itself, and hands descriptors 3..6 to loki_worker_run() (worker.c).
+ * sets it to its own), loads the configuration lokid validated from the sealed
+ * snapshot on descriptor 7 (never the topology file, which may have changed
+ * since), checks the instance against it, and hands descriptors 3..6 to
+ * loki_worker_run() (worker.c).
  */
 #include "worker.h"
 
@@ -61,7 +63,6 @@ int loki_worker_process_main(int argc, char **argv)
     if (getppid() == 1)
         return 1;
     bool bad_level = log_start(argc, argv) != 0;
-    const char *topo_path = NULL;
     long pipeline = -1, task = -1, variant = -1, fallback = 0, batch = 1, gpu = -1, inst = 0;
     double share = 1;
     unsigned long long seed = 1;
@@ -75,9 +76,7 @@ int loki_worker_process_main(int argc, char **argv)
             return 2;
         }
         i++;
-        if (!strcmp(k, "--topology"))
-            topo_path = v;
-        else if (!strcmp(k, "--pipeline"))
+        if (!strcmp(k, "--pipeline"))
             bad = int_arg(v, 0, LOKI_MAX_PIPELINES - 1, &pipeline);
         else if (!strcmp(k, "--task"))
             bad = int_arg(v, 0, LOKI_MAX_TASKS - 1, &task);
@@ -107,8 +106,11 @@ int loki_worker_process_main(int argc, char **argv)
     char err[8192];
     struct loki_topology *t;
     struct loki_config cfg;
-    if (!topo_path || loki_config_load(topo_path, &t, &cfg, err, sizeof(err))) {
-        loki_log(LOKI_LOG_ERROR, "worker: %s", topo_path ? err : "--topology missing");
+    int rc = loki_config_load_sealed(LOKI_WORKER_FD_CONFIG, "lokid's configuration (fd 7)", &t,
+                                     &cfg, err, sizeof(err));
+    close(LOKI_WORKER_FD_CONFIG); /* loaded: nothing reads it again */
+    if (rc) {
+        loki_log(LOKI_LOG_ERROR, "worker: %s", err);
         return 2;
     }
     if (pipeline < 0 || pipeline >= t->n_pipelines || task < 0 ||
@@ -142,7 +144,7 @@ int loki_worker_process_main(int argc, char **argv)
     loki_log(LOKI_LOG_DEBUG,
              "worker %ld (%s): pid %d, batch %ld, share %.2f, gpu %ld, spin %.0f us", inst, name,
              (int)getpid(), batch, share, gpu, cfg.runtime.spin_us);
-    int rc = loki_worker_run(&a, err, sizeof(err));
+    rc = loki_worker_run(&a, err, sizeof(err));
     if (rc)
         loki_log(LOKI_LOG_ERROR, "worker %ld (%s): %s", inst, name, err);
     else

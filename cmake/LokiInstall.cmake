@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # `cmake --install`: lokid, loki, libloki_client (shared + static) with its headers, a
 # pkg-config file (loki-client.pc, relocatable) and a CMake package (find_package(loki):
-# loki::client, loki::client_static), plus the systemd unit and example topologies under
-# share/loki/. Included at the end of the top-level CMakeLists.txt so that every target exists.
+# loki::client, loki::client_static); the backend plugin SDK (loki/backend.h and what it
+# includes, loki-backend.pc, loki::backend; headers only); the systemd unit, example
+# topologies and the example plugin's source under share/loki/. Included at the end of the
+# top-level CMakeLists.txt so that every target exists.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -20,8 +22,16 @@ foreach(t loki_client loki_client_static)
 endforeach()
 set_target_properties(loki_client PROPERTIES EXPORT_NAME client)
 set_target_properties(loki_client_static PROPERTIES EXPORT_NAME client_static)
+set(_loki_exported loki_client loki_client_static)
+if(TARGET loki_backend)
+    # the plugin SDK: its build-tree folders become the installed include/ (headers below)
+    set_target_properties(loki_backend PROPERTIES EXPORT_NAME backend)
+    target_include_directories(loki_backend INTERFACE
+                               $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+    list(APPEND _loki_exported loki_backend)
+endif()
 
-install(TARGETS loki_client loki_client_static EXPORT lokiTargets
+install(TARGETS ${_loki_exported} EXPORT lokiTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
@@ -30,6 +40,14 @@ install(FILES ${CMAKE_SOURCE_DIR}/runtime/client/loki/client.h
               ${CMAKE_SOURCE_DIR}/runtime/proto/loki/proto.h
               ${CMAKE_SOURCE_DIR}/runtime/common/loki/error.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/loki)
+# The plugin SDK: backend.h includes loki/limits.h and loki/rng.h (all inline: a plugin is
+# dlopened into a worker that exports nothing, so it must link no Loki library).
+if(TARGET loki_backend)
+    install(FILES ${CMAKE_SOURCE_DIR}/runtime/worker/loki/backend.h
+                  ${CMAKE_SOURCE_DIR}/runtime/common/loki/limits.h
+                  ${CMAKE_SOURCE_DIR}/runtime/common/loki/rng.h
+            DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/loki)
+endif()
 
 # The executables. `loki` links libloki_client.so: find it next to itself once installed.
 foreach(t lokid loki)
@@ -48,6 +66,12 @@ configure_file(${CMAKE_SOURCE_DIR}/runtime/client/loki-client.pc.in
                ${CMAKE_BINARY_DIR}/lib/pkgconfig/loki-client.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/lib/pkgconfig/loki-client.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+if(TARGET loki_backend)
+    configure_file(${CMAKE_SOURCE_DIR}/runtime/worker/loki-backend.pc.in
+                   ${CMAKE_BINARY_DIR}/lib/pkgconfig/loki-backend.pc @ONLY)
+    install(FILES ${CMAKE_BINARY_DIR}/lib/pkgconfig/loki-backend.pc
+            DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endif()
 
 # CMake package: lokiConfig.cmake (hand-written), version file, exported targets.
 set(LOKI_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/loki)
@@ -64,6 +88,9 @@ install(FILES ${CMAKE_SOURCE_DIR}/dist/systemd/lokid.service
 install(FILES ${CMAKE_SOURCE_DIR}/examples/traffic_analysis.yaml
               ${CMAKE_SOURCE_DIR}/examples/h200x8.yaml
         DESTINATION ${CMAKE_INSTALL_DATADIR}/loki/examples)
+install(FILES ${CMAKE_SOURCE_DIR}/examples/plugin/echo_backend.c
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/loki/examples/plugin)
 install(FILES ${CMAKE_SOURCE_DIR}/docs/deploy.md ${CMAKE_SOURCE_DIR}/docs/operator.md
               ${CMAKE_SOURCE_DIR}/docs/protocol.md ${CMAKE_SOURCE_DIR}/docs/topology.md
+              ${CMAKE_SOURCE_DIR}/docs/backend.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})

@@ -307,6 +307,7 @@ class Client:
     def _send(self, m, timeout):
         fut = concurrent.futures.Future()
         rid = m["id"]
+        fut.id = rid  # for cancel()
         timeout = self.default_timeout if timeout is None else timeout
         timer = None
         if timeout is not None and timeout > 0:
@@ -356,6 +357,13 @@ class Client:
             time.sleep(d)
             if not rt.still_time():  # the wait overran: what we have is the answer
                 return r
+
+    def cancel(self, rid):
+        """Ask the server to drop infer request @rid (a submit() Future's ``id``) if nothing of
+        it has been batched yet; its Future still resolves once: "cancelled", or its result."""
+        frame = encode_frame({"type": "cancel", "id": rid})
+        with self._wlock:
+            self._sock.sendall(frame)
 
     def call(self, type_, timeout=None, **fields):
         """Control request: "hello", "status", "metrics" or "ping"; returns a Reply."""

@@ -198,6 +198,31 @@ static int send_all(struct loki_client *c, struct iovec *iov, int n)
     return 0;
 }
 
+int loki_client_cancel(struct loki_client *c, uint64_t id)
+{
+    uint8_t frame[64];
+    struct loki_request rq;
+    if (!c)
+        return -EINVAL;
+    loki_request_init(&rq);
+    rq.type = LOKI_MSG_CANCEL;
+    rq.has_id = true;
+    rq.id = id;
+    ssize_t n = loki_proto_encode_request_head(frame, sizeof(frame), &rq);
+    if (n < 0)
+        return (int)n;
+    pthread_mutex_lock(&c->lock);
+    bool dead = c->dead || c->closing;
+    pthread_mutex_unlock(&c->lock);
+    if (dead)
+        return -EPIPE;
+    struct iovec iov = {frame, (size_t)n};
+    pthread_mutex_lock(&c->wlock);
+    int rc = send_all(c, &iov, 1);
+    pthread_mutex_unlock(&c->wlock);
+    return rc < 0 ? rc : 0;
+}
+
 static int submit(struct loki_client *c, struct loki_request *rq, double timeout_ms,
                   loki_client_cb cb, void *ctx, uint64_t *id_out)
 {

@@ -1209,47 +1209,12 @@ int loki_topology_load(const char *path, struct loki_topology **out, char *err, 
 int loki_config_load(const char *path, struct loki_topology **out, struct loki_config *cfg,
                      char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        if (err && errlen)
-            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
-        return -e;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            if (cap > (64u << 20)) {
-                free(buf);
-                fclose(f);
-                if (err && errlen)
-                    snprintf(err, errlen, "%s: larger than 64 MiB", path);
-                return -EFBIG;
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return -ENOMEM;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    int rerr = ferror(f);
-    fclose(f);
-    if (rerr) {
-        free(buf);
-        if (err && errlen)
-            snprintf(err, errlen, "%s: read error", path);
-        return -EIO;
-    }
-    int rc = loki_config_parse(buf, len, path, out, cfg, err, errlen);
+    char *buf;
+    size_t len;
+    int rc = loki_config_read(path, &buf, &len, NULL, err, errlen);
+    if (rc)
+        return rc;
+    rc = loki_config_parse(buf, len, path, out, cfg, err, errlen);
     free(buf);
     return rc;
 }

@@ -15,14 +15,23 @@
  * This file holds what only the daemon does: building the actors from the topology file,
  * feeding arrivals to the planner actor, the status view the reports render
  * (runtime/metrics), readiness, drain on SIGTERM (new requests get "draining" while
- * in-flight ones finish) and re-planning on SIGHUP.
+ * in-flight ones finish) and, on SIGHUP, reloading the topology and re-planning.
+ *
+ * Start-up order: descriptors (the soft limit raised to the hard one), the topology
+ * (validated, and sealed for the workers: they never read the file), the socket and the
+ * metrics port (a bad path fails before any worker), then the initial plan's workers.
+ * SIGHUP re-reads the file and takes it only if valid and limited to what may change
+ * while serving (loki_config_reload_check()).
  */
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -66,6 +75,10 @@ struct lokid {
     struct loki_http *http; /* GET /metrics; NULL without --metrics-port or once stopped */
     size_t arena_bytes;     /* the payload arena's */
     int exit_code;
+    uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
+    /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
+    struct loki_topology *reload_topo;
+    int reload_fd;
 };
 
 static double now_s(struct lokid *d)
@@ -78,6 +91,11 @@ static double now_s(struct lokid *d)
 static void fe_request(void *ctx, struct loki_frontend_conn *conn, const struct loki_request *req)
 {
     loki_router_actor_request(((struct lokid *)ctx)->ra, conn, req);
+}
+
+static void fe_cancel(void *ctx, struct loki_frontend_conn *conn, uint64_t id, uint64_t tag)
+{
+    loki_router_actor_cancel(((struct lokid *)ctx)->ra, conn, id, tag);
 }
 
 /* each arrival in the one-second window it arrived in, as the replay harness counts it */
@@ -124,6 +142,11 @@ static void status_view(struct lokid *d, struct loki_status_view *v)
                                                 .bad_requests = fs.bad_requests,
                                                 .overloaded = fs.overloaded,
                                                 .draining = fs.draining};
+    const struct loki_sup_stats *ss = loki_sup_stats(d->sup);
+    v->workers = (struct loki_status_workers){.alive = loki_sup_alive(d->sup),
+                                              .started = ss->started,
+                                              .start_failed = ss->start_failed,
+                                              .last_start_error = ss->last_start_error};
     v->instances = loki_router_instances(d->router, &v->gpus_in_use);
     v->transitioning = loki_router_is_transitioning(d->router);
     v->ready = d->ready;
@@ -198,11 +221,24 @@ static int pa_apply(void *ctx, const struct loki_plan *p, const char *why)
         loki_log(LOKI_LOG_ERROR, "applying plan failed: %s", loki_strerror(rc));
         return rc;
     }
-    loki_log(LOKI_LOG_INFO,
-             "plan applied (%s): mode %s, %d instances, %.2f GPUs, predicted accuracy %.1f, "
-             "demand %.1f qps, served fraction %.3f, solve %.1f ms",
-             why, loki_plan_mode_name(p->mode), p->n_instances, p->gpus_used, 100 * p->accuracy[0],
-             p->demand_qps[0], p->served_fraction[0], p->solve_ms);
+    /* the router follows the plan with the workers that started (the router actor retries
+     * the others): never call a plan applied when part of it is not running */
+    const struct loki_sup_stats *ss = loki_sup_stats(d->sup);
+    int failed = (int)(ss->start_failed - d->start_failed_seen);
+    d->start_failed_seen = ss->start_failed;
+    char inst[192];
+    if (failed)
+        snprintf(inst, sizeof(inst),
+                 "%d instances planned, %d of them failed to start (%s; retrying)", p->n_instances,
+                 failed, loki_strerror(ss->last_start_error));
+    else
+        snprintf(inst, sizeof(inst), "%d instances", p->n_instances);
+    loki_log(failed ? LOKI_LOG_WARN : LOKI_LOG_INFO,
+             "plan %s (%s): mode %s, %s, %.2f GPUs, predicted accuracy %.1f, demand %.1f qps, "
+             "served fraction %.3f, solve %.1f ms",
+             failed ? "partly applied" : "applied", why, loki_plan_mode_name(p->mode), inst,
+             p->gpus_used, 100 * p->accuracy[0], p->demand_qps[0], p->served_fraction[0],
+             p->solve_ms);
     return 0;
 }
 
@@ -230,9 +266,14 @@ static int pa_offload(void *ctx)
     return loki_planner_uv_offload(((struct lokid *)ctx)->pu);
 }
 
+static void reload_apply(struct lokid *d);
+
 static void on_plan_timer(uv_timer_t *t)
 {
     struct lokid *d = t->data;
+    /* a solve reads the topology on the thread pool: a reload waits until none runs */
+    if (d->reload_topo && !loki_planner_uv_is_busy(d->pu))
+        reload_apply(d);
     loki_planner_actor_tick(d->pa); /* errors are logged by pa_solved and pa_apply */
 }
 
@@ -248,19 +289,17 @@ static void check_ready(uv_timer_t *t)
     if (d->ready || loki_router_is_transitioning(d->router) || n == 0)
         return;
     loki_planner_actor_start(d->pa);
-    int rc = loki_frontend_start(d->fe);
-    if (rc) {
-        loki_log(LOKI_LOG_ERROR, "cannot listen on %s: %s", d->cfg.frontend.socket_path,
-                 loki_strerror(rc));
-        d->exit_code = 1;
-        uv_timer_stop(t);
-        uv_kill(getpid(), SIGTERM);
-        return;
-    }
     d->ready = true;
     uv_timer_stop(t);
-    loki_log(LOKI_LOG_INFO, "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
-             d->cfg.frontend.socket_path);
+    const struct loki_plan *p = loki_router_plan(d->router);
+    if (p && n < p->n_instances)
+        loki_log(LOKI_LOG_WARN,
+                 "ready: %d workers of %d planned (the others failed to start; retrying), "
+                 "%.2f GPUs, listening on %s",
+                 n, p->n_instances, gpus, d->cfg.frontend.socket_path);
+    else
+        loki_log(LOKI_LOG_INFO, "ready: %d workers, %.2f GPUs, listening on %s", n, gpus,
+                 d->cfg.frontend.socket_path);
     if (d->opt.ready_fd >= 0) {
         (void)!write(d->opt.ready_fd, "ready\n", 6);
         close(d->opt.ready_fd);
@@ -323,15 +362,111 @@ static void on_signal(uv_signal_t *s, int sig)
     loki_frontend_drain(d->fe, on_drained, d);
 }
 
-/* SIGHUP: re-estimate and solve now instead of at the next interval. */
+/*
+ * The topology file @opt names, validated, with the command line's overrides (--socket,
+ * --policy), and *@fd the sealed snapshot of the bytes validated, which is all a worker ever
+ * loads (runtime/config/snapshot.c). Returns 0 or the error, its message in @err.
+ */
+static int load_config(const struct lokid_options *opt, struct loki_topology **topo,
+                       struct loki_config *cfg, int *fd, char *err, size_t errlen)
+{
+    struct stat st;
+    int rc = loki_config_load_snapshot(opt->topology, topo, cfg, fd, &st, err, errlen);
+    if (rc)
+        return rc;
+    if (opt->socket)
+        snprintf(cfg->frontend.socket_path, sizeof(cfg->frontend.socket_path), "%s", opt->socket);
+    if (opt->policy_set)
+        (*topo)->planner.policy = opt->policy;
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+        loki_log(LOKI_LOG_WARN,
+                 "%s is writable by its %s: whoever can write it chooses what lokid's workers "
+                 "load (plugin paths) at the next reload; chmod go-w it",
+                 opt->topology, st.st_mode & S_IWOTH ? "group and others" : "group");
+    return 0;
+}
+
+/* The reload waiting in d->reload_topo takes effect (no solve may be in flight). */
+static void reload_apply(struct lokid *d)
+{
+    int rc = loki_sup_set_config(d->sup, d->reload_fd);
+    if (rc) {
+        loki_log(LOKI_LOG_ERROR, "reload of %s: %s; keeping the running configuration",
+                 d->opt.topology, loki_strerror(rc));
+    } else {
+        /* only plugin paths and per-solve planner settings differ (loki_config_reload_check):
+         * the router, the planner and the reports read those afresh where they use them */
+        memcpy(d->topo, d->reload_topo, sizeof(*d->topo));
+        loki_log(LOKI_LOG_INFO,
+                 "reloaded %s: the planner uses it from its next solve, and workers started "
+                 "from now on load it (running ones keep what they loaded)",
+                 d->opt.topology);
+    }
+    free(d->reload_topo);
+    d->reload_topo = NULL;
+    close(d->reload_fd);
+    d->reload_fd = -1;
+}
+
+/*
+ * SIGHUP: re-read and validate the topology file, take it if it changes only what may change
+ * while serving (loki_config_reload_check()), else keep the running configuration and say
+ * why; then re-estimate and solve now instead of at the next interval.
+ */
 static void on_sighup(uv_signal_t *s, int sig)
 {
     struct lokid *d = s->data;
-    loki_log(LOKI_LOG_INFO, "SIGHUP: re-planning now");
+    static char err[8192];
+    struct loki_topology *t;
+    struct loki_config c;
+    int fd;
+    loki_log(LOKI_LOG_INFO, "SIGHUP: reloading %s and re-planning now", d->opt.topology);
+    if (load_config(&d->opt, &t, &c, &fd, err, sizeof(err))) {
+        loki_log(LOKI_LOG_ERROR, "reload refused, keeping the running configuration: %s", err);
+    } else if (loki_config_reload_check(d->topo, &d->cfg, t, &c, err, sizeof(err))) {
+        loki_log(LOKI_LOG_ERROR,
+                 "reload refused, keeping the running configuration: %s: %s, which takes a "
+                 "restart",
+                 d->opt.topology, err);
+        free(t);
+        close(fd);
+    } else {
+        if (d->reload_topo) { /* an earlier one still waiting: this one replaces it */
+            free(d->reload_topo);
+            close(d->reload_fd);
+        }
+        d->reload_topo = t;
+        d->reload_fd = fd;
+        if (loki_planner_uv_is_busy(d->pu))
+            loki_log(LOKI_LOG_INFO,
+                     "reload of %s validated; it takes effect when the solve in flight ends",
+                     d->opt.topology);
+    }
     on_plan_timer(&d->plan_timer);
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
+
+/*
+ * Descriptors: one per connection and four per worker (two rings, its output arena, its
+ * exit). The
+ * soft limit is often 1024 (or a shell's `ulimit -n`) while the hard one is far higher: take
+ * the hard one before anything is sized from it (the frontend's caps) or starts a worker.
+ */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl))
+        loki_log(LOKI_LOG_WARN, "cannot raise RLIMIT_NOFILE from %llu to %llu: %s",
+                 (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+    else
+        loki_log(LOKI_LOG_DEBUG, "RLIMIT_NOFILE raised from %llu to %llu", (unsigned long long)was,
+                 (unsigned long long)rl.rlim_max);
+}
 
 int lokid_run(const struct lokid_options *opt)
 {
@@ -345,15 +480,13 @@ int lokid_run(const struct lokid_options *opt)
     d->t0_ns = loki_now_ns();
     loki_log_init(opt->quiet && opt->log_level < LOKI_LOG_WARN ? LOKI_LOG_WARN : opt->log_level);
     d->loop = uv_default_loop();
-    if ((rc = loki_config_load(opt->topology, &d->topo, &d->cfg, err, sizeof(err)))) {
+    raise_nofile();
+    int config_fd; /* the workers' sealed snapshot of what was validated here */
+    if ((rc = load_config(opt, &d->topo, &d->cfg, &config_fd, err, sizeof(err)))) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    if (opt->socket)
-        snprintf(d->cfg.frontend.socket_path, sizeof(d->cfg.frontend.socket_path), "%s",
-                 opt->socket);
-    if (opt->policy_set)
-        d->topo->planner.policy = opt->policy;
+    d->reload_fd = -1;
 
     if ((rc = loki_metrics_create(d->topo, &d->metrics))) {
         fprintf(stderr, "lokid: metrics: %s\n", loki_strerror(rc));
@@ -381,14 +514,15 @@ int lokid_run(const struct lokid_options *opt)
     }
     self[n] = 0;
     struct loki_sup_config sc = {.self_exe = self,
-                                 .topology_path = opt->topology,
+                                 .config_fd = config_fd,
                                  .arena_bytes = d->arena_bytes,
                                  .ring_bytes = loki_router_actor_ring_bytes(d->ra),
                                  .seed = opt->seed,
                                  .mps = true,
                                  .spin_ns = (uint64_t)(d->cfg.runtime.spin_us * 1e3)};
-    if ((rc =
-             loki_sup_create(d->loop, d->topo, &sc, loki_router_actor_sup_ops(), d->ra, &d->sup))) {
+    rc = loki_sup_create(d->loop, d->topo, &sc, loki_router_actor_sup_ops(), d->ra, &d->sup);
+    close(config_fd); /* the supervisor holds its own */
+    if (rc) {
         fprintf(stderr, "lokid: supervisor: %s\n", loki_strerror(rc));
         return 1;
     }
@@ -417,6 +551,7 @@ int lokid_run(const struct lokid_options *opt)
                                     .pipelines = names,
                                     .n_pipelines = d->topo->n_pipelines,
                                     .on_request = fe_request,
+                                    .on_cancel = fe_cancel,
                                     .is_ready = fe_ready,
                                     .on_metrics = fe_metrics,
                                     .on_report = fe_report,
@@ -425,6 +560,14 @@ int lokid_run(const struct lokid_options *opt)
                                     .server_name = "lokid"};
     if ((rc = loki_frontend_create(d->loop, &fo, &d->fe))) {
         fprintf(stderr, "lokid: frontend: %s\n", loki_strerror(rc));
+        return 1;
+    }
+    /* the socket and the metrics port before any worker: a bad path or a taken port fails
+     * now, with its own cause, not once every worker has loaded. Until the workers are up
+     * the socket answers, and `status` says "not ready". */
+    if ((rc = loki_frontend_start(d->fe))) {
+        fprintf(stderr, "lokid: cannot listen on %s: %s\n", d->cfg.frontend.socket_path,
+                loki_strerror(rc));
         return 1;
     }
 
@@ -493,6 +636,9 @@ int lokid_run(const struct lokid_options *opt)
     loki_metrics_destroy(d->metrics);
     uv_loop_close(d->loop);
     loki_report_fini(&d->rep);
+    free(d->reload_topo);
+    if (d->reload_fd >= 0)
+        close(d->reload_fd);
     free(d->topo);
     loki_log_query_flush();
     loki_log(LOKI_LOG_INFO, "stopped");

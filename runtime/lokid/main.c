@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "  --version              print the version and exit\n"
             "  -h, --help             print this help and exit\n"
             "logs: JSON lines on stderr; \"<N>message\" lines when stderr is the journal\n"
-            "SIGHUP re-plans now; SIGTERM/SIGINT drain and stop\n");
+            "SIGHUP re-reads the topology (validated; what cannot change while serving is\n"
+            "refused) and re-plans now; SIGTERM/SIGINT drain and stop\n");
 }
 
 int main(int argc, char **argv)

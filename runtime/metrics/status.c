@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "loki/error.h"
 #include "loki/planner.h"
 
 void loki_report_init(struct loki_report *r)
@@ -140,14 +141,21 @@ static void status_json(const struct loki_status_view *sv, struct loki_report *b
               "{\"ready\":%s,\"draining\":%s,\"uptime_s\":%.3f,\"policy\":\"%s\",\"mode\":\"%s\","
               "\"transitioning\":%s,\"plans_applied\":%llu,\"plans_kept\":%llu,"
               "\"plan_age_s\":%.3f,\"solves\":%llu,\"solve_ms\":%.3f,\"metrics_port\":%d,"
-              "\"instances\":%d,\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},"
-              "\"pipelines\":[",
+              "\"instances\":%d,\"instances_planned\":%d,\"workers\":{\"alive\":%d,"
+              "\"started\":%llu,\"start_failures\":%llu,\"last_start_error\":",
               sv->ready && !sv->draining ? "true" : "false", sv->draining ? "true" : "false",
               sv->uptime_s, loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
               sv->transitioning ? "true" : "false", (unsigned long long)sv->planner.plans_applied,
               (unsigned long long)sv->planner.plans_kept, sv->uptime_s - sv->planner.last_change_s,
               (unsigned long long)sv->planner.solves, sv->planner.last_solve_ms, sv->metrics_port,
-              n_inst, sv->topo->gpus.count, gpus, pl_->gpus_active);
+              n_inst, pl_->n_instances, sv->workers.alive, (unsigned long long)sv->workers.started,
+              (unsigned long long)sv->workers.start_failed);
+    if (sv->workers.last_start_error)
+        sb_quoted(b, loki_strerror(sv->workers.last_start_error));
+    else
+        sb_printf(b, "null");
+    sb_printf(b, "},\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},\"pipelines\":[",
+              sv->topo->gpus.count, gpus, pl_->gpus_active);
     for (int p = 0; p < sv->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;
@@ -252,8 +260,14 @@ static void status_table(const struct loki_status_view *sv, struct loki_report *
               (unsigned long long)sv->planner.plans_applied,
               sv->uptime_s - sv->planner.last_change_s, (unsigned long long)sv->planner.plans_kept,
               sv->planner.last_solve_ms);
-    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances\n", gpus, pl_->gpus_active,
-              sv->topo->gpus.count, n_inst);
+    sb_printf(b, "GPUs: %.2f in use on %d of %d; %d instances, %d planned; %d workers running",
+              gpus, pl_->gpus_active, sv->topo->gpus.count, n_inst, pl_->n_instances,
+              sv->workers.alive);
+    if (sv->workers.start_failed)
+        sb_printf(b, "; %llu worker starts failed (last: %s)",
+                  (unsigned long long)sv->workers.start_failed,
+                  loki_strerror(sv->workers.last_start_error));
+    sb_printf(b, "\n");
     for (int p = 0; p < sv->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;
@@ -513,6 +527,13 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
         double v;
     } g[] = {
         {"loki_instances", "gauge", "Worker instances live in the router.", n_inst},
+        {"loki_instances_planned", "gauge", "Instances of the plan routing now.", pl_->n_instances},
+        {"loki_workers", "gauge", "Worker processes running.", sv->workers.alive},
+        {"loki_worker_starts_total", "counter", "Worker processes spawned.",
+         (double)sv->workers.started},
+        {"loki_worker_start_failures_total", "counter",
+         "Worker starts that spawned nothing (out of descriptors...); retried with backoff.",
+         (double)sv->workers.start_failed},
         {"loki_gpus_in_use", "gauge",
          "Distinct GPUs holding live instances (starting, serving or retiring).", gpus},
         {"loki_gpus_active", "gauge", "GPUs hosting an instance of the plan.", pl_->gpus_active},

@@ -27,7 +27,8 @@ static const char *const status_names[] = {
 #undef LOKI_STATUS_NAME_
 };
 
-static const char *const type_names[] = {"error", "infer", "hello", "status", "metrics", "ping"};
+static const char *const type_names[] = {"error",   "infer", "hello", "status",
+                                         "metrics", "ping",  "cancel"};
 
 const char *loki_status_name(enum loki_status s)
 {
@@ -167,7 +168,7 @@ static bool key_is(const struct loki_wire_val *k, const char *s)
 /* Parse a "type" value into @t; -1 when unknown. */
 static int parse_type(const struct loki_wire_val *v, bool allow_error)
 {
-    for (int t = LOKI_MSG_INFER; t <= LOKI_MSG_PING; t++)
+    for (int t = LOKI_MSG_INFER; t <= LOKI_MSG_CANCEL; t++)
         if (key_is(v, type_names[t]))
             return t;
     if (allow_error && key_is(v, "error"))
@@ -342,6 +343,9 @@ int loki_proto_decode_request(const uint8_t *body, size_t len, const struct loki
             loki_wire_fail(&r, LOKI_EPROTO, "missing field 'pipeline'");
         else if (!(seen & F_PAYLOAD))
             loki_wire_fail(&r, LOKI_EPROTO, "missing field 'payload'");
+    } else if (type == LOKI_MSG_CANCEL) {
+        if (!(seen & F_ID))
+            loki_wire_fail(&r, LOKI_EPROTO, "missing field 'id' (the infer request to cancel)");
     } else if (type == LOKI_MSG_HELLO) {
         if (!(seen & F_VERSION))
             loki_wire_fail(&r, LOKI_EPROTO, "missing field 'version'");
@@ -634,7 +638,7 @@ static ssize_t encode_request(uint8_t *buf, size_t cap, const struct loki_reques
                               bool with_payload)
 {
     struct loki_wire_writer w;
-    if (req->type < LOKI_MSG_INFER || req->type > LOKI_MSG_PING)
+    if (req->type < LOKI_MSG_INFER || req->type > LOKI_MSG_CANCEL)
         return -EINVAL;
     if (cap < LOKI_PROTO_HDR)
         return -ENOBUFS;
@@ -714,7 +718,7 @@ static ssize_t encode_reply(uint8_t *buf, size_t cap, const struct loki_reply *r
                             enum loki_msg_type type, bool has_id, uint64_t id)
 {
     struct loki_wire_writer w;
-    if ((unsigned)type > LOKI_MSG_PING || (unsigned)r->status >= LOKI_STATUS_COUNT_ ||
+    if ((unsigned)type > LOKI_MSG_CANCEL || (unsigned)r->status >= LOKI_STATUS_COUNT_ ||
         r->n_outputs > LOKI_PROTO_MAX_OUTPUTS || r->n_paths > LOKI_PROTO_MAX_PATHS ||
         r->n_pipelines > LOKI_PROTO_MAX_PIPELINES || r->n_metrics > LOKI_PROTO_MAX_METRICS ||
         (r->n_nodes && !r->nodes))

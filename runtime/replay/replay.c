@@ -289,6 +289,8 @@ static void sim_complete(void *ctx, const struct loki_router_completion *c)
     case LOKI_QUERY_OVERLOADED:
         r->overloaded++;
         break;
+    case LOKI_QUERY_CANCELLED:
+        break; /* the replay never cancels */
     }
     if (c->status == LOKI_QUERY_OK || c->status == LOKI_QUERY_LATE) {
         s->acc_ok_late += c->accuracy;

@@ -101,6 +101,7 @@ static uint32_t sq_alloc(struct loki_router *r)
     q->edf.child = q->edf.sibling = NIL;
     q->inst = -1;
     q->rerouted = 0;
+    q->batched = 0;
     r->st.subs_inflight++;
     return i;
 }
@@ -161,6 +162,8 @@ static void finish_root(struct loki_router *r, uint32_t ri, enum loki_query_stat
     case LOKI_QUERY_OVERLOADED:
         ps->overloaded++;
         break;
+    case LOKI_QUERY_CANCELLED:
+        break; /* counted by loki_router_cancel() */
     }
     r->ops.complete(r->ctx, &c);
 }
@@ -470,6 +473,7 @@ void loki__router_try_dispatch(struct loki_router *r, int i)
             }
             loki__router_q_pop(r, i);
             q->variant = (uint8_t)var;
+            q->batched = 1;
             sl->items[n++] = s;
         }
         if (n == 0)
@@ -666,6 +670,34 @@ int loki_router_batch_done_data(struct loki_router *r, int i, uint64_t batch_id,
     return 0;
 }
 
+int loki_router_expire(struct loki_router *r)
+{
+    uint64_t tn = now(r);
+    int n = 0;
+    for (int i = 0; i < r->n_inst_hw; i++) {
+        struct inst *in = &r->inst[i];
+        if (in->state == I_FREE || !in->inflight)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            const struct slot *sl = &in->slot[k];
+            if (!sl->id)
+                continue;
+            uint64_t began = sl->sent > in->last_done ? sl->sent : in->last_done;
+            if (tn <= began + ms_ns(sl->lat_ms) + in->margin_ns)
+                continue; /* not overdue: its worker is making progress as profiled */
+            for (int j = 0; j < sl->n; j++) {
+                const struct sq *q = &r->sqs[sl->items[j]];
+                struct root *rt = &r->roots[q->root];
+                if (!rt->finished && tn > rt->deadline) {
+                    finish_root(r, q->root, LOKI_QUERY_DROPPED, q->task, tn);
+                    n++;
+                }
+            }
+        }
+    }
+    return n;
+}
+
 /* ---- submit --------------------------------------------------------------------------------- */
 
 static int refuse(struct loki_router *r, int p, uint64_t id, uint64_t cookie, uint64_t tn,
@@ -687,6 +719,30 @@ static int refuse(struct loki_router *r, int p, uint64_t id, uint64_t cookie, ui
 
 int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cookie,
                        uint64_t deadline_ns)
+{
+    return loki_router_submit_ex(r, p, id, cookie, deadline_ns, NULL);
+}
+
+int loki_router_cancel(struct loki_router *r, uint32_t handle, uint64_t cookie)
+{
+    uint32_t ri = handle;
+    if (ri >= r->root_hw)
+        return -ENOENT;
+    struct root *rt = &r->roots[ri];
+    if (rt->finished || rt->cookie != cookie || rt->pending == 0)
+        return -ENOENT;
+    const struct sq *q = &r->sqs[rt->first_sq];
+    /* only while its one sub-query still waits in a queue: nothing of it ran */
+    if (rt->n_sub != 1 || q->root != ri || q->batched)
+        return -EBUSY;
+    /* it leaves its queue when it reaches a batch, as a dropped root's sub-queries do */
+    r->st.pipe[rt->pipeline].cancelled++;
+    finish_root(r, ri, LOKI_QUERY_CANCELLED, q->task, now(r));
+    return 0;
+}
+
+int loki_router_submit_ex(struct loki_router *r, int p, uint64_t id, uint64_t cookie,
+                          uint64_t deadline_ns, uint32_t *handle)
 {
     if (p < 0 || p >= r->topo->n_pipelines)
         return -EINVAL;
@@ -718,6 +774,7 @@ int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cooki
     rt->stage = -1;
     rt->pending = 1;
     rt->n_sub = 1;
+    rt->first_sq = s;
     struct sq *q = &r->sqs[s];
     q->root = ri;
     q->edf.deadline = dl;
@@ -739,5 +796,7 @@ int loki_router_submit(struct loki_router *r, int p, uint64_t id, uint64_t cooki
         return refuse(r, p, id, cookie, tn, dl);
     }
     enqueue(r, s, i, true);
+    if (handle)
+        *handle = ri;
     return 0;
 }

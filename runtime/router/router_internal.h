@@ -29,7 +29,8 @@ enum inst_state {
 struct root {
     uint64_t id, cookie;
     uint64_t arrival, deadline, last_done;
-    uint32_t pending; /* sub-queries queued or in flight */
+    uint32_t pending;  /* sub-queries queued or in flight */
+    uint32_t first_sq; /* its first sub-query (the root task's) */
     uint32_t next_free;
     uint32_t n_sub, n_viol, n_leaves;
     uint8_t pipeline, finished, status;
@@ -46,7 +47,8 @@ struct sq {
     int16_t inst;
     uint32_t data; /* the caller's word (loki_router_item.data) */
     uint8_t task, variant, parent_variant, rerouted;
-    float acc; /* product of normalised accuracies of the variants that served it so far */
+    uint8_t batched; /* dispatched (a cancel can no longer take it back) */
+    float acc;       /* product of normalised accuracies of the variants that served it so far */
     uint8_t path[LOKI_MAX_TASKS];
 };
 

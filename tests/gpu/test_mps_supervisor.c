@@ -85,7 +85,8 @@ static void run_one(const char *env_out, struct ctx *x, char *pipe_dir, size_t l
     const char *tp = loki_test_write_tmp(topo_yaml, ".yaml");
     char tpath[PATH_MAX];
     snprintf(tpath, sizeof(tpath), "%s", tp);
-    int rc = loki_topology_load(tpath, &t, err, sizeof(err));
+    int cfg_fd;
+    int rc = loki_config_load_snapshot(tpath, &t, NULL, &cfg_fd, NULL, err, sizeof(err));
     if (rc)
         fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
@@ -96,7 +97,7 @@ static void run_one(const char *env_out, struct ctx *x, char *pipe_dir, size_t l
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct loki_sup_config sc = {.self_exe = self,
-                                 .topology_path = tpath,
+                                 .config_fd = cfg_fd,
                                  .arena_bytes = 1u << 20,
                                  .ring_bytes = 1u << 16,
                                  .seed = 1,
@@ -104,6 +105,7 @@ static void run_one(const char *env_out, struct ctx *x, char *pipe_dir, size_t l
     struct loki_sup_ops ops = {.ready = on_ready, .result = on_result, .exited = on_exited};
     struct loki_sup *s;
     assert_int_equal(loki_sup_create(&loop, t, &sc, &ops, x, &s), 0);
+    close(cfg_fd);
     struct loki_plan_instance pi = {
         .pipeline = 0, .task = 0, .variant = 0, .batch = 1, .share = 0.5, .gpu = 0};
     assert_int_equal(loki_sup_start(s, 0, &pi), 0);

@@ -5,7 +5,8 @@
  * SIGKILLed under load loses no accepted query and comes back, and SIGTERM
  * drains (in-flight queries are answered, lokid exits 0). A burst far over the
  * plan runs overflow batches on the fallback variant (Prometheus counters), and
- * `lokid --worker` refuses a bad --fallback with exit status 2.
+ * `lokid --worker` refuses a bad --fallback with exit status 2, and so a configuration
+ * that is not a sealed snapshot on descriptor 7 (or a --topology file to read).
  */
 #include "harness.h"
 
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -26,6 +28,8 @@
 #include <unistd.h>
 
 #include "loki/client.h"
+#include "loki/clock.h"
+#include "loki/topology.h"
 #include "prom.h"
 
 #define MAXQ 20000 /* queries one test may send */
@@ -263,6 +267,14 @@ static void test_answers_and_fanout(void **state)
     assert_non_null(strstr(res.error, "deadline_ms"));
     loki_client_result_fini(&res);
     req.deadline_ms = 0;
+    /* priority: refused by name, not accepted and ignored */
+    req.has_priority = true;
+    req.priority = 2;
+    assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
+    assert_int_equal(res.status, LOKI_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(res.error, "field 'priority': not supported"));
+    loki_client_result_fini(&res);
+    req.has_priority = false;
     /* unknown pipeline: explicit error, connection still usable */
     req.pipeline = "nope";
     assert_int_equal(loki_client_infer(s.c, &req, &res), 0);
@@ -327,6 +339,54 @@ static void test_worker_sigkill(void **state)
     assert_true(after >= before);
     loki_client_close(s.c);
     int st = stop(&r, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/*
+ * A worker that stops making progress (SIGSTOP) under load: its batches were held until the
+ * client gave up (20 s); now lokid kills it once it is well past its batch's profiled time,
+ * re-runs its batches elsewhere and restarts it, so every query is answered long before its
+ * timeout.
+ */
+static void test_worker_sigstop(void **state)
+{
+    struct run r;
+    reset();
+    start(&r, NULL);
+    static struct sender s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(loki_client_connect(r.sock, NULL, &s.c), 0);
+    s.n = 1500;
+    s.gap_ms = 1;
+    pthread_t th;
+    pthread_create(&th, NULL, send_thread, &s);
+    sleep_ms(500);
+    pid_t kids[64];
+    int k = children(r.pid, kids, 64);
+    assert_true(k >= 2);
+    pid_t stopped = kids[k - 1];
+    kill(stopped, SIGSTOP);
+    pthread_join(th, NULL);
+    wait_answers(s.n, 15000); /* the client's timeout is 20 s */
+    print_statuses("answers with a SIGSTOPped worker");
+    assert_exactly_once(s.n);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_TIMEOUT]), 0);
+    assert_int_equal(atomic_load(&by_status[LOKI_STATUS_CLOSED]), 0);
+    assert_true(atomic_load(&by_status[LOKI_STATUS_OK]) > 0);
+    /* the stopped worker was killed (a stopped process does not exit on its own) */
+    int st;
+    bool gone = false;
+    for (int t = 0; t < 100 && !gone; t++) {
+        k = children(r.pid, kids, 64);
+        gone = true;
+        for (int i = 0; i < k; i++)
+            gone &= kids[i] != stopped;
+        if (!gone)
+            sleep_ms(20);
+    }
+    assert_true(gone);
+    loki_client_close(s.c);
+    st = stop(&r, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -490,13 +550,69 @@ static void test_max_batch(void **state)
     want_outputs = 3;
 }
 
-/* Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback. */
-static int worker_exit(const char *variant, const char *fallback)
+static atomic_int cancel_status[3];
+
+static void on_cancel_reply(void *ctx, const struct loki_reply *rep)
+{
+    atomic_store(&cancel_status[(intptr_t)ctx], (int)rep->status + 1);
+}
+
+/*
+ * "cancel": of three queries sent at once to a 200 ms stage, the third still waits in the
+ * router's queue and is answered "cancelled" at once; the first is running, so its cancel
+ * changes nothing and it is answered ok; a cancel for an id not in flight is ignored. Each
+ * query gets exactly one reply.
+ */
+static void test_cancel(void **state)
+{
+    struct run r;
+    start_on(&r, "tests/lokid/slow.yaml", "1", NULL);
+    struct loki_client *c;
+    assert_int_equal(loki_client_connect(r.sock, NULL, &c), 0);
+    struct loki_client_stats st0, st;
+    loki_client_stats(c, &st0); /* the hello is one completion already */
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        atomic_store(&cancel_status[i], 0);
+        struct loki_client_req req = {.pipeline = "slow", .payload = "x", .payload_len = 1};
+        assert_int_equal(loki_client_submit(c, &req, on_cancel_reply, (void *)(intptr_t)i, &ids[i]),
+                         0);
+    }
+    sleep_ms(50); /* the first is batched by now, the third cannot be (200 ms per batch) */
+    uint64_t t0 = loki_now_ns();
+    assert_int_equal(loki_client_cancel(c, ids[2]), 0);
+    assert_int_equal(loki_client_cancel(c, ids[0]), 0);
+    assert_int_equal(loki_client_cancel(c, 987654321), 0); /* not in flight: ignored */
+    while (!atomic_load(&cancel_status[2]) && loki_now_ns() - t0 < 5000000000ull)
+        sleep_ms(1);
+    double ms = (double)(loki_now_ns() - t0) / 1e6;
+    assert_int_equal(atomic_load(&cancel_status[2]) - 1, LOKI_STATUS_CANCELLED);
+    assert_true(ms < 150); /* at once, not after the batches ahead of it */
+    for (int i = 0; i < 2; i++) {
+        while (!atomic_load(&cancel_status[i]) && loki_now_ns() - t0 < 5000000000ull)
+            sleep_ms(5);
+        assert_int_equal(atomic_load(&cancel_status[i]) - 1, LOKI_STATUS_OK);
+    }
+    sleep_ms(300); /* no second reply arrives for the cancelled one */
+    loki_client_stats(c, &st);
+    assert_int_equal(st.late_replies, 0);
+    assert_int_equal(st.completed - st0.completed, 3);
+    loki_client_close(c);
+    int stp = stop(&r, SIGTERM);
+    assert_true(WIFEXITED(stp) && WEXITSTATUS(stp) == 0);
+}
+
+enum cfg_kind { CFG_SEALED, CFG_UNSEALED, CFG_NONE, CFG_FILE_ARG };
+
+/*
+ * Exit status of `lokid --worker` on small.yaml's detect task with @variant and @fallback,
+ * given small.yaml as @how says: lokid's sealed snapshot on descriptor 7, the same bytes in a
+ * memfd that is not sealed, nothing, or only as `--topology FILE` (what workers once read).
+ */
+static int worker_exit_cfg(const char *variant, const char *fallback, enum cfg_kind how)
 {
     const char *argv[] = {loki_test_bin("bin/lokid"),
                           "--worker",
-                          "--topology",
-                          loki_test_src("tests/lokid/small.yaml"),
                           "--pipeline",
                           "0",
                           "--task",
@@ -507,7 +623,23 @@ static int worker_exit(const char *variant, const char *fallback)
                           fallback,
                           "--batch",
                           "8",
+                          how == CFG_FILE_ARG ? "--topology" : NULL,
+                          loki_test_src("tests/lokid/small.yaml"),
                           NULL};
+    char *text, err[256];
+    size_t len;
+    int cfg = -1;
+    assert_int_equal(loki_config_read(loki_test_src("tests/lokid/small.yaml"), &text, &len, NULL,
+                                      err, sizeof(err)),
+                     0);
+    if (how == CFG_SEALED) {
+        assert_int_equal(loki_config_seal(text, len, &cfg), 0);
+    } else if (how == CFG_UNSEALED) {
+        cfg = memfd_create("loki-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        assert_true(cfg >= 0);
+        assert_int_equal(write(cfg, text, len), (ssize_t)len);
+    }
+    free(text);
     struct rlimit rl;
     int max_fd =
         getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
@@ -515,15 +647,25 @@ static int worker_exit(const char *variant, const char *fallback)
     assert_true(pid >= 0);
     if (pid == 0) {
         /* no rings on fds 3..6: a worker whose arguments pass fails to attach them (exit 1) */
+        if (cfg >= 0 && dup2(cfg, 7) != 7)
+            _exit(126);
         for (int fd = 3; fd < max_fd; fd++)
-            close(fd);
+            if (fd != 7 || cfg < 0)
+                close(fd);
         execv(argv[0], (char **)argv);
         _exit(127);
     }
+    if (cfg >= 0)
+        close(cfg);
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
     return WEXITSTATUS(st);
+}
+
+static int worker_exit(const char *variant, const char *fallback)
+{
+    return worker_exit_cfg(variant, fallback, CFG_SEALED);
 }
 
 static void test_worker_bad_fallback(void **state)
@@ -539,6 +681,10 @@ static void test_worker_bad_fallback(void **state)
     assert_int_equal(worker_exit("1", "1"), 1);
     assert_int_equal(worker_exit("0", "2"), 1);
     assert_int_equal(worker_exit("1", "0"), 1);
+    /* the configuration: lokid's sealed snapshot or nothing; never a file of its own */
+    assert_int_equal(worker_exit_cfg("1", "0", CFG_UNSEALED), 2);
+    assert_int_equal(worker_exit_cfg("1", "0", CFG_NONE), 2);
+    assert_int_equal(worker_exit_cfg("1", "0", CFG_FILE_ARG), 2);
 }
 
 int main(void)
@@ -547,9 +693,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_answers_and_fanout, teardown),
         cmocka_unit_test_teardown(test_worker_sigkill, teardown),
+        cmocka_unit_test_teardown(test_worker_sigstop, teardown),
         cmocka_unit_test_teardown(test_sigterm_drains, teardown),
         cmocka_unit_test_teardown(test_fallback_burst, teardown),
         cmocka_unit_test_teardown(test_max_batch, teardown),
+        cmocka_unit_test_teardown(test_cancel, teardown),
         cmocka_unit_test(test_worker_bad_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

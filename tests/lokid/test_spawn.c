@@ -3,11 +3,15 @@
  * The supervisor's worker spawn, driven directly (no socket, no router):
  * a worker holds exactly descriptors 0..6 (/dev/null, our 1 and 2, its two
  * rings, the arena, the eventfd; besides the pidfd on lokid its rings open
- * themselves), even when the parent has an inheritable descriptor open, and starts with default
+ * themselves; the configuration snapshot on 7 is closed once loaded), even
+ * when the parent has an inheritable descriptor open, and starts with default
  * signals and an empty mask; its GPU variables are set. A stopped worker exits as expected (status
  * 0), a SIGKILLed one is reported with its signal, destroy kills the rest, and a missing executable
  * is refused with -ENOENT. A worker logs at the level of the process that spawned it: its debug
- * lines appear on the stderr it inherits when that level is debug, and not at info.
+ * lines appear on the stderr it inherits when that level is debug, and not at info. A worker
+ * loads the sealed snapshot it is given, never the topology file (edited or gone after the
+ * snapshot, the file changes nothing), and loki_sup_set_config() changes what later workers
+ * load, not running ones.
  *
  * `test_spawn bench [MB [seq]]` only times loki_sup_start (13 workers, 5
  * rounds, after touching MB MiB of heap like a busy lokid; with seq each
@@ -67,20 +71,27 @@ struct fixture {
     struct seen seen;
 };
 
-static void fixture_open(struct fixture *f, const char *exe)
+static void fixture_open_at(struct fixture *f, const char *exe, const char *topo)
 {
     char err[512];
     memset(f, 0, sizeof(*f));
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    const char *topo = loki_test_src("tests/lokid/small.yaml");
-    assert_int_equal(loki_topology_load(topo, &f->topo, err, sizeof(err)), 0);
+    int config_fd;
+    assert_int_equal(
+        loki_config_load_snapshot(topo, &f->topo, NULL, &config_fd, NULL, err, sizeof(err)), 0);
     struct loki_sup_config cfg = {.self_exe = exe,
-                                  .topology_path = topo,
+                                  .config_fd = config_fd,
                                   .arena_bytes = 1u << 20,
                                   .ring_bytes = 1u << 16,
                                   .seed = 1};
     struct loki_sup_ops ops = {.ready = on_ready, .result = on_result, .exited = on_exited};
     assert_int_equal(loki_sup_create(&f->loop, f->topo, &cfg, &ops, &f->seen, &f->sup), 0);
+    close(config_fd); /* the supervisor keeps its own */
+}
+
+static void fixture_open(struct fixture *f, const char *exe)
+{
+    fixture_open_at(f, exe, loki_test_src("tests/lokid/small.yaml"));
 }
 
 static void fixture_close(struct fixture *f)
@@ -294,6 +305,81 @@ static void test_bad_executable(void **state)
     fixture_close(&f);
 }
 
+/* small.yaml's text with det-fast (detect's variant 0) on the plugin @so. */
+static char *small_with_plugin(const char *so)
+{
+    char *text, err[256];
+    size_t len;
+    assert_int_equal(loki_config_read(loki_test_src("tests/lokid/small.yaml"), &text, &len, NULL,
+                                      err, sizeof(err)),
+                     0);
+    const char *at = strstr(text, "- name: det-fast\n");
+    assert_non_null(at);
+    at += strlen("- name: det-fast\n");
+    char *out = malloc(len + strlen(so) + 64);
+    assert_non_null(out);
+    sprintf(out, "%.*s            backend: %s\n%s", (int)(at - text), text, so, at);
+    free(text);
+    return out;
+}
+
+static void test_worker_config_snapshot(void **state)
+{
+    /* lokid's topology file, snapshot taken, then edited into garbage */
+    char *text, err[256];
+    size_t len;
+    assert_int_equal(loki_config_read(loki_test_src("tests/lokid/small.yaml"), &text, &len, NULL,
+                                      err, sizeof(err)),
+                     0);
+    char *path = strdup(loki_test_write_tmp(text, ".yaml"));
+    free(text);
+    struct fixture f;
+    fixture_open_at(&f, loki_test_bin("bin/lokid"), path);
+    FILE *o = fopen(path, "w");
+    assert_non_null(o);
+    fputs("gpus: [this is not the file lokid validated\n", o);
+    fclose(o);
+    /* worker 0 loads what was validated: ready */
+    assert_int_equal(loki_sup_start(f.sup, 0, &pi0), 0);
+    run_until(&f, &f.seen.ready[0], 1);
+
+    /* a new snapshot: det-fast on a plugin that does not exist. Later workers load it (and
+     * fail); the running one is untouched */
+    char *bad = small_with_plugin("/nonexistent/loki-test-evil.so");
+    int bad_fd, good_fd = -1;
+    assert_int_equal(loki_config_seal(bad, strlen(bad), &bad_fd), 0);
+    free(bad);
+    /* sealed: neither written nor resized, nor unsealed */
+    assert_true(write(bad_fd, "x", 1) < 0);
+    assert_int_equal(errno, EPERM);
+    assert_true(ftruncate(bad_fd, 1) < 0);
+    assert_true(fcntl(bad_fd, F_ADD_SEALS, 0) < 0);
+    assert_int_equal(loki_sup_set_config(f.sup, bad_fd), 0);
+    close(bad_fd);
+    assert_int_equal(loki_sup_start(f.sup, 1, &pi0), 0);
+    run_until(&f, &f.seen.exited[1], 1);
+    assert_int_equal(f.seen.ready[1], 0);
+    assert_int_equal(f.seen.status[1], 1); /* its backend would not load */
+    assert_int_equal(f.seen.exited[0], 0);
+
+    /* the good snapshot again: the same instance starts and serves */
+    struct loki_topology *t;
+    assert_int_equal(loki_config_load_snapshot(loki_test_src("tests/lokid/small.yaml"), &t, NULL,
+                                               &good_fd, NULL, err, sizeof(err)),
+                     0);
+    free(t);
+    assert_int_equal(loki_sup_set_config(f.sup, good_fd), 0);
+    close(good_fd);
+    assert_int_equal(loki_sup_start(f.sup, 1, &pi0), 0);
+    run_until(&f, &f.seen.ready[1], 1);
+    assert_int_equal(loki_sup_stats(f.sup)->start_failed, 0);
+    assert_int_equal(loki_sup_stats(f.sup)->started, 3);
+    fixture_close(&f);
+    while (waitpid(-1, NULL, 0) > 0) /* destroy leaves the killed ones to us */
+        ;
+    free(path);
+}
+
 /*
  * Run one worker from start to a clean stop with this process's logger at @lvl and its
  * stderr (which the worker inherits) in a file; returns what was written there (static).
@@ -395,10 +481,9 @@ int main(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "bench"))
         return bench(argc >= 3 ? atoi(argv[2]) : 0, argc >= 4 && !strcmp(argv[3], "seq"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_worker_fds_signals_env),
-        cmocka_unit_test(test_worker_exits),
-        cmocka_unit_test(test_bad_executable),
-        cmocka_unit_test(test_worker_log_level),
+        cmocka_unit_test(test_worker_fds_signals_env), cmocka_unit_test(test_worker_exits),
+        cmocka_unit_test(test_bad_executable),         cmocka_unit_test(test_worker_log_level),
+        cmocka_unit_test(test_worker_config_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,6 +70,7 @@ static int setup(void **state)
                      .bad_requests = 2,
                      .overloaded = 7,
                      .draining = 0},
+        .workers = {.alive = 4, .started = 7, .start_failed = 2, .last_start_error = -EMFILE},
         .instances = 4,
         .gpus_in_use = 2.5,
         .ready = true,
@@ -112,7 +113,9 @@ static const char json_want[] =
     "{\"ready\":true,\"draining\":false,\"uptime_s\":70.400,\"policy\":\"loki\","
     "\"mode\":\"accuracy\",\"transitioning\":false,\"plans_applied\":2,\"plans_kept\":1,"
     "\"plan_age_s\":20.400,\"solves\":3,\"solve_ms\":12.500,\"metrics_port\":9464,"
-    "\"instances\":4,\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
+    "\"instances\":4,\"instances_planned\":4,\"workers\":{\"alive\":4,\"started\":7,"
+    "\"start_failures\":2,\"last_start_error\":\"Too many open files\"},"
+    "\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
     "\"pipelines\":[{\"name\":\"tiny\",\"slo_ms\":250.000,"
     "\"demand\":{\"estimate_qps\":42.500,\"planned_qps\":180.000,\"served_fraction\":1.0000},"
     "\"accuracy\":{\"predicted\":85.000,\"predicted_subquery\":90.000,\"served\":90.000,"
@@ -147,7 +150,8 @@ static void test_json(void **state)
 static const char table_want[] =
     "lokid ready, up 70.4 s; policy loki, mode accuracy; plans applied 2 (last 20.4 s ago), "
     "kept 1; last solve 12.5 ms\n"
-    "GPUs: 2.50 in use on 3 of 8; 4 instances\n"
+    "GPUs: 2.50 in use on 3 of 8; 4 instances, 4 planned; 4 workers running; 2 worker starts "
+    "failed (last: Too many open files)\n"
     "\n"
     "pipeline tiny (SLO 250 ms)\n"
     "  demand    42.5 qps estimated, plan carries 180.0 qps, served fraction 1.000\n"
@@ -205,7 +209,7 @@ static void test_no_plan_yet(void **state)
     assert_non_null(strstr(f->r.text, "\"variants\":[],\"splits\":[{\"task\":\"det\",\"from\":\"\","
                                       "\"to\":{}}]}]}\n"));
     assert_int_equal(loki_status_table(&f->v, &f->r), 0);
-    assert_non_null(strstr(f->r.text, "GPUs: 2.50 in use on 0 of 8; 4 instances\n"));
+    assert_non_null(strstr(f->r.text, "GPUs: 2.50 in use on 0 of 8; 4 instances, 0 planned; "));
     assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
     assert_line(f->r.text,
                 "loki_variant_instances{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 0");
@@ -262,6 +266,10 @@ static void test_prometheus_counters_and_gauges(void **state)
     assert_line(t, "loki_violation_ratio{pipeline=\"tiny\"} 0.3");
     /* daemon-wide: router, planner, frontend */
     assert_line(t, "loki_instances 4");
+    assert_line(t, "loki_instances_planned 4");
+    assert_line(t, "loki_workers 4");
+    assert_line(t, "loki_worker_starts_total 7");
+    assert_line(t, "loki_worker_start_failures_total 2");
     assert_line(t, "loki_gpus_in_use 2.5");
     assert_line(t, "loki_gpus_active 3");
     assert_line(t, "loki_gpus 8");

@@ -54,6 +54,12 @@ def test_sync(sock):
         r = c.infer("nosuch", b"x")
         assert r.status == "unknown_pipeline" and r.error, r
         assert c.ping()
+        # cancel: the request still gets exactly one reply (here it is usually batched at once,
+        # so "ok"; tests/lokid/test_lokid.c test_cancel checks a queued one is "cancelled")
+        fut = c.submit("small", b"\x00frame")
+        c.cancel(fut.id)
+        r = fut.result(10)
+        assert r.status in ("ok", "cancelled"), r
         st = c.status()
         assert st.status == "ok" and st.extra["ready"] is True, st
         # several threads share one client, a few requests in flight each; every request is

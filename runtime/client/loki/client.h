@@ -98,6 +98,14 @@ int loki_client_submit(struct loki_client *c, const struct loki_client_req *req,
                        void *ctx, uint64_t *id);
 
 /*
+ * Ask the server to drop infer request @id (from loki_client_submit) if nothing of it has
+ * been batched yet. Its callback still runs exactly once: with LOKI_STATUS_CANCELLED when it
+ * was dropped, else with its result. Returns 0 (sent), -EPIPE (connection gone), or a write
+ * error. Any thread.
+ */
+int loki_client_cancel(struct loki_client *c, uint64_t id);
+
+/*
  * Send a control request (LOKI_MSG_PING, _STATUS, _METRICS or _HELLO) with @timeout_ms
  * (same meaning as loki_client_req.timeout_ms); @cb runs once with the reply. Same
  * errors and threading as loki_client_submit().

@@ -35,6 +35,14 @@ struct loki_status_frontend {
     uint64_t requests, bad_requests, overloaded, draining;
 };
 
+/* Worker processes as the supervisor counts them (struct loki_sup_stats). */
+struct loki_status_workers {
+    int alive;             /* worker processes running now */
+    uint64_t started;      /* spawned since start */
+    uint64_t start_failed; /* starts that spawned nothing (retried with backoff) */
+    int last_start_error;  /* negative errno of the last of those; 0 before any */
+};
+
 /* Everything a report shows. Pointers are borrowed for the duration of the render. */
 struct loki_status_view {
     const struct loki_topology *topo;
@@ -44,6 +52,7 @@ struct loki_status_view {
     double demand_est[LOKI_MAX_PIPELINES];  /* per pipeline, root qps (EWMA) */
     struct loki_status_planner planner;
     struct loki_status_frontend frontend;
+    struct loki_status_workers workers;
     int instances;      /* worker instances live in the router */
     double gpus_in_use; /* distinct GPUs those occupy */
     bool transitioning; /* a plan change waits for new instances */

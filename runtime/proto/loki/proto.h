@@ -35,9 +35,11 @@ enum loki_msg_type {
     LOKI_MSG_STATUS,
     LOKI_MSG_METRICS,
     LOKI_MSG_PING,
+    LOKI_MSG_CANCEL, /* drop infer request @id if it is not batched yet; no reply of its own */
 };
 
-/* Reply status. The last two are produced by the client library, never sent. */
+/* Reply status. TIMEOUT and CLOSED are produced by the client library, never sent;
+ * CANCELLED answers a query a "cancel" request dropped before it was batched. */
 #define LOKI_STATUSES(X)                                                                           \
     X(OK, "ok")                                                                                    \
     X(DROPPED, "dropped")                                                                          \
@@ -48,7 +50,8 @@ enum loki_msg_type {
     X(UNKNOWN_PIPELINE, "unknown_pipeline")                                                        \
     X(DRAINING, "draining")                                                                        \
     X(TIMEOUT, "timeout")                                                                          \
-    X(CLOSED, "closed")
+    X(CLOSED, "closed")                                                                            \
+    X(CANCELLED, "cancelled")
 
 enum loki_status {
 #define LOKI_STATUS_ENUM_(n, s) LOKI_STATUS_##n,
@@ -65,7 +68,7 @@ struct loki_bytes {
 
 /* A request (client -> server). */
 struct loki_request {
-    enum loki_msg_type type; /* INFER, HELLO, STATUS, METRICS or PING */
+    enum loki_msg_type type; /* INFER, HELLO, STATUS, METRICS, PING or CANCEL */
     bool has_id;
     uint64_t id;                /* client-chosen, unique per connection; required for INFER */
     struct loki_bytes pipeline; /* INFER: 1..LOKI_PROTO_NAME_MAX bytes */

@@ -25,6 +25,7 @@ enum loki_query_status {
     LOKI_QUERY_LATE,       /* served, but the last leaf finished after the deadline */
     LOKI_QUERY_ERROR,      /* a worker reported an error or died with no way to re-run */
     LOKI_QUERY_OVERLOADED, /* refused: admission control, no capacity or pool exhausted */
+    LOKI_QUERY_CANCELLED,  /* its client cancelled it before it was batched */
 };
 
 /* One entry of a dispatched batch (what the worker runs). */
@@ -106,6 +107,7 @@ struct loki_router_pipeline_stats {
     uint64_t arrived, ok, dropped, late, error, overloaded;
     uint64_t sub_created, sub_violations; /* per sub-query SLO accounting */
     uint64_t rerouted;
+    uint64_t cancelled;          /* roots cancelled before they were batched */
     uint64_t fallback;           /* sub-queries run on an instance's fallback variant */
     double acc_sum, acc_sub_sum; /* sums of completion.accuracy(_sub) over ok roots */
     double latency_ms_sum;       /* over ok + late roots */
@@ -178,6 +180,16 @@ int loki_router_instance_failed(struct loki_router *r, int instance);
  * delivered with LOKI_QUERY_OVERLOADED), -EINVAL for a bad pipeline
  * (no completion).
  */
+/* As loki_router_submit; when queued (0), *@handle names the root for loki_router_cancel(). */
+int loki_router_submit_ex(struct loki_router *r, int pipeline, uint64_t query_id, uint64_t cookie,
+                          uint64_t deadline_ns, uint32_t *handle);
+/*
+ * Cancel root @handle (from loki_router_submit_ex; @cookie as submitted, so a reused handle is
+ * told apart) while nothing of it has been batched: it completes now with
+ * LOKI_QUERY_CANCELLED. Returns 0, -EBUSY (a batch holds part of it already: it runs on and
+ * completes as usual) or -ENOENT (finished or unknown).
+ */
+int loki_router_cancel(struct loki_router *r, uint32_t handle, uint64_t cookie);
 int loki_router_submit(struct loki_router *r, int pipeline, uint64_t query_id, uint64_t cookie,
                        uint64_t deadline_ns);
 
@@ -190,6 +202,15 @@ int loki_router_submit(struct loki_router *r, int pipeline, uint64_t query_id, u
  */
 int loki_router_batch_done(struct loki_router *r, int instance, uint64_t batch_id,
                            const uint16_t *children, const uint8_t *failed);
+
+/*
+ * loki_router_expire - answer what a stalled worker holds by its deadline: every root with a
+ * sub-query in a batch that is overdue (past its profiled latency plus the instance's
+ * overrun margin, counted from when it could start) and whose deadline has passed completes
+ * now as LOKI_QUERY_DROPPED; the batch's result, if it ever comes, is ignored for it. Call
+ * it periodically (lokid: every 20 ms). Returns how many roots it completed.
+ */
+int loki_router_expire(struct loki_router *r);
 /*
  * loki_router_batch_done_data - as loki_router_batch_done, and @child_data (NULL: none) gives
  * each child sub-query created the caller's word, returned in its loki_router_item.data: one

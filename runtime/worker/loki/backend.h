@@ -7,8 +7,10 @@
  * writes its output and its child payloads, of any size up to the variant's
  * max_output_bytes, straight into shared memory through struct loki_backend_out. A plugin
  * exports loki_backend_v2_get() (or, built for version 1, loki_backend_v1_get(): still
- * loaded, through an adapter). All calls come from the worker's one thread. See
- * docs/backend.md.
+ * loaded, through an adapter). All calls come from the worker's one thread. Installed with
+ * loki/limits.h and loki/rng.h as the plugin SDK (pkg-config loki-backend, CMake
+ * loki::backend): all a plugin needs is here and inline, since the worker that dlopens it
+ * exports no symbols. See docs/backend.md.
  */
 #ifndef LOKI_BACKEND_H
 #define LOKI_BACKEND_H
@@ -18,11 +20,16 @@
 #include "loki/limits.h"
 #include "loki/rng.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define LOKI_BACKEND_ABI_VERSION 2
 #define LOKI_BACKEND_ABI_V1 1
 #define LOKI_BACKEND_MAX_CHILDREN LOKI_MAX_CHILDREN
 #define LOKI_BACKEND_OUTPUT_MAX LOKI_MAX_INLINE_OUTPUT /* version 1's output record */
 #define LOKI_BACKEND_MSG_MAX 96 /* bytes of a query's error message kept (with its NUL) */
+#define LOKI_BACKEND_EXPORT __attribute__((visibility("default")))
 
 /* What a backend is asked to run; valid from init() to fini(). Version 2 appends fields
  * (a version-1 plugin reads the same prefix). */
@@ -101,6 +108,11 @@ struct loki_backend_v2 {
 
 typedef const struct loki_backend_v2 *(*loki_backend_v2_get_fn)(void);
 
+/* What a plugin defines and exports: its table, static, valid for the process lifetime. Declared
+ * here so that a C++ plugin's definition has C linkage and one built with -fvisibility=hidden
+ * still exports it. */
+LOKI_BACKEND_EXPORT const struct loki_backend_v2 *loki_backend_v2_get(void);
+
 /* ---- version 1, still loaded through an adapter -------------------------------------------- */
 
 /* Version 1's per-query result: fan-out counts (each child gets an empty payload) and an
@@ -124,7 +136,10 @@ struct loki_backend_v1 {
 
 typedef const struct loki_backend_v1 *(*loki_backend_v1_get_fn)(void);
 
+LOKI_BACKEND_EXPORT const struct loki_backend_v1 *loki_backend_v1_get(void);
+
 /* ---- in the worker ------------------------------------------------------------------------- */
+/* The worker's own functions, defined in lokid: not for plugins (the worker exports nothing). */
 
 /* The built-in simulated backend: executes by profile, draws fan-out, and moves data of the
  * sizes its `args:` name (output_bytes, child_payload_bytes; default a short text output and
@@ -153,5 +168,9 @@ int loki_backend_init(const struct loki_backend_handle *h, const struct loki_bac
 int loki_backend_infer(const struct loki_backend_handle *h, void *state,
                        const struct loki_backend_query *q, int n, struct loki_backend_out *out);
 void loki_backend_fini(const struct loki_backend_handle *h, void *state);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
