@@ -35,10 +35,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define ERR LOKI_EPROTO
 
 /* Bounds the typed reads are tried with: every integer form's edges. */
-static const int64_t bounds[] = {INT64_MIN, INT32_MIN - 1ll, INT32_MIN, -32769, -32768, -129, -128,
-                                 -33,       -32,             -5,        -1,     0,      1,    5,
-                                 127,       128,             255,       256,    65535,  65536,
-                                 INT32_MAX, UINT32_MAX,      INT64_MAX};
+static const int64_t bounds[] = {INT64_MIN, INT32_MIN - 1ll,
+                                 INT32_MIN, -32769,
+                                 -32768,    -129,
+                                 -128,      -33,
+                                 -32,       -5,
+                                 -1,        0,
+                                 1,         5,
+                                 127,       128,
+                                 255,       256,
+                                 65535,     65536,
+                                 INT32_MAX, UINT32_MAX,
+                                 INT64_MAX};
 #define N_BOUNDS (sizeof(bounds) / sizeof(bounds[0]))
 
 /* ---- reading: loki_wire_read() node by node against msgpack-c's tree ------------------------ */
@@ -130,9 +138,8 @@ static void walk(struct loki_wire_reader *r, const msgpack_object *o)
 static bool msgpack_c_would_allocate_huge(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i + 4 < n; i++)
-        if ((p[i] == 0xdd || p[i] == 0xdf) &&
-            ((uint32_t)p[i + 1] << 24 | (uint32_t)p[i + 2] << 16 | (uint32_t)p[i + 3] << 8 |
-             p[i + 4]) > n)
+        if ((p[i] == 0xdd || p[i] == 0xdf) && ((uint32_t)p[i + 1] << 24 | (uint32_t)p[i + 2] << 16 |
+                                               (uint32_t)p[i + 3] << 8 | p[i + 4]) > n)
             return true;
     return false;
 }
@@ -281,8 +288,8 @@ static void check_typed(const uint8_t *p, size_t n, uint8_t op, int64_t a, int64
             b = t;
         }
         err = loki_wire_read_int(&r, a, b, &i);
-        ok = !gerr && (v.kind == LOKI_WIRE_UINT ? b >= 0 && v.u <= (uint64_t)b &&
-                                                      (a < 0 || v.u >= (uint64_t)a)
+        ok = !gerr && (v.kind == LOKI_WIRE_UINT
+                           ? b >= 0 && v.u <= (uint64_t)b && (a < 0 || v.u >= (uint64_t)a)
                        : v.kind == LOKI_WIRE_INT ? v.i >= a && v.i <= b
                                                  : false);
         CHECK(!ok || i == (v.kind == LOKI_WIRE_UINT ? (int64_t)v.u : v.i));
