@@ -59,11 +59,16 @@ static void errorf(struct ctx *c, const struct node *at, const char *key, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    size_t from = c->used + (c->used > 0); /* after the newline that separates errors */
     int n = snprintf(c->err + c->used, c->errlen - c->used, "%s%s:%d:%d: %s%s%s",
                      c->used ? "\n" : "", c->file, at ? at->line : 0, at ? at->col : 0,
                      key ? key : "", key ? ": " : "", msg);
     if (n > 0)
         c->used += (size_t)n < c->errlen - c->used ? (size_t)n : c->errlen - c->used - 1;
+    /* one error per line: a value's or key's newlines and terminal escapes show as '?' */
+    for (size_t i = from; i < c->used; i++)
+        if ((unsigned char)c->err[i] < 0x20 || c->err[i] == 0x7f)
+            c->err[i] = '?';
 }
 
 /* ---- pass 1: events to a node tree -------------------------------------------------------- */

@@ -313,6 +313,22 @@ static void test_nul_in_strings(void **state)
 }
 
 /*
+ * A value or key with a newline or a terminal escape went into its message raw, so one error
+ * read as several lines (found by fuzz_topology: corpus/topology/yaml_features.yaml's block
+ * scalar). Control characters show as '?'.
+ */
+static void test_one_error_per_line(void **state)
+{
+    expect_error("slo_ms: 100", "slo_ms: \"1\\n0\\e[2J\"",
+                 "t.yaml:6:13: slo_ms: expected a number, got '1?0?[2J'");
+    assert_null(strchr(err, '\n'));
+    expect_error("accuracy: 80", "\"acc\\nuracy\": 80",
+                 "t.yaml:12:13: acc?uracy: unknown key in variant");
+    for (const char *l = err; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        assert_int_equal(strncmp(l, "t.yaml:", 7), 0);
+}
+
+/*
  * Latencies had no upper bound: latency_ms: 1e308 loaded, and overflowed every sum over a path
  * and the sim worker's sleep in nanoseconds. Likewise a share granularity of 1e-300 "divides 1".
  * The bounds are inclusive: bench/e2e_zero.yaml's 1 ns workers still load.
@@ -581,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_no_profile),
         cmocka_unit_test(test_bad_latency),
         cmocka_unit_test(test_nul_in_strings),
+        cmocka_unit_test(test_one_error_per_line),
         cmocka_unit_test(test_value_bounds),
         cmocka_unit_test(test_batch_zero),
         cmocka_unit_test(test_slo_too_short),
