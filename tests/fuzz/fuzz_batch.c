@@ -102,6 +102,8 @@ static void check_result(const struct loki_batch_view *a, uint32_t n)
         CHECK(!x->inline_len || !memcmp(x->inline_data, y->inline_data, x->inline_len));
         CHECK(x->n_fanout == y->n_fanout);
         CHECK(!memcmp(x->fanout, y->fanout, sizeof(x->fanout[0]) * x->n_fanout));
+        CHECK(ref_same(&x->children, &y->children));
+        CHECK(x->msg_len == y->msg_len && (!x->msg_len || !memcmp(x->msg, y->msg, x->msg_len)));
     }
 }
 

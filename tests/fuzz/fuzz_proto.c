@@ -61,11 +61,16 @@ static bool list_same(const struct loki_bytes *a, const struct loki_bytes *b, ui
     return true;
 }
 
+#define NODES 256 /* result-tree nodes decoded; a reply with more is only decoded */
+
 static void check_reply(const struct loki_reply *a)
 {
     static uint8_t buf[1 << 18];
     static struct loki_reply b;
+    static struct loki_reply_node nodes[NODES];
     char err[LOKI_PROTO_ERR_MAX];
+    b.node_buf = nodes;
+    b.node_cap = NODES;
     ssize_t n = loki_proto_encode_reply(buf, sizeof(buf), a);
     CHECK(n > 0 && (size_t)n <= loki_proto_reply_size(a));
     CHECK(loki_proto_decode_reply(buf + 4, (size_t)n - 4, &b, err, sizeof(err)) == 0);
@@ -79,6 +84,13 @@ static void check_reply(const struct loki_reply *a)
         CHECK(list_same(a->outputs, b.outputs, a->n_outputs));
         CHECK(list_same(a->paths, b.paths, a->n_paths));
         CHECK(a->accuracy == b.accuracy && a->latency_ms == b.latency_ms);
+        CHECK(a->n_nodes == b.n_nodes);
+        for (uint32_t i = 0; i < a->n_nodes; i++) {
+            const struct loki_reply_node *x = &a->nodes[i], *y = &b.nodes[i];
+            CHECK(bytes_same(x->task, y->task) && bytes_same(x->variant, y->variant));
+            CHECK(x->parent == y->parent && x->status == y->status);
+            CHECK(bytes_same(x->output, y->output));
+        }
     }
     if (a->type == LOKI_MSG_HELLO || a->type == LOKI_MSG_STATUS) {
         CHECK(a->version == b.version && a->n_pipelines == b.n_pipelines);
@@ -124,9 +136,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(rc == 0 || err[0]);
         if (rc == 0)
             check_request(&req, &lim);
+        static struct loki_reply_node nodes[NODES];
+        rep.node_buf = nodes;
+        rep.node_cap = NODES;
         rc = loki_proto_decode_reply(body, blen, &rep, err, sizeof(err));
         CHECK(rc == 0 || err[0]);
-        if (rc == 0)
+        if (rc == 0 && rep.n_nodes <= NODES)
             check_reply(&rep);
         off += (size_t)n;
     }
