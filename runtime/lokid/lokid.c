@@ -51,44 +51,10 @@
 #include "loki/status.h"
 #include "loki/topology.h"
 #include "lokid.h"
+#include "lokid_internal.h"
 #include "lokid_sd.h"
 #include "router_actor.h"
 #include "supervisor.h"
-
-#define RETRY_AFTER_MS 100 /* hint in "overloaded" replies: about one admission refill */
-
-struct lokid {
-    uv_loop_t *loop;
-    struct lokid_options opt;
-    struct loki_topology *topo;
-    struct loki_config cfg; /* the topology file's deployment sections */
-    struct loki_frontend *fe;
-    struct loki_router_actor *ra;
-    struct loki_router *router; /* the router actor's */
-    struct loki_sup *sup;
-    struct loki_planner_actor *pa;
-    struct loki_planner_uv *pu; /* its solves on libuv's thread pool */
-    uv_timer_t plan_timer, drain_timer, tick_timer;
-    uv_signal_t sig_term, sig_int, sig_hup;
-    bool ready, draining, stopping;
-    uint64_t t0_ns;
-    struct loki_metrics *metrics;
-    struct loki_report rep;         /* the last rendered report, kept until the next one */
-    struct loki_http *http;         /* GET /metrics; NULL without --metrics-port or once stopped */
-    size_t arena_bytes;             /* the payload arena's */
-    struct loki_process_stats proc; /* the last sample, shown by the reports */
-    struct loki_gpu *gpu;           /* NVML; NULL without the driver */
-    int exit_code;
-    uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
-    /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
-    struct loki_topology *reload_topo;
-    int reload_fd;
-};
-
-static double now_s(struct lokid *d)
-{
-    return (double)(loki_now_ns() - d->t0_ns) / 1e9;
-}
 
 /* ---- frontend and router actor: requests in, arrivals to the planner ------------------------ */
 
@@ -116,154 +82,6 @@ static bool fe_ready(void *ctx)
 }
 
 /* ---- reports: status (table, json), Prometheus, /metrics (runtime/metrics) ---------------- */
-
-static uint64_t sup_crashes(const void *sup, int p, int t, int v)
-{
-    return loki_sup_crashes(sup, p, t, v);
-}
-
-/*
- * What the reports show, gathered from the router, the frontend, the planner actor and the
- * supervisor: the one place the reports read the planner's state (its plan, demand estimates
- * and counters). The process and NVML figures are sampled here (NVML at most once a second).
- */
-static void status_view(struct lokid *d, struct loki_status_view *v)
-{
-    const struct loki_planner_actor_stats *ps = loki_planner_actor_stats(d->pa);
-    struct loki_frontend_stats fs;
-    loki_frontend_stats(d->fe, &fs);
-    memset(v, 0, sizeof(*v));
-    v->topo = d->topo;
-    v->metrics = d->metrics;
-    v->plan = loki_planner_actor_plan(d->pa);
-    v->router = loki_router_stats(d->router);
-    for (int p = 0; p < d->topo->n_pipelines; p++)
-        v->demand_est[p] = loki_planner_actor_estimate(d->pa, p);
-    v->planner = (struct loki_status_planner){.plans_applied = ps->plans_applied,
-                                              .plans_kept = ps->plans_kept,
-                                              .solves = ps->solves,
-                                              .solve_errors = ps->solve_errors,
-                                              .solve_ms_sum = ps->solve_ms_sum,
-                                              .last_solve_ms = ps->last_solve_ms,
-                                              .last_change_s = ps->last_change_s};
-    v->frontend = (struct loki_status_frontend){.connections = fs.connections,
-                                                .inflight = fs.inflight,
-                                                .requests = fs.requests,
-                                                .bad_requests = fs.bad_requests,
-                                                .overloaded = fs.overloaded,
-                                                .draining = fs.draining};
-    const struct loki_sup_stats *ss = loki_sup_stats(d->sup);
-    v->workers = (struct loki_status_workers){.alive = loki_sup_alive(d->sup),
-                                              .started = ss->started,
-                                              .start_failed = ss->start_failed,
-                                              .last_start_error = ss->last_start_error};
-    v->instances = loki_router_instances(d->router, &v->gpus_in_use);
-    v->transitioning = loki_router_is_transitioning(d->router);
-    v->ready = d->ready;
-    v->draining = d->draining;
-    v->uptime_s = now_s(d);
-    v->metrics_port = d->http ? loki_http_port(d->http) : -1;
-    struct loki_arena *a = loki_sup_arena(d->sup);
-    loki_arena_reclaim(a); /* what workers freed counts as free */
-    v->arena_bytes = (double)d->arena_bytes;
-    v->arena_used_bytes = (double)(d->arena_bytes - loki_arena_free_bytes(a));
-    v->worker_crashes = sup_crashes;
-    v->worker_crashes_ctx = d->sup;
-    loki_process_sample(&d->proc); /* a figure it cannot read stays 0 */
-    v->process = &d->proc;
-    if (d->gpu)
-        v->n_gpus = loki_gpu_sample(d->gpu, loki_now_ns(), &v->gpus);
-}
-
-static void on_tick(uv_timer_t *tm)
-{
-    struct lokid *d = tm->data;
-    loki_metrics_tick(d->metrics, now_s(d), loki_router_stats(d->router));
-    loki_log_query_tick();
-}
-
-static int fe_metrics(void *ctx, struct loki_metric *out, int max)
-{
-    struct lokid *d = ctx;
-    struct loki_status_view v;
-    status_view(d, &v);
-    return loki_status_summary(&v, out, max);
-}
-
-/* The report goes into d->rep, kept until the next one. */
-static int fe_report(void *ctx, enum loki_msg_type type, struct loki_bytes format,
-                     struct loki_bytes *out, char *err, size_t errlen)
-{
-    struct lokid *d = ctx;
-    struct loki_status_view v;
-    status_view(d, &v);
-    int rc = loki_status_render(&v, type, format, &d->rep, err, errlen);
-    if (rc)
-        return rc;
-    out->ptr = (const uint8_t *)d->rep.text;
-    out->len = (uint32_t)d->rep.len;
-    return 0;
-}
-
-static int http_render(void *ctx, const char **body, size_t *len)
-{
-    struct lokid *d = ctx;
-    struct loki_status_view v;
-    status_view(d, &v);
-    int rc = loki_status_prometheus(&v, &d->rep);
-    *body = d->rep.text;
-    *len = d->rep.len;
-    return rc;
-}
-
-/* /healthz: the loop answers, and lokid is not shutting down. */
-static bool http_live(void *ctx)
-{
-    return !((struct lokid *)ctx)->stopping;
-}
-
-/* /readyz: serving (the initial plan's workers came up, the socket listens), not draining, a
- * plan applied and at least one worker process alive. */
-static bool http_ready(void *ctx)
-{
-    struct lokid *d = ctx;
-    return d->ready && !d->draining && !d->stopping && loki_planner_actor_plan(d->pa) &&
-           loki_sup_alive(d->sup) > 0;
-}
-
-/* The HTTP endpoint, where --metrics-port or runtime.metrics_port asks for one. Returns 0 or
- * lokid's exit status. */
-static int http_start(struct lokid *d)
-{
-    int port = d->opt.metrics_port >= 0 ? d->opt.metrics_port : d->cfg.runtime.metrics_port;
-    const char *addr =
-        d->opt.metrics_address ? d->opt.metrics_address : d->cfg.runtime.metrics_address;
-    if (port < 0)
-        return 0;
-    struct loki_http_config hc = {.address = addr,
-                                  .port = port,
-                                  .render = http_render,
-                                  .live = http_live,
-                                  .ready = http_ready,
-                                  .ctx = d};
-    int rc = loki_http_create(d->loop, &hc, &d->http);
-    if (rc) {
-        bool v6 = strchr(addr, ':') != NULL;
-        fprintf(stderr, "lokid: cannot serve metrics on %s%s%s:%d: %s\n", v6 ? "[" : "", addr,
-                v6 ? "]" : "", port, uv_strerror(rc));
-        return 1;
-    }
-    loki_log(LOKI_LOG_INFO, "metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)",
-             strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
-             loki_http_port(d->http));
-    return 0;
-}
-
-static void http_stop(struct lokid *d)
-{
-    loki_http_destroy(d->http);
-    d->http = NULL;
-}
 
 /* ---- planner actor: lokid's clock, router and thread pool ---------------------------------- */
 
@@ -325,14 +143,12 @@ static int pa_offload(void *ctx)
     return loki_planner_uv_offload(((struct lokid *)ctx)->pu);
 }
 
-static void reload_apply(struct lokid *d);
-
-static void on_plan_timer(uv_timer_t *t)
+void lokid__on_plan_timer(uv_timer_t *t)
 {
     struct lokid *d = t->data;
     /* a solve reads the topology on the thread pool: a reload waits until none runs */
     if (d->reload_topo && !loki_planner_uv_is_busy(d->pu))
-        reload_apply(d);
+        lokid__reload_apply(d);
     loki_planner_actor_tick(d->pa); /* errors are logged by pa_solved and pa_apply */
 }
 
@@ -380,7 +196,7 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&ready_timer);
     lokid_sd_watchdog_stop();
     loki_frontend_stop(d->fe);
-    http_stop(d);
+    lokid__http_stop(d);
     uv_signal_stop(&d->sig_term);
     uv_signal_stop(&d->sig_int);
     uv_signal_stop(&d->sig_hup);
@@ -421,89 +237,6 @@ static void on_signal(uv_signal_t *s, int sig)
     loki_frontend_drain(d->fe, on_drained, d);
 }
 
-/*
- * The topology file @opt names, validated, with the command line's overrides (--socket,
- * --policy), and *@fd the sealed snapshot of the bytes validated, which is all a worker ever
- * loads (runtime/config/snapshot.c). Returns 0 or the error, its message in @err.
- */
-static int load_config(const struct lokid_options *opt, struct loki_topology **topo,
-                       struct loki_config *cfg, int *fd, char *err, size_t errlen)
-{
-    struct stat st;
-    int rc = loki_config_load_snapshot(opt->topology, topo, cfg, fd, &st, err, errlen);
-    if (rc)
-        return rc;
-    if (opt->socket)
-        snprintf(cfg->frontend.socket_path, sizeof(cfg->frontend.socket_path), "%s", opt->socket);
-    if (opt->policy_set)
-        (*topo)->planner.policy = opt->policy;
-    if (st.st_mode & (S_IWGRP | S_IWOTH))
-        loki_log(LOKI_LOG_WARN,
-                 "%s is writable by its %s: whoever can write it chooses what lokid's workers "
-                 "load (plugin paths) at the next reload; chmod go-w it",
-                 opt->topology, st.st_mode & S_IWOTH ? "group and others" : "group");
-    return 0;
-}
-
-/* The reload waiting in d->reload_topo takes effect (no solve may be in flight). */
-static void reload_apply(struct lokid *d)
-{
-    int rc = loki_sup_set_config(d->sup, d->reload_fd);
-    if (rc) {
-        loki_log(LOKI_LOG_ERROR, "reload of %s: %s; keeping the running configuration",
-                 d->opt.topology, loki_strerror(rc));
-    } else {
-        /* only plugin paths and per-solve planner settings differ (loki_config_reload_check):
-         * the router, the planner and the reports read those afresh where they use them */
-        memcpy(d->topo, d->reload_topo, sizeof(*d->topo));
-        loki_log(LOKI_LOG_INFO,
-                 "reloaded %s: the planner uses it from its next solve, and workers started "
-                 "from now on load it (running ones keep what they loaded)",
-                 d->opt.topology);
-    }
-    free(d->reload_topo);
-    d->reload_topo = NULL;
-    close(d->reload_fd);
-    d->reload_fd = -1;
-}
-
-/*
- * SIGHUP: re-read and validate the topology file, take it if it changes only what may change
- * while serving (loki_config_reload_check()), else keep the running configuration and say
- * why; then re-estimate and solve now instead of at the next interval.
- */
-static void on_sighup(uv_signal_t *s, int sig)
-{
-    struct lokid *d = s->data;
-    static char err[8192];
-    struct loki_topology *t;
-    struct loki_config c;
-    int fd;
-    loki_log(LOKI_LOG_INFO, "SIGHUP: reloading %s and re-planning now", d->opt.topology);
-    if (load_config(&d->opt, &t, &c, &fd, err, sizeof(err))) {
-        loki_log(LOKI_LOG_ERROR, "reload refused, keeping the running configuration: %s", err);
-    } else if (loki_config_reload_check(d->topo, &d->cfg, t, &c, err, sizeof(err))) {
-        loki_log(LOKI_LOG_ERROR,
-                 "reload refused, keeping the running configuration: %s: %s, which takes a "
-                 "restart",
-                 d->opt.topology, err);
-        free(t);
-        close(fd);
-    } else {
-        if (d->reload_topo) { /* an earlier one still waiting: this one replaces it */
-            free(d->reload_topo);
-            close(d->reload_fd);
-        }
-        d->reload_topo = t;
-        d->reload_fd = fd;
-        if (loki_planner_uv_is_busy(d->pu))
-            loki_log(LOKI_LOG_INFO,
-                     "reload of %s validated; it takes effect when the solve in flight ends",
-                     d->opt.topology);
-    }
-    on_plan_timer(&d->plan_timer);
-}
-
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 /*
@@ -541,7 +274,7 @@ int lokid_run(const struct lokid_options *opt)
     d->loop = uv_default_loop();
     raise_nofile();
     int config_fd; /* the workers' sealed snapshot of what was validated here */
-    if ((rc = load_config(opt, &d->topo, &d->cfg, &config_fd, err, sizeof(err)))) {
+    if ((rc = lokid__load_config(opt, &d->topo, &d->cfg, &config_fd, err, sizeof(err)))) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
@@ -615,8 +348,8 @@ int lokid_run(const struct lokid_options *opt)
                                     .on_request = fe_request,
                                     .on_cancel = fe_cancel,
                                     .is_ready = fe_ready,
-                                    .on_metrics = fe_metrics,
-                                    .on_report = fe_report,
+                                    .on_metrics = lokid__fe_metrics,
+                                    .on_report = lokid__fe_report,
                                     .retry_after_ms = RETRY_AFTER_MS,
                                     .ctx = d,
                                     .server_name = "lokid"};
@@ -633,7 +366,7 @@ int lokid_run(const struct lokid_options *opt)
         return 1;
     }
 
-    if ((rc = http_start(d)))
+    if ((rc = lokid__http_start(d)))
         return rc;
 
     /* the initial plan, for the initial demand guess, solved before serving */
@@ -646,14 +379,14 @@ int lokid_run(const struct lokid_options *opt)
 
     uv_timer_init(d->loop, &d->plan_timer);
     d->plan_timer.data = d;
-    uv_timer_start(&d->plan_timer, on_plan_timer, (uint64_t)d->topo->planner.interval_ms,
+    uv_timer_start(&d->plan_timer, lokid__on_plan_timer, (uint64_t)d->topo->planner.interval_ms,
                    (uint64_t)d->topo->planner.interval_ms);
     uv_timer_init(d->loop, &d->drain_timer);
     d->drain_timer.data = d;
     uv_timer_init(d->loop, &d->tick_timer);
     d->tick_timer.data = d;
-    on_tick(&d->tick_timer); /* the zero baseline of the first minute */
-    uv_timer_start(&d->tick_timer, on_tick, 1000, 1000);
+    lokid__on_tick(&d->tick_timer); /* the zero baseline of the first minute */
+    uv_timer_start(&d->tick_timer, lokid__on_tick, 1000, 1000);
     uv_timer_init(d->loop, &ready_timer);
     ready_timer.data = d;
     uv_timer_start(&ready_timer, check_ready, 5, 5);
@@ -666,7 +399,7 @@ int lokid_run(const struct lokid_options *opt)
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_init(d->loop, &d->sig_hup);
     d->sig_hup.data = d;
-    uv_signal_start(&d->sig_hup, on_sighup, SIGHUP);
+    uv_signal_start(&d->sig_hup, lokid__on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
 
     uv_run(d->loop, UV_RUN_DEFAULT);
@@ -682,7 +415,7 @@ int lokid_run(const struct lokid_options *opt)
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
-    http_stop(d);
+    lokid__http_stop(d);
     while (uv_run(d->loop, UV_RUN_NOWAIT))
         ;
     loki_frontend_destroy(d->fe);
