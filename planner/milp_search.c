@@ -95,8 +95,7 @@ static void callback(glp_tree *tree, void *info)
     }
 }
 
-/* Set the GPU aggregates of solution vector @x from its instance counts. */
-static void fill_aggregates(const struct model *m, double *x)
+void loki__milp_fill_aggregates(const struct model *m, double *x)
 {
     if (!m->n_agg_task)
         return;
@@ -125,8 +124,10 @@ static double objective_of(glp_prob *lp, const double *x, int n_cols)
  * A warm solution vector (1-based, n_cols + 1 entries) from rq->warm, raised
  * to carry this demand; false if the warm plan is not a solution here.
  */
-static bool warm_vector(struct model *m, double *x)
+static bool warm_vector(struct model *m, glp_prob *lp, double *x)
 {
+    if (m->fl)
+        return loki__flow_warm(m, lp, x);
     const struct loki__milp_req *rq = m->rq;
     const struct loki_plan *w = rq->warm;
     const struct loki_topology *topo = rq->topo;
@@ -335,6 +336,8 @@ static bool eval_assign(const struct gsearch *gs, glp_prob *lp,
 
 static bool greedy_vector(struct model *m, glp_prob *lp, double *x)
 {
+    if (m->fl)
+        return loki__flow_greedy(m, lp, x);
     const struct loki__milp_req *rq = m->rq;
     const struct loki_topology *topo = rq->topo;
     if (rq->mode != LOKI__MILP_ACCURACY || rq->decoupled || m->n_paths == 0)
@@ -436,6 +439,8 @@ out:
 
 static int extract(struct model *m, const double *x, struct loki__milp_res *res)
 {
+    if (m->fl)
+        return loki__flow_extract(m, x, res);
     const struct loki__milp_req *rq = m->rq;
     const struct loki_topology *topo = rq->topo;
     static const double eps = 1e-9;
@@ -490,6 +495,25 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
         res->acc_root[p] = s > eps ? accr[p] / s : 0;
         res->acc_sub[p] = accs_d[p] > eps ? accs_n[p] / accs_d[p] : res->acc_root[p];
         const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
+                for (int v = 0; v < pp->tasks[t].n_variants; v++)
+                    res->load[p][t][v] += l[p][t][u][v];
+    }
+    loki__milp_splits(m, l, res);
+    free(l);
+    return 0;
+}
+
+void loki__milp_splits(const struct model *m,
+                       double (*l)[LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_VARIANTS],
+                       struct loki__milp_res *res)
+{
+    const struct loki__milp_req *rq = m->rq;
+    const struct loki_topology *topo = rq->topo;
+    static const double eps = 1e-9;
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
         for (int t = 0; t < pp->n_tasks; t++) {
             const struct loki_task *task = &pp->tasks[t];
             int par = m->parent[p][t];
@@ -497,7 +521,6 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
             double agg[LOKI_MAX_VARIANTS] = {0}, aggsum = 0;
             for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
                 for (int v = 0; v < task->n_variants; v++) {
-                    res->load[p][t][v] += l[p][t][u][v];
                     agg[v] += l[p][t][u][v];
                     aggsum += l[p][t][u][v];
                 }
@@ -539,8 +562,6 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
             }
         }
     }
-    free(l);
-    return 0;
 }
 
 /* The structure of @m's matrix (which row has which column): keys its stored basis. */
@@ -726,15 +747,15 @@ static void pick_incumbent(struct search *s)
     const struct loki__milp_req *rq = m->rq;
     glp_prob *lp = s->lp;
     int n_cols = m->n_cols;
-    bool warm = warm_vector(m, s->inc);
+    bool warm = warm_vector(m, lp, s->inc);
     if (warm)
-        fill_aggregates(m, s->inc);
+        loki__milp_fill_aggregates(m, s->inc);
     if (warm && rq->acc_floor > 0)
         warm = rows_hold(m, lp, s->inc); /* a current plan below the floor is no incumbent */
     bool warm_ok = warm;
     bool gr = greedy_vector(m, lp, s->x);
     if (gr) {
-        fill_aggregates(m, s->x);
+        loki__milp_fill_aggregates(m, s->x);
         double go = objective_of(lp, s->x, n_cols);
         if (!warm || better(rq, go, objective_of(lp, s->inc, n_cols))) {
             double *t = s->inc;
