@@ -117,8 +117,8 @@ struct flow {
     int col_e[NP][NT][NV][NV]; /* deep pipelines: edge u of the parent -> v of t in use */
     /* deep edges (below the root's children): beta x load and accuracy mass, u -> v of t */
     int col_f[NP][NT][NV][NV], col_g[NP][NT][NV][NV];
-    int col_E[NP][NT][NV];     /* deep: finish time of v */
-    double acc_mult;           /* the objective's weight on accuracy */
+    int col_E[NP][NT][NV]; /* deep: finish time of v */
+    double acc_mult;       /* the objective's weight on accuracy */
 };
 
 static double beta_of(const struct model *m)
@@ -606,10 +606,10 @@ void loki__flow_columns(struct model *m, glp_prob *lp)
     m->gran = topo->gpus.share_granularity > 0 && topo->gpus.share_granularity < 1
                   ? topo->gpus.share_granularity
                   : 1;
-    f->acc_mult = rq->mode == LOKI__MILP_ACCURACY  ? 1
-                  : rq->mode == LOKI__MILP_SERVED  ? 1e-3
-                  : rq->acc_floor > 0              ? -0.5 * m->gran /* < one granule */
-                                                   : 0;
+    f->acc_mult = rq->mode == LOKI__MILP_ACCURACY ? 1
+                  : rq->mode == LOKI__MILP_SERVED ? 1e-3
+                  : rq->acc_floor > 0             ? -0.5 * m->gran /* < one granule */
+                                                  : 0;
 
     int nc = 0;
     for (int i = 0; i < m->n_nodes; i++) {
