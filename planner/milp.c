@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The planning MILP: the model (chains, option nodes, path options) and the
- * LP that GLPK solves, built from it; milp_search.c searches it. These two
- * files are the only ones that include glpk.h (through milp.h).
+ * LP that GLPK solves, built from it; milp_search.c searches it. These files
+ * and milp_flow.c are the only ones that include glpk.h (through milp.h).
  *
- * Formulation
- * -----------
+ * Two formulations share the option nodes, the GPU rows and the search: the
+ * flow formulation (milp_flow.c), the default since it grows linearly with
+ * the options per task, and the path formulation below, one column per
+ * latency-feasible option path, kept as planner.formulation = paths, as the
+ * reference of the quality checks and for the shapes the flows do not model
+ * (use_flow()). Their optima agree (tests/planner/test_flow.c,
+ * docs/planner.md).
+ *
+ * Path formulation
+ * ----------------
  * An *option node* n = (variant v of task t, batch b, share s) carries its
  * profiled latency tau_n and throughput theta_n = b / tau_n. Every variant runs
  * at most one option (y[n] binary, sum over the variant's options <= 1), with

@@ -8,7 +8,9 @@
  * Option nodes (variant, batch, share) with y[n] binary and z[n] instances
  * are the path formulation's, as are the GPU aggregates and the GPU, memory
  * and MPS rows (shared code). A node whose latency plus the fastest possible
- * prefix and suffix of its task breaks h * SLO gets no column.
+ * prefix and suffix of its task breaks h * SLO gets no column; nor one that a
+ * k-th share of the same variant dominates (no slower, k instances no less
+ * throughput) where memory and MPS clients can never bind.
  *
  * Flows. Per task t and option node n of t, inflow columns X[u -> n]: the
  * fraction of root queries that reach n from variant u of t's parent task
@@ -19,24 +21,25 @@
  * to t'; the router's split of v's sub-queries over t' is X[v -> .] / x_v);
  * at the root sum_n x_n = sigma, the served fraction.
  *
- * Loads. The load on node n of a child t' of the root is beta D
- * sum_v m(v, t') X[v -> n], linear: the prefix of every root query at v is v
- * alone. Deeper, the sub-queries reaching a variant come through prefixes
- * with different fan-out products, so loads get columns of their own,
- * F[v -> n] (beta x qps), conserved with v's fan-out as gain:
- * sum_n' F[v -> n'] = m(v, t') sum_{n of v} load(n), and tied to the
- * fractions by the range of the prefix products, F in beta D m(v, t')
- * [Mmin, Mmax] X. F is what the router splits by, so capacity rows,
- * load(n) <= theta_n z_n, hold for the router's loads exactly.
+ * Loads and accuracy down to the root's children (depth <= 2). A root query
+ * at a child's node n came through one root variant u, so the load on n is
+ * beta D sum_u m(u, t') X[u -> n] and a leaf's path accuracy A(u, w) (the
+ * product, or the topology's path table) is a coefficient of X[u -> n]: all
+ * linear, all exact.
  *
- * Accuracy. At depth <= 2 a root query's path is an edge (u, w), its
- * accuracy a coefficient A(u, w) of X[u -> w's node] (the product, or the
- * topology's path table). Deeper, accuracy mass G[v -> n] is carried the same
- * way with v's accuracy as gain, G in a_v [Amin, Amax] X, and a leaf's
- * accuracy is a_w G. Exact when a variant's sub-queries are split alike
- * whatever their prefix; with mixing prefixes, the router's per-parent split
- * makes accuracy a product of splits that no linear model holds, and G is a
- * relaxation (an upper bound): see docs/planner.md.
+ * Deeper (depth >= 3) the sub-queries reaching a variant u come through
+ * prefixes with different fan-out and accuracy products, and the router
+ * splits them alike whatever their prefix: a product of splits that no
+ * linear model holds. Per variant pair (u -> v) the load F (beta x qps) and
+ * the accuracy mass G get columns, conserved with u's fan-out and accuracy as
+ * gains (sum_v F[u -> v] = m(u) x u's load, sum_v G[u -> v] = a_u x u's
+ * incoming mass); per pair, (F / (beta D m(u) X), G / (a_u X)), with X the
+ * pair's fraction, lies in the convex hull of the (fan-out product, accuracy
+ * product) pairs of the prefixes into u's task (one row per hull edge): what
+ * any routing of whole prefixes can give, so the capacity rows hold for the
+ * router's loads (its split is F's) and the accuracy is a bound that the
+ * router meets when prefixes do not mix. A node's own load column ties F to
+ * the option its fraction takes, within the prefixes' fan-out range.
  *
  * Latency (h * SLO on every variant path the router can take). Per edge
  * (task t -> child t') and parent variant u, with Bt = budget - fastest
@@ -55,12 +58,12 @@
  * E_root >= T_root, E_leaf <= budget, T_v = sum_n tau_n y[n]: the longest
  * path of the routing's support, which is what the router can realise.
  *
- * Size: nodes N = sum over tasks of variants x batches x shares; inflow
- * columns sum over edges of V(parent) x N(child); Hall columns and rows at
- * most V(parent) x (N(child) + N(variant)) per edge; deep pipelines add
- * F and G per inflow, V(parent) x V(child) binaries per edge and a potential
- * per variant. Linear in tasks x variants x batch sizes x shares (times the
- * parent's variant count).
+ * Size (N options per task, V variants, H hull edges): nodes sum of N; inflow
+ * columns V(parent) x N(child) per edge; Hall columns and rows at most
+ * V(parent) x (N(child) + N(variant)) per edge; deep edges add 2 V^2 pair
+ * columns, H V^2 hull rows and V^2 binaries, and a potential per variant.
+ * Linear in tasks x variants x batch sizes x shares (times the parent's
+ * variant count); no product over a chain.
  */
 #include <errno.h>
 #include <math.h>

@@ -260,8 +260,7 @@ static void lp_leaf(struct bf *b)
     /* Consecutive chains agree on how root queries spread over their shared prefix. */
     for (int k = 1; k < b->nchains; k++) {
         int lcp = 0;
-        while (lcp < b->len[k] && lcp < b->len[k - 1] &&
-               b->chains[k][lcp] == b->chains[k - 1][lcp])
+        while (lcp < b->len[k] && lcp < b->len[k - 1] && b->chains[k][lcp] == b->chains[k - 1][lcp])
             lcp++;
         for (int i = first[k]; i < first[k] + cnt[k]; i++) {
             /* one row per distinct prefix, keyed by its first path in chain k */
@@ -366,8 +365,7 @@ static void rec(struct bf *b, int id, double left)
     b->opt_b[id] = -1;
 }
 
-static bool brute(const struct loki_topology *t, double demand, int mode, double *best,
-                  long *lps)
+static bool brute(const struct loki_topology *t, double demand, int mode, double *best, long *lps)
 {
     struct bf *b = calloc(1, sizeof(*b));
     b->t = t;
@@ -406,7 +404,9 @@ static struct loki_topology *random_shape(unsigned seed, int shape, double *unit
         total += nv[k];
     }
     bool halves = seed % 3 == 0 && n_tasks < 4;
-    int gpus = n_tasks == 4 ? 4 : halves || n_tasks == 3 ? 2 + (int)!halves : 2 + (int)(prand(&s) * 2);
+    int gpus = n_tasks == 4             ? 4
+               : halves || n_tasks == 3 ? 2 + (int)!halves
+                                        : 2 + (int)(prand(&s) * 2);
     struct loki_topology *t = ptest_random(seed, n_tasks, nv, shape == 2, halves, gpus);
     struct loki_pipeline *p = &t->pipelines[0];
     if (shape == 3) {
@@ -450,8 +450,8 @@ static void test_random_enumerated(void **state)
                     milp(t, LOKI__MILP_HARDWARE, d, LOKI_FORMULATION_FLOW, EXACT, 0, a);
                     assert_true(a->feasible);
                     if (!same(gpus_of(t, a), best, 1e-9))
-                        fail_msg("%s at %.2f: flow hardware mode %.2f GPUs, enumeration %.2f",
-                                 what, d, gpus_of(t, a), best);
+                        fail_msg("%s at %.2f: flow hardware mode %.2f GPUs, enumeration %.2f", what,
+                                 d, gpus_of(t, a), best);
                 } else if (brute(t, d, BF_ACC, &best, &lps)) {
                     mode = BF_ACC;
                     milp(t, LOKI__MILP_ACCURACY, d, LOKI_FORMULATION_FLOW, EXACT, 0, a);
@@ -469,9 +469,10 @@ static void test_random_enumerated(void **state)
                         fail_msg("%s at %.2f: flow serves %.6f, enumeration %.6f", what, d,
                                  a->served[0], best);
                 }
-                agree(t, mode == BF_HW    ? LOKI__MILP_HARDWARE
-                         : mode == BF_ACC ? LOKI__MILP_ACCURACY
-                                          : LOKI__MILP_SERVED,
+                agree(t,
+                      mode == BF_HW    ? LOKI__MILP_HARDWARE
+                      : mode == BF_ACC ? LOKI__MILP_ACCURACY
+                                       : LOKI__MILP_SERVED,
                       d, what);
                 seen[shape][mode]++;
             }
