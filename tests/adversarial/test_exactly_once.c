@@ -74,10 +74,10 @@ static int teardown(void **state)
 /* ---- client-library queries: counted per index (the callback's ctx) -------------------- */
 
 static struct loki_client *lib[N_LIB];
-static atomic_int lib_next;                  /* next query index */
-static atomic_int lib_answers[MAXQ];         /* completions per query */
-static atomic_uchar lib_closed[MAXQ];        /* completed "closed" (the connection ended) */
-static atomic_uchar lib_before_term[MAXQ];   /* sent in full before lokid got SIGTERM */
+static atomic_int lib_next;                /* next query index */
+static atomic_int lib_answers[MAXQ];       /* completions per query */
+static atomic_uchar lib_closed[MAXQ];      /* completed "closed" (the connection ended) */
+static atomic_uchar lib_before_term[MAXQ]; /* sent in full before lokid got SIGTERM */
 static atomic_int lib_status[LOKI_STATUS_COUNT_];
 static atomic_int lib_refused_full, lib_refused_gone, lib_refused_other; /* at send time */
 static atomic_bool term_sent;
@@ -231,8 +231,8 @@ static bool raw_drain(int k)
         for (;;) {
             const uint8_t *body;
             uint32_t blen;
-            ssize_t f = loki_proto_frame_next(c->buf + off, c->len - off, RAW_RBUF - 4, &body,
-                                              &blen);
+            ssize_t f =
+                loki_proto_frame_next(c->buf + off, c->len - off, RAW_RBUF - 4, &body, &blen);
             if (f == 0)
                 break;
             char err[LOKI_PROTO_ERR_MAX];
@@ -246,8 +246,8 @@ static bool raw_drain(int k)
             uint64_t idx = rep.id - RAW_BASE;
             if (!rep.has_id || rep.type != LOKI_MSG_INFER || rep.id < RAW_BASE ||
                 idx >= (uint64_t)N_RAW * RAW_ROUNDS || idx % N_RAW != (uint64_t)k) {
-                fprintf(stderr, "raw connection %d: stray frame (type %d, id %llu, %s: %.*s)\n",
-                        k, (int)rep.type, (unsigned long long)rep.id, loki_status_name(rep.status),
+                fprintf(stderr, "raw connection %d: stray frame (type %d, id %llu, %s: %.*s)\n", k,
+                        (int)rep.type, (unsigned long long)rep.id, loki_status_name(rep.status),
                         (int)rep.error.len, (const char *)rep.error.ptr);
                 atomic_fetch_add(&raw_strays, 1);
                 continue;
@@ -490,8 +490,8 @@ static void test_exactly_once_under_attack(void **state)
             atomic_load(&lib_refused_other));
     print_statuses("library answers", lib_status);
     print_statuses("held connections' answers", raw_status);
-    fprintf(stderr, "reconnects: %d cycles, %d connects refused\n",
-            atomic_load(&reconnect_cycles), atomic_load(&reconnect_refused));
+    fprintf(stderr, "reconnects: %d cycles, %d connects refused\n", atomic_load(&reconnect_cycles),
+            atomic_load(&reconnect_refused));
     assert_true(all);
     for (int i = 0; i < n_lib; i++) {
         if (atomic_load(&lib_answers[i]) != 1)
