@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "loki/client.h"
 
 void adv_lokid_start(struct adv_lokid *d, const char *yaml, const char *demand,
                      const char *const *extra)
@@ -129,19 +130,25 @@ int adv_children(pid_t pid, pid_t *out, int max)
     return n;
 }
 
-long adv_rss_kb(pid_t pid)
+long adv_status_kb(pid_t pid, const char *field)
 {
     char path[64], line[256];
     long kb = -1;
+    size_t n = strlen(field);
     snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+        if (!strncmp(line, field, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1)
             break;
     fclose(f);
     return kb;
+}
+
+long adv_rss_kb(pid_t pid)
+{
+    return adv_status_kb(pid, "VmRSS");
 }
 
 double adv_now_ms(void)
@@ -294,5 +301,29 @@ double adv_frontend_metric(const char *sock, const char *name)
     for (int i = 0; i < n; i++)
         if (!strcmp(names[i], name))
             return vals[i];
+    return NAN;
+}
+
+char *adv_prom_text(const char *sock)
+{
+    struct loki_client *c;
+    char *text = NULL, err[128];
+    if (loki_client_connect(sock, NULL, &c))
+        return NULL;
+    if (loki_client_report(c, LOKI_MSG_METRICS, "prometheus", 10000, NULL, &text, err,
+                           sizeof(err))) {
+        free(text);
+        text = NULL;
+    }
+    loki_client_close(c);
+    return text;
+}
+
+double adv_prom_value(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
     return NAN;
 }

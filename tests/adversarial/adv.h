@@ -39,6 +39,8 @@ bool adv_lokid_alive(const struct adv_lokid *d);
 int adv_children(pid_t pid, pid_t *out, int max);
 /* Resident set of @pid in KiB (VmRSS), -1 when unreadable. */
 long adv_rss_kb(pid_t pid);
+/* One "Name:  N kB" line of /proc/@pid/status (VmRSS, RssAnon, RssShmem...), -1 when absent. */
+long adv_status_kb(pid_t pid, const char *field);
 
 double adv_now_ms(void);
 void adv_sleep_ms(double ms);
@@ -68,5 +70,10 @@ bool adv_at_eof(int fd, int timeout_ms);
 int adv_frontend_metrics(const char *sock, char names[][40], double *vals, int max);
 /* One of those counters, NAN when absent. */
 double adv_frontend_metric(const char *sock, const char *name);
+
+/* The Prometheus text lokid on @sock serves (the caller frees it), NULL when it did not. */
+char *adv_prom_text(const char *sock);
+/* Value of the first sample line of @text starting with @series (name and labels), or NAN. */
+double adv_prom_value(const char *text, const char *series);
 
 #endif

@@ -579,6 +579,12 @@ static void test_hostile_topologies(void **state)
     static char err[65536];
     assert_int_equal(loki_config_parse(good, strlen(good), "good.yaml", &t, &cfg, err, sizeof(err)),
                      0);
+    /* and loads as written: a1's args are the first strings of the file (they were read one
+     * string off, from the pool's empty string at offset 0: key "", value "output_bytes") */
+    const struct loki_variant *a1 = &t->pipelines[0].tasks[0].variants[0];
+    assert_int_equal(a1->n_args, 1);
+    assert_string_equal(t->strings + a1->args_off, "output_bytes");
+    assert_string_equal(t->strings + a1->args_off + strlen("output_bytes") + 1, "64");
     free(t);
     build_table();
     fprintf(stderr, "%d hostile topologies\n", n_cases);
