@@ -1192,7 +1192,7 @@ void loki_config_defaults(struct loki_config *c)
     c->frontend.mode = 0660;
     c->frontend.max_payload = 1u << 20;
     c->frontend.max_inflight = 65536;
-    c->frontend.max_result = 16u << 20;
+    c->frontend.max_result = 4u << 20;
     c->frontend.idle_timeout_s = 60;
     c->runtime.spin_us = 50;
     snprintf(c->runtime.metrics_address, sizeof(c->runtime.metrics_address), "127.0.0.1");
