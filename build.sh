@@ -40,7 +40,10 @@ bdir=${LOKI_BUILD_DIR:-$bdir}
 # Debian packages the build, tests and tour need. Installed only when missing.
 pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libmsgpack-dev
     libyaml-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
-    python3-setuptools python3-wheel redis-server)
+    python3-setuptools python3-wheel redis-server
+    # the torchscript backend (docs/vision.md): libtorch (CPU), JPEG and PNG decoding, and
+    # Debian's torch and torchvision for the scripts that make its models
+    libtorch-dev libturbojpeg0-dev libpng-dev python3-torch python3-torchvision)
 
 deps() {
     local missing=()
@@ -128,7 +131,7 @@ do_run() {
     fi
 }
 
-fmt_files() { git ls-files '*.c' '*.h' | grep -v '^tests/fuzz/corpus/'; }
+fmt_files() { git ls-files '*.c' '*.h' '*.cc' | grep -v '^tests/fuzz/corpus/'; }
 
 [ ${#actions[@]} -eq 0 ] && actions=(build)
 for a in "${actions[@]}"; do
