@@ -811,6 +811,8 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
         if (v->n > LOKI_MAX_ARGS) {
             errorf(c, v, "args", "has %d entries, at most %d", v->n, LOKI_MAX_ARGS);
         } else {
+            if (c->t->strings_used == 0)
+                c->t->strings_used = 1; /* offset 0 means "no args": never the first ones */
             var->args_off = c->t->strings_used;
             for (int k = 0; k < v->n; k++) {
                 for (int j = 0; j < k; j++)
