@@ -579,9 +579,15 @@ bool fill(State *s, int slot, const loki_backend_query *q, std::string *why)
         memcpy(dst, t.data, s->sample_bytes); /* the one copy: arena to batch */
     } else if (t.dtype == LOKI_DTYPE_UINT8 && s->in_dtype == LOKI_DTYPE_FLOAT32 && image_model) {
         /* pixels: scaled to [0, 1] and normalised, as a decoded image is */
-        const int64_t c = s->shape[0], h = s->shape[1], w = s->shape[2];
-        loki_image_view v = {t.data, LOKI_DTYPE_UINT8, (int)c, (int)h, (int)w, h * w, w, 1};
-        loki_image_resize(&v, 0, 0, (float)w, (float)h, (int)h, (int)w, &how, dst);
+        const size_t plane = (size_t)(s->shape[1] * s->shape[2]);
+        const uint8_t *from = (const uint8_t *)t.data;
+        float *to = (float *)dst;
+        for (size_t c = 0; c < (size_t)s->shape[0]; c++) {
+            float m = how.mean ? how.mean[c] : 0.f, sd = how.std ? how.std[c] : 1.f;
+            float a = 1.f / (255.f * sd), b = -m / sd;
+            for (size_t j = 0; j < plane; j++)
+                to[c * plane + j] = (float)from[c * plane + j] * a + b;
+        }
     } else if (s->in_dtype == LOKI_DTYPE_FLOAT32 || s->in_dtype == LOKI_DTYPE_FLOAT64 ||
                ((s->in_dtype == LOKI_DTYPE_INT64 || s->in_dtype == LOKI_DTYPE_INT32) &&
                 (t.dtype == LOKI_DTYPE_INT32 || t.dtype == LOKI_DTYPE_INT64 ||
