@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|fmt|fmt-check|deps]...
+# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|run-vision|fmt|fmt-check|deps]...
 #   (no action)  install missing Debian packages, configure and build into build/ (bin: build/bin)
 #   test         ctest (labels unit+integration; LOKI_TEST_LABELS overrides)
 #   bench        microbenchmarks, JSON into build/bench/
 #   run          the newcomer tour on examples/traffic_analysis.yaml
+#   run-vision   lokid serves examples/vision/vision.yaml on real (random-weight) TorchScript models
 #   fmt          clang-format -i over the tree; fmt-check fails on any difference
 # Build types: debug (default) -> build/, release -> build-release/, asan -> build-asan/,
 # tsan -> build-tsan/. LOKI_BUILD_DIR overrides the folder.
@@ -17,9 +18,9 @@ actions=()
 for a in "$@"; do
     case "$a" in
     debug | release | asan | tsan) type=$a ;;
-    test | bench | run | fmt | fmt-check | deps | build) actions+=("$a") ;;
+    test | bench | run | run-vision | fmt | fmt-check | deps | build) actions+=("$a") ;;
     -h | --help)
-        sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '3,11p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -141,6 +142,7 @@ for a in "${actions[@]}"; do
     test) build || exit; do_test ;;
     bench) build || exit; do_bench ;;
     run) build || exit; do_run ;;
+    run-vision) build || exit; LOKI_BUILD_DIR=$bdir examples/vision/run.sh ;;
     fmt) fmt_files | xargs clang-format -i ;;
     fmt-check) fmt_files | xargs clang-format --dry-run -Werror ;;
     esac

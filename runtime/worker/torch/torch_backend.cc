@@ -287,6 +287,10 @@ int parse_args(State *s, const loki_backend_config *cfg)
     }
     s->sample_bytes = s->sample_elems * loki_dtype_size(s->in_dtype);
     bool image = s->shape.size() == 3 && (s->shape[0] == 1 || s->shape[0] == 3);
+    if (image && s->shape[2] > 4096) {
+        say(s, "args.shape: %s is wider than the resizer's 4096", v);
+        return -EINVAL;
+    }
     for (const char *k : {"mean", "std"}) {
         std::vector<float> *dst = k[0] == 'm' ? &s->mean : &s->stdv;
         if (!(v = loki_backend_arg(cfg, k)))
@@ -308,7 +312,10 @@ int parse_args(State *s, const loki_backend_config *cfg)
                 say(s, "device cuda: this libtorch has no CUDA or sees no GPU");
                 return -ENODEV;
             }
-            s->device = torch::Device(torch::kCUDA, cfg->gpu >= 0 ? cfg->gpu : 0);
+            /* lokid's supervisor gives each worker CUDA_VISIBLE_DEVICES=<its GPU>: that GPU
+             * is then device 0; without it (a worker started by hand) cfg->gpu counts */
+            int idx = getenv("CUDA_VISIBLE_DEVICES") || cfg->gpu < 0 ? 0 : cfg->gpu;
+            s->device = torch::Device(torch::kCUDA, (c10::DeviceIndex)idx);
         } else if (d != "cpu") {
             say(s, "args.device '%s': cpu or cuda", v);
             return -EINVAL;

@@ -481,11 +481,23 @@ int loki_image_decode(struct loki_image_decoder *d, const void *p, size_t len, i
     return fail(err, errlen, "not a JPEG or PNG image");
 }
 
-static inline float at(const struct loki_image_view *s, int c, int y, int x)
+/* One source row pair's taps, per output column: computed once per resize, not per pixel. */
+#define MAX_DW 4096
+
+static void write_px(const struct loki_resize_out *how, void *dst, size_t i, int c, float v,
+                     float in_scale)
 {
-    ptrdiff_t o = c * s->sc + y * s->sy + x * s->sx;
-    return s->dtype == LOKI_DTYPE_UINT8 ? (float)((const uint8_t *)s->data)[o]
-                                        : ((const float *)s->data)[o];
+    if (how->dtype == LOKI_DTYPE_UINT8) {
+        v = fmaxf(0.f, fminf(255.f, v + 0.5f));
+        ((uint8_t *)dst)[i] = (uint8_t)v;
+    } else {
+        v *= in_scale;
+        if (how->mean)
+            v -= how->mean[c];
+        if (how->std)
+            v /= how->std[c];
+        ((float *)dst)[i] = v;
+    }
 }
 
 void loki_image_resize(const struct loki_image_view *src, float x0, float y0, float x1, float y1,
@@ -500,33 +512,44 @@ void loki_image_resize(const struct loki_image_view *src, float x0, float y0, fl
     const float in_scale =
         src->dtype == LOKI_DTYPE_UINT8 && how->dtype == LOKI_DTYPE_FLOAT32 ? 1.f / 255.f : 1.f;
     const size_t plane = (size_t)dh * (size_t)dw;
+    ptrdiff_t xo0[MAX_DW], xo1[MAX_DW]; /* element offsets of the two columns */
+    float wxs[MAX_DW];
+    if (dw > MAX_DW)
+        dw = MAX_DW; /* callers limit crops to 4096 wide */
+    for (int ox = 0; ox < dw; ox++) {
+        float sx = x0 + ((float)ox + 0.5f) * fx - 0.5f;
+        sx = fmaxf(0.f, fminf(sx, (float)src->w - 1.f));
+        int ix = (int)sx;
+        xo0[ox] = ix * src->sx;
+        xo1[ox] = (ix + 1 < src->w ? ix + 1 : ix) * src->sx;
+        wxs[ox] = sx - (float)ix;
+    }
     for (int oy = 0; oy < dh; oy++) {
         float sy = y0 + ((float)oy + 0.5f) * fy - 0.5f;
         sy = fmaxf(0.f, fminf(sy, (float)src->h - 1.f));
         int iy = (int)sy;
-        int iy1 = iy + 1 < src->h ? iy + 1 : iy;
+        ptrdiff_t r0 = iy * src->sy, r1 = (iy + 1 < src->h ? iy + 1 : iy) * src->sy;
         float wy = sy - (float)iy;
-        for (int ox = 0; ox < dw; ox++) {
-            float sx = x0 + ((float)ox + 0.5f) * fx - 0.5f;
-            sx = fmaxf(0.f, fminf(sx, (float)src->w - 1.f));
-            int ix = (int)sx;
-            int ix1 = ix + 1 < src->w ? ix + 1 : ix;
-            float wx = sx - (float)ix;
-            size_t o = (size_t)oy * (size_t)dw + (size_t)ox;
-            for (int c = 0; c < src->c; c++) {
-                float top = at(src, c, iy, ix) * (1.f - wx) + at(src, c, iy, ix1) * wx;
-                float bot = at(src, c, iy1, ix) * (1.f - wx) + at(src, c, iy1, ix1) * wx;
-                float v = top * (1.f - wy) + bot * wy;
-                if (how->dtype == LOKI_DTYPE_UINT8) {
-                    v = fmaxf(0.f, fminf(255.f, v + 0.5f));
-                    ((uint8_t *)dst)[(size_t)c * plane + o] = (uint8_t)v;
-                } else {
-                    v *= in_scale;
-                    if (how->mean)
-                        v -= how->mean[c];
-                    if (how->std)
-                        v /= how->std[c];
-                    ((float *)dst)[(size_t)c * plane + o] = v;
+        for (int c = 0; c < src->c; c++) {
+            size_t o = (size_t)c * plane + (size_t)oy * (size_t)dw;
+            ptrdiff_t co = c * src->sc;
+            if (src->dtype == LOKI_DTYPE_UINT8) {
+                const uint8_t *a = (const uint8_t *)src->data + co + r0;
+                const uint8_t *b = (const uint8_t *)src->data + co + r1;
+                for (int ox = 0; ox < dw; ox++) {
+                    float wx = wxs[ox];
+                    float top = (float)a[xo0[ox]] + ((float)a[xo1[ox]] - (float)a[xo0[ox]]) * wx;
+                    float bot = (float)b[xo0[ox]] + ((float)b[xo1[ox]] - (float)b[xo0[ox]]) * wx;
+                    write_px(how, dst, o + (size_t)ox, c, top + (bot - top) * wy, in_scale);
+                }
+            } else {
+                const float *a = (const float *)src->data + co + r0;
+                const float *b = (const float *)src->data + co + r1;
+                for (int ox = 0; ox < dw; ox++) {
+                    float wx = wxs[ox];
+                    float top = a[xo0[ox]] + (a[xo1[ox]] - a[xo0[ox]]) * wx;
+                    float bot = b[xo0[ox]] + (b[xo1[ox]] - b[xo0[ox]]) * wx;
+                    write_px(how, dst, o + (size_t)ox, c, top + (bot - top) * wy, in_scale);
                 }
             }
         }
