@@ -7,7 +7,8 @@
  * detector with raw outputs (decoded and NMS'd in the plugin) gives the same tree; in a burst
  * of tensors, the one of the wrong shape fails alone with a message that says so. A variant
  * whose model file is missing or corrupt refuses to start with a log line naming the file;
- * lokid serves the other pipeline and answers every query it accepted exactly once.
+ * lokid serves the other pipeline and answers every query it accepted exactly once. `loki load
+ * --payload-dir` sends pictures from a folder and prints the result trees.
  */
 #include "torch_test.h"
 
@@ -17,6 +18,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -194,6 +196,15 @@ static const char *log_text(void)
 static bool bytes_is(struct loki_bytes b, const char *s)
 {
     return b.len == strlen(s) && !memcmp(b.ptr, s, b.len);
+}
+
+/* Lines of @text that start with @prefix. */
+static int count_lines(const char *text, const char *prefix)
+{
+    int n = 0;
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        n += !strncmp(l, prefix, strlen(prefix));
+    return n;
 }
 
 /* The boxes of a detector's JSON output. */
@@ -438,6 +449,56 @@ static void test_bad_models_refuse_to_start(void **state)
     stop();
 }
 
+/* `loki load --payload-dir DIR --show N`: the pictures of DIR go out as payloads, and the
+ * result trees come back printed, node under parent. */
+static void test_load_payload_dir(void **state)
+{
+    (void)state;
+    start(topology_good(), true);
+    char dir[512], path[600], trace[512];
+    snprintf(dir, sizeof(dir), "%s", loki_test_tmp_path("pictures"));
+    mkdir(dir, 0700);
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        uint8_t *img = encode_picture(k == 1, &len);
+        snprintf(path, sizeof(path), "%s/%d.%s", dir, k, k ? "jpg" : "png");
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(img, 1, len, f), len);
+        fclose(f);
+        free(img);
+    }
+    snprintf(trace, sizeof(trace), "%s",
+             loki_test_write_tmp("second,requests\n0,5\n1,5\n", ".csv"));
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "'%s' load --socket '%s' --pipeline vision --trace '%s' --payload-dir '%s' --show 2 "
+             "--timeout-ms 60000",
+             loki_test_bin("bin/loki"), sock, trace, dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    static char out[65536];
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    fprintf(stderr, "%s", out);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(count_lines(out, "  detect/det0 ok: {\"image\":[128,96],\"boxes\":[{\"box\":"),
+                     2);
+    assert_int_equal(count_lines(out, "    colour/mean0 ok: <"), 2 * N_RED);
+    assert_int_equal(count_lines(out, "    kind/lin0 ok: {\"box\":["), 2 * N_RED);
+    /* every query sent was answered ok (the summary's counts) */
+    unsigned sent = 0, ok = 0;
+    const char *l = strstr(out, "\n  sent");
+    assert_non_null(l);
+    assert_int_equal(sscanf(l, "\n  sent %u", &sent), 1);
+    assert_non_null((l = strstr(out, "\n    ok")));
+    assert_int_equal(sscanf(l, "\n    ok %u", &ok), 1);
+    assert_true(sent >= 2);
+    assert_int_equal(ok, sent);
+    stop();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -446,6 +507,7 @@ int main(void)
         cmocka_unit_test_teardown(test_crops_down_the_tree, teardown),
         cmocka_unit_test_teardown(test_wrong_shape_fails_alone, teardown),
         cmocka_unit_test_teardown(test_bad_models_refuse_to_start, teardown),
+        cmocka_unit_test_teardown(test_load_payload_dir, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
