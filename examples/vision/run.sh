@@ -2,14 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 # ./build.sh run-vision: lokid serves examples/vision/vision.yaml (a detector feeding a vehicle
 # and a person classifier, two variants each, on the torchscript backend, this CPU) and
-# `loki load --payload-dir` sends it the example JPEGs for SECONDS (default 30) at RATE
-# queries/s (default 1), printing the result tree of the first 3 replies and the summary.
+# `loki load --payload-dir` sends it the example JPEGs for SECONDS_TO_RUN (default 30) at
+# RATE queries/s (default 0.5), printing the result tree of the first 3 replies and the summary.
 # Models (random weights: examples/vision/README.md) are made once into BUILD/vision/models.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 b=${LOKI_BUILD_DIR:-build}
 secs=${SECONDS_TO_RUN:-30}
-rate=${RATE:-1}
+rate=${RATE:-0.5}
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 if [ ! -f "$b/lib/loki_torch_backend.so" ]; then

@@ -221,6 +221,7 @@ static void test_tensor_format(void **state)
     assert_int_equal(t.shape[0], 2);
     assert_int_equal(t.shape[1], 3);
     assert_ptr_equal(t.data, buf + hl); /* in place */
+    assert_int_equal(hl % 16, 0);       /* data aligned as the header is */
     assert_true(t.has_box && t.box[2] == 3.5f);
     /* truncated data, or a shape that does not match it: refused */
     assert_int_equal(loki_tensor_parse(buf, hl + 23, &t, err, sizeof(err)), -EINVAL);
@@ -437,10 +438,31 @@ static void test_raw_output(void **state)
     assert_int_equal(t.dtype, LOKI_DTYPE_FLOAT32);
     assert_int_equal(t.ndim, 1);
     assert_int_equal(t.shape[0], 3);
-    const float *m = t.data;
+    assert_int_equal((uintptr_t)t.data % 16, (uintptr_t)s->output[0].p % 16); /* padded */
+    float m[3];
+    memcpy(m, t.data, sizeof(m));
     assert_float_equal(m[0], 100.f / 255.f, 1e-5);
     assert_float_equal(m[2], 200.f / 255.f, 1e-5);
     sink_free(s);
+    /* float64 data at an odd address (another encoder's): converted all the same */
+    int64_t shape[3] = {3, 8, 8};
+    size_t hl = loki_tensor_header_len(LOKI_DTYPE_FLOAT64, 3, false);
+    uint8_t *odd = malloc(1 + hl + 192 * 8);
+    loki_tensor_write_header(odd + 1, LOKI_DTYPE_FLOAT64, 3, shape, 192 * 8, NULL);
+    for (int k = 0; k < 192; k++) {
+        double v = k < 64 ? 0.25 : 0.5;
+        memcpy(odd + 1 + hl + 8 * k, &v, 8);
+    }
+    q = (struct loki_backend_query){2, odd + 1, (uint32_t)(hl + 192 * 8)};
+    s = sink_new(1 << 20);
+    assert_int_equal(be->infer(st, &q, 1, &s->out), 0);
+    assert_false(s->failed[0]);
+    assert_int_equal(loki_tensor_parse(s->output[0].p, s->output[0].len, &t, err, 128), 0);
+    memcpy(m, t.data, sizeof(m));
+    assert_float_equal(m[0], 0.25f, 1e-6);
+    assert_float_equal(m[1], 0.5f, 1e-6);
+    sink_free(s);
+    free(odd);
     be->fini(st);
     free(good);
 }

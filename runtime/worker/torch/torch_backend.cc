@@ -75,6 +75,7 @@ struct State {
     std::vector<loki_image_decoder *> decoders; /* per batch slot, made at first use */
     std::vector<int> slots;                     /* query -> batch slot, -1: failed */
     std::vector<Source> src;                    /* per slot */
+    std::vector<std::vector<uint8_t>> aligned;  /* per slot: unaligned tensor data, copied */
     std::vector<loki_det> dets;
     std::vector<char> text;
 
@@ -493,6 +494,7 @@ int torch_init_impl(const loki_backend_config *cfg, void **state)
     s->decoders.assign((size_t)s->max_batch, nullptr);
     s->slots.assign((size_t)s->max_batch, -1);
     s->src.resize((size_t)s->max_batch);
+    s->aligned.resize((size_t)s->max_batch);
     /* warm up at batch 1 and at the largest batch: shape errors show here, not per query, and
      * the executor's profiling runs are done before the first real batch */
     long warm = 2;
@@ -570,6 +572,16 @@ bool fill(State *s, int slot, const loki_backend_query *q, std::string *why)
     if (loki_tensor_parse(q->payload, q->payload_len, &t, err, sizeof(err))) {
         *why = q->payload_len ? err : "an empty payload (a tensor or an image expected)";
         return false;
+    }
+    /* typed reads of data another encoder left unaligned go through an aligned copy */
+    size_t esz = loki_dtype_size(t.dtype);
+    if ((uintptr_t)t.data % esz) {
+        std::vector<uint8_t> &a = s->aligned[(size_t)slot];
+        if (a.size() < t.data_len + 16)
+            a.resize(t.data_len + 16);
+        uint8_t *base = a.data() + (16 - (uintptr_t)a.data() % 16) % 16;
+        memcpy(base, t.data, t.data_len);
+        t.data = base;
     }
     /* [shape] or [1, shape] */
     int off = t.ndim == (int)s->shape.size() + 1 && t.shape[0] == 1 ? 1 : 0;

@@ -134,7 +134,7 @@ struct Loop {
     const char *pipeline;
     const std::vector<uint8_t> *payload;
     double until;
-    std::atomic<int> inflight{0}, errors{0};
+    std::atomic<int> inflight{0}, errors{0}, overloaded{0};
     std::atomic<long> done{0};
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     std::vector<double> lat;
@@ -155,15 +155,20 @@ void on_reply(void *ctx, const loki_reply *r)
     double ms = now_ms() - q->t0;
     delete q;
     pthread_mutex_lock(&l->mu);
+    bool overloaded = r->status == LOKI_STATUS_OVERLOADED;
     if (r->status == LOKI_STATUS_OK) {
         l->lat.push_back(ms);
         l->done++;
+    } else if (overloaded) {
+        l->overloaded++;
     } else {
         l->errors++;
         l->last_error = std::string(loki_status_name(r->status)) + ": " +
                         std::string((const char *)r->error.ptr, r->error.len);
     }
     pthread_mutex_unlock(&l->mu);
+    if (overloaded) /* lokid's admission control: back off as its retry_after_ms says */
+        usleep((useconds_t)(r->has_retry_after ? r->retry_after_ms * 1e3 : 10000));
     if (now_ms() < l->until)
         submit(l);
     else
@@ -425,8 +430,9 @@ int main(int argc, char **argv)
         pthread_mutex_lock(&l.mu);
         double fps = (double)l.done / el;
         line("lokid_e2e_latency", "ms", stats(l.lat));
-        printf("lokid_e2e_throughput frames/s %.1f - %ld (errors %d%s%s)\n", fps, (long)l.done,
-               (int)l.errors, l.errors ? ", last: " : "", l.last_error.c_str());
+        printf("lokid_e2e_throughput frames/s %.1f - %ld (overloaded %d, errors %d%s%s)\n", fps,
+               (long)l.done, (int)l.overloaded, (int)l.errors, l.errors ? ", last: " : "",
+               l.last_error.c_str());
         printf("plain_loop_b%d_throughput frames/s %.1f - %zu\n", e2e_batch, plain_fps,
                plain.size());
         printf("lokid_overhead_b%d ratio %.3f - - (1 - lokid/plain throughput)\n", e2e_batch,

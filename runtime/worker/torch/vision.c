@@ -336,19 +336,35 @@ static uint8_t *put_be(uint8_t *p, uint64_t v, int n)
     return p;
 }
 
-size_t loki_tensor_header_len(enum loki_dtype dtype, int ndim, bool box)
+/* Without the padding entry: fixmap; "dtype" and its name (fixstr); "shape" and a fixarray of
+ * uint32; "box" and a fixarray of float32; "data" and a bin32 header. */
+static size_t base_len(enum loki_dtype dtype, int ndim, bool box)
 {
-    /* fixmap; "dtype" and its name (fixstr); "shape" and a fixarray of uint32; "box" and a
-     * fixarray of float32; "data" and a bin32 header */
     return 1 + 6 + 1 + strlen(loki_dtype_name(dtype)) + 6 + 1 + 5 * (size_t)ndim +
            (box ? 4 + 1 + 5 * 4 : 0) + 5 + 5;
+}
+
+/* The "pad" entry's string: 0..15 bytes, so the data start 16-byte aligned. */
+static size_t pad_len(enum loki_dtype dtype, int ndim, bool box)
+{
+    return (16 - (base_len(dtype, ndim, box) + 5) % 16) % 16;
+}
+
+size_t loki_tensor_header_len(enum loki_dtype dtype, int ndim, bool box)
+{
+    return base_len(dtype, ndim, box) + 5 + pad_len(dtype, ndim, box);
 }
 
 size_t loki_tensor_write_header(void *dst, enum loki_dtype dtype, int ndim, const int64_t *shape,
                                 size_t data_len, const float *box)
 {
     uint8_t *p = dst;
-    *p++ = (uint8_t)(0x80 | (box ? 4 : 3));
+    size_t pad = pad_len(dtype, ndim, box != NULL);
+    *p++ = (uint8_t)(0x80 | (box ? 5 : 4));
+    p = put_str(p, "pad");
+    *p++ = (uint8_t)(0xa0 | pad);
+    memset(p, ' ', pad);
+    p += pad;
     p = put_str(p, "dtype");
     p = put_str(p, loki_dtype_name(dtype));
     p = put_str(p, "shape");

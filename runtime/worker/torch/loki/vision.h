@@ -54,7 +54,8 @@ int loki_dtype_parse(const char *s, enum loki_dtype *out);
 int loki_tensor_parse(const void *buf, size_t len, struct loki_tensor *t, char *err, size_t errlen);
 
 /* Bytes the header of a tensor of @dtype and @ndim dimensions takes (with a box if @box): the
- * data follow it directly. */
+ * data follow it directly, at a multiple of 16 bytes from the header's start (a "pad" entry
+ * of spaces sees to it), so data written at an aligned address are aligned. */
 size_t loki_tensor_header_len(enum loki_dtype dtype, int ndim, bool box);
 /* Write that header at @dst (loki_tensor_header_len bytes); @box may be NULL. Returns its
  * length. The "data" bin is last: the caller writes @data_len bytes right after it. */
