@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|fuzz|fmt|fmt-check|deps]...
+# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|run-vision|fuzz|fmt|fmt-check|deps]...
 #   (no action)  install missing Debian packages, configure and build into build/ (bin: build/bin)
 #   test         ctest (labels unit+integration; LOKI_TEST_LABELS overrides)
 #   bench        microbenchmarks, JSON into build/bench/
 #   run          the newcomer tour on examples/traffic_analysis.yaml
+#   run-vision   lokid serves examples/vision/vision.yaml on real (random-weight) TorchScript models
 #   fuzz         the fuzz targets built with clang, libFuzzer and ASan+UBSan into build-fuzz/ (any
 #                build type), each run LOKI_FUZZ_SECONDS (60) from its corpus (tests/fuzz/README.md)
 #   fmt          clang-format -i over the tree; fmt-check fails on any difference
@@ -19,9 +20,9 @@ actions=()
 for a in "$@"; do
     case "$a" in
     debug | release | asan | tsan) type=$a ;;
-    test | bench | run | fuzz | fmt | fmt-check | deps | build) actions+=("$a") ;;
+    test | bench | run | run-vision | fuzz | fmt | fmt-check | deps | build) actions+=("$a") ;;
     -h | --help)
-        sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '3,13p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -42,7 +43,10 @@ bdir=${LOKI_BUILD_DIR:-$bdir}
 # Debian packages the build, tests and tour need. Installed only when missing.
 pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libmsgpack-dev
     libyaml-dev libjansson-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
-    python3-setuptools python3-wheel redis-server)
+    python3-setuptools python3-wheel redis-server
+    # the torchscript backend (docs/vision.md): libtorch (CPU), JPEG and PNG decoding, and
+    # Debian's torch and torchvision for the scripts that make its models
+    libtorch-dev libturbojpeg0-dev libpng-dev python3-torch python3-torchvision)
 
 deps() {
     local missing=()
@@ -163,7 +167,7 @@ do_fuzz() {
     done
 }
 
-fmt_files() { git ls-files '*.c' '*.h' | grep -v '^tests/fuzz/corpus/'; }
+fmt_files() { git ls-files '*.c' '*.h' '*.cc' | grep -v '^tests/fuzz/corpus/'; }
 
 [ ${#actions[@]} -eq 0 ] && actions=(build)
 for a in "${actions[@]}"; do
@@ -174,6 +178,7 @@ for a in "${actions[@]}"; do
     bench) build || exit; do_bench ;;
     run) build || exit; do_run ;;
     fuzz) do_fuzz || exit ;;
+    run-vision) build || exit; LOKI_BUILD_DIR=$bdir examples/vision/run.sh ;;
     fmt) fmt_files | xargs clang-format -i ;;
     fmt-check) fmt_files | xargs clang-format --dry-run -Werror ;;
     esac

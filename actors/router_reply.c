@@ -198,6 +198,19 @@ void loki__ra_complete(void *ctx, const struct loki_router_completion *c)
         rep->error = loki_bytes_str("could no longer meet its deadline; dropped early");
     } else if (c->status == LOKI_QUERY_ERROR) {
         rep->error = loki_bytes_str(r->why ? r->why : "a worker failed while serving this query");
+        /* a backend that failed the query said why (out->fail): that reaches the client */
+        struct loki_arena *a = loki_sup_arena(ra->sup);
+        for (uint32_t n = r->first_node; !r->why && n != NIL; n = ra->nodes[n].next) {
+            const struct node *nd = &ra->nodes[n];
+            void *p = NULL;
+            if (!nd->failed)
+                continue;
+            if (nd->out.len && loki_arena_get(a, nd->out, &p) == 0)
+                rep->error = (struct loki_bytes){.ptr = p, .len = nd->out.len};
+            else if (nd->inline_len)
+                rep->error = (struct loki_bytes){.ptr = nd->inl, .len = nd->inline_len};
+            break;
+        }
     } else if (c->status == LOKI_QUERY_CANCELLED) {
         rep->error = loki_bytes_str("cancelled before it was batched");
     }

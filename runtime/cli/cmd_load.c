@@ -20,6 +20,7 @@
  * "overloaded"; send_failed: the client library could not send it (the
  * connection is gone, the payload is over lokid's limit): the run stops there.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -69,6 +70,101 @@ struct load_stats {
 
 static struct load_stats S = {.m = PTHREAD_MUTEX_INITIALIZER};
 
+/* --show N: the result trees of the first N replies still to print (under S.m). */
+static int show_left;
+
+/* Node @k of @r and its children, indented by depth: task, variant, status and the output
+ * (text as it is, up to 240 bytes; anything else as its size). Called with S.m held. */
+static void show_node(const struct loki_reply *r, int k, int depth)
+{
+    const struct loki_reply_node *nd = &r->nodes[k];
+    bool text = true;
+    for (uint32_t i = 0; i < nd->output.len && text; i++)
+        text = (nd->output.ptr[i] >= 0x20 && nd->output.ptr[i] < 0x7f) || nd->output.ptr[i] == '\n';
+    printf("%*s%.*s/%.*s %s: ", 2 * depth + 2, "", (int)nd->task.len, (const char *)nd->task.ptr,
+           (int)nd->variant.len, (const char *)nd->variant.ptr,
+           nd->status == LOKI_STATUS_OK ? "ok" : loki_status_name(nd->status));
+    if (text)
+        printf("%.*s%s\n", (int)(nd->output.len > 240 ? 240 : nd->output.len),
+               (const char *)nd->output.ptr, nd->output.len > 240 ? "..." : "");
+    else
+        printf("<%u bytes>\n", nd->output.len);
+    for (int c = loki_reply_next_child(r->nodes, r->n_nodes, k, -1); c >= 0;
+         c = loki_reply_next_child(r->nodes, r->n_nodes, k, c))
+        show_node(r, c, depth + 1);
+}
+
+static void show_reply(const struct loki_reply *r)
+{
+    printf("query %llu: %s", (unsigned long long)r->id, loki_status_name(r->status));
+    if (r->error.len)
+        printf(" (%.*s)", (int)r->error.len, (const char *)r->error.ptr);
+    printf(", %.1f ms, %u nodes\n", r->latency_ms, r->n_nodes);
+    for (int k = loki_reply_next_child(r->nodes, r->n_nodes, -1, -1); k >= 0;
+         k = loki_reply_next_child(r->nodes, r->n_nodes, -1, k))
+        show_node(r, k, 0);
+    fflush(stdout);
+}
+
+/* --payload-dir DIR: every regular file of DIR (name order), sent in turn. */
+struct payloads {
+    uint8_t **data;
+    uint32_t *len;
+    size_t n;
+};
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Read them (each at most @max bytes, lokid's limit); 0, or -errno with a message. */
+static int read_payload_dir(const char *dir, uint32_t max, struct payloads *out)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        int rc = -errno;
+        fprintf(stderr, "loki load: %s: %s\n", dir, strerror(errno));
+        return rc;
+    }
+    static char *names[4096];
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d)) && n < 4096;)
+        if (e->d_name[0] != '.')
+            names[n++] = strdup(e->d_name);
+    closedir(d);
+    qsort(names, n, sizeof(names[0]), cmp_name);
+    out->data = calloc(n ? n : 1, sizeof(*out->data));
+    out->len = calloc(n ? n : 1, sizeof(*out->len));
+    out->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[LOKI_PATH_MAX + 256];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i] ? names[i] : "");
+        free(names[i]);
+        FILE *f = out->data ? fopen(path, "rb") : NULL;
+        if (!f)
+            continue;
+        long sz = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+        rewind(f);
+        uint8_t *p = sz >= 0 && (uint64_t)sz <= max ? malloc((size_t)sz + 1) : NULL;
+        if (p && fread(p, 1, (size_t)sz, f) == (size_t)sz) {
+            out->data[out->n] = p;
+            out->len[out->n++] = (uint32_t)sz;
+        } else {
+            if (sz >= 0 && (uint64_t)sz > max)
+                fprintf(stderr, "loki load: %s: %ld bytes, over lokid's %u: skipped\n", path, sz,
+                        max);
+            free(p);
+        }
+        fclose(f);
+    }
+    if (!out->n) {
+        fprintf(stderr, "loki load: %s: no file to send\n", dir);
+        return -ENOENT;
+    }
+    return 0;
+}
+
 /* The per-second slot of @t_ns, grown on demand; NULL without --csv/--plot or on ENOMEM.
  * Called with S.m held. */
 static struct load_second *second_at(uint64_t t_ns)
@@ -98,6 +194,10 @@ static void on_reply(void *ctx, const struct loki_reply *r)
     uint64_t sent_at = (uint64_t)(uintptr_t)ctx;
     double ms = (double)(loki_now_ns() - sent_at) / 1e6;
     pthread_mutex_lock(&S.m);
+    if (show_left > 0) {
+        show_left--;
+        show_reply(r);
+    }
     struct load_second *sec = second_at(sent_at);
     /* a status this tool does not know is still one outcome: an error */
     unsigned st = (unsigned)r->status < LOKI_STATUS_COUNT_ ? (unsigned)r->status
@@ -397,7 +497,7 @@ static void usage(FILE *f)
             "usage: loki load [--socket S | --topology F] --trace CSV [--rate-scale X]\n"
             "                 [--time-scale Y] [--seed N] [--pipeline P] [--duration S]\n"
             "                 [--payload-bytes B] [--deadline-ms D] [--timeout-ms T] [--json]\n"
-            "                 [--csv OUT] [--plot OUT.svg]\n"
+            "                 [--csv OUT] [--plot OUT.svg] [--payload-dir DIR] [--show N]\n"
             "  --trace CSV      'second,requests' or 'minute,requests' rows\n"
             "  --rate-scale X   multiply every row's request rate by X (default 1)\n"
             "  --time-scale Y   play Y trace seconds per wall second, keeping each row's\n"
@@ -416,6 +516,9 @@ static void usage(FILE *f)
             "                   the summary, p50/p99 latency, mean accuracy, instances and\n"
             "                   GPUs in use (from lokid's metrics)\n"
             "  --plot OUT.svg   the same as an SVG chart\n"
+            "  --payload-dir DIR  send the files of DIR (name order, in turn) as payloads, e.g.\n"
+            "                   JPEG images for a vision pipeline (docs/vision.md)\n"
+            "  --show N         print the result tree of the first N replies\n"
             "%s"
             "  -h, --help       this help\n",
             loki__cli_socket_help);
@@ -429,7 +532,10 @@ int loki_cli_load(int argc, char **argv)
     unsigned long long seed = 1;
     long payload_bytes = 64;
     int json = 0;
+    const char *payload_dir = NULL;
     static const struct option opts[] = {
+        {"payload-dir", required_argument, NULL, 'W'},
+        {"show", required_argument, NULL, 'w'},
         {"socket", required_argument, NULL, 's'},
         {"topology", required_argument, NULL, 'O'},
         {"trace", required_argument, NULL, 't'},
@@ -494,6 +600,12 @@ int loki_cli_load(int argc, char **argv)
         case 'P':
             plot = optarg;
             break;
+        case 'W':
+            payload_dir = optarg;
+            break;
+        case 'w':
+            show_left = atoi(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -541,6 +653,16 @@ int loki_cli_load(int argc, char **argv)
     rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
     for (long i = 0; i < payload_bytes; i++)
         payload[i] = (uint8_t)(rng_uniform() * 256);
+    struct payloads files = {0};
+    uint32_t max_payload = loki_client_max_payload(cl);
+    if (payload_dir &&
+        read_payload_dir(payload_dir, max_payload ? max_payload : UINT32_MAX, &files)) {
+        loki_client_close(cl);
+        free(rows);
+        free(payload);
+        return 1;
+    }
+    size_t next_file = 0;
     struct loki_client_req rq = {.pipeline = pipeline,
                                  .payload = payload,
                                  .payload_len = (uint32_t)payload_bytes,
@@ -582,6 +704,10 @@ int loki_cli_load(int argc, char **argv)
             }
             sleep_until(t);
             uint64_t now = loki_now_ns();
+            if (files.n) {
+                rq.payload = files.data[next_file % files.n];
+                rq.payload_len = files.len[next_file++ % files.n];
+            }
             rc = loki_client_submit(cl, &rq, on_reply, (void *)(uintptr_t)now, NULL);
             pthread_mutex_lock(&S.m);
             struct load_second *sec = second_at(now);
@@ -735,6 +861,10 @@ int loki_cli_load(int argc, char **argv)
     free(S.lat_sec);
     free(S.sec);
     free(payload);
+    for (size_t i = 0; i < files.n; i++)
+        free(files.data[i]);
+    free(files.data);
+    free(files.len);
     free(rows);
     return broken || out_rc ? 1 : 0;
 }
