@@ -36,6 +36,9 @@
 #include <uv.h>
 
 #include "frontend.h"
+#ifdef LOKI_HAVE_HTTP_FRONT
+#include "http_front.h" /* actors/: the opt-in HTTP front door */
+#endif
 #include "loki/arena.h"
 #include "loki/clock.h"
 #include "loki/error.h"
@@ -48,6 +51,7 @@
 #include "loki/router.h"
 #include "loki/status.h"
 #include "loki/topology.h"
+#include "loki/version.h"
 #include "lokid.h"
 #include "lokid_sd.h"
 #include "router_actor.h"
@@ -73,7 +77,10 @@ struct lokid {
     struct loki_metrics *metrics;
     struct loki_report rep; /* the last rendered report, kept until the next one */
     struct loki_http *http; /* GET /metrics; NULL without --metrics-port or once stopped */
-    size_t arena_bytes;     /* the payload arena's */
+#ifdef LOKI_HAVE_HTTP_FRONT
+    struct loki_http_front *front; /* the HTTP front door; NULL when off */
+#endif
+    size_t arena_bytes; /* the payload arena's */
     int exit_code;
     uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
     /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
@@ -206,6 +213,68 @@ static void http_stop(struct lokid *d)
     d->http = NULL;
 }
 
+/* ---- the HTTP front door (frontend.http, --http-port): a client of lokid's own socket ----------
+ */
+
+/*
+ * Start it where frontend.http asks (after the socket listens, before any worker, so a taken
+ * port fails now). It submits through the C client library over lokid's socket: the same
+ * limits as every client, no second way into the router (actors/http_front.c says why).
+ * Returns 0 or lokid's exit status.
+ */
+static int front_start(struct lokid *d)
+{
+    const struct loki_http_cfg *h = &d->cfg.frontend.http;
+    if (!h->enabled)
+        return 0;
+#ifdef LOKI_HAVE_HTTP_FRONT
+    char err[512];
+    const struct loki_frontend_cfg *f = &d->cfg.frontend;
+    bool self = f->n_uids == 0;
+    for (int i = 0; i < f->n_uids; i++)
+        self |= f->uids[i] == (unsigned)geteuid();
+    if (!self) {
+        fprintf(stderr,
+                "lokid: frontend.http submits through lokid's own socket, but "
+                "frontend.allowed_uids does not list lokid's uid %u\n",
+                (unsigned)geteuid());
+        return 2;
+    }
+    struct loki_http_front_opts o = {.cfg = h,
+                                     .socket_path = f->socket_path,
+                                     .topo = d->topo,
+                                     .max_payload = f->max_payload,
+                                     .lokid_idle_timeout_s = f->idle_timeout_s,
+                                     .server_version = LOKI_VERSION};
+    int rc = loki_http_front_create(&o, &d->front, err, sizeof(err));
+    if (!rc)
+        rc = loki_http_front_start(d->front, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "lokid: cannot serve HTTP on %s port %d: %s\n", h->address, h->port, err);
+        return 1;
+    }
+    const char *v6 = strchr(h->address, ':') ? "[" : "";
+    loki_log(LOKI_LOG_INFO, "http front door (KServe v2) on http%s://%s%s%s:%d/v2",
+             h->tls_cert[0] ? "s" : "", v6, h->address, v6[0] ? "]" : "",
+             loki_http_front_port(d->front));
+    return 0;
+#else
+    fprintf(stderr, "lokid: frontend.http is enabled, but this lokid was built without the HTTP "
+                    "front door (libmicrohttpd and jansson were not found)\n");
+    return 2;
+#endif
+}
+
+/* After loki_frontend_stop(): a write it blocked on this loop fails instead of waiting. */
+static void front_stop(struct lokid *d)
+{
+#ifdef LOKI_HAVE_HTTP_FRONT
+    loki_http_front_stop(d->front);
+#else
+    (void)d;
+#endif
+}
+
 /* ---- planner actor: lokid's clock, router and thread pool ---------------------------------- */
 
 static double pa_now(void *ctx)
@@ -321,6 +390,7 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&ready_timer);
     lokid_sd_watchdog_stop();
     loki_frontend_stop(d->fe);
+    front_stop(d);
     http_stop(d);
     uv_signal_stop(&d->sig_term);
     uv_signal_stop(&d->sig_int);
@@ -378,6 +448,13 @@ static int load_config(const struct lokid_options *opt, struct loki_topology **t
         snprintf(cfg->frontend.socket_path, sizeof(cfg->frontend.socket_path), "%s", opt->socket);
     if (opt->policy_set)
         (*topo)->planner.policy = opt->policy;
+    if (opt->http_port >= 0) {
+        cfg->frontend.http.enabled = true;
+        cfg->frontend.http.port = opt->http_port;
+    }
+    if (opt->http_address)
+        snprintf(cfg->frontend.http.address, sizeof(cfg->frontend.http.address), "%s",
+                 opt->http_address);
     if (st.st_mode & (S_IWGRP | S_IWOTH))
         loki_log(LOKI_LOG_WARN,
                  "%s is writable by its %s: whoever can write it chooses what lokid's workers "
@@ -580,6 +657,9 @@ int lokid_run(const struct lokid_options *opt)
         loki_log(LOKI_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", loki_http_port(d->http));
     }
 
+    if ((rc = front_start(d)))
+        return rc;
+
     /* the initial plan, for the initial demand guess, solved before serving */
     if ((rc = loki_planner_actor_initial(d->pa, initial))) {
         fprintf(stderr, "lokid: initial plan: %s\n", loki_strerror(rc));
@@ -630,6 +710,9 @@ int lokid_run(const struct lokid_options *opt)
     while (uv_run(d->loop, UV_RUN_NOWAIT))
         ;
     loki_frontend_destroy(d->fe);
+#ifdef LOKI_HAVE_HTTP_FRONT
+    loki_http_front_destroy(d->front);
+#endif
     loki_router_actor_destroy(d->ra);
     loki_planner_actor_destroy(d->pa);
     loki_planner_uv_destroy(d->pu);
