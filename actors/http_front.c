@@ -57,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -527,10 +528,18 @@ static enum MHD_Result route(struct loki_http_front *hf, struct MHD_Connection *
         size_t n;
         bool bad = false;
         if (header_size(c, MHD_HTTP_HEADER_CONTENT_LENGTH, &n, &bad) && !bad && n > hf->body_max) {
-            free(q);
-            return send_error(hf, c, 413, 0,
-                              "request body of %zu bytes exceeds the limit of %zu bytes", n,
-                              hf->body_max);
+            /* answered before the body when the client waits for "100 Continue" or the body
+             * is huge (the connection then closes); else read and dropped, then answered, so
+             * a client that sent it all reads the 413 rather than a reset */
+            const char *ex =
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+            if ((ex && !strcasecmp(ex, "100-continue")) || n > 4 * hf->body_max) {
+                free(q);
+                return send_error(hf, c, 413, 0,
+                                  "request body of %zu bytes exceeds the limit of %zu bytes", n,
+                                  hf->body_max);
+            }
+            q->too_big = true;
         }
         if (header_size(c, "Inference-Header-Content-Length", &q->header_len, &bad) && bad) {
             free(q);

@@ -1,0 +1,353 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The HTTP front door (KServe v2) of a live lokid on the sim backend, through Python's
+http.client only: health and metadata, infer in JSON and with the binary-data extension, the
+result tree, errors (404, 400, 405, 413), exactly one response per request under concurrency,
+503 with Retry-After when lokid refuses for load, a drain that answers what was in flight, and
+HTTPS with a throw-away certificate (when openssl is there). Loopback only; every wait bounded.
+
+usage: test_http_front.py LOKID_BINARY
+"""
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SMALL = os.path.join(HERE, "..", "lokid", "small.yaml")
+
+# one slow stage (200 ms a query, one at a time), one query in flight at most, 4 KiB payloads,
+# and the front door configured in the file, not on the command line
+SLOW = """
+gpus: {count: 1, memory_mb: 16384}
+planner: {interval_ms: 500, min_dwell_s: 600, fallback: false}
+frontend:
+  max_inflight: 1
+  max_payload_bytes: 4096
+  http: {enabled: true, address: 127.0.0.1, port: 0, max_connections: 64,
+         connection_timeout_s: 10, request_timeout_s: 20, lokid_connections: 1}
+pipelines:
+  - name: slow
+    slo_ms: 5000
+    tasks:
+      - name: wait
+        variants:
+          - {name: w, accuracy: 90, startup_ms: 1, batch_sizes: [1], latency_ms: [200]}
+"""
+
+fails = []
+
+
+def check(cond, what):
+    if not cond:
+        fails.append(what)
+        print("FAIL:", what, file=sys.stderr)
+    return cond
+
+
+class Lokid:
+    """A lokid with its front door; the port comes from its log line."""
+
+    def __init__(self, lokid, topology, tmp, name, extra=()):
+        self.log = os.path.join(tmp, name + ".log")
+        self.errf = open(self.log, "wb")
+        self.p = subprocess.Popen([lokid, "--topology", topology, "--socket",
+                                   os.path.join(tmp, name + ".sock"), "--initial-demand", "20",
+                                   *extra], stdout=subprocess.DEVNULL, stderr=self.errf)
+        self.port, self.scheme = None, "http"
+        deadline = time.time() + 20
+        while time.time() < deadline and self.port is None:
+            with open(self.log, "rb") as f:
+                m = re.search(rb"front door \(KServe v2\) on (https?)://[^\"]*:(\d+)/v2", f.read())
+            if m:
+                self.scheme, self.port = m.group(1).decode(), int(m.group(2))
+            elif self.p.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        if self.port is None:
+            self.p.kill()
+            raise SystemExit("lokid did not serve HTTP: " + open(self.log).read())
+
+    def conn(self, ctx=None, timeout=10):
+        if self.scheme == "https":
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def wait_ready(self, ctx=None):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            st, _, _ = call(self.conn(ctx), "GET", "/v2/health/ready")
+            if st == 200:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        """SIGTERM: lokid drains and exits 0."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = self.p.wait()
+        self.errf.close()
+        return rc
+
+
+def call(c, method, path, body=None, headers=None):
+    """One request on connection @c: (status, headers dict, body bytes)."""
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def infer_json(data, content_type=None, **extra):
+    inp = {"name": "payload", "datatype": "BYTES", "shape": [1], "data": [data]}
+    if content_type:
+        inp["parameters"] = {"content_type": content_type}
+    return json.dumps({"inputs": [inp], **extra})
+
+
+def infer_binary(payload, binary_output=False, **extra):
+    hdr = {"inputs": [{"name": "payload", "datatype": "BYTES", "shape": [1],
+                       "parameters": {"binary_data_size": 4 + len(payload)}}], **extra}
+    if binary_output:
+        hdr["outputs"] = [{"name": "output", "parameters": {"binary_data": True}}]
+    h = json.dumps(hdr).encode()
+    return h + struct.pack("<I", len(payload)) + payload, {
+        "Inference-Header-Content-Length": str(len(h)),
+        "Content-Type": "application/octet-stream"}
+
+
+def check_small_ok(st, body, what):
+    """small.yaml: detect -> classify with constant fan-out 3."""
+    if not check(st == 200, "%s: status %d %s" % (what, st, body[:200])):
+        return None
+    j = json.loads(body)
+    out = j["outputs"][0]
+    check(out["name"] == "output" and out["datatype"] == "BYTES" and out["shape"] == [3],
+          "%s: output %s" % (what, out))
+    check(j["loki"]["status"] == "ok" and 0 < j["loki"]["accuracy"] <= 100,
+          "%s: loki %s" % (what, j["loki"]))
+    res = j["loki"].get("result", [])
+    check(len(res) == 4 and res[0]["task"] == "detect" and res[0]["parent"] == -1 and
+          all(n["task"] == "classify" and n["parent"] == 0 for n in res[1:]),
+          "%s: result tree %s" % (what, res))
+    # the leaves of the tree are the outputs
+    check(sorted(n["output"] for n in res[1:]) == sorted(out["data"]),
+          "%s: outputs are not the tree's leaves" % what)
+    return j
+
+
+def test_small(d):
+    c = d.conn()
+    st, h, body = call(c, "GET", "/v2/health/live")
+    check(st == 200 and json.loads(body) == {"live": True}, "live: %d %s" % (st, body))
+    check(d.wait_ready(), "ready within 20 s")
+    st, h, body = call(c, "GET", "/v2")
+    check(st == 200 and json.loads(body)["name"] == "lokid", "server metadata %s" % body)
+    st, h, body = call(c, "GET", "/v2/models/small")
+    m = json.loads(body)
+    check(st == 200 and m["name"] == "small" and m["platform"] == "loki" and
+          m["inputs"] == [{"name": "payload", "datatype": "BYTES", "shape": [1]}] and
+          m["loki"]["root"] == "detect" and m["loki"]["slo_ms"] == 200,
+          "model metadata %d %s" % (st, body))
+    st, _, _ = call(c, "GET", "/v2/models/small/ready")
+    check(st == 200, "model ready %d" % st)
+
+    # JSON: the bytes as a string, then base64, with an id; all on one kept-alive connection
+    st, h, body = call(c, "POST", "/v2/models/small/infer", infer_json("frame-1"))
+    check(h.get("content-type") == "application/json", "content type %s" % h)
+    check_small_ok(st, body, "infer json")
+    st, h, body = call(c, "POST", "/v2/models/small/infer",
+                       infer_json(base64.b64encode(b"\x00\xff").decode(), "base64", id="r-42",
+                                  parameters={"deadline_ms": 5000, "loki_result": True}))
+    j = check_small_ok(st, body, "infer base64")
+    check(j and j.get("id") == "r-42" and j.get("model_name") == "small", "id echoed: %s" % j)
+    st, h, body = call(c, "POST", "/v2/models/small/infer",
+                       infer_json("x", parameters={"loki_result": False}))
+    check(st == 200 and "result" not in json.loads(body)["loki"], "loki_result false")
+
+    # the binary-data extension both ways: JSON header, then Triton's BYTES elements
+    body, hdrs = infer_binary(b"\x00\x01\x02binary\xff", binary_output=True)
+    st, h, data = call(c, "POST", "/v2/models/small/infer", body, hdrs)
+    if check(st == 200, "infer binary: %d %s" % (st, data[:200])):
+        hl = int(h.get("inference-header-content-length", "0"))
+        check(h.get("content-type") == "application/octet-stream" and 0 < hl < len(data),
+              "binary response headers %s" % h)
+        j = json.loads(data[:hl])
+        size = j["outputs"][0]["parameters"]["binary_data_size"]
+        raw, elems = data[hl:], []
+        check(size == len(raw), "binary_data_size %d, %d bytes" % (size, len(raw)))
+        while len(raw) >= 4:
+            n = struct.unpack("<I", raw[:4])[0]
+            elems.append(raw[4:4 + n])
+            raw = raw[4 + n:]
+        check(len(elems) == 3 and not raw, "three BYTES elements: %s" % elems)
+        leaves = [base64.b64decode(n["output"]) for n in j["loki"]["result"][1:]]
+        check(sorted(elems) == sorted(leaves), "binary outputs are the tree's leaves")
+    # binary in, JSON out
+    body, hdrs = infer_binary(b"in binary")
+    st, h, data = call(c, "POST", "/v2/models/small/infer", body, hdrs)
+    check_small_ok(st, data, "binary request, JSON response")
+
+    # refusals, each with a KServe error body
+    for method, path, body, want in [
+            ("POST", "/v2/models/nosuch/infer", infer_json("x"), 404),
+            ("GET", "/v2/models/nosuch", None, 404),
+            ("GET", "/v2/models/nosuch/ready", None, 404),
+            ("GET", "/v2/nothing", None, 404),
+            ("GET", "/v2/models/small/versions/1", None, 404),
+            ("POST", "/v2/models/small/infer", "{not json", 400),
+            ("POST", "/v2/models/small/infer", json.dumps({"inputs": []}), 400),
+            ("POST", "/v2/models/small/infer",
+             json.dumps({"inputs": [{"name": "p", "datatype": "FP32", "shape": [1],
+                                     "data": [1.0]}]}), 400),
+            ("GET", "/v2/models/small/infer", None, 405),
+            ("POST", "/v2/health/ready", "", 405)]:
+        st, h, data = call(c, method, path, body)
+        check(st == want and "error" in json.loads(data),
+              "%s %s: %d %s, want %d" % (method, path, st, data[:120], want))
+    body, hdrs = infer_binary(b"abc")
+    hdrs["Inference-Header-Content-Length"] = "oops"
+    st, _, data = call(d.conn(), "POST", "/v2/models/small/infer", body, hdrs)
+    check(st == 400, "bad Inference-Header-Content-Length: %d %s" % (st, data))
+
+    # several clients at once: each request gets exactly one response, its own
+    got, lock = {}, threading.Lock()
+
+    def client(t):
+        cc = d.conn()
+        for i in range(15):
+            rid = "t%d-%d" % (t, i)
+            st, _, body = call(cc, "POST", "/v2/models/small/infer",
+                               infer_json(rid, id=rid, parameters={"loki_result": False}))
+            with lock:
+                got.setdefault(rid, []).append((st, json.loads(body).get("id")))
+    ths = [threading.Thread(target=client, args=(t,)) for t in range(6)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(60)
+    check(len(got) == 90 and all(v == [(200, k)] for k, v in got.items()),
+          "90 concurrent requests, one 200 each with its id: %s" %
+          [kv for kv in got.items() if kv[1] != [(200, kv[0])]][:5])
+    print("small: health, metadata, infer json/base64/binary, refusals, 90 concurrent: done")
+
+
+def test_slow(d):
+    """max_inflight 1, 200 ms a query: overload, payload limits, a drain mid-flight."""
+    check(d.wait_ready(), "slow: ready within 20 s")
+    # 413: a payload over max_payload_bytes (4096), and a body over the budget (read no further)
+    body, hdrs = infer_binary(b"x" * 5000)
+    st, _, data = call(d.conn(), "POST", "/v2/models/slow/infer", body, hdrs)
+    check(st == 413 and b"4096" in data, "payload over the limit: %d %s" % (st, data))
+    st, _, data = call(d.conn(), "POST", "/v2/models/slow/infer", b"{" + b" " * 200000 + b"}")
+    check(st == 413, "body over the budget: %d %s" % (st, data))
+
+    # overload: four at once against one query in flight; the refused get 503 + Retry-After
+    res, lock = [], threading.Lock()
+
+    def one(i):
+        st, h, data = call(d.conn(), "POST", "/v2/models/slow/infer", infer_json("q%d" % i))
+        with lock:
+            res.append((st, h.get("retry-after"), json.loads(data).get("loki", {}).get("status")))
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(30)
+    ok = [r for r in res if r[0] == 200]
+    over = [r for r in res if r[0] == 503]
+    check(len(res) == 4 and ok and over and len(ok) + len(over) == 4,
+          "overload: 200s and 503s, nothing else: %s" % res)
+    check(all(r[1] == "1" and r[2] == "overloaded" for r in over),
+          "503 overloaded with Retry-After: 1: %s" % over)
+
+    # drain: SIGTERM with one query in flight; it is answered, the listener then goes
+    res.clear()
+    t = threading.Thread(target=one, args=(9,))
+    t.start()
+    time.sleep(0.1)
+    d.p.send_signal(signal.SIGTERM)
+    t.join(30)
+    check(len(res) == 1 and res[0][0] in (200, 503), "in flight at SIGTERM: %s" % res)
+    check(d.stop() == 0, "lokid exits 0 after the drain")
+    print("slow: 413s, overload %s, drain %s: done" % (sorted(r[0] for r in ok + over), res))
+
+
+def test_tls(lokid, tmp):
+    if not shutil.which("openssl"):
+        print("https: skipped (no openssl)")
+        return
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    topo = os.path.join(tmp, "tls.yaml")
+    with open(SMALL) as f:
+        text = f.read()
+    text = text.replace("frontend:\n", "frontend:\n  http: {enabled: true, port: 0, "
+                        "tls_cert: %s, tls_key: %s}\n" % (cert, key))
+    with open(topo, "w") as f:
+        f.write(text)
+    d = Lokid(lokid, topo, tmp, "tls")
+    try:
+        check(d.scheme == "https", "https in the log line")
+        ctx = ssl.create_default_context(cafile=cert)
+        check(d.wait_ready(ctx), "https: ready")
+        st, _, body = call(d.conn(ctx), "POST", "/v2/models/small/infer", infer_json("tls"))
+        check_small_ok(st, body, "https infer")
+        # plain HTTP to the TLS port gets no HTTP answer
+        try:
+            st, _, _ = call(http.client.HTTPConnection("127.0.0.1", d.port, timeout=5), "GET",
+                            "/v2/health/live")
+            check(st != 200, "plain HTTP on the HTTPS port answered 200")
+        except (http.client.HTTPException, OSError):
+            pass
+        print("https: ready and infer with a verified certificate: done")
+    finally:
+        check(d.stop() == 0, "https lokid exits 0")
+
+
+def main():
+    lokid = sys.argv[1]
+    tmp = tempfile.mkdtemp(prefix="loki-http-")
+    try:
+        d = Lokid(lokid, SMALL, tmp, "small", ["--http-port", "0"])
+        try:
+            test_small(d)
+        finally:
+            check(d.stop() == 0, "small lokid exits 0")
+        slow = os.path.join(tmp, "slow.yaml")
+        with open(slow, "w") as f:
+            f.write(SLOW)
+        d = Lokid(lokid, slow, tmp, "slow")
+        try:
+            test_slow(d)
+        finally:
+            d.stop()
+        test_tls(lokid, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if fails:
+        print("%d checks failed" % len(fails), file=sys.stderr)
+        sys.exit(1)
+    print("http front door: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
