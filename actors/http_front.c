@@ -34,8 +34,10 @@
  * waiting request is resumed, before the daemon stops).
  *
  * Keep-alive. lokid closes a connection idle for frontend.idle_timeout_s; the front thread pings
- * each connection at a third of it, so a request never races an idle close. A connection that
- * died (lokid restarted its socket, a write failed) is closed and made again with backoff.
+ * each connection at a third of it, so a request does not race an idle close. A connection that
+ * died anyway (a write failed, lokid closed it) is closed and made again, with backoff while
+ * lokid does not answer; a request that finds no live connection waits for one (2 s at most,
+ * then 503) instead of failing at once.
  *
  * Memory. Each HTTP request allocates its body buffer and its rendered response: the front door
  * is an adapter at the edge, sized by libmicrohttpd's connection limit, not lokid's hot path
@@ -76,6 +78,7 @@
 #define FLUSH_MS 1000          /* stop sends the responses made for this long */
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
+#define RECONNECT_WAIT_MS 2000 /* a request waits this long for a connection to lokid */
 
 struct model {
     char name[LOKI_NAME_MAX];
@@ -114,6 +117,8 @@ struct loki_http_front {
 
     int n_conns;
     unsigned rr; /* round robin over the connections (front thread) */
+    /* requests that found no live connection, waiting for one (front thread) */
+    struct req *pending_head, *pending_tail;
     struct lokid_conn conns[MAX_LOKID_CONNS];
 
     /* stats: relaxed atomics; waiting and responding also decide when stop's flush is over */
@@ -134,6 +139,8 @@ struct req {
     enum state state;
     int model;
     bool too_big;
+    struct req *next_pending;
+    uint64_t pending_until_ns;
     uint8_t *body;
     size_t len, cap, seen;
     size_t header_len; /* Inference-Header-Content-Length, 0 absent */
@@ -379,7 +386,30 @@ static int submit(struct loki_http_front *hf, struct req *q)
 /* ---- requests (front thread) ------------------------------------------------------------------
  */
 
-/* Suspend @q's connection and hand it to lokid; an error is answered at once. */
+/* Answer @q, suspended, with the error of a submit that failed (rc). */
+static void fail_submit(struct req *q, int rc)
+{
+    const char *why = rc == -ENOTCONN || rc == -EPIPE ? "not connected to lokid: retry"
+                      : rc == -EAGAIN ? "overloaded: every connection to lokid is at its limit of "
+                                        "requests in flight"
+                                      : loki_strerror(rc);
+    unsigned http = rc == LOKI_ETOOBIG ? 413 : rc == -EINVAL ? 400 : rc == -ENOMEM ? 500 : 503;
+    if (loki_kserve_render_error(http, why, &q->resp))
+        q->resp = (struct loki_kserve_resp){.http = 500};
+    q->resp.retry_after_s = http == 503 ? 1 : 0;
+    complete(q); /* resumes it; the access handler sends the response */
+}
+
+static bool no_connection(int rc)
+{
+    return rc == -ENOTCONN || rc == -EPIPE;
+}
+
+/*
+ * Suspend @q's connection and hand it to lokid. With no live connection (lokid closed one, or
+ * it is not up yet) it waits for the front thread to make one, RECONNECT_WAIT_MS at most; any
+ * other failure is answered at once.
+ */
 static enum MHD_Result dispatch(struct loki_http_front *hf, struct req *q)
 {
     q->state = S_WAIT;
@@ -389,18 +419,47 @@ static enum MHD_Result dispatch(struct loki_http_front *hf, struct req *q)
     if (rc == 0) {
         if (q->route == R_INFER)
             atomic_fetch_add_explicit(&hf->infers, 1, memory_order_relaxed);
-        return MHD_YES;
+    } else if (no_connection(rc)) {
+        q->pending_until_ns = loki_now_ns() + RECONNECT_WAIT_MS * 1000000ull;
+        if (hf->pending_tail)
+            hf->pending_tail->next_pending = q;
+        else
+            hf->pending_head = q;
+        hf->pending_tail = q;
+    } else {
+        fail_submit(q, rc);
     }
-    const char *why = rc == -ENOTCONN ? "not connected to lokid (yet): retry"
-                      : rc == -EAGAIN ? "overloaded: every connection to lokid is at its limit "
-                                        "of requests in flight"
-                                      : loki_strerror(rc);
-    unsigned http = rc == LOKI_ETOOBIG ? 413 : rc == -EINVAL ? 400 : rc == -ENOMEM ? 500 : 503;
-    if (loki_kserve_render_error(http, why, &q->resp))
-        q->resp = (struct loki_kserve_resp){.http = 500};
-    q->resp.retry_after_s = http == 503 ? 1 : 0;
-    complete(q); /* resumes at once; the access handler sends it */
     return MHD_YES;
+}
+
+/* Submit what waited for a connection, or answer it once its wait is over (or now, @all).
+ * Returns @ms, or less while some still wait. Front thread, outside MHD_run(). */
+static int retry_pending(struct loki_http_front *hf, int ms, bool all)
+{
+    struct req *q = hf->pending_head, *keep = NULL, *tail = NULL;
+    uint64_t now = loki_now_ns();
+    hf->pending_head = hf->pending_tail = NULL;
+    while (q) {
+        struct req *next = q->next_pending;
+        q->next_pending = NULL;
+        int rc = all ? -ENOTCONN : submit(hf, q);
+        if (rc == 0) {
+            if (q->route == R_INFER)
+                atomic_fetch_add_explicit(&hf->infers, 1, memory_order_relaxed);
+        } else if (no_connection(rc) && !all && now < q->pending_until_ns) {
+            if (tail)
+                tail->next_pending = q;
+            else
+                keep = q;
+            tail = q;
+        } else {
+            fail_submit(q, rc);
+        }
+        q = next;
+    }
+    hf->pending_head = keep;
+    hf->pending_tail = tail;
+    return keep && ms > 20 ? 20 : ms;
 }
 
 /* The body is complete: parse it and submit. */
@@ -634,7 +693,7 @@ static void *front_main(void *arg)
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(hf->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int epfd = di ? di->epoll_fd : -1;
     while (!atomic_load_explicit(&hf->stop, memory_order_acquire)) {
-        int ms = housekeeping(hf);
+        int ms = retry_pending(hf, housekeeping(hf), false);
         MHD_UNSIGNED_LONG_LONG to;
         if (MHD_get_timeout(hf->mhd, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)ms)
             ms = (int)to;
@@ -655,6 +714,7 @@ static void *front_main(void *arg)
         loki_client_close(hf->conns[i].c);
         hf->conns[i].c = NULL;
     }
+    retry_pending(hf, 0, true);
     uint64_t until = loki_now_ns() + FLUSH_MS * 1000000ull;
     while ((atomic_load(&hf->waiting) || atomic_load(&hf->responding)) && loki_now_ns() < until) {
         struct pollfd p[2] = {{.fd = epfd, .events = POLLIN},

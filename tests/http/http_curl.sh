@@ -21,7 +21,9 @@ fail() {
     fails=$((fails + 1))
 }
 
-"$lokid" --topology tests/lokid/small.yaml --socket "$tmp/s.sock" --http-port 0 \
+# small.yaml with a 5 s SLO: a loaded machine must not turn a check into a drop
+sed 's/slo_ms: 200/slo_ms: 5000/' tests/lokid/small.yaml >"$tmp/small.yaml"
+"$lokid" --topology "$tmp/small.yaml" --socket "$tmp/s.sock" --http-port 0 \
     --initial-demand 20 2>"$tmp/log" &
 pid=$!
 port=

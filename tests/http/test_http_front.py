@@ -23,7 +23,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SMALL = os.path.join(HERE, "..", "lokid", "small.yaml")
+# tests/lokid/small.yaml with a 5 s SLO: a loaded machine must not turn a check into a drop
+with open(os.path.join(HERE, "..", "lokid", "small.yaml")) as _f:
+    SMALL_TEXT = _f.read().replace("slo_ms: 200", "slo_ms: 5000")
 
 # one slow stage (200 ms a query, one at a time), one query in flight at most, 4 KiB payloads,
 # and the front door configured in the file, not on the command line
@@ -33,6 +35,7 @@ planner: {interval_ms: 500, min_dwell_s: 600, fallback: false}
 frontend:
   max_inflight: 1
   max_payload_bytes: 4096
+  idle_timeout_s: 1
   http: {enabled: true, address: 127.0.0.1, port: 0, max_connections: 64,
          connection_timeout_s: 10, request_timeout_s: 20, lokid_connections: 1}
 pipelines:
@@ -60,10 +63,11 @@ class Lokid:
     def __init__(self, lokid, topology, tmp, name, extra=()):
         self.log = os.path.join(tmp, name + ".log")
         self.errf = open(self.log, "wb")
-        self.p = subprocess.Popen([lokid, "--topology", topology, "--socket",
-                                   os.path.join(tmp, name + ".sock"), "--initial-demand", "20",
+        self.sock = os.path.join(tmp, name + ".sock")
+        self.p = subprocess.Popen([lokid, "--topology", topology, "--socket", self.sock,
+                                   "--initial-demand", "20",
                                    *extra], stdout=subprocess.DEVNULL, stderr=self.errf)
-        self.port, self.scheme = None, "http"
+        self.port, self.scheme, self.termed = None, "http", False
         deadline = time.time() + 20
         while time.time() < deadline and self.port is None:
             with open(self.log, "rb") as f:
@@ -93,16 +97,26 @@ class Lokid:
             time.sleep(0.05)
         return False
 
-    def stop(self):
-        """SIGTERM: lokid drains and exits 0."""
-        if self.p.poll() is None:
+    def term(self):
+        # a second SIGTERM would stop the drain, or, once lokid has stopped listening for
+        # signals on its way out, end it with the signal
+        if not self.termed and self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
+        self.termed = True
+
+    def stop(self):
+        """SIGTERM (once): lokid drains and exits 0."""
+        self.term()
         try:
             rc = self.p.wait(20)
         except subprocess.TimeoutExpired:
             self.p.kill()
             rc = self.p.wait()
         self.errf.close()
+        if rc != 0:
+            with open(self.log) as f:
+                print("lokid exit %d; its log ends:\n%s" % (rc, f.read()[-2000:]),
+                      file=sys.stderr)
         return rc
 
 
@@ -163,7 +177,7 @@ def test_small(d):
     m = json.loads(body)
     check(st == 200 and m["name"] == "small" and m["platform"] == "loki" and
           m["inputs"] == [{"name": "payload", "datatype": "BYTES", "shape": [1]}] and
-          m["loki"]["root"] == "detect" and m["loki"]["slo_ms"] == 200,
+          m["loki"]["root"] == "detect" and m["loki"]["slo_ms"] == 5000,
           "model metadata %d %s" % (st, body))
     st, _, _ = call(c, "GET", "/v2/models/small/ready")
     check(st == 200, "model ready %d" % st)
@@ -251,6 +265,19 @@ def test_small(d):
 def test_slow(d):
     """max_inflight 1, 200 ms a query: overload, payload limits, a drain mid-flight."""
     check(d.wait_ready(), "slow: ready within 20 s")
+    # lokid closes connections idle for 1 s: the front door's keep-alive pings hold its own
+    time.sleep(2.5)
+    st, _, data = call(d.conn(), "POST", "/v2/models/slow/infer", infer_json("after idle"))
+    check(st == 200, "after 2.5 s idle: %d %s" % (st, data))
+    try:
+        sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+        import loki_client
+        with loki_client.Client(d.sock, timeout=5) as c:
+            m = c.metrics()
+        check(m.get("frontend_idle_timeouts") == 0,
+              "the front door's connection was closed idle: %s" % m)
+    except ImportError:
+        print("slow: idle check through loki_client skipped (no msgpack)")
     # 413: a payload over max_payload_bytes (4096), and a body over the budget (read no further)
     body, hdrs = infer_binary(b"x" * 5000)
     st, _, data = call(d.conn(), "POST", "/v2/models/slow/infer", body, hdrs)
@@ -282,7 +309,7 @@ def test_slow(d):
     t = threading.Thread(target=one, args=(9,))
     t.start()
     time.sleep(0.1)
-    d.p.send_signal(signal.SIGTERM)
+    d.term()
     t.join(30)
     check(len(res) == 1 and res[0][0] in (200, 503), "in flight at SIGTERM: %s" % res)
     check(d.stop() == 0, "lokid exits 0 after the drain")
@@ -298,9 +325,7 @@ def test_tls(lokid, tmp):
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", key, "-out", cert], check=True, capture_output=True)
     topo = os.path.join(tmp, "tls.yaml")
-    with open(SMALL) as f:
-        text = f.read()
-    text = text.replace("frontend:\n", "frontend:\n  http: {enabled: true, port: 0, "
+    text = SMALL_TEXT.replace("frontend:\n", "frontend:\n  http: {enabled: true, port: 0, "
                         "tls_cert: %s, tls_key: %s}\n" % (cert, key))
     with open(topo, "w") as f:
         f.write(text)
@@ -327,7 +352,10 @@ def main():
     lokid = sys.argv[1]
     tmp = tempfile.mkdtemp(prefix="loki-http-")
     try:
-        d = Lokid(lokid, SMALL, tmp, "small", ["--http-port", "0"])
+        small = os.path.join(tmp, "small.yaml")
+        with open(small, "w") as f:
+            f.write(SMALL_TEXT)
+        d = Lokid(lokid, small, tmp, "small", ["--http-port", "0"])
         try:
             test_small(d)
         finally:
