@@ -41,8 +41,9 @@ bdir=${LOKI_BUILD_DIR:-$bdir}
 pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libmsgpack-dev
     libyaml-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
     python3-setuptools python3-wheel redis-server)
-# the opt-in HTTP front door (actors/http_front.c: built only when both are found) and its tests
-pkgs+=(libmicrohttpd-dev libjansson-dev curl openssl)
+# the opt-in HTTP front door (actors/http_front.c: built only when the two libraries are
+# found), its tests and the check of examples/k8s
+pkgs+=(libmicrohttpd-dev libjansson-dev curl openssl python3-yaml)
 
 deps() {
     local missing=()
