@@ -917,11 +917,10 @@ int loki_http_front_start(struct loki_http_front *hf, char *err, size_t errlen)
     hf->start_errlen = sizeof(mhd_err);
     unsigned timeout_s =
         (unsigned)ceil(cfg->connection_timeout_s > 0 ? cfg->connection_timeout_s : 30);
-    /* the TLS options last: MHD takes NULL-free pointers only when TLS is on */
+    /* the TLS options last, and only with TLS: without it MHD_OPTION_END ends the list there */
     hf->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, hf, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(cfg->max_connections ? cfg->max_connections : 256),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections ? cfg->max_connections : 256),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, hf,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, hf,
@@ -932,7 +931,9 @@ int loki_http_front_start(struct loki_http_front *hf, char *err, size_t errlen)
         int e = errno ? errno : EADDRNOTAVAIL;
         if (strstr(mhd_err, "in use"))
             e = EADDRINUSE;
-        return fail(err, errlen, -e, "%s", mhd_err[0] ? mhd_err : strerror(e));
+        /* its bind message names the port it was given in the options: 0 with SOCK_ADDR */
+        return fail(err, errlen, -e, "%s",
+                    mhd_err[0] && !strstr(mhd_err, "bind") ? mhd_err : strerror(e));
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(hf->mhd, MHD_DAEMON_INFO_BIND_PORT);
     hf->port = di ? di->port : cfg->port;

@@ -262,6 +262,23 @@ def test_small(d):
     print("small: health, metadata, infer json/base64/binary, refusals, 90 concurrent: done")
 
 
+def test_refused_starts(lokid, tmp, small, taken):
+    """Start-up refusals, before any worker: a taken port; lokid's uid not allowed on its own
+    socket (the front door is a client of it)."""
+    r = subprocess.run([lokid, "--topology", small, "--socket", os.path.join(tmp, "b.sock"),
+                        "--http-port", str(taken)], capture_output=True, text=True, timeout=20)
+    check(r.returncode == 1 and ("cannot serve HTTP on 127.0.0.1 port %d" % taken) in r.stderr,
+          "taken port: exit %d, %s" % (r.returncode, r.stderr[-300:]))
+    other = os.path.join(tmp, "uids.yaml")
+    with open(other, "w") as f:
+        f.write(SMALL_TEXT.replace("frontend:\n", "frontend:\n  allowed_uids: [%d]\n" %
+                                   (os.geteuid() + 1)))
+    r = subprocess.run([lokid, "--topology", other, "--socket", os.path.join(tmp, "c.sock"),
+                        "--http-port", "0"], capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "allowed_uids does not list lokid's uid" in r.stderr,
+          "uid not allowed: exit %d, %s" % (r.returncode, r.stderr[-300:]))
+
+
 def test_slow(d):
     """max_inflight 1, 200 ms a query: overload, payload limits, a drain mid-flight."""
     check(d.wait_ready(), "slow: ready within 20 s")
@@ -358,6 +375,7 @@ def main():
         d = Lokid(lokid, small, tmp, "small", ["--http-port", "0"])
         try:
             test_small(d)
+            test_refused_starts(lokid, tmp, small, d.port)
         finally:
             check(d.stop() == 0, "small lokid exits 0")
         slow = os.path.join(tmp, "slow.yaml")
