@@ -149,7 +149,7 @@ struct req {
     struct loki_kserve_resp resp; /* written before done (D1), read after it (D2) */
 };
 
-/* ---- responses ---------------------------------------------------------------------------- */
+/* ---- responses ------------------------------------------------------------------------------- */
 
 static void count_status(struct loki_http_front *hf, unsigned http)
 {
@@ -229,7 +229,7 @@ static enum MHD_Result send_json(struct loki_http_front *hf, struct MHD_Connecti
     return send_resp(hf, c, &rs);
 }
 
-/* ---- lokid's replies (the client library's reader thread) ---------------------------------- */
+/* ---- lokid's replies (the client library's reader thread) ------------------------------------ */
 
 /* The response is in q->resp: hand it to the front thread and wake it. */
 static void complete(struct req *q)
@@ -295,8 +295,7 @@ static void on_ping(void *ctx, const struct loki_reply *r)
         atomic_store_explicit(&lc->dead, true, memory_order_relaxed);
 }
 
-/* ---- the connections to lokid (front thread) --------------------------------------------------
- */
+/* ---- the connections to lokid (front thread) ------------------------------------------------- */
 
 static bool conn_live(struct lokid_conn *lc)
 {
@@ -383,8 +382,7 @@ static int submit(struct loki_http_front *hf, struct req *q)
     return rc;
 }
 
-/* ---- requests (front thread) ------------------------------------------------------------------
- */
+/* ---- requests (front thread) ----------------------------------------------------------------- */
 
 /* Answer @q, suspended, with the error of a submit that failed (rc). */
 static void fail_submit(struct req *q, int rc)
@@ -684,8 +682,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
         loki_log(LOKI_LOG_WARN, "http: %s", msg);
 }
 
-/* ---- the front thread -------------------------------------------------------------------------
- */
+/* ---- the front thread ------------------------------------------------------------------------ */
 
 static void *front_main(void *arg)
 {
@@ -728,8 +725,7 @@ static void *front_main(void *arg)
     return NULL;
 }
 
-/* ---- create, start, stop ------------------------------------------------------------------------
- */
+/* ---- create, start, stop --------------------------------------------------------------------- */
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

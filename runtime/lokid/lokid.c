@@ -269,7 +269,17 @@ static int front_start(struct lokid *d)
 static void front_stop(struct lokid *d)
 {
 #ifdef LOKI_HAVE_HTTP_FRONT
+    if (!d->front)
+        return;
     loki_http_front_stop(d->front);
+    struct loki_http_front_stats s;
+    loki_http_front_stats(d->front, &s);
+    loki_log(LOKI_LOG_INFO,
+             "http front door stopped: %llu requests answered (%llu 2xx, %llu 4xx, %llu 5xx), "
+             "%llu infer requests handed to lokid, %llu connections to lokid made",
+             (unsigned long long)s.requests, (unsigned long long)s.status_2xx,
+             (unsigned long long)s.status_4xx, (unsigned long long)s.status_5xx,
+             (unsigned long long)s.infers, (unsigned long long)s.lokid_connects);
 #else
     (void)d;
 #endif

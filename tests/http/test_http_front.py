@@ -120,6 +120,17 @@ class Lokid:
         return rc
 
 
+def front_stats(d):
+    """What lokid logged as its front door stopped: {"requests", "2xx", "4xx", "5xx", "infers",
+    "connects"}, or {} when it did not."""
+    with open(d.log) as f:
+        m = re.search(r"http front door stopped: (\d+) requests answered \((\d+) 2xx, (\d+) 4xx, "
+                      r"(\d+) 5xx\), (\d+) infer requests handed to lokid, (\d+) connections",
+                      f.read())
+    keys = ("requests", "2xx", "4xx", "5xx", "infers", "connects")
+    return dict(zip(keys, map(int, m.groups()))) if m else {}
+
+
 def call(c, method, path, body=None, headers=None):
     """One request on connection @c: (status, headers dict, body bytes)."""
     c.request(method, path, body=body, headers=headers or {})
@@ -378,6 +389,11 @@ def main():
             test_refused_starts(lokid, tmp, small, d.port)
         finally:
             check(d.stop() == 0, "small lokid exits 0")
+        st = front_stats(d)
+        # two connections to lokid (lokid_connections' default), never made again
+        check(st.get("connects") == 2 and st["infers"] == 95 and st["2xx"] >= 100 and
+              st["4xx"] >= 11 and st["requests"] == st["2xx"] + st["4xx"] + st["5xx"],
+              "small: the front door's counters at stop: %s" % st)
         slow = os.path.join(tmp, "slow.yaml")
         with open(slow, "w") as f:
             f.write(SLOW)
@@ -386,6 +402,9 @@ def main():
             test_slow(d)
         finally:
             d.stop()
+        st = front_stats(d)
+        # its one connection held through lokid's 1 s idle timeout by pings: made once
+        check(st.get("connects") == 1, "slow: connections to lokid made: %s" % st)
         test_tls(lokid, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
