@@ -303,6 +303,8 @@ int loki_kserve_parse_infer(uint8_t *body, size_t len, size_t header_len, uint32
         return fail(err, errlen, "Inference-Header-Content-Length %zu exceeds the body's %zu bytes",
                     header_len, len);
     size_t jlen = header_len ? header_len : len;
+    if (jlen == 0)
+        return fail(err, errlen, "empty request: expected a KServe v2 infer request (JSON)");
     if (jlen > LOKI_KSERVE_HEADER_MAX && header_len)
         return fail(err, errlen, "JSON header of %zu bytes exceeds the limit of %u", jlen,
                     LOKI_KSERVE_HEADER_MAX);

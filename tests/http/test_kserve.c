@@ -133,6 +133,7 @@ static void test_parse_refusals(void **state)
     (void)state;
 #define INB(extra) "\"inputs\":[{\"name\":\"p\",\"datatype\":\"BYTES\",\"shape\":[1]" extra "}]}"
 #define IN(extra) "{" INB(extra)
+    expect_err("", -EINVAL, "empty request");
     expect_err("{\"inputs\":", -EINVAL, "invalid JSON");
     expect_err("[1]", -EINVAL, "must be a JSON object");
     expect_err("{\"inputs\":[]}", -EINVAL, "'inputs': expected an array of one input");
