@@ -119,6 +119,7 @@ struct loki_http_front {
     unsigned rr; /* round robin over the connections (front thread) */
     /* requests that found no live connection, waiting for one (front thread) */
     struct req *pending_head, *pending_tail;
+    bool closing; /* stopping: the connections are gone, nothing waits for one (front thread) */
     struct lokid_conn conns[MAX_LOKID_CONNS];
 
     /* stats: relaxed atomics; waiting and responding also decide when stop's flush is over */
@@ -417,7 +418,7 @@ static enum MHD_Result dispatch(struct loki_http_front *hf, struct req *q)
     if (rc == 0) {
         if (q->route == R_INFER)
             atomic_fetch_add_explicit(&hf->infers, 1, memory_order_relaxed);
-    } else if (no_connection(rc)) {
+    } else if (no_connection(rc) && !hf->closing) {
         q->pending_until_ns = loki_now_ns() + RECONNECT_WAIT_MS * 1000000ull;
         if (hf->pending_tail)
             hf->pending_tail->next_pending = q;
@@ -707,6 +708,7 @@ static void *front_main(void *arg)
     MHD_socket l = MHD_quiesce_daemon(hf->mhd);
     if (l != MHD_INVALID_SOCKET)
         close(l);
+    hf->closing = true; /* a request on a kept-alive connection now gets 503 at once */
     for (int i = 0; i < hf->n_conns; i++) {
         loki_client_close(hf->conns[i].c);
         hf->conns[i].c = NULL;
