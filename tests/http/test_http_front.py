@@ -251,7 +251,10 @@ def test_small(d):
     st, _, data = call(d.conn(), "POST", "/v2/models/small/infer", body, hdrs)
     check(st == 400, "bad Inference-Header-Content-Length: %d %s" % (st, data))
 
-    # several clients at once: each request gets exactly one response, its own
+    # several clients at once: each request gets exactly one response, its own. lokid may
+    # shed some of the burst on a loaded machine (its planner re-plans for it): those must be
+    # lokid's own answers, mapped (503 overloaded, 504 dropped, 500 error), never the front
+    # door's
     got, lock = {}, threading.Lock()
 
     def client(t):
@@ -261,8 +264,10 @@ def test_small(d):
             st, _, body = call(cc, "POST", "/v2/models/small/infer",
                                infer_json(rid, id=rid, parameters={"loki_result": False}))
             j = json.loads(body)
+            want = {200: "ok", 503: "overloaded", 504: "dropped", 500: "error"}.get(st)
             with lock:
-                got.setdefault(rid, []).append((st, j.get("id")))
+                got.setdefault(rid, []).append(
+                    (j.get("id") == rid, st == 200 or j.get("loki", {}).get("status") == want))
                 if st != 200:
                     print("concurrent %s: %d %s" % (rid, st, body[:300]), file=sys.stderr)
     ths = [threading.Thread(target=client, args=(t,)) for t in range(6)]
@@ -270,9 +275,9 @@ def test_small(d):
         t.start()
     for t in ths:
         t.join(60)
-    check(len(got) == 90 and all(v == [(200, k)] for k, v in got.items()),
-          "90 concurrent requests, one 200 each with its id: %s" %
-          [kv for kv in got.items() if kv[1] != [(200, kv[0])]][:5])
+    check(len(got) == 90 and all(v == [(True, True)] for v in got.values()),
+          "90 concurrent requests, one answer each with its id, lokid's status: %s" %
+          [kv for kv in got.items() if kv[1] != [(True, True)]][:5])
     print("small: health, metadata, infer json/base64/binary, refusals, 90 concurrent: done")
 
 
@@ -342,6 +347,21 @@ def test_slow(d):
     print("slow: idle, 413s, overload %s: done" % sorted(r[0] for r in ok + over))
 
 
+def in_flight(d, timeout=5):
+    """Wait until lokid has a query in flight (its status, through loki_client); without
+    msgpack, a generous sleep."""
+    try:
+        sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+        import loki_client
+    except ImportError:
+        time.sleep(0.3)
+        return
+    with loki_client.Client(d.sock, timeout=5) as c:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not c.status().extra.get("inflight"):
+            time.sleep(0.01)
+
+
 def test_drain(d):
     """A fresh slow lokid (no burst in its demand estimate, so admission takes the query)."""
     check(d.wait_ready(), "drain: ready within 20 s")
@@ -355,7 +375,7 @@ def test_drain(d):
     # after the SIGTERM get 503 "draining" with Connection: close
     first = threading.Thread(target=one, args=(10,))
     first.start()
-    time.sleep(0.05)
+    in_flight(d)
     d.term()
     time.sleep(0.03)
     late, llock = [], threading.Lock()
@@ -428,8 +448,8 @@ def main():
             check(d.stop() == 0, "small lokid exits 0")
         st = front_stats(d)
         # two connections to lokid (lokid_connections' default), never made again
-        check(st.get("connects") == 2 and st["infers"] == 95 and st["2xx"] >= 100 and
-              st["4xx"] >= 11 and st["requests"] == st["2xx"] + st["4xx"] + st["5xx"],
+        check(st.get("connects") == 2 and st["infers"] == 95 and st["2xx"] >= 10 and
+              st["4xx"] == 11 and st["requests"] == st["2xx"] + st["4xx"] + st["5xx"],
               "small: the front door's counters at stop: %s" % st)
         slow = os.path.join(tmp, "slow.yaml")
         with open(slow, "w") as f:
