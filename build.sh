@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|fmt|fmt-check|deps]...
+# The one entry point: ./build.sh [debug|release|asan|tsan] [test|bench|run|fuzz|fmt|fmt-check|deps]...
 #   (no action)  install missing Debian packages, configure and build into build/ (bin: build/bin)
 #   test         ctest (labels unit+integration; LOKI_TEST_LABELS overrides)
 #   bench        microbenchmarks, JSON into build/bench/
 #   run          the newcomer tour on examples/traffic_analysis.yaml
+#   fuzz         the fuzz targets built with clang, libFuzzer and ASan+UBSan into build-fuzz/ (any
+#                build type), each run LOKI_FUZZ_SECONDS (60) from its corpus (tests/fuzz/README.md)
 #   fmt          clang-format -i over the tree; fmt-check fails on any difference
 # Build types: debug (default) -> build/, release -> build-release/, asan -> build-asan/,
 # tsan -> build-tsan/. LOKI_BUILD_DIR overrides the folder.
@@ -17,9 +19,9 @@ actions=()
 for a in "$@"; do
     case "$a" in
     debug | release | asan | tsan) type=$a ;;
-    test | bench | run | fmt | fmt-check | deps | build) actions+=("$a") ;;
+    test | bench | run | fuzz | fmt | fmt-check | deps | build) actions+=("$a") ;;
     -h | --help)
-        sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -39,11 +41,11 @@ bdir=${LOKI_BUILD_DIR:-$bdir}
 
 # Debian packages the build, tests and tour need. Installed only when missing.
 pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libmsgpack-dev
-    libyaml-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
+    libyaml-dev libjansson-dev libcmocka-dev clang clang-format python3 python3-msgpack python3-pip
     python3-setuptools python3-wheel redis-server)
-# the opt-in HTTP front door (actors/http_front.c: built only when the two libraries are
-# found), its tests and the check of examples/k8s
-pkgs+=(libmicrohttpd-dev libjansson-dev curl openssl python3-yaml)
+# the opt-in HTTP front door (actors/http_front.c: built only when libmicrohttpd is found), its
+# tests and the check of examples/k8s
+pkgs+=(libmicrohttpd-dev curl openssl python3-yaml)
 
 deps() {
     local missing=()
@@ -131,6 +133,39 @@ do_run() {
     fi
 }
 
+# Every tests/fuzz/fuzz_<name>.c for LOKI_FUZZ_SECONDS from corpus/<name> plus what earlier runs
+# kept in build-fuzz/fuzz/<name>/ (new inputs go there; merging them into the committed corpus is
+# a manual step). Each run prints its start and end coverage; a crash, leak, UBSan report or
+# 10 s input stops it, leaves the input in build-fuzz/fuzz/crashes/ and fails the action.
+do_fuzz() {
+    deps || return
+    local fdir=build-fuzz secs=${LOKI_FUZZ_SECONDS:-60} targets=() t
+    cmake -S . -B "$fdir" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLOKI_SANITIZE=fuzz \
+        -DLOKI_WITH_CUDA=OFF >/dev/null || return
+    for t in tests/fuzz/fuzz_*.c; do
+        t=$(basename "$t" .c)
+        [ "$t" = fuzz_driver ] || targets+=("$t")
+    done
+    cmake --build "$fdir" -j"$(nproc)" --target "${targets[@]}" -- --no-print-directory 2>&1 |
+        progress || return
+    san_env
+    mkdir -p "$fdir/fuzz/crashes"
+    for t in "${targets[@]}"; do
+        local name=${t#fuzz_} dict=()
+        [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")
+        mkdir -p "$fdir/fuzz/$name"
+        echo "== $t, ${secs} s"
+        if ! "$fdir/tests/$t" -max_total_time="$secs" -timeout=10 "${dict[@]}" \
+            -artifact_prefix="$fdir/fuzz/crashes/$name-" "$fdir/fuzz/$name" \
+            "tests/fuzz/corpus/$name" >"$fdir/fuzz/$name.log" 2>&1; then
+            tail -n 60 "$fdir/fuzz/$name.log"
+            echo "build.sh: $t failed (log: $fdir/fuzz/$name.log)" >&2
+            return 1
+        fi
+        grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' "$fdir/fuzz/$name.log" || true
+    done
+}
+
 fmt_files() { git ls-files '*.c' '*.h' | grep -v '^tests/fuzz/corpus/'; }
 
 [ ${#actions[@]} -eq 0 ] && actions=(build)
@@ -141,6 +176,7 @@ for a in "${actions[@]}"; do
     test) build || exit; do_test ;;
     bench) build || exit; do_bench ;;
     run) build || exit; do_run ;;
+    fuzz) do_fuzz || exit ;;
     fmt) fmt_files | xargs clang-format -i ;;
     fmt-check) fmt_files | xargs clang-format --dry-run -Werror ;;
     esac

@@ -353,8 +353,13 @@ int loki_frontend_create(uv_loop_t *loop, const struct loki_frontend_opts *o,
     if (!fe->o.server_name)
         fe->o.server_name = "lokid";
     fe->max_body = fe->cfg.max_payload + LOKI_PROTO_OVERHEAD;
-    if (!fe->o.max_write_queue)
-        fe->o.max_write_queue = (4u << 20) + (uint64_t)fe->max_body + LOKI_PROTO_HDR;
+    if (!fe->o.max_write_queue) {
+        /* 4 MiB plus the largest frame either way: one request echoed, or one reply carrying
+         * a whole result tree (frontend.max_result_bytes of outputs) */
+        uint64_t reply = (uint64_t)fe->cfg.max_result + LOKI_PROTO_OVERHEAD;
+        fe->o.max_write_queue =
+            (4u << 20) + (reply > fe->max_body ? reply : fe->max_body) + LOKI_PROTO_HDR;
+    }
     fe->idle_ms = IDLE_DEFAULT_MS;
     if (fe->cfg.idle_timeout_s > 0)
         fe->idle_ms = fe->cfg.idle_timeout_s >= 4e6 ? 4000000000u

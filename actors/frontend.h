@@ -137,12 +137,6 @@ bool loki_frontend_conn_tag(struct loki_frontend_conn *conn, uint64_t id, uint64
 int loki_frontend_reply(struct loki_frontend_conn *conn, uint64_t id,
                         const struct loki_reply *reply);
 
-/* Whether @conn's client is still connected (a hint: it may close right after). Any thread. */
-bool loki_frontend_conn_is_open(const struct loki_frontend_conn *conn);
-
-/* The peer's uid, as SO_PEERCRED reported it at accept. Any thread. */
-unsigned loki_frontend_conn_uid(const struct loki_frontend_conn *conn);
-
 /*
  * Begin draining: stop accepting connections, answer new requests "draining", keep
  * writing replies; when nothing is in flight, call @cb once (possibly before returning).

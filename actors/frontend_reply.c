@@ -219,13 +219,3 @@ int loki_frontend_reply(struct loki_frontend_conn *c, uint64_t id, const struct 
     pthread_mutex_unlock(&fe->qlock);
     return rc;
 }
-
-bool loki_frontend_conn_is_open(const struct loki_frontend_conn *c)
-{
-    return __atomic_load_n(&c->open, __ATOMIC_ACQUIRE);
-}
-
-unsigned loki_frontend_conn_uid(const struct loki_frontend_conn *c)
-{
-    return c->uid;
-}

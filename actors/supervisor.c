@@ -146,6 +146,8 @@ struct loki_sup {
     int slots[256]; /* per GPU (+1 for none): next placement slot */
     int alive;
     struct loki__sup_mps mps; /* per-GPU control daemons, the run folder */
+    /* workers that exited unasked, per variant (loki_sup_crashes()) */
+    uint64_t crashes[LOKI_MAX_PIPELINES][LOKI_MAX_TASKS][LOKI_MAX_VARIANTS];
 };
 
 /* A worker answers fast when its batches come back within twice the spin time: we poll that long.
@@ -369,6 +371,10 @@ static void on_exit_cb(uv_poll_t *h, int poll_status, int events)
     int sig = r > 0 && WIFSIGNALED(st) ? WTERMSIG(st) : 0;
     bool expected = w->stopping;
     int inst = w->inst;
+    if (!expected && w->pi.pipeline >= 0 && w->pi.pipeline < LOKI_MAX_PIPELINES &&
+        w->pi.task >= 0 && w->pi.task < LOKI_MAX_TASKS && w->pi.variant >= 0 &&
+        w->pi.variant < LOKI_MAX_VARIANTS)
+        s->crashes[w->pi.pipeline][w->pi.task][w->pi.variant]++;
     if (!expected && sig == 0 && status == LOKI_SUP_EXIT_MPS)
         loki_log(LOKI_LOG_WARN,
                  "worker %d (GPU %d, share %.2f) was refused by the MPS server (client limit "
@@ -686,6 +692,14 @@ int loki_sup_pid(const struct loki_sup *s, int inst)
 int loki_sup_alive(const struct loki_sup *s)
 {
     return s->alive;
+}
+
+uint64_t loki_sup_crashes(const struct loki_sup *s, int p, int t, int v)
+{
+    if (p < 0 || p >= LOKI_MAX_PIPELINES || t < 0 || t >= LOKI_MAX_TASKS || v < 0 ||
+        v >= LOKI_MAX_VARIANTS)
+        return 0;
+    return s->crashes[p][t][v];
 }
 
 static void write_hop_log(struct loki_sup *s)

@@ -102,6 +102,13 @@ int loki_sup_pid(const struct loki_sup *s, int inst);
 /* Workers alive now. */
 int loki_sup_alive(const struct loki_sup *s);
 
+/*
+ * Workers of variant (@p, @t, @v) (the plan instance's indexes) that exited without
+ * loki_sup_stop() asking for it since loki_sup_create(): a crash, a kill, an OOM kill, an MPS
+ * refusal. lokid restarts each with backoff unless it is draining. 0 for indexes out of range.
+ */
+uint64_t loki_sup_crashes(const struct loki_sup *s, int p, int t, int v);
+
 /* Worker starts since create, for the logs and the status report. */
 struct loki_sup_stats {
     uint64_t started;      /* spawned (whatever became of them) */

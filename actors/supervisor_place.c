@@ -68,16 +68,6 @@ void loki_placement_destroy(struct loki_placement *p)
     free(p);
 }
 
-int loki_placement_gpus_found(const struct loki_placement *p)
-{
-    return p->n_gpus;
-}
-
-int loki_placement_cores(const struct loki_placement *p)
-{
-    return p->n_cores;
-}
-
 int loki_placement_core_for(const struct loki_placement *p, int gpu, int slot, char *buf,
                             size_t len)
 {

@@ -18,10 +18,6 @@ struct loki_placement;
 int loki_placement_create(struct loki_placement **out);
 void loki_placement_destroy(struct loki_placement *p);
 
-/* NVIDIA GPUs hwloc found on the PCI bus (0 on a machine without any). */
-int loki_placement_gpus_found(const struct loki_placement *p);
-int loki_placement_cores(const struct loki_placement *p);
-
 /*
  * The core for the @slot-th worker of GPU @gpu (gpu < 0 or no GPUs found:
  * the slot-th core of the machine, round robin), written as an hwloc list

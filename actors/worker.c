@@ -23,6 +23,7 @@
 
 #include "loki/arena.h"
 #include "loki/backend.h"
+#include "loki/backend_setup.h"
 #include "loki/batch.h"
 #include "loki/error.h"
 #include "loki/ring.h"
@@ -36,10 +37,7 @@ struct loaded {
     struct loki_backend_handle h;
     void *state;
     uint32_t max_output;
-    double means[LOKI_MAX_CHILDREN];
-    int dists[LOKI_MAX_CHILDREN];
-    const char *child_names[LOKI_MAX_CHILDREN];
-    const char *arg_keys[LOKI_MAX_ARGS], *arg_values[LOKI_MAX_ARGS];
+    struct loki_backend_setup setup; /* its config (not moved: it points into itself) */
 };
 
 /* What one query of the batch emitted so far. */
@@ -380,73 +378,20 @@ static int run_batch(struct wstate *w, const void *rec, size_t len)
 static int load_variant(const struct loki_worker_args *a, int vi, int max_batch, struct loaded *m,
                         char *err, unsigned errlen)
 {
-    const struct loki_pipeline *p = &a->topo->pipelines[a->pipeline];
-    const struct loki_task *t = &p->tasks[a->task];
-    const struct loki_variant *var = &t->variants[vi];
+    const struct loki_variant *var = &a->topo->pipelines[a->pipeline].tasks[a->task].variants[vi];
     int rc;
     m->variant = vi;
-    memset(&m->h, 0, sizeof(m->h));
-    if (a->backend) {
+    if (a->backend)
         m->h = *a->backend;
-    } else {
-        if (var->backend == LOKI_BACKEND_PLUGIN) {
-            rc = loki_backend_load_plugin(var->backend_path, &m->h, err, errlen);
-            if (rc)
-                return rc;
-        } else if (var->backend == LOKI_BACKEND_CUDA) {
-#ifdef LOKI_HAVE_CUDA
-            m->h.v1 = loki_backend_cuda();
-#else
-            snprintf(err, errlen, "variant %s asks for the cuda backend, not built in this lokid",
-                     var->name);
-            return -ENOTSUP;
-#endif
-        } else {
-            m->h.be = loki_backend_sim();
-        }
-    }
-    const char *name = m->h.be ? m->h.be->name : m->h.v1->name;
-    int s = loki_variant_share_index(var, a->share);
-    if (s < 0) {
-        snprintf(err, errlen, "variant %s has no profile at share %g", var->name, a->share);
-        return -EINVAL;
-    }
-    for (int c = 0; c < t->n_children; c++) {
-        m->means[c] = var->fanout[c].mean;
-        m->dists[c] = (int)var->fanout[c].dist;
-        m->child_names[c] = p->tasks[t->children[c]].name;
-    }
-    const char *str = a->topo->strings + var->args_off;
-    for (int k = 0; k < var->n_args && k < LOKI_MAX_ARGS; k++) {
-        m->arg_keys[k] = str;
-        str += strlen(str) + 1;
-        m->arg_values[k] = str;
-        str += strlen(str) + 1;
-    }
-    m->max_output = var->max_output_bytes ? var->max_output_bytes : LOKI_DEFAULT_OUTPUT_BYTES;
-    struct loki_backend_config cfg = {
-        .pipeline = p->name,
-        .task = t->name,
-        .variant = var->name,
-        .max_batch = max_batch,
-        .share = a->share,
-        .gpu = a->gpu,
-        .n_batches = var->n_batches,
-        .batches = var->batches,
-        .latency_ms = var->latency_ms[s],
-        .n_children = t->n_children,
-        .fanout_mean = m->means,
-        .fanout_dist = m->dists,
-        .seed = a->seed + (uint64_t)(vi != a->variant),
-        .args = getenv("LOKI_BACKEND_ARGS"),
-        .n_args = var->n_args < LOKI_MAX_ARGS ? var->n_args : LOKI_MAX_ARGS,
-        .arg_keys = m->arg_keys,
-        .arg_values = m->arg_values,
-        .max_output_bytes = m->max_output,
-        .input = t->input_off ? a->topo->strings + t->input_off : NULL,
-        .child_tasks = m->child_names,
-    };
-    if ((rc = loki_backend_init(&m->h, &cfg, &m->state))) {
+    else if ((rc = loki_backend_select(var, &m->h, err, errlen)))
+        return rc;
+    const char *name = loki_backend_name(&m->h);
+    if ((rc = loki_backend_setup_init(&m->setup, a->topo, a->pipeline, a->task, vi, max_batch,
+                                      a->share, a->gpu, a->seed + (uint64_t)(vi != a->variant), err,
+                                      errlen)))
+        return rc;
+    m->max_output = m->setup.cfg.max_output_bytes;
+    if ((rc = loki_backend_init(&m->h, &m->setup.cfg, &m->state))) {
         snprintf(err, errlen, "backend %s init for %s: %s", name, var->name, loki_strerror(rc));
 #ifdef LOKI_HAVE_CUDA
         if (m->h.v1 == loki_backend_cuda())

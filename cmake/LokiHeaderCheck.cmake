@@ -2,14 +2,14 @@
 # loki_check_public_headers(ROOTS dir... [FLAT dir...])
 # Every public header (any .h in a loki/ folder under the ROOTS, and any .h right in a FLAT
 # folder such as actors/, where each actor's header sits beside its .c; found again at each
-# build) compiles on its own: for each one a generated .c that includes only that header is compiled
-# with the usage requirements of the library exporting it, so a header that leans on an include
+# build) compiles on its own: for each one a generated .c that includes only that header is
+# compiled with the usage requirements of the library exporting it, so a header that leans on an include
 # its users happen to make first, or on a dependency its library does not declare, breaks the
 # build. The exporting library is the one whose include directories hold the folder above loki/
 # (preferring the library defined in that folder), else the nearest enclosing folder's (a header
 # of an optional part, such as worker/cuda without nvcc). One object library per exporting
-# library, <lib>_hdr_check. A FLAT folder's X.h is checked with the library that compiles X.c
-# (else as above). Call it once, after every add_subdirectory().
+# library, <lib>_hdr_check. A FLAT folder's X.h (and X_internal.h) is checked with the library
+# that compiles X.c (else as above). Call it once, after every add_subdirectory().
 
 # All targets defined in @dir and below, into @out.
 function(_loki_targets_below dir out)
@@ -81,10 +81,14 @@ function(loki_check_public_headers)
         set(owner)
         if(h IN_LIST flat)
             set(root ${loki_dir})
-            string(MAKE_C_IDENTIFIER "${h}" key)
-            if(DEFINED _flat_${key})
-                set(owner ${_flat_${key}})
-            endif()
+            # X_internal.h belongs with X.c too
+            string(REGEX REPLACE "_internal\\.h$" ".h" base "${h}")
+            foreach(cand "${h}" "${base}")
+                string(MAKE_C_IDENTIFIER "${cand}" key)
+                if(NOT owner AND DEFINED _flat_${key})
+                    set(owner ${_flat_${key}})
+                endif()
+            endforeach()
         endif()
         set(dir ${root})
         string(FIND "${dir}/" "${CMAKE_SOURCE_DIR}/" at)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # loki_add_test(NAME SOURCES... LIBS ... LABELS ... [ARGS ...] [TIMEOUT s])
-# One executable per test file; ctest is the one runner. Exit 77 means skipped.
+# One executable per test file; ctest is the one runner. Exit 77 means skipped. TIMEOUT (120 s
+# by default) is four times longer in sanitizer builds.
 function(loki_add_test name)
     cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS;ARGS" ${ARGN})
     add_executable(${name} ${T_SOURCES})
@@ -12,6 +13,11 @@ function(loki_add_test name)
     endif()
     if(NOT T_TIMEOUT)
         set(T_TIMEOUT 120)
+    endif()
+    # sanitizers run the same work several times slower (TSan most): the limit catches hangs,
+    # not slowness
+    if(LOKI_SANITIZE)
+        math(EXPR T_TIMEOUT "${T_TIMEOUT} * 4")
     endif()
     set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" SKIP_RETURN_CODE 77
                          TIMEOUT ${T_TIMEOUT}

@@ -40,6 +40,12 @@ struct loki__milp_req {
      */
     bool reference;
     /*
+     * The formulation (milp_flow.c or milp.c). Ignored by the reference and
+     * decoupled solves, which are path solves; a flow request falls back to
+     * paths for a pipeline shape the flows do not model (milp.c, use_flow()).
+     */
+    enum loki_formulation formulation;
+    /*
      * Proteus: every task is planned alone for task_demand[p][t] with an
      * equal slice of the latency budget (headroom * SLO / depth of its
      * deepest chain); no fan-out or path coupling.
@@ -59,7 +65,7 @@ struct loki__milp_req {
  * differ between the planner's solves): statuses (GLP_BS..GLP_NS) of the
  * rows, then of the columns.
  */
-#define LOKI__MILP_BASIS_MAX 16384
+#define LOKI__MILP_BASIS_MAX 131072
 struct loki__milp_basis {
     uint64_t key; /* the model's structure; 0: empty */
     int n_rows, n_cols;
@@ -70,6 +76,7 @@ struct loki__milp_res {
     bool feasible;
     bool warm_used;    /* the warm start was a valid incumbent, better than the greedy one */
     bool truncated;    /* node options were thinned to respect max_paths */
+    bool flow;         /* solved on the flow formulation */
     bool time_limited; /* the time limit cut the search short (answer: best found) */
     int n_cols, n_rows, n_paths;
     double objective, gap, solve_ms;

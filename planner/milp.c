@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The planning MILP: the model (chains, option nodes, path options) and the
- * LP that GLPK solves, built from it; milp_search.c searches it. These two
- * files are the only ones that include glpk.h (through milp.h).
+ * LP that GLPK solves, built from it; milp_search.c searches it. These files
+ * and milp_flow.c are the only ones that include glpk.h (through milp.h).
  *
- * Formulation
- * -----------
+ * Two formulations share the option nodes, the GPU rows and the search: the
+ * flow formulation (milp_flow.c), the default since it grows linearly with
+ * the options per task, and the path formulation below, one column per
+ * latency-feasible option path, kept as planner.formulation = paths, as the
+ * reference of the quality checks and for the shapes the flows do not model
+ * (use_flow()). Their optima agree (tests/planner/test_flow.c,
+ * docs/planner.md).
+ *
+ * Path formulation
+ * ----------------
  * An *option node* n = (variant v of task t, batch b, share s) carries its
  * profiled latency tau_n and throughput theta_n = b / tau_n. Every variant runs
  * at most one option (y[n] binary, sum over the variant's options <= 1), with
@@ -137,7 +145,7 @@ double loki__path_accuracy(const struct loki_pipeline *p, const int *chain, int 
     return a;
 }
 
-static int push_nz(struct model *m, int row, int col, double val)
+int loki__milp_nz(struct model *m, int row, int col, double val)
 {
     if (m->nz + 1 >= m->cap_nz) {
         int cap = m->cap_nz ? m->cap_nz * 2 : 4096;
@@ -545,20 +553,6 @@ static void add_columns(struct model *m, glp_prob *lp)
     }
 }
 
-/*
- * Rows of @m into @lp (after add_columns()), then the matrix: one option per
- * variant, y <= z <= Zmax y, paths on chosen options only, the served
- * fraction per chain, the accuracy floor, shared prefixes, capacity per
- * option node, GPU aggregates, and GPUs, memory and MPS clients in aggregate.
- * Returns 0 or -ENOMEM.
- */
-static int add_rows(struct model *m, glp_prob *lp)
-{
-    const struct loki__milp_req *rq = m->rq;
-    const struct loki_topology *topo = rq->topo;
-    double g = ceil(rq->budget - 1e-9);
-    int rc = 0;
-    int row = 0;
 #define ROW(type, lo, up)                                                                          \
     do {                                                                                           \
         row = glp_add_rows(lp, 1);                                                                 \
@@ -566,10 +560,14 @@ static int add_rows(struct model *m, glp_prob *lp)
     } while (0)
 #define NZ(col, val)                                                                               \
     do {                                                                                           \
-        if ((rc = push_nz(m, row, (col), (val))) < 0)                                              \
+        if ((rc = loki__milp_nz(m, row, (col), (val))) < 0)                                        \
             return rc;                                                                             \
     } while (0)
-    /* One option per variant. */
+
+int loki__milp_option_rows(struct model *m, glp_prob *lp)
+{
+    int rc = 0, row = 0;
+    /* One option per variant (a variant's nodes are consecutive). */
     for (int i = 0; i < m->n_nodes;) {
         int j = i;
         bool any = false;
@@ -591,7 +589,7 @@ static int add_rows(struct model *m, glp_prob *lp)
         const struct node *n = &m->nodes[i];
         if (!n->used)
             continue;
-        double zmax = floor(rq->budget / n->share + 1e-9);
+        double zmax = floor(m->rq->budget / n->share + 1e-9);
         ROW(GLP_UP, 0, 0);
         NZ(n->col_z, 1);
         NZ(n->col_y, -zmax);
@@ -599,6 +597,73 @@ static int add_rows(struct model *m, glp_prob *lp)
         NZ(n->col_y, 1);
         NZ(n->col_z, -1);
     }
+    return 0;
+}
+
+int loki__milp_gpu_rows(struct model *m, glp_prob *lp)
+{
+    const struct loki_topology *topo = m->rq->topo;
+    double g = ceil(m->rq->budget - 1e-9);
+    int rc = 0, row = 0;
+    /* GPU aggregates: granules of every task and every variant, integers to branch on. */
+    for (int i = 0; i < m->n_agg_task + m->n_agg_var; i++) {
+        bool task = i < m->n_agg_task;
+        int col = task ? m->agg_task[i] : m->agg_var[i - m->n_agg_task];
+        ROW(GLP_FX, 0, 0);
+        NZ(col, -1);
+        for (int k = 0; k < m->n_nodes; k++) {
+            const struct node *n = &m->nodes[k];
+            if (n->used && (task ? m->col_task[n->p][n->t] : m->col_var[n->p][n->t][n->v]) == col)
+                NZ(n->col_z, granules(m, n));
+        }
+    }
+    /* GPU budget, memory and MPS clients in aggregate. */
+    ROW(GLP_UP, 0, m->rq->budget);
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].used)
+            NZ(m->nodes[i].col_z, m->nodes[i].share);
+    if (topo->gpus.mem_mb > 0) {
+        ROW(GLP_UP, 0, g * topo->gpus.mem_mb);
+        for (int i = 0; i < m->n_nodes; i++)
+            if (m->nodes[i].used && m->nodes[i].mem > 0)
+                NZ(m->nodes[i].col_z, m->nodes[i].mem);
+    }
+    if (topo->gpus.mps_max_clients > 0) {
+        ROW(GLP_UP, 0, g * topo->gpus.mps_max_clients);
+        for (int i = 0; i < m->n_nodes; i++)
+            if (m->nodes[i].used)
+                NZ(m->nodes[i].col_z, 1);
+    }
+    return 0;
+}
+#undef ROW
+#undef NZ
+
+/*
+ * Rows of @m into @lp (after add_columns()), then the matrix: one option per
+ * variant, y <= z <= Zmax y, paths on chosen options only, the served
+ * fraction per chain, the accuracy floor, shared prefixes, capacity per
+ * option node, GPU aggregates, and GPUs, memory and MPS clients in aggregate.
+ * Returns 0 or -ENOMEM.
+ */
+static int add_rows(struct model *m, glp_prob *lp)
+{
+    const struct loki__milp_req *rq = m->rq;
+    const struct loki_topology *topo = rq->topo;
+    int rc = 0;
+    int row = 0;
+#define ROW(type, lo, up)                                                                          \
+    do {                                                                                           \
+        row = glp_add_rows(lp, 1);                                                                 \
+        glp_set_row_bnds(lp, row, (type), (lo), (up));                                             \
+    } while (0)
+#define NZ(col, val)                                                                               \
+    do {                                                                                           \
+        if ((rc = loki__milp_nz(m, row, (col), (val))) < 0)                                        \
+            return rc;                                                                             \
+    } while (0)
+    if ((rc = loki__milp_option_rows(m, lp)) < 0)
+        return rc;
     /* Paths use chosen options only: sum_{owner paths through n} c <= y[n]. */
     {
         int *link = calloc((size_t)m->n_nodes, sizeof(int));
@@ -611,7 +676,7 @@ static int add_rows(struct model *m, glp_prob *lp)
                 continue;
             ROW(GLP_UP, 0, 0);
             link[i] = row;
-            if ((rc = push_nz(m, row, m->nodes[i].col_y, -1)) < 0)
+            if ((rc = loki__milp_nz(m, row, m->nodes[i].col_y, -1)) < 0)
                 break;
         }
         for (int i = 0; i < m->n_paths && rc == 0; i++) {
@@ -620,7 +685,7 @@ static int add_rows(struct model *m, glp_prob *lp)
             for (int j = 0; j < c->len && rc == 0; j++) {
                 const struct node *n = &m->nodes[ph->node[j]];
                 if (m->owner[c->p][n->t] == ph->chain)
-                    rc = push_nz(m, link[ph->node[j]], ph->col, 1);
+                    rc = loki__milp_nz(m, link[ph->node[j]], ph->col, 1);
             }
         }
         free(link);
@@ -680,7 +745,7 @@ static int add_rows(struct model *m, glp_prob *lp)
             int j = i;
             ROW(GLP_FX, 0, 0);
             while (j < w && pref_cmp(&pr[i], &pr[j]) == 0 && rc == 0) {
-                rc = push_nz(m, row, pr[j].col, pr[j].sign);
+                rc = loki__milp_nz(m, row, pr[j].col, pr[j].sign);
                 j++;
             }
             i = j;
@@ -714,7 +779,7 @@ static int add_rows(struct model *m, glp_prob *lp)
                 ROW(GLP_UP, 0, 0);
                 caprow[i] = row;
             }
-            rc = push_nz(m, caprow[i], n->col_z, -n->thr);
+            rc = loki__milp_nz(m, caprow[i], n->col_z, -n->thr);
             last = i;
         }
         double beta = topo->planner.beta > 0 ? topo->planner.beta : 1;
@@ -725,45 +790,18 @@ static int add_rows(struct model *m, glp_prob *lp)
                 const struct node *n = &m->nodes[ph->node[j]];
                 double coef = beta * c->base * ph->mult[j];
                 if (m->owner[c->p][n->t] == ph->chain && coef > 0)
-                    rc = push_nz(m, caprow[ph->node[j]], ph->col, coef);
+                    rc = loki__milp_nz(m, caprow[ph->node[j]], ph->col, coef);
             }
         }
         free(caprow);
         if (rc < 0)
             return rc;
     }
-    /* GPU aggregates: granules of every task and every variant, integers to branch on. */
-    for (int i = 0; i < m->n_agg_task + m->n_agg_var; i++) {
-        bool task = i < m->n_agg_task;
-        int col = task ? m->agg_task[i] : m->agg_var[i - m->n_agg_task];
-        ROW(GLP_FX, 0, 0);
-        NZ(col, -1);
-        for (int k = 0; k < m->n_nodes; k++) {
-            const struct node *n = &m->nodes[k];
-            if (n->used && (task ? m->col_task[n->p][n->t] : m->col_var[n->p][n->t][n->v]) == col)
-                NZ(n->col_z, granules(m, n));
-        }
-    }
-    /* GPU budget, memory and MPS clients in aggregate. */
-    ROW(GLP_UP, 0, rq->budget);
-    for (int i = 0; i < m->n_nodes; i++)
-        if (m->nodes[i].used)
-            NZ(m->nodes[i].col_z, m->nodes[i].share);
-    if (topo->gpus.mem_mb > 0) {
-        ROW(GLP_UP, 0, g * topo->gpus.mem_mb);
-        for (int i = 0; i < m->n_nodes; i++)
-            if (m->nodes[i].used && m->nodes[i].mem > 0)
-                NZ(m->nodes[i].col_z, m->nodes[i].mem);
-    }
-    if (topo->gpus.mps_max_clients > 0) {
-        ROW(GLP_UP, 0, g * topo->gpus.mps_max_clients);
-        for (int i = 0; i < m->n_nodes; i++)
-            if (m->nodes[i].used)
-                NZ(m->nodes[i].col_z, 1);
-    }
+    if ((rc = loki__milp_gpu_rows(m, lp)) < 0)
+        return rc;
 #undef ROW
 #undef NZ
-    m->n_rows = row;
+    m->n_rows = glp_get_num_rows(lp);
     glp_load_matrix(lp, m->nz, m->ia, m->ja, m->ar);
     return 0;
 }
@@ -773,8 +811,14 @@ static int solve_model(struct model *m, double t0, struct loki__milp_res *res)
 {
     glp_prob *lp = glp_create_prob();
     int term = glp_term_out(GLP_OFF); /* scaling and basis construction print otherwise */
-    add_columns(m, lp);
-    int rc = add_rows(m, lp);
+    int rc;
+    if (m->fl) {
+        loki__flow_columns(m, lp);
+        rc = loki__flow_rows(m, lp);
+    } else {
+        add_columns(m, lp);
+        rc = add_rows(m, lp);
+    }
     if (rc == 0) {
         res->n_cols = m->n_cols;
         res->n_rows = m->n_rows;
@@ -784,6 +828,36 @@ static int solve_model(struct model *m, double t0, struct loki__milp_res *res)
     glp_term_out(term);
     glp_delete_prob(lp);
     return rc;
+}
+
+/*
+ * Whether @rq is solved on the flow formulation: asked for (the default),
+ * not the reference or a decoupled (per-task, already linear) solve, and
+ * every pipeline a tree (one parent per task) without a measured
+ * path-accuracy table on a chain of three or more tasks, which the flows'
+ * per-task accuracy cannot carry. Otherwise the path formulation.
+ */
+static bool use_flow(const struct loki__milp_req *rq)
+{
+    const struct loki_topology *topo = rq->topo;
+    if (rq->reference || rq->decoupled || rq->formulation != LOKI_FORMULATION_FLOW)
+        return false;
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
+        int indeg[LOKI_MAX_TASKS] = {0};
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int c = 0; c < pp->tasks[t].n_children; c++)
+                if (++indeg[pp->tasks[t].children[c]] > 1)
+                    return false;
+        if (pp->n_path_acc > 0) {
+            int chains[LOKI_MAX_TASKS * 4][LOKI_MAX_TASKS], len[LOKI_MAX_TASKS * 4];
+            int nc = loki_pipeline_chains(pp, chains, len, LOKI_MAX_TASKS * 4);
+            for (int k = 0; k < nc; k++)
+                if (len[k] >= 3)
+                    return false;
+        }
+    }
+    return true;
 }
 
 int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res)
@@ -798,6 +872,26 @@ int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res
     int rc = 0;
     fill_fanouts(m);
     build_chains(m);
+    if (use_flow(rq)) {
+        /* No paths, no cap: the flows grow with the options, not their products. */
+        res->flow = true;
+        if ((rc = build_nodes(m, 0)) < 0 || (rc = loki__flow_build(m)) < 0)
+            goto out;
+        /* A task without a latency-feasible option cannot be served at all. */
+        for (int i = 0; i < m->n_chains; i++)
+            for (int j = 0; j < m->chains[i].len; j++) {
+                const struct chain *c = &m->chains[i];
+                bool any = false;
+                for (int k = 0; k < m->tn_count[c->p][c->task[j]] && !any; k++)
+                    any = m->nodes[m->tn_first[c->p][c->task[j]] + k].used;
+                if (!any && rq->mode != LOKI__MILP_SERVED) {
+                    res->feasible = false;
+                    goto out;
+                }
+            }
+        rc = solve_model(m, t0, res);
+        goto out;
+    }
     for (int thin = 0; thin < 6; thin++) {
         if ((rc = build_nodes(m, thin)) < 0)
             goto out;
@@ -820,6 +914,7 @@ int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res
         }
     rc = solve_model(m, t0, res);
 out:
+    loki__flow_free(m);
     free(m->nodes);
     free(m->paths);
     free(m->ia);

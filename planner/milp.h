@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The MILP's model, shared by milp.c (which builds it and its LP) and
- * milp_search.c (which searches the LP): option nodes, chains, path options,
- * column numbers and the constraint matrix as triplets. Private to those two
- * files, the only ones that include glpk.h.
+ * The MILP's model, shared by milp.c (which builds it and the path
+ * formulation's LP), milp_flow.c (the flow formulation's LP) and
+ * milp_search.c (which searches either): option nodes, chains, path options
+ * or flows, column numbers and the constraint matrix as triplets. Private to
+ * those three files, the only ones that include glpk.h.
  */
 #ifndef LOKI_PLANNER_MILP_H
 #define LOKI_PLANNER_MILP_H
@@ -40,8 +41,11 @@ struct path {
     int col;
 };
 
+struct flow; /* milp_flow.c */
+
 struct model {
     const struct loki__milp_req *rq;
+    struct flow *fl; /* the flow formulation's columns; NULL: path options */
     struct node *nodes;
     int n_nodes;
     /* nodes of (p, t): [tn_first, tn_first + tn_count) */
@@ -104,6 +108,46 @@ static inline bool plain(const struct loki__milp_req *rq)
 {
     return rq->reference || (rq->mode == LOKI__MILP_HARDWARE && !(rq->acc_floor > 0));
 }
+
+/* Append @val at (@row, @col) to @m's triplets. Returns 0 or -ENOMEM. */
+int loki__milp_nz(struct model *m, int row, int col, double val);
+
+/*
+ * Rows both formulations share, into @lp: one option per variant and
+ * y <= z <= Zmax y (loki__milp_option_rows); the GPU aggregates, the GPU
+ * budget, memory and MPS clients (loki__milp_gpu_rows). Return 0 or -ENOMEM.
+ */
+int loki__milp_option_rows(struct model *m, glp_prob *lp);
+int loki__milp_gpu_rows(struct model *m, glp_prob *lp);
+
+/* Set the GPU aggregates of solution vector @x from its instance counts (milp_search.c). */
+void loki__milp_fill_aggregates(const struct model *m, double *x);
+
+/*
+ * The routing split of @res from edge weights @l[p][t][u][v] (root arrivals:
+ * u = 0) that the router's split must be proportional to, with fallback rows
+ * for parent variants without planned traffic (milp_search.c).
+ */
+void loki__milp_splits(const struct model *m,
+                       double (*l)[LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_VARIANTS],
+                       struct loki__milp_res *res);
+
+/*
+ * The flow formulation (milp_flow.c), on @m's chains and option nodes
+ * (built with no thinning): loki__flow_build() prunes the nodes by latency
+ * and lays out the flows (-ENOMEM), loki__flow_columns() and
+ * loki__flow_rows() load its LP (0 or -ENOMEM), loki__flow_warm() and
+ * loki__flow_greedy() write incumbents like milp_search.c's path ones,
+ * loki__flow_extract() reads a solution vector into @res, loki__flow_free()
+ * releases what build allocated (NULL @m->fl: no-op).
+ */
+int loki__flow_build(struct model *m);
+void loki__flow_columns(struct model *m, glp_prob *lp);
+int loki__flow_rows(struct model *m, glp_prob *lp);
+bool loki__flow_warm(struct model *m, glp_prob *lp, double *x);
+bool loki__flow_greedy(struct model *m, glp_prob *lp, double *x);
+int loki__flow_extract(struct model *m, const double *x, struct loki__milp_res *res);
+void loki__flow_free(struct model *m);
 
 /*
  * Search the LP of @m, loaded into @lp, within @m->rq's time limit counted

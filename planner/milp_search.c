@@ -95,8 +95,7 @@ static void callback(glp_tree *tree, void *info)
     }
 }
 
-/* Set the GPU aggregates of solution vector @x from its instance counts. */
-static void fill_aggregates(const struct model *m, double *x)
+void loki__milp_fill_aggregates(const struct model *m, double *x)
 {
     if (!m->n_agg_task)
         return;
@@ -125,8 +124,10 @@ static double objective_of(glp_prob *lp, const double *x, int n_cols)
  * A warm solution vector (1-based, n_cols + 1 entries) from rq->warm, raised
  * to carry this demand; false if the warm plan is not a solution here.
  */
-static bool warm_vector(struct model *m, double *x)
+static bool warm_vector(struct model *m, glp_prob *lp, double *x)
 {
+    if (m->fl)
+        return loki__flow_warm(m, lp, x);
     const struct loki__milp_req *rq = m->rq;
     const struct loki_plan *w = rq->warm;
     const struct loki_topology *topo = rq->topo;
@@ -335,6 +336,8 @@ static bool eval_assign(const struct gsearch *gs, glp_prob *lp,
 
 static bool greedy_vector(struct model *m, glp_prob *lp, double *x)
 {
+    if (m->fl)
+        return loki__flow_greedy(m, lp, x);
     const struct loki__milp_req *rq = m->rq;
     const struct loki_topology *topo = rq->topo;
     if (rq->mode != LOKI__MILP_ACCURACY || rq->decoupled || m->n_paths == 0)
@@ -436,6 +439,8 @@ out:
 
 static int extract(struct model *m, const double *x, struct loki__milp_res *res)
 {
+    if (m->fl)
+        return loki__flow_extract(m, x, res);
     const struct loki__milp_req *rq = m->rq;
     const struct loki_topology *topo = rq->topo;
     static const double eps = 1e-9;
@@ -490,6 +495,25 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
         res->acc_root[p] = s > eps ? accr[p] / s : 0;
         res->acc_sub[p] = accs_d[p] > eps ? accs_n[p] / accs_d[p] : res->acc_root[p];
         const struct loki_pipeline *pp = &topo->pipelines[p];
+        for (int t = 0; t < pp->n_tasks; t++)
+            for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
+                for (int v = 0; v < pp->tasks[t].n_variants; v++)
+                    res->load[p][t][v] += l[p][t][u][v];
+    }
+    loki__milp_splits(m, l, res);
+    free(l);
+    return 0;
+}
+
+void loki__milp_splits(const struct model *m,
+                       double (*l)[LOKI_MAX_TASKS][LOKI_MAX_VARIANTS][LOKI_MAX_VARIANTS],
+                       struct loki__milp_res *res)
+{
+    const struct loki__milp_req *rq = m->rq;
+    const struct loki_topology *topo = rq->topo;
+    static const double eps = 1e-9;
+    for (int p = 0; p < topo->n_pipelines; p++) {
+        const struct loki_pipeline *pp = &topo->pipelines[p];
         for (int t = 0; t < pp->n_tasks; t++) {
             const struct loki_task *task = &pp->tasks[t];
             int par = m->parent[p][t];
@@ -497,7 +521,6 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
             double agg[LOKI_MAX_VARIANTS] = {0}, aggsum = 0;
             for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
                 for (int v = 0; v < task->n_variants; v++) {
-                    res->load[p][t][v] += l[p][t][u][v];
                     agg[v] += l[p][t][u][v];
                     aggsum += l[p][t][u][v];
                 }
@@ -539,8 +562,6 @@ static int extract(struct model *m, const double *x, struct loki__milp_res *res)
             }
         }
     }
-    free(l);
-    return 0;
 }
 
 /* The structure of @m's matrix (which row has which column): keys its stored basis. */
@@ -596,13 +617,21 @@ static int ms_left(const struct loki__milp_req *rq, double t0)
     return left < 1 ? 0 : (int)ceil(left);
 }
 
-/* Solve the LP relaxation from the current basis; true when optimal. Sets *@timed_out. */
-static bool relax(glp_prob *lp, int tm_lim, bool *timed_out)
+/*
+ * Solve the LP relaxation from the current basis; true when optimal. Sets
+ * *@timed_out. @dual: the dual simplex (falling back to the primal where the
+ * basis is not dual feasible): from a basis of the same model at other
+ * demand or bounds, the flow LP's restarts take a third of the primal's
+ * iterations (measured on the 128-GPU synthetic chains).
+ */
+static bool relax(glp_prob *lp, int tm_lim, bool *timed_out, bool dual)
 {
     glp_smcp sm;
     glp_init_smcp(&sm);
     sm.msg_lev = GLP_MSG_OFF;
     sm.tm_lim = tm_lim;
+    if (dual)
+        sm.meth = GLP_DUALP;
     int ret = glp_simplex(lp, &sm);
     *timed_out |= ret == GLP_ETMLIM;
     return ret == 0 && glp_get_status(lp) == GLP_OPT;
@@ -726,15 +755,15 @@ static void pick_incumbent(struct search *s)
     const struct loki__milp_req *rq = m->rq;
     glp_prob *lp = s->lp;
     int n_cols = m->n_cols;
-    bool warm = warm_vector(m, s->inc);
+    bool warm = warm_vector(m, lp, s->inc);
     if (warm)
-        fill_aggregates(m, s->inc);
+        loki__milp_fill_aggregates(m, s->inc);
     if (warm && rq->acc_floor > 0)
         warm = rows_hold(m, lp, s->inc); /* a current plan below the floor is no incumbent */
     bool warm_ok = warm;
     bool gr = greedy_vector(m, lp, s->x);
     if (gr) {
-        fill_aggregates(m, s->x);
+        loki__milp_fill_aggregates(m, s->x);
         double go = objective_of(lp, s->x, n_cols);
         if (!warm || better(rq, go, objective_of(lp, s->inc, n_cols))) {
             double *t = s->inc;
@@ -767,12 +796,19 @@ static int relax_root(struct search *s)
     if (!cached)
         glp_adv_basis(lp, 0);
     int left = ms_left(rq, s->t0);
-    bool rok = left && relax(lp, left, &s->res->time_limited);
+    bool timed = false;
+    bool rok = left && relax(lp, left, &timed, cached && m->fl);
     if (!rok && cached && glp_get_status(lp) != GLP_NOFEAS && (left = ms_left(rq, s->t0))) {
         glp_adv_basis(lp, 0); /* the stored basis did not work out here */
-        rok = relax(lp, left, &s->res->time_limited);
+        rok = relax(lp, left, &timed, false);
     }
-    if (rok)
+    s->res->time_limited |= timed;
+    /*
+     * A flow LP cut short by the time limit (large deep pipelines) keeps the
+     * basis it got to: the next solve of the same structure goes on from there
+     * instead of starting over and running out of time the same way.
+     */
+    if (rok || (timed && m->fl))
         save_basis(lp, bs, key, m->n_rows, m->n_cols);
     if (!left || !rok)
         return left && glp_get_status(lp) == GLP_NOFEAS ? -1 : 0;
@@ -792,7 +828,7 @@ static void support_heuristic(struct search *s, int left)
     const struct loki__milp_req *rq = m->rq;
     glp_prob *lp = s->lp;
     restrict_support(m, lp, s->have ? s->inc : NULL, s->both ? s->x : NULL, true);
-    if (relax(lp, left, &s->res->time_limited)) {
+    if (relax(lp, left, &s->res->time_limited, m->fl != NULL)) {
         s->ci.inc = s->have ? s->inc : NULL;
         s->ci.given = false;
         s->parm.tm_lim = left > 1 ? left / 2 : 1;
@@ -854,7 +890,7 @@ static int search_own(struct search *s)
         support_heuristic(s, left);
         if (s->have && rel_gap(s->bound, s->inc_obj) <= s->tol)
             goto incumbent;
-        if (!(left = ms_left(rq, s->t0)) || !relax(lp, left, &res->time_limited))
+        if (!(left = ms_left(rq, s->t0)) || !relax(lp, left, &res->time_limited, m->fl != NULL))
             goto incumbent;
     }
     /* Step 4: branch and bound on the whole MILP, the incumbent handed over. */

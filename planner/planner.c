@@ -140,6 +140,7 @@ int loki__solve_ladder(struct loki_planner *pl, enum loki_policy policy, const d
         rq.demand[p] = demand[p] > 0 ? demand[p] : 0;
     rq.time_limit_ms = topo->planner.time_limit_ms;
     rq.mip_gap = topo->planner.mip_gap;
+    rq.formulation = topo->planner.formulation;
     rq.warm = current;
     double gran = topo->gpus.share_granularity > 0 && topo->gpus.share_granularity < 1
                       ? topo->gpus.share_granularity

@@ -178,8 +178,9 @@ md '```'
 md ""
 md "## Green contexts: resize inside one process"
 md ""
-if step green 120 env CUDA_VISIBLE_DEVICES="$gpu" "$loki" profile --topology "$topo" \
-    --variant "$v1" --batches "$batches" --shares 1,0.5,0.25 --reps 5 --green; then
+if step green 120 env CUDA_VISIBLE_DEVICES="$gpu" "$loki" profile --backend cuda \
+    --topology "$topo" --variant "$v1" --batches "$batches" --shares 1,0.5,0.25 --reps 5 \
+    --green; then
     md "Variant $v1, ms per batch (median of 5) after resizing to each share; resize = new green"
     md "context + stream + first kernel done:"
     md ""
@@ -208,8 +209,8 @@ else
     step mps-start 30 env CUDA_VISIBLE_DEVICES="$gpu" nvidia-cuda-mps-control -d
     for v in $v1 $v2; do
         # loki profile uses the daemon named by CUDA_MPS_PIPE_DIRECTORY for shares < 1
-        if step "alone-$v" 150 "$loki" profile --topology "$topo" --variant "$v" \
-            --batches "$batches" --shares 1,0.5,0.25 --reps 7 --gpu "$gpu" \
+        if step "alone-$v" 150 "$loki" profile --backend cuda --topology "$topo" \
+            --variant "$v" --batches "$batches" --shares 1,0.5,0.25 --reps 7 --gpu "$gpu" \
             --out "$work/profiled-$v.yaml"; then
             md "### $v alone (ms per batch, median of 7; batch sizes $batches)"
             md ""
@@ -232,7 +233,8 @@ else
     side_ok=1
     for v in $v1 $v2; do
         step "work-$v" 120 env CUDA_VISIBLE_DEVICES="$gpu" "$loki" profile --child \
-            --topology "$topo" --variant "$v" --batches "$batches" --reps 1 --gpu "$gpu" ||
+            --backend cuda --topology "$topo" --variant "$v" --batches "$batches" --reps 1 \
+            --gpu "$gpu" ||
             side_ok=0
     done
     if [ $side_ok -eq 1 ]; then
@@ -245,8 +247,8 @@ else
                     "$work/work-$v.log")
                 step "side-$v-$b" 120 env CUDA_VISIBLE_DEVICES="$gpu" \
                     CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50 LOKI_CUDA_WORK="$w" "$loki" profile \
-                    --child --topology "$topo" --variant "$v" --batches "$b" --reps "${reps:-5}" \
-                    --gpu "$gpu" &
+                    --child --backend cuda --topology "$topo" --variant "$v" --batches "$b" \
+                    --reps "${reps:-5}" --gpu "$gpu" &
                 pids+=($!)
             done
             for p in "${pids[@]}"; do wait "$p" || side_ok=0; done

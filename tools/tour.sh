@@ -17,6 +17,7 @@ sock=
 seconds=120     # wall seconds of load = trace minutes replayed
 rate_scale=10   # the trace's 10-70 queries/s become 100-700: 2..20 GPUs of this topology
 first_minute=1050
+frame_bytes=102400 # one 100 KiB frame per query; detectors emit 16 KiB crops (the topology's args)
 topo=examples/traffic_analysis.yaml
 trace=examples/traces/azure2019_1350fn_day_per_minute.csv
 while [ $# -gt 0 ]; do
@@ -71,7 +72,7 @@ echo "== topology"
 echo
 echo "== lokid --topology $topo --socket $sock (log: $out/lokid.log)"
 mkfifo "$tmp/ready"
-"$bdir/bin/lokid" --topology "$topo" --socket "$sock" --initial-demand 100 --ready-fd 3 \
+"$bdir/bin/lokid" --topology "$topo" --socket "$sock" --initial-demand 100 --arena-mb 256 --ready-fd 3 \
     3>"$tmp/ready" 2>"$out/lokid.log" &
 pid=$!
 ready=
@@ -84,9 +85,9 @@ fi
 echo "lokid ready (pid $pid)"
 echo
 echo "== loki load: minutes $first_minute-$((first_minute + rows - 1)) of $(basename "$trace")," \
-    "one trace minute per second, rate x$rate_scale"
+    "one trace minute per second, rate x$rate_scale, $((frame_bytes / 1024)) KiB frames"
 "$bdir/bin/loki" load --socket "$sock" --trace "$tmp/trace.csv" --time-scale 60 \
-    --rate-scale "$rate_scale" --seed 1 --json --csv "$out/per-second.csv" \
+    --rate-scale "$rate_scale" --seed 1 --payload-bytes "$frame_bytes" --json --csv "$out/per-second.csv" \
     --plot "$out/tour.svg" >"$out/summary.json" ||
     die "loki load failed (lokid log: $out/lokid.log)"
 python3 - "$out/summary.json" <<'EOF'

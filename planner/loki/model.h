@@ -32,6 +32,12 @@ enum loki_fanout_dist {
     LOKI_FANOUT_GEOMETRIC,   /* heavy-ish tail with the given mean */
 };
 
+/* How the planning MILP is written (docs/planner.md): its optimum is the same either way. */
+enum loki_formulation {
+    LOKI_FORMULATION_FLOW = 0, /* default: per-task flows, size linear in the options */
+    LOKI_FORMULATION_PATHS,    /* the first one: a column per latency-feasible option path */
+};
+
 enum loki_policy {
     LOKI_POLICY_LOKI = 0,
     LOKI_POLICY_INFERLINE,
@@ -122,6 +128,8 @@ struct loki_planner_cfg {
     bool reroute;         /* default true */
     /* loki: fewest GPUs over all variants at planned accuracy >= this %; default 0 (off) */
     double accuracy_floor;
+    /* loki and inferline: the MILP's formulation; default flow (not read from YAML yet) */
+    enum loki_formulation formulation;
     int n_static;
     struct loki_static_entry static_plan[LOKI_MAX_STATIC];
 };

@@ -34,6 +34,7 @@
 #include "loki/client.h"
 #include "loki/clock.h"
 #include "loki/error.h"
+#include "loki/json.h"
 #include "loki/replay.h"
 
 /* What became of the arrivals of one wall second, or of the whole run (see the account above). */
@@ -680,22 +681,36 @@ int loki_cli_load(int argc, char **argv)
             gpu_n++;
         }
     if (json) {
-        printf("{\"pipeline\": \"%s\", \"duration_s\": %.3f, \"attempted\": %llu, "
-               "\"refused_client\": %llu, \"send_failed\": %llu, \"sent\": %llu, \"ok\": %llu, "
-               "\"dropped\": %llu, \"late\": %llu, \"overloaded_server\": %llu, "
-               "\"timeouts\": %llu, \"errors\": %llu, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
-               "\"mean_accuracy\": %.3f, \"mean_accuracy_ok\": %.3f",
-               pipeline, send_s, (unsigned long long)n->attempted,
-               (unsigned long long)n->refused_client, (unsigned long long)n->send_failed,
-               (unsigned long long)n->sent, (unsigned long long)b[LOKI_STATUS_OK],
-               (unsigned long long)b[LOKI_STATUS_DROPPED], (unsigned long long)b[LOKI_STATUS_LATE],
-               (unsigned long long)b[LOKI_STATUS_OVERLOADED],
-               (unsigned long long)b[LOKI_STATUS_TIMEOUT], (unsigned long long)errors, p50, p99,
-               acc, acc_ok);
-        if (gpu_n)
-            printf(", \"gpus_mean\": %.3f, \"gpus_max\": %.2f, \"gpu_samples\": %zu",
-                   gpu_sum / (double)gpu_n, gpu_max, gpu_n);
-        printf("}\n");
+        /* one object through jansson (loki/json.h); the pipeline name is escaped there */
+        bool oom = false;
+        json_t *o = json_object();
+#define SET(k, v) loki_json_set(o, k, v, &oom)
+        SET("pipeline", loki_json_str(pipeline));
+        SET("duration_s", loki_json_fixed(send_s, 3));
+        SET("attempted", loki_json_u64(n->attempted));
+        SET("refused_client", loki_json_u64(n->refused_client));
+        SET("send_failed", loki_json_u64(n->send_failed));
+        SET("sent", loki_json_u64(n->sent));
+        SET("ok", loki_json_u64(b[LOKI_STATUS_OK]));
+        SET("dropped", loki_json_u64(b[LOKI_STATUS_DROPPED]));
+        SET("late", loki_json_u64(b[LOKI_STATUS_LATE]));
+        SET("overloaded_server", loki_json_u64(b[LOKI_STATUS_OVERLOADED]));
+        SET("timeouts", loki_json_u64(b[LOKI_STATUS_TIMEOUT]));
+        SET("errors", loki_json_u64(errors));
+        SET("p50_ms", loki_json_fixed(p50, 3));
+        SET("p99_ms", loki_json_fixed(p99, 3));
+        SET("mean_accuracy", loki_json_fixed(acc, 3));
+        SET("mean_accuracy_ok", loki_json_fixed(acc_ok, 3));
+        if (gpu_n) {
+            SET("gpus_mean", loki_json_fixed(gpu_sum / (double)gpu_n, 3));
+            SET("gpus_max", loki_json_fixed(gpu_max, 2));
+            SET("gpu_samples", loki_json_u64(gpu_n));
+        }
+#undef SET
+        if (oom)
+            json_decref(o);
+        if (oom || loki_json_print(stdout, o))
+            fprintf(stderr, "loki load: cannot print the summary\n");
     } else {
         printf("%-22s%s\n", "pipeline", pipeline);
         printf("%-22s%.1f s\n", "duration", send_s);

@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "loki/error.h"
+#include "loki/json.h"
 #include "loki/planner.h"
 #include "loki/topology.h"
 
@@ -117,20 +118,6 @@ static int load(const char *path, struct loki_topology **t)
     return 0;
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", *s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
 static void print_table(const struct loki_topology *t, const struct loki_plan *pl, int check_rc,
                         const char *why)
 {
@@ -212,73 +199,85 @@ static void print_table(const struct loki_topology *t, const struct loki_plan *p
     }
 }
 
-static void print_json(const struct loki_topology *t, const struct loki_plan *pl, int check_rc,
-                       const char *why)
+#define SET(o, k, v) loki_json_set(o, k, v, &oom)
+#define PUSH(a, v) loki_json_push(a, v, &oom)
+#define FIX(x, d) loki_json_fixed(x, d)
+
+/* The plan as one JSON object (jansson, loki/json.h). Returns 0 or -ENOMEM. */
+static int print_json(const struct loki_topology *t, const struct loki_plan *pl, int check_rc,
+                      const char *why)
 {
-    printf("{\"policy\":\"%s\",\"mode\":\"%s\",\"solve_ms\":%.3f,\"gap\":%.6f,\"kept\":%s,"
-           "\"gpus_used\":%.4f,\"gpus_active\":%d,\"check\":",
-           loki_policy_name(pl->policy), loki_plan_mode_name(pl->mode), pl->solve_ms, pl->gap,
-           pl->kept ? "true" : "false", pl->gpus_used, pl->gpus_active);
-    json_str(check_rc == 0 ? "ok" : why);
-    printf(",\"pipelines\":[");
+    bool oom = false;
+    json_t *root = json_object();
+    SET(root, "policy", json_string(loki_policy_name(pl->policy)));
+    SET(root, "mode", json_string(loki_plan_mode_name(pl->mode)));
+    SET(root, "solve_ms", FIX(pl->solve_ms, 3));
+    SET(root, "gap", FIX(pl->gap, 6));
+    SET(root, "kept", json_boolean(pl->kept));
+    SET(root, "gpus_used", FIX(pl->gpus_used, 4));
+    SET(root, "gpus_active", json_integer(pl->gpus_active));
+    SET(root, "check", loki_json_str(check_rc == 0 ? "ok" : why));
+    json_t *pipes = SET(root, "pipelines", json_array());
     for (int p = 0; p < t->n_pipelines; p++) {
         const struct loki_pipeline *pp = &t->pipelines[p];
-        printf("%s{\"name\":", p ? "," : "");
-        json_str(pp->name);
-        printf(",\"demand_qps\":%.4f,\"served_fraction\":%.6f,\"accuracy\":%.6f,"
-               "\"accuracy_subquery\":%.6f,\"chain_latency_ms\":[",
-               pl->demand_qps[p], pl->served_fraction[p], pl->accuracy[p],
-               pl->accuracy_subquery[p]);
+        json_t *po = PUSH(pipes, json_object());
+        SET(po, "name", loki_json_str(pp->name));
+        SET(po, "demand_qps", FIX(pl->demand_qps[p], 4));
+        SET(po, "served_fraction", FIX(pl->served_fraction[p], 6));
+        SET(po, "accuracy", FIX(pl->accuracy[p], 6));
+        SET(po, "accuracy_subquery", FIX(pl->accuracy_subquery[p], 6));
+        json_t *cl = SET(po, "chain_latency_ms", json_array());
         for (int c = 0; c < pl->n_chains[p] && c < LOKI_MAX_TASKS; c++)
-            printf("%s%.3f", c ? "," : "", pl->chain_latency_ms[p][c]);
-        printf("],\"variants\":[");
-        bool first = true;
+            PUSH(cl, FIX(pl->chain_latency_ms[p][c], 3));
+        json_t *vars = SET(po, "variants", json_array());
         for (int k = 0; k < pp->n_tasks; k++)
             for (int v = 0; v < pp->tasks[k].n_variants; v++) {
                 const struct loki_plan_variant *pv = &pl->var[p][k][v];
                 if (pv->instances <= 0)
                     continue;
-                printf("%s{\"task\":", first ? "" : ",");
-                first = false;
-                json_str(pp->tasks[k].name);
-                printf(",\"variant\":");
-                json_str(pp->tasks[k].variants[v].name);
-                printf(",\"instances\":%d,\"spares\":%d,\"batch\":%d,\"share\":%.4f,"
-                       "\"capacity_qps\":%.3f,\"load_qps\":%.3f}",
-                       pv->instances, pv->spares, pv->batch, pv->share, pv->capacity_qps,
-                       pv->load_qps);
+                json_t *vo = PUSH(vars, json_object());
+                SET(vo, "task", loki_json_str(pp->tasks[k].name));
+                SET(vo, "variant", loki_json_str(pp->tasks[k].variants[v].name));
+                SET(vo, "instances", json_integer(pv->instances));
+                SET(vo, "spares", json_integer(pv->spares));
+                SET(vo, "batch", json_integer(pv->batch));
+                SET(vo, "share", FIX(pv->share, 4));
+                SET(vo, "capacity_qps", FIX(pv->capacity_qps, 3));
+                SET(vo, "load_qps", FIX(pv->load_qps, 3));
             }
-        printf("],\"split\":[");
-        first = true;
+        json_t *split = SET(po, "split", json_array());
         for (int k = 0; k < pp->n_tasks; k++)
             for (int u = 0; u < LOKI_MAX_VARIANTS; u++)
                 for (int v = 0; v < pp->tasks[k].n_variants; v++) {
                     if (pl->split[p][k][u][v] <= 1e-6)
                         continue;
-                    printf("%s{\"task\":", first ? "" : ",");
-                    first = false;
-                    json_str(pp->tasks[k].name);
-                    printf(",\"parent_variant\":%d,\"variant\":", u);
-                    json_str(pp->tasks[k].variants[v].name);
-                    printf(",\"fraction\":%.6f}", pl->split[p][k][u][v]);
+                    json_t *so = PUSH(split, json_object());
+                    SET(so, "task", loki_json_str(pp->tasks[k].name));
+                    SET(so, "parent_variant", json_integer(u));
+                    SET(so, "variant", loki_json_str(pp->tasks[k].variants[v].name));
+                    SET(so, "fraction", FIX(pl->split[p][k][u][v], 6));
                 }
-        printf("]}");
     }
-    printf("],\"instances\":[");
+    json_t *insts = SET(root, "instances", json_array());
     for (int i = 0; i < pl->n_instances; i++) {
         const struct loki_plan_instance *x = &pl->inst[i];
-        printf("%s{\"pipeline\":%d,\"task\":", i ? "," : "", x->pipeline);
-        json_str(t->pipelines[x->pipeline].tasks[x->task].name);
-        printf(",\"variant\":");
-        json_str(t->pipelines[x->pipeline].tasks[x->task].variants[x->variant].name);
-        printf(",\"batch\":%d,\"share\":%.4f,\"gpu\":%d,\"fallback\":", x->batch, x->share, x->gpu);
-        if (loki_plan_fallback(x) >= 0)
-            json_str(t->pipelines[x->pipeline].tasks[x->task].variants[loki_plan_fallback(x)].name);
-        else
-            printf("null");
-        printf("}");
+        const struct loki_task *xt = &t->pipelines[x->pipeline].tasks[x->task];
+        json_t *io = PUSH(insts, json_object());
+        SET(io, "pipeline", json_integer(x->pipeline));
+        SET(io, "task", loki_json_str(xt->name));
+        SET(io, "variant", loki_json_str(xt->variants[x->variant].name));
+        SET(io, "batch", json_integer(x->batch));
+        SET(io, "share", FIX(x->share, 4));
+        SET(io, "gpu", json_integer(x->gpu));
+        SET(io, "fallback",
+            loki_plan_fallback(x) >= 0 ? loki_json_str(xt->variants[loki_plan_fallback(x)].name)
+                                       : json_null());
     }
-    printf("]}\n");
+    if (oom) {
+        json_decref(root);
+        return -ENOMEM;
+    }
+    return loki_json_print(stdout, root);
 }
 
 /* Parse "QPS" (every pipeline) or "Q1,Q2,..." (one per pipeline). */
@@ -344,9 +343,11 @@ int loki_cli_plan(int argc, char **argv)
     }
     char why[512] = "";
     int crc = loki_plan_check(t, plan, demand, why, sizeof(why));
-    if (o.json)
-        print_json(t, plan, crc, why);
-    else
+    if (o.json && print_json(t, plan, crc, why)) {
+        fprintf(stderr, "loki plan: cannot print the plan\n");
+        goto out;
+    }
+    if (!o.json)
         print_table(t, plan, crc, why);
     ret = 0;
 out:
@@ -458,19 +459,26 @@ int loki_cli_capacity(int argc, char **argv)
         have[i] = true;
     }
     if (o.json) {
-        printf("{\"topology\":");
-        json_str(o.topology);
-        printf(",\"gpus\":%d,\"accuracy_floor\":%.4f,\"policies\":[", t->gpus.count, o.floor);
-        bool first = true;
+        bool oom = false;
+        json_t *root = json_object();
+        SET(root, "topology", loki_json_str(o.topology));
+        SET(root, "gpus", json_integer(t->gpus.count));
+        SET(root, "accuracy_floor", FIX(o.floor, 4));
+        json_t *ps = SET(root, "policies", json_array());
         for (int i = 0; i < np; i++) {
             if (!have[i])
                 continue;
-            printf("%s{\"policy\":\"%s\",\"capacity_qps\":%.3f,\"ratio_to_inferline\":%.4f}",
-                   first ? "" : ",", loki_policy_name(pols[i]), cap[i],
-                   cap[0] > 0 ? cap[i] / cap[0] : 0);
-            first = false;
+            json_t *po = PUSH(ps, json_object());
+            SET(po, "policy", json_string(loki_policy_name(pols[i])));
+            SET(po, "capacity_qps", FIX(cap[i], 3));
+            SET(po, "ratio_to_inferline", FIX(cap[0] > 0 ? cap[i] / cap[0] : 0, 4));
         }
-        printf("]}\n");
+        if (oom)
+            json_decref(root);
+        if (oom || loki_json_print(stdout, root)) {
+            fprintf(stderr, "loki capacity: cannot print the result\n");
+            goto out;
+        }
     } else {
         printf("capacity of %s on %d GPUs, accuracy floor %.1f%% (root qps per pipeline)\n",
                o.topology, t->gpus.count, 100 * o.floor);

@@ -1,66 +1,84 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `loki profile`: measure tau(b, s), ms per batch of b at GPU share s, for one
- * variant with the CUDA backend on the real GPU, and write it into a copy of
- * the topology file (latency_ms rewritten, share_scaled: false), so plans at
- * fractional shares rest on measurements. Each measurement runs in a child
- * process (`loki profile --child`): share 1 without MPS, where the backend
- * calibrates its work to the variant's whole-GPU profile; then each share
- * below 1 as an MPS client with that work fixed (LOKI_CUDA_WORK) and
- * CUDA_MPS_ACTIVE_THREAD_PERCENTAGE set. With --green the shares are green
- * contexts resized inside this one process instead. See docs/gpu.md.
+ * `loki profile`: measure tau(b, s), ms per batch of b at GPU share s, for variants of a
+ * topology with the backend each one names, print their latency tables as YAML and, with
+ * --write, write them into a copy of the topology file.
+ *
+ * A sim or plugin variant is loaded exactly as a worker loads it (loki_backend_select() and
+ * loki_backend_setup_init(): its args, max_output_bytes, the task's input and children) and
+ * fed batches of each size in this process; its outputs and child payloads go to heap
+ * buffers under the worker's limits; the median of --reps timed batches after --warmup ones
+ * is its latency. Shares below 1 need a GPU: each runs in a child process (`loki profile
+ * --child`) that is an MPS client with CUDA_MPS_ACTIVE_THREAD_PERCENTAGE set, after share 1
+ * in a child without MPS (the sim backend simulates shares, in this process). A `cuda`
+ * variant runs the built-in CUDA workload the same way, where share 1 calibrates its work to
+ * the variant's whole-GPU profile and the other shares run that work fixed (LOKI_CUDA_WORK);
+ * with --green its shares are green contexts resized inside this one process.
+ *
+ * Queries get the --payload-file bytes or synthetic ones, except that with --pipeline the
+ * tasks are measured parents first and a task below the root gets the child payloads its
+ * parent's first variant emitted: a classifier is timed on the crops a detector cut.
+ *
+ * Here: the command, which variants, their inputs and how each is measured;
+ * profile_measure.c times backends, profile_yaml.c prints tables and writes the topology
+ * copy. See docs/backend.md and docs/gpu.md.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "loki/model.h"
 #include "loki/topology.h"
+#include "profile_internal.h"
 #ifdef LOKI_HAVE_CUDA
 #include "loki/cuda.h"
 #endif
 
-#define MAX_B LOKI_MAX_BATCHES
-#define MAX_S LOKI_MAX_SHARES
-
-struct prof {
-    const char *topology, *pipeline, *task, *variant, *out, *from;
-    int batches[MAX_B], n_b;
-    double shares[MAX_S];
-    int n_s;
-    int reps, gpu;
-    bool green, child;
-    /* found in the topology */
-    int pi, ti, vi;
-    struct loki_topology *t;
-    /* results */
-    int work[MAX_B], n_work;
-    double tau[MAX_S][MAX_B];
-};
+#define MAX_PAYLOAD (256u << 20)
+#define DEFAULT_PAYLOAD 1024
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loki profile --topology F --variant V [--pipeline P] [--task T]\n"
-               "                    [--batches 1,2,4,...] [--shares 1,0.5,0.25] [--reps N]\n"
-               "                    [--gpu G] [--green] [--from MEASURED] [--out F2]\n"
-               "  measures ms per batch at each batch size and GPU share on the real GPU (cuda\n"
-               "  backend; MPS children for shares < 1, or green contexts with --green) and\n"
-               "  writes the profile into a copy of F (--out), with share_scaled: false.\n"
-               "  --from takes the figures from a file of \"SHARE BATCH MS\" lines instead.\n"
-               "  -h, --help       this help\n");
+    fprintf(f,
+            "usage: loki profile --topology F (--variant V | --task T | --pipeline P)\n"
+            "                    [--pipeline P] [--task T] [--batches 1,2,4,...]\n"
+            "                    [--shares 1,0.5,...] [--reps N] [--warmup N]\n"
+            "                    [--payload-file FILE | --payload-bytes N] [--gpu G] [--green]\n"
+            "                    [--backend B] [--from MEASURED] [--write F2]\n"
+            "  measures each variant's ms per batch at each batch size (the variant's own, or\n"
+            "  --batches) with the backend its `backend:` key names, loaded as a worker loads\n"
+            "  it (args, max_output_bytes, the task's input and children), prints the YAML\n"
+            "  batch_sizes/latency_ms lines and with --write F2 writes a copy of F in which\n"
+            "  those variants carry them (everything else kept; the copy is checked first).\n"
+            "  --variant V      one variant (--pipeline/--task when its name is in several\n"
+            "                   tasks); without it every variant of --task T, or of every task\n"
+            "                   of --pipeline P\n"
+            "  sim, plugin .so: run in this process on the CPU: --warmup (3) batches, then the\n"
+            "                   median of --reps (7); every query gets FILE's bytes\n"
+            "                   (--payload-file) or N synthetic bytes (--payload-bytes, default\n"
+            "                   %d); with --pipeline a task below the root gets the child\n"
+            "                   payloads its parent's first variant emitted instead.\n"
+            "                   Share 1 only unless --shares: a plugin's shares below 1\n"
+            "                   run as MPS clients on GPU G (--gpu; default 0 when a GPU is\n"
+            "                   visible, else none), the sim backend simulates them\n"
+            "  cuda:            the built-in CUDA workload on the real GPU, shares 1,0.5,0.25 by\n"
+            "                   default (MPS children, or green contexts with --green)\n"
+            "  --backend B      measure with backend B (sim, cuda or a plugin .so) instead of\n"
+            "                   the one each variant names\n"
+            "  --from FILE      take the figures of one variant from \"SHARE BATCH MS\" lines\n"
+            "  --out F2         the same as --write F2\n"
+            "  -h, --help       this help\n",
+            DEFAULT_PAYLOAD);
 }
 
 static int parse_ints(const char *s, int *out, int max)
@@ -69,7 +87,7 @@ static int parse_ints(const char *s, int *out, int max)
     while (*s) {
         char *end;
         long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 4096 || n == max || (n && v <= out[n - 1]))
+        if (end == s || v < 1 || v > LOKI_MAX_BATCH || n == max || (n && v <= out[n - 1]))
             return -1;
         out[n++] = (int)v;
         s = *end == ',' ? end + 1 : end;
@@ -95,235 +113,270 @@ static int parse_shares(const char *s, double *out, int max)
     return n;
 }
 
-static int find_variant(struct prof *p)
+/* A whole number in [lo, hi] from @s, or -1 (@lo >= 0). */
+static long long parse_count(const char *s, long long lo, long long hi)
 {
-    int found = 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    return v;
+}
+
+/* ---- which variants ------------------------------------------------------------------------- */
+
+static int add_target(struct prof *p, int pi, int ti, int vi)
+{
+    struct target *g = realloc(p->tg, sizeof(*g) * (size_t)(p->n_tg + 1));
+    if (!g)
+        return -ENOMEM;
+    p->tg = g;
+    g = &p->tg[p->n_tg++];
+    memset(g, 0, sizeof(*g));
+    g->pi = pi;
+    g->ti = ti;
+    g->vi = vi;
+    return 0;
+}
+
+/* The tasks of @pl, parents before their children (breadth first from the root). */
+static int task_order(const struct loki_pipeline *pl, int *order)
+{
+    bool seen[LOKI_MAX_TASKS] = {false};
+    int n = 0;
+    order[n++] = pl->root;
+    seen[pl->root] = true;
+    for (int i = 0; i < n; i++) {
+        const struct loki_task *t = &pl->tasks[order[i]];
+        for (int c = 0; c < t->n_children; c++)
+            if (!seen[t->children[c]]) {
+                seen[t->children[c]] = true;
+                order[n++] = t->children[c];
+            }
+    }
+    for (int t = 0; t < pl->n_tasks; t++) /* none unreachable in a loaded topology */
+        if (!seen[t])
+            order[n++] = t;
+    return n;
+}
+
+/* --variant V: one variant (the only task holding it); else every variant of --task T, or
+ * of --pipeline P. */
+static int find_targets(struct prof *p)
+{
+    int pipes = 0, tasks = 0;
     for (int a = 0; a < p->t->n_pipelines; a++) {
         const struct loki_pipeline *pl = &p->t->pipelines[a];
         if (p->pipeline && strcmp(pl->name, p->pipeline))
             continue;
-        for (int b = 0; b < pl->n_tasks; b++) {
-            if (p->task && strcmp(pl->tasks[b].name, p->task))
+        pipes++;
+        int order[LOKI_MAX_TASKS];
+        int n = task_order(pl, order);
+        for (int k = 0; k < n; k++) {
+            const struct loki_task *tk = &pl->tasks[order[k]];
+            if (p->task && strcmp(tk->name, p->task))
                 continue;
-            int v = loki_task_variant_index(&pl->tasks[b], p->variant);
-            if (v < 0)
+            if (p->variant) {
+                int v = loki_task_variant_index(tk, p->variant);
+                if (v < 0)
+                    continue;
+                if (p->n_tg) {
+                    fprintf(stderr,
+                            "loki profile: variant %s is in more than one task; name the one "
+                            "meant with --pipeline and --task\n",
+                            p->variant);
+                    return -1;
+                }
+                if (add_target(p, a, order[k], v))
+                    return -1;
                 continue;
-            if (found++) {
+            }
+            if (p->task && tasks++) {
                 fprintf(stderr,
-                        "loki profile: variant %s is in more than one task; name the one "
-                        "meant with --pipeline and --task\n",
-                        p->variant);
+                        "loki profile: task %s is in more than one pipeline; name the one "
+                        "meant with --pipeline\n",
+                        p->task);
                 return -1;
             }
-            p->pi = a;
-            p->ti = b;
-            p->vi = v;
+            for (int v = 0; v < tk->n_variants; v++)
+                if (add_target(p, a, order[k], v))
+                    return -1;
         }
     }
-    if (!found)
-        fprintf(stderr, "loki profile: no variant %s%s%s in %s\n", p->variant,
+    if (p->n_tg)
+        return 0;
+    if (p->pipeline && !pipes)
+        fprintf(stderr, "loki profile: no pipeline %s in %s\n", p->pipeline, p->topology);
+    else if (p->variant)
+        fprintf(stderr, "loki profile: no variant %s%s%s%s%s in %s\n", p->variant,
+                p->task ? " in task " : "", p->task ? p->task : "",
                 p->pipeline ? " in pipeline " : "", p->pipeline ? p->pipeline : "", p->topology);
-    return found ? 0 : -1;
-}
-
-/* ---- the rewritten topology file ------------------------------------------------------------ */
-
-static int indent_of(const char *l)
-{
-    int i = 0;
-    while (l[i] == ' ')
-        i++;
-    return i;
-}
-
-static bool blank_or_comment(const char *l)
-{
-    l += indent_of(l);
-    return *l == 0 || *l == '\n' || *l == '#';
-}
-
-/* Is @l "- name: NAME" (NAME plain or quoted)? */
-static bool is_name_item(const char *l, const char *name)
-{
-    l += indent_of(l);
-    if (strncmp(l, "- name:", 7))
-        return false;
-    l += 7;
-    while (*l == ' ')
-        l++;
-    size_t n = strlen(name);
-    char q = (*l == '"' || *l == '\'') ? *l++ : 0;
-    if (strncmp(l, name, n))
-        return false;
-    l += n;
-    if (q && *l++ != q)
-        return false;
-    while (*l == ' ' || *l == '\r')
-        l++;
-    return *l == 0 || *l == '\n' || *l == '#';
-}
-
-static bool is_key(const char *l, int indent, const char *key)
-{
-    size_t n = strlen(key);
-    return indent_of(l) == indent && !strncmp(l + indent, key, n) && l[indent + n] == ':';
-}
-
-static void fmt_share(char *b, size_t n, double s)
-{
-    snprintf(b, n, "%g", s);
-}
-
-/* The measured keys of a variant, indented by @key. */
-static void emit_profile(const struct prof *p, FILE *out, int key)
-{
-    if (p->from)
-        fprintf(out, "%*s# loki profile --from %s\n", key, "", p->from);
     else
-        fprintf(out, "%*s# measured by loki profile (median of %d runs per point)\n", key, "",
-                p->reps);
-    fprintf(out, "%*sbatch_sizes: [", key, "");
-    for (int b = 0; b < p->n_b; b++)
-        fprintf(out, "%s%d", b ? ", " : "", p->batches[b]);
-    fprintf(out, "]\n%*sshare_scaled: false\n%*slatency_ms:\n", key, "", key, "");
-    for (int s = 0; s < p->n_s; s++) {
-        char sb[32];
-        fmt_share(sb, sizeof(sb), p->shares[s]);
-        fprintf(out, "%*s%s: [", key + 2, "", sb);
-        for (int b = 0; b < p->n_b; b++)
-            fprintf(out, "%s%.2f", b ? ", " : "", p->tau[s][b]);
-        fprintf(out, "]\n");
-    }
+        fprintf(stderr, "loki profile: no task %s%s%s in %s\n", p->task,
+                p->pipeline ? " in pipeline " : "", p->pipeline ? p->pipeline : "", p->topology);
+    return -1;
 }
 
-/*
- * Write @p's profile into a copy of the topology text: in the variant's block, the keys
- * batch_sizes, latency_ms and share_scaled (with their nested lines) are replaced by the
- * measured ones, at the place of the first of them. Block-style YAML only.
- */
-static int write_topology(const struct prof *p)
+/* Each target's batch sizes (--batches, or its own) and shares (--shares, or the default of
+ * its backend: 1,0.5,0.25 for cuda and --from, else 1). */
+static int plan_targets(struct prof *p)
 {
-    FILE *in = fopen(p->topology, "r");
-    if (!in) {
-        fprintf(stderr, "loki profile: %s: %s\n", p->topology, strerror(errno));
+    for (int i = 0; i < p->n_tg; i++) {
+        struct target *g = &p->tg[i];
+        const struct loki_variant *v = var_of(p, g);
+        if (p->batch_list) {
+            if ((g->n_b = parse_ints(p->batch_list, g->batches, MAX_B)) < 1) {
+                fprintf(stderr,
+                        "loki profile: --batches takes ascending batch sizes, e.g. 1,2,4,8\n");
+                return 2;
+            }
+        } else {
+            g->n_b = v->n_batches;
+            memcpy(g->batches, v->batches, sizeof(int) * (size_t)v->n_batches);
+        }
+        const char *ss = p->share_list;
+        if (!ss)
+            ss = (v->backend == LOKI_BACKEND_CUDA || p->from) && !p->child ? "1,0.5,0.25" : "1";
+        g->n_s = parse_shares(ss, g->shares, MAX_S);
+        /* a child measures the one share its parent gives it */
+        if (g->n_s < 1 || (!p->child && g->shares[0] != 1) || (p->child && g->n_s != 1)) {
+            fprintf(stderr, "loki profile: --shares takes descending shares in (0, 1] starting "
+                            "with 1, e.g. 1,0.5,0.25\n");
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* ---- the payload ---------------------------------------------------------------------------- */
+
+static int load_payload(struct prof *p)
+{
+    if (p->payload_file) {
+        FILE *f = fopen(p->payload_file, "rb");
+        struct stat st;
+        if (!f || fstat(fileno(f), &st) || st.st_size > (off_t)MAX_PAYLOAD) {
+            fprintf(stderr, "loki profile: %s: %s\n", p->payload_file,
+                    !f || errno ? strerror(errno) : "larger than 256 MiB");
+            if (f)
+                fclose(f);
+            return -1;
+        }
+        p->payload_len = (uint32_t)st.st_size;
+        p->payload = malloc(p->payload_len ? p->payload_len : 1);
+        size_t got = p->payload ? fread(p->payload, 1, p->payload_len, f) : 0;
+        fclose(f);
+        if (got != p->payload_len) {
+            fprintf(stderr, "loki profile: %s: short read\n", p->payload_file);
+            return -1;
+        }
+        return 0;
+    }
+    p->payload_len = (uint32_t)(p->payload_bytes >= 0 ? p->payload_bytes : DEFAULT_PAYLOAD);
+    p->payload = malloc(p->payload_len ? p->payload_len : 1);
+    if (!p->payload) {
+        fprintf(stderr, "loki profile: out of memory for a %u-byte payload\n", p->payload_len);
         return -1;
     }
-    char *lines[20000];
-    int n = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    while (n < 20000 && getline(&line, &cap, in) > 0) {
-        lines[n++] = line;
-        line = NULL;
-        cap = 0;
+    /* synthetic: the same pseudo-random bytes on every run (xorshift64) */
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (uint32_t i = 0; i < p->payload_len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p->payload[i] = (uint8_t)(x >> 32);
     }
-    free(line);
-    fclose(in);
-    const struct loki_pipeline *pl = &p->t->pipelines[p->pi];
-    const char *names[3] = {pl->name, pl->tasks[p->ti].name, pl->tasks[p->ti].variants[p->vi].name};
-    int at = 0, rc = -1;
-    for (int k = 0; k < 3; k++) {
-        while (at < n && !is_name_item(lines[at], names[k]))
-            at++;
-        if (at == n)
-            break;
-        if (k < 2)
-            at++;
+    return 0;
+}
+/* ---- per variant ---------------------------------------------------------------------------- */
+
+/* `loki profile --child`: measure one variant at the share the parent gave it (a cuda
+ * variant: at the share the environment sets) and print for the parent "work L1,L2,..."
+ * (cuda) or "backend NAME" and "stats ..." (the others), then "tau B MS" lines. */
+static int child_main(struct prof *p)
+{
+    struct target *g = &p->tg[0];
+    int rc;
+    if (var_of(p, g)->backend == LOKI_BACKEND_CUDA) {
+#ifdef LOKI_HAVE_CUDA
+        if ((rc = loki__profile_cuda(p, g, 1)))
+            return rc == LOKI_CUDA_EMPS ? EXIT_MPS : 1;
+        printf("work ");
+        for (int i = 0; i < g->n_work; i++)
+            printf("%s%d", i ? "," : "", g->work[i]);
+        printf("\n");
+#else
+        fprintf(stderr, "loki profile: built without the CUDA backend\n");
+        return 1;
+#endif
+    } else {
+        if ((rc = loki__profile_inproc(p, g, 0)))
+            return rc == -ECONNREFUSED ? EXIT_MPS : 1;
+        const struct loki_task *tk = &p->t->pipelines[g->pi].tasks[g->ti];
+        printf("backend %s\nstats %llu %.3f %.0f", g->backend, (unsigned long long)g->n_q,
+               g->init_ms, g->out_bytes);
+        for (int c = 0; c < tk->n_children; c++)
+            printf(" %.0f %.0f", g->kids[c], g->kid_bytes[c]);
+        printf("\n");
     }
-    char tmp[PATH_MAX];
-    FILE *out = NULL;
-    if (at >= n) {
-        fprintf(stderr,
-                "loki profile: cannot find variant %s in %s as block YAML (\"- name: %s\");"
-                " copy the profile printed above into it by hand\n",
-                names[2], p->topology, names[2]);
-        goto done;
-    }
-    int item = indent_of(lines[at]), key = item + 2, end = at + 1;
-    while (end < n && (blank_or_comment(lines[end]) || indent_of(lines[end]) > item))
-        end++;
-    snprintf(tmp, sizeof(tmp), "%s.tmp%d", p->out, (int)getpid());
-    out = fopen(tmp, "w");
-    if (!out) {
-        fprintf(stderr, "loki profile: %s: %s\n", tmp, strerror(errno));
-        goto done;
-    }
-    bool written = false;
-    for (int i = 0; i <= n; i++) {
-        if (i == end && !written) { /* none of the keys in the block: add them at its end */
-            emit_profile(p, out, key);
-            written = true;
-        }
-        if (i == n)
-            break;
-        if (i > at && i < end &&
-            (is_key(lines[i], key, "batch_sizes") || is_key(lines[i], key, "latency_ms") ||
-             is_key(lines[i], key, "share_scaled"))) {
-            if (!written)
-                emit_profile(p, out, key);
-            written = true;
-            /* drop the old key and everything nested under it */
-            while (i + 1 < end &&
-                   (lines[i + 1][indent_of(lines[i + 1])] == '\n' || indent_of(lines[i + 1]) > key))
-                i++;
-            continue;
-        }
-        fputs(lines[i], out);
-    }
-    if (fclose(out)) {
-        fprintf(stderr, "loki profile: %s: %s\n", tmp, strerror(errno));
-        unlink(tmp);
-        goto done;
-    }
-    /* the copy must load and carry what was measured before it replaces anything */
-    char err[4096];
-    struct loki_topology *chk;
-    if (loki_topology_load(tmp, &chk, err, sizeof(err))) {
-        fprintf(stderr, "loki profile: the rewritten topology does not load:\n%s\n", err);
-        unlink(tmp);
-        goto done;
-    }
-    const struct loki_variant *v = &chk->pipelines[p->pi].tasks[p->ti].variants[p->vi];
-    bool same = v->n_shares == p->n_s && v->n_batches == p->n_b && !v->share_scaled;
-    free(chk);
-    if (!same || rename(tmp, p->out)) {
-        fprintf(stderr, "loki profile: could not write %s%s\n", p->out,
-                same ? "" : " (the rewritten variant does not carry the measured profile)");
-        unlink(tmp);
-        goto done;
-    }
-    rc = 0;
-done:
-    for (int i = 0; i < n; i++)
-        free(lines[i]);
-    return rc;
+    for (int b = 0; b < g->n_b; b++)
+        printf("tau %d %.4f\n", g->batches[b], g->tau[0][b]);
+    return 0;
 }
 
-static void print_profile(const struct prof *p, FILE *f)
+static int measure(struct prof *p, struct target *g, const char *self)
 {
-    fprintf(f, "# %s/%s/%s: ms per batch", p->t->pipelines[p->pi].name,
-            p->t->pipelines[p->pi].tasks[p->ti].name, p->variant);
-    if (p->from)
-        fprintf(f, ", from %s\n", p->from);
-    else
-        fprintf(f, ", median of %d runs (%s)\n", p->reps,
-                p->green ? "green contexts" : "MPS shares");
-    fprintf(f, "batch_sizes: [");
-    for (int b = 0; b < p->n_b; b++)
-        fprintf(f, "%s%d", b ? ", " : "", p->batches[b]);
-    fprintf(f, "]\nshare_scaled: false\nlatency_ms:\n");
-    for (int s = 0; s < p->n_s; s++) {
-        char sb[32];
-        fmt_share(sb, sizeof(sb), p->shares[s]);
-        fprintf(f, "  %s: [", sb);
-        for (int b = 0; b < p->n_b; b++)
-            fprintf(f, "%s%.2f", b ? ", " : "", p->tau[s][b]);
-        fprintf(f, "]\n");
+    const struct loki_variant *v = var_of(p, g);
+    snprintf(g->input, sizeof(g->input), "%u B %s payload", p->payload_len,
+             p->payload_file ? "file" : "synthetic");
+    if (v->backend == LOKI_BACKEND_SIM) {
+        for (int s = 0; s < g->n_s; s++) {
+            if (loki_variant_share_index(v, g->shares[s]) < 0) {
+                fprintf(stderr,
+                        "loki profile: sim variant %s has no profile at share %g to simulate\n",
+                        v->name, g->shares[s]);
+                return -1;
+            }
+            if (loki__profile_inproc(p, g, s))
+                return -1;
+        }
+        g->how = g->n_s > 1 ? "in this process, shares simulated" : "in this process";
+        return 0;
     }
+    if (v->backend == LOKI_BACKEND_PLUGIN) {
+        if (g->n_s == 1) {
+            g->how = "in this process";
+            return loki__profile_inproc(p, g, 0) ? -1 : 0;
+        }
+        g->how = "MPS shares";
+        return loki__profile_children(p, g, self) ? -1 : 0;
+    }
+#ifndef LOKI_HAVE_CUDA
+    (void)self;
+    fprintf(stderr,
+            "loki profile: variant %s runs the cuda backend, and this loki was built "
+            "without it (nvcc was not found at build time); profiles are measured on a "
+            "GPU machine\n",
+            v->name);
+    return -1;
+#else
+    if (loki_cuda_device_count() < 1) {
+        fprintf(stderr, "loki profile: no CUDA GPU visible here (no NVIDIA driver or no device); "
+                        "cuda variants are measured on the real GPU\n");
+        return -1;
+    }
+    if (p->green) {
+        g->how = "green contexts";
+        return loki__profile_cuda(p, g, g->n_s) ? -1 : 0;
+    }
+    g->how = "MPS shares";
+    return loki__profile_children(p, g, self) ? -1 : 0;
+#endif
 }
 
 /* --from: "SHARE BATCH MS" lines ('#' comments) for every share and batch asked for. */
-static int read_measured(struct prof *p)
+static int read_measured(struct prof *p, struct target *g)
 {
     FILE *f = fopen(p->from, "r");
     if (!f) {
@@ -344,346 +397,55 @@ static int read_measured(struct prof *p)
             rc = -1;
             continue;
         }
-        for (int s = 0; s < p->n_s; s++)
-            for (int k = 0; k < p->n_b; k++)
-                if (fabs(p->shares[s] - sh) < 1e-6 && p->batches[k] == b) {
-                    p->tau[s][k] = ms;
+        for (int s = 0; s < g->n_s; s++)
+            for (int k = 0; k < g->n_b; k++)
+                if (fabs(g->shares[s] - sh) < 1e-6 && g->batches[k] == b) {
+                    g->tau[s][k] = ms;
                     seen[s][k] = true;
                 }
     }
     fclose(f);
-    for (int s = 0; s < p->n_s; s++)
-        for (int k = 0; k < p->n_b; k++)
+    for (int s = 0; s < g->n_s; s++)
+        for (int k = 0; k < g->n_b; k++)
             if (!seen[s][k]) {
-                fprintf(stderr, "%s: no figure for share %g, batch %d\n", p->from, p->shares[s],
-                        p->batches[k]);
+                fprintf(stderr, "%s: no figure for share %g, batch %d\n", p->from, g->shares[s],
+                        g->batches[k]);
                 rc = -1;
             }
+    g->how = "from";
     return rc;
 }
-
-#ifdef LOKI_HAVE_CUDA
-
-/* ---- measuring ------------------------------------------------------------------------------ */
-
-/* Backend config for the variant's whole-GPU profile, sized for every batch to measure. */
-static void backend_config(const struct prof *p, struct loki_backend_config *c, double *means,
-                           int *dists)
-{
-    const struct loki_pipeline *pl = &p->t->pipelines[p->pi];
-    const struct loki_task *tk = &pl->tasks[p->ti];
-    const struct loki_variant *v = &tk->variants[p->vi];
-    for (int k = 0; k < tk->n_children; k++) {
-        means[k] = v->fanout[k].mean;
-        dists[k] = (int)v->fanout[k].dist;
-    }
-    int maxb = p->batches[p->n_b - 1] > v->batches[v->n_batches - 1] ? p->batches[p->n_b - 1]
-                                                                     : v->batches[v->n_batches - 1];
-    struct loki_backend_config cfg = {
-        .pipeline = pl->name,
-        .task = tk->name,
-        .variant = v->name,
-        .max_batch = maxb,
-        .share = 1,
-        .gpu = p->gpu,
-        .n_batches = v->n_batches,
-        .batches = v->batches,
-        .latency_ms = v->latency_ms[0],
-        .n_children = tk->n_children,
-        .fanout_mean = means,
-        .fanout_dist = dists,
-        .seed = 1,
-    };
-    *c = cfg;
-}
-
-/* In this process: calibrate (or take LOKI_CUDA_WORK), measure at share 1, then, with
- * --green, at every other share on a resized green context. */
-static int measure_here(struct prof *p, int n_shares)
-{
-    const struct loki_backend_v1 *be = loki_backend_cuda();
-    struct loki_backend_config c;
-    double means[LOKI_MAX_CHILDREN];
-    int dists[LOKI_MAX_CHILDREN];
-    void *st;
-    backend_config(p, &c, means, dists);
-    int rc = be->init(&c, &st);
-    if (rc) {
-        fprintf(stderr, "loki profile: cuda backend: %s\n", loki_cuda_last_error());
-        return rc;
-    }
-    p->n_work = loki_cuda_work(st, p->work, MAX_B);
-    for (int s = 0; s < n_shares && rc == 0; s++) {
-        if (s > 0) {
-            double ms;
-            if ((rc = loki_cuda_green_resize(st, p->shares[s], &ms))) {
-                fprintf(stderr, "loki profile: green context at share %g: %s\n", p->shares[s],
-                        loki_cuda_last_error());
-                break;
-            }
-            fprintf(stderr, "loki profile: green context of %d SMs (share %g) in %.1f ms\n",
-                    loki_cuda_sm_count(st), p->shares[s], ms);
-        }
-        for (int b = 0; b < p->n_b && rc == 0; b++)
-            if ((rc = loki_cuda_time_batch(st, p->batches[b], p->reps, &p->tau[s][b])))
-                fprintf(stderr, "loki profile: batch %d: %s\n", p->batches[b],
-                        loki_cuda_last_error());
-    }
-    be->fini(st);
-    return rc;
-}
-
-/* `loki profile --child`: measure at the share the environment sets and print the lines
- * "work L1,L2,..." and "tau B MS" for the parent. */
-static int child_main(struct prof *p)
-{
-    int rc = measure_here(p, 1);
-    if (rc)
-        return rc == LOKI_CUDA_EMPS ? LOKI_CUDA_EXIT_MPS : 1;
-    printf("work ");
-    for (int i = 0; i < p->n_work; i++)
-        printf("%s%d", i ? "," : "", p->work[i]);
-    printf("\n");
-    for (int b = 0; b < p->n_b; b++)
-        printf("tau %d %.4f\n", p->batches[b], p->tau[0][b]);
-    return 0;
-}
-
-/*
- * Run @argv with @env (NAME=VALUE strings, NULL-ended) added, @input on its stdin, its
- * stdout into @out; at most @timeout_s. Returns the exit status or negative.
- */
-static int run(char *const argv[], char *const env[], const char *input, char *out, size_t len,
-               int timeout_s)
-{
-    int o[2] = {-1, -1}, i[2] = {-1, -1};
-    if ((out && pipe(o)) || (input && pipe(i))) {
-        int e = errno;
-        if (o[0] >= 0) {
-            close(o[0]);
-            close(o[1]);
-        }
-        return -e;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        for (int k = 0; env && env[k]; k++)
-            putenv(env[k]);
-        /* a daemon that keeps our stdout would hold a capture pipe open: /dev/null then */
-        int fd = out ? o[1] : open("/dev/null", O_WRONLY);
-        if (fd >= 0)
-            dup2(fd, 1);
-        if (i[0] >= 0)
-            dup2(i[0], 0);
-        close_range(3, ~0u, 0); /* a daemon started here keeps nothing of ours */
-        execvp(argv[0], argv);
-        fprintf(stderr, "loki profile: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    int e = errno;
-    if (o[1] >= 0)
-        close(o[1]);
-    if (i[0] >= 0)
-        close(i[0]);
-    if (pid < 0) {
-        if (o[0] >= 0)
-            close(o[0]);
-        if (i[1] >= 0)
-            close(i[1]);
-        return -e;
-    }
-    if (i[1] >= 0) {
-        signal(SIGPIPE, SIG_IGN);
-        ssize_t wr = write(i[1], input, strlen(input));
-        (void)wr;
-        close(i[1]);
-    }
-    time_t until = time(NULL) + timeout_s;
-    if (out) {
-        size_t got = 0;
-        for (;;) {
-            struct pollfd pf = {.fd = o[0], .events = POLLIN};
-            int left = (int)(until - time(NULL));
-            if (left <= 0 || poll(&pf, 1, left * 1000) == 0) {
-                kill(pid, SIGKILL);
-                break;
-            }
-            ssize_t r = read(o[0], out + got, len - 1 - got);
-            if (r <= 0 || (got += (size_t)r) == len - 1)
-                break;
-        }
-        out[got] = 0;
-        close(o[0]);
-    }
-    int status = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR))
-            break;
-        if (time(NULL) > until)
-            kill(pid, SIGKILL);
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    if (WIFSIGNALED(status))
-        return WTERMSIG(status) == SIGKILL ? -ETIMEDOUT : 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
-
-static int parse_child(struct prof *p, int s, const char *text)
-{
-    int seen = 0;
-    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        int b;
-        double ms;
-        if (!strncmp(l, "work ", 5) && s == 0) {
-            const char *q = l + 5;
-            p->n_work = 0;
-            while (p->n_work < MAX_B && *q >= '0' && *q <= '9') {
-                char *end;
-                p->work[p->n_work++] = (int)strtol(q, &end, 10);
-                q = *end == ',' ? end + 1 : end;
-            }
-        } else if (sscanf(l, "tau %d %lf", &b, &ms) == 2) {
-            for (int k = 0; k < p->n_b; k++)
-                if (p->batches[k] == b) {
-                    p->tau[s][k] = ms;
-                    seen++;
-                }
-        }
-    }
-    return seen == p->n_b ? 0 : -1;
-}
-
-static int measure_children(struct prof *p, const char *self)
-{
-    char *argv[24], bl[256], reps[16], gpu[16];
-    int a = 0, k = 0, rc = 0;
-    for (int b = 0; b < p->n_b; b++)
-        k += snprintf(bl + k, sizeof(bl) - (size_t)k, "%s%d", b ? "," : "", p->batches[b]);
-    snprintf(reps, sizeof(reps), "%d", p->reps);
-    snprintf(gpu, sizeof(gpu), "%d", p->gpu);
-    argv[a++] = (char *)self;
-    argv[a++] = "profile";
-    argv[a++] = "--child";
-    argv[a++] = "--topology";
-    argv[a++] = (char *)p->topology;
-    argv[a++] = "--pipeline";
-    argv[a++] = p->t->pipelines[p->pi].name;
-    argv[a++] = "--task";
-    argv[a++] = p->t->pipelines[p->pi].tasks[p->ti].name;
-    argv[a++] = "--variant";
-    argv[a++] = (char *)p->variant;
-    argv[a++] = "--batches";
-    argv[a++] = bl;
-    argv[a++] = "--reps";
-    argv[a++] = reps;
-    argv[a++] = "--gpu";
-    argv[a++] = gpu;
-    argv[a] = NULL;
-    static char out[65536];
-    char e_dev[32], e_pct[64], e_work[256], e_pipe[PATH_MAX + 64], e_log[PATH_MAX + 64];
-    char dir[PATH_MAX] = "", ctl[PATH_MAX] = "nvidia-cuda-mps-control";
-    bool own_mps = false;
-    snprintf(e_dev, sizeof(e_dev), "CUDA_VISIBLE_DEVICES=%d", p->gpu);
-
-    /* share 1, no MPS: calibrates the work to the whole-GPU profile */
-    char *env1[] = {e_dev, NULL};
-    unsetenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE");
-    rc = run(argv, env1, NULL, out, sizeof(out), 600);
-    if (rc || parse_child(p, 0, out) || p->n_work < 1) {
-        fprintf(stderr, "loki profile: share 1 measurement failed (status %d)\n", rc);
-        return -1;
-    }
-    fprintf(stderr, "loki profile: share 1 done\n");
-    if (p->n_s == 1)
-        return 0;
-    k = snprintf(e_work, sizeof(e_work), "LOKI_CUDA_WORK=");
-    for (int i = 0; i < p->n_work; i++)
-        k += snprintf(e_work + k, sizeof(e_work) - (size_t)k, "%s%d", i ? "," : "", p->work[i]);
-
-    /* an MPS daemon: the operator's (CUDA_MPS_PIPE_DIRECTORY set) or one of our own */
-    const char *have = getenv("CUDA_MPS_PIPE_DIRECTORY");
-    if (getenv("LOKI_MPS_CONTROL"))
-        snprintf(ctl, sizeof(ctl), "%s", getenv("LOKI_MPS_CONTROL"));
-    if (have && *have) {
-        snprintf(e_pipe, sizeof(e_pipe), "CUDA_MPS_PIPE_DIRECTORY=%s", have);
-        snprintf(e_log, sizeof(e_log), "LOKI_PROFILE_MPS=external");
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(dir, sizeof(dir), "%s/loki-profile-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(dir)) {
-            fprintf(stderr, "loki profile: %s: %s\n", dir, strerror(errno));
-            return -1;
-        }
-        snprintf(e_pipe, sizeof(e_pipe), "CUDA_MPS_PIPE_DIRECTORY=%s", dir);
-        snprintf(e_log, sizeof(e_log), "CUDA_MPS_LOG_DIRECTORY=%s", dir);
-        char *cargv[] = {ctl, "-d", NULL};
-        char *cenv[] = {e_dev, e_pipe, e_log, NULL};
-        rc = run(cargv, cenv, NULL, NULL, 0, 30);
-        if (rc) {
-            fprintf(stderr,
-                    "loki profile: cannot start the MPS control daemon (%s -d: status %d%s); "
-                    "shares below 1 need MPS (or --green)\n",
-                    ctl, rc, rc == 127 ? ", not on PATH" : "");
-            rmdir(dir);
-            return -1;
-        }
-        own_mps = true;
-    }
-    for (int s = 1; s < p->n_s && rc == 0; s++) {
-        snprintf(e_pct, sizeof(e_pct), "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=%d",
-                 (int)(p->shares[s] * 100 + 0.5));
-        char *env[] = {e_dev, e_pipe, e_pct, e_work, NULL};
-        for (int attempt = 0; attempt < 3; attempt++) {
-            rc = run(argv, env, NULL, out, sizeof(out), 600);
-            if (rc != LOKI_CUDA_EXIT_MPS)
-                break;
-            fprintf(stderr,
-                    "loki profile: MPS refused the share %g client (server not ready or "
-                    "client limit): retrying\n",
-                    p->shares[s]);
-            sleep(1u << attempt);
-        }
-        if (rc || parse_child(p, s, out)) {
-            fprintf(stderr, "loki profile: share %g measurement failed (status %d)\n", p->shares[s],
-                    rc);
-            rc = -1;
-        } else {
-            fprintf(stderr, "loki profile: share %g done\n", p->shares[s]);
-        }
-    }
-    if (own_mps) {
-        char *qargv[] = {ctl, NULL};
-        char *qenv[] = {e_dev, e_pipe, e_log, NULL};
-        if (run(qargv, qenv, "quit\n", NULL, 0, 30))
-            fprintf(stderr, "loki profile: MPS daemon in %s did not quit cleanly\n", dir);
-        char cmd[PATH_MAX + 16];
-        snprintf(cmd, sizeof(cmd), "%s/control.log", dir);
-        unlink(cmd);
-        snprintf(cmd, sizeof(cmd), "%s/server.log", dir);
-        unlink(cmd);
-        rmdir(dir); /* fails, harmlessly, while the daemon's pipes linger */
-    }
-    return rc;
-}
-#endif
+/* ---- the command ---------------------------------------------------------------------------- */
 
 int loki_cli_profile(int argc, char **argv)
 {
     static struct prof p;
-    const char *bs = NULL, *ss = "1,0.5,0.25";
+    memset(&p, 0, sizeof(p));
     p.reps = 7;
-    enum { O_CHILD = 256 };
-    static const struct option lo[] = {
-        {"topology", required_argument, 0, 't'}, {"variant", required_argument, 0, 'v'},
-        {"pipeline", required_argument, 0, 'p'}, {"task", required_argument, 0, 'k'},
-        {"batches", required_argument, 0, 'b'},  {"shares", required_argument, 0, 's'},
-        {"out", required_argument, 0, 'o'},      {"from", required_argument, 0, 'f'},
-        {"reps", required_argument, 0, 'r'},     {"gpu", required_argument, 0, 'g'},
-        {"green", no_argument, 0, 'G'},          {"child", no_argument, 0, O_CHILD}, /* internal */
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    p.warmup = 3;
+    p.gpu = -2;
+    p.payload_bytes = -1;
+    enum { O_CHILD = 256, O_WARMUP, O_PFILE, O_PBYTES };
+    static const struct option lo[] = {{"topology", required_argument, 0, 't'},
+                                       {"variant", required_argument, 0, 'v'},
+                                       {"pipeline", required_argument, 0, 'p'},
+                                       {"task", required_argument, 0, 'k'},
+                                       {"batches", required_argument, 0, 'b'},
+                                       {"shares", required_argument, 0, 's'},
+                                       {"write", required_argument, 0, 'o'},
+                                       {"out", required_argument, 0, 'o'},
+                                       {"from", required_argument, 0, 'f'},
+                                       {"reps", required_argument, 0, 'r'},
+                                       {"warmup", required_argument, 0, O_WARMUP},
+                                       {"payload-file", required_argument, 0, O_PFILE},
+                                       {"payload-bytes", required_argument, 0, O_PBYTES},
+                                       {"gpu", required_argument, 0, 'g'},
+                                       {"backend", required_argument, 0, 'B'},
+                                       {"green", no_argument, 0, 'G'},
+                                       {"child", no_argument, 0, O_CHILD}, /* internal */
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    const char *reps = NULL, *warmup = NULL, *pbytes = NULL, *gpu = NULL;
     int c;
     optind = 1;
     opterr = 0;
@@ -702,10 +464,10 @@ int loki_cli_profile(int argc, char **argv)
             p.task = optarg;
             break;
         case 'b':
-            bs = optarg;
+            p.batch_list = optarg;
             break;
         case 's':
-            ss = optarg;
+            p.share_list = optarg;
             break;
         case 'o':
             p.out = optarg;
@@ -714,10 +476,22 @@ int loki_cli_profile(int argc, char **argv)
             p.from = optarg;
             break;
         case 'r':
-            p.reps = atoi(optarg);
+            reps = optarg;
+            break;
+        case O_WARMUP:
+            warmup = optarg;
+            break;
+        case O_PFILE:
+            p.payload_file = optarg;
+            break;
+        case O_PBYTES:
+            pbytes = optarg;
             break;
         case 'g':
-            p.gpu = atoi(optarg);
+            gpu = optarg;
+            break;
+        case 'B':
+            p.backend = optarg;
             break;
         case 'G':
             p.green = true;
@@ -734,78 +508,119 @@ int loki_cli_profile(int argc, char **argv)
     }
     if (optind != argc)
         return loki__cli_usage_error("profile", "unexpected argument '%s'", argv[optind]);
-    if (!p.topology || !p.variant)
-        return loki__cli_usage_error("profile", "--topology F and --variant V are required");
-    if (p.reps < 1 || p.reps > 512 || p.gpu < 0) {
-        fprintf(stderr, "loki profile: --reps takes 1..512 and --gpu a GPU index\n");
-        return 2;
+    if (!p.topology)
+        return loki__cli_usage_error("profile", "--topology F is required");
+    if (!p.variant && !p.task && !p.pipeline)
+        return loki__cli_usage_error("profile", "name what to measure: --variant V, --task T "
+                                                "or --pipeline P");
+    if ((reps && (p.reps = (int)parse_count(reps, 1, MAX_REPS)) < 0) ||
+        (warmup && (p.warmup = (int)parse_count(warmup, 0, 1000)) < 0) ||
+        (gpu && (p.gpu = (int)parse_count(gpu, 0, 1023)) < 0))
+        return loki__cli_usage_error("profile",
+                                     "--reps takes 1..%d, --warmup 0..1000 and "
+                                     "--gpu a GPU index",
+                                     MAX_REPS);
+    if (pbytes && (p.payload_bytes = parse_count(pbytes, 0, MAX_PAYLOAD)) < 0)
+        return loki__cli_usage_error("profile", "--payload-bytes takes 0..%u", MAX_PAYLOAD);
+    enum loki_backend_kind kind = LOKI_BACKEND_SIM;
+    if (p.backend) {
+        /* the topology's own rule: sim, cuda, or a path to a .so */
+        if (!strcmp(p.backend, "cuda"))
+            kind = LOKI_BACKEND_CUDA;
+        else if (strchr(p.backend, '/') || strstr(p.backend, ".so"))
+            kind = LOKI_BACKEND_PLUGIN;
+        else if (strcmp(p.backend, "sim"))
+            return loki__cli_usage_error("profile", "--backend takes sim, cuda or a path to a "
+                                                    "plugin .so");
+        if (strlen(p.backend) >= LOKI_PATH_MAX)
+            return loki__cli_usage_error("profile", "--backend: path too long");
     }
-    if ((p.n_s = parse_shares(ss, p.shares, MAX_S)) < 1 || p.shares[0] != 1) {
-        fprintf(stderr, "loki profile: --shares takes descending shares in (0, 1] starting "
-                        "with 1, e.g. 1,0.5,0.25\n");
-        return 2;
-    }
+    if (pbytes && p.payload_file)
+        return loki__cli_usage_error("profile", "--payload-file and --payload-bytes exclude "
+                                                "each other");
     char err[8192];
     if (loki_topology_load(p.topology, &p.t, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     int rc = 1;
-    if (find_variant(&p))
+    if (find_targets(&p))
         goto out;
-    const struct loki_variant *var = &p.t->pipelines[p.pi].tasks[p.ti].variants[p.vi];
-    if (bs) {
-        if ((p.n_b = parse_ints(bs, p.batches, MAX_B)) < 1) {
-            fprintf(stderr, "loki profile: --batches takes ascending batch sizes, e.g. 1,2,4,8\n");
-            rc = 2;
-            goto out;
+    if ((p.from || p.child) && p.n_tg != 1) {
+        fprintf(stderr, "loki profile: --from measures one variant: name it with --variant\n");
+        goto out;
+    }
+    if (p.backend)
+        for (int i = 0; i < p.n_tg; i++) {
+            /* measured with another backend: the variants in our copy of the topology say so */
+            struct loki_variant *v =
+                &p.t->pipelines[p.tg[i].pi].tasks[p.tg[i].ti].variants[p.tg[i].vi];
+            v->backend = kind;
+            snprintf(v->backend_path, sizeof(v->backend_path), "%s",
+                     kind == LOKI_BACKEND_PLUGIN ? p.backend : "");
         }
-    } else {
-        p.n_b = var->n_batches;
-        memcpy(p.batches, var->batches, sizeof(int) * (size_t)var->n_batches);
-    }
-    if (p.from) {
-        if (read_measured(&p))
-            goto out;
-        goto report;
-    }
-#ifndef LOKI_HAVE_CUDA
-    fprintf(stderr, "loki profile: this loki was built without the CUDA backend (nvcc was not "
-                    "found at build time); profiles are measured on a GPU machine\n");
-    goto out;
-#else
-    if (loki_cuda_device_count() < 1) {
-        fprintf(stderr, "loki profile: no CUDA GPU visible here (no NVIDIA driver or no device); "
-                        "profiles are measured on the real GPU\n");
+    if ((rc = plan_targets(&p)))
         goto out;
+    rc = 1;
+    if (p.gpu == -2) {
+        p.gpu = -1;
+#ifdef LOKI_HAVE_CUDA
+        /* a cuda variant's GPU is 0 unless named; another backend gets one only when visible */
+        bool want = p.from;
+        for (int i = 0; i < p.n_tg; i++)
+            want |= var_of(&p, &p.tg[i])->backend == LOKI_BACKEND_CUDA;
+        if (want || loki_cuda_device_count() > 0)
+            p.gpu = 0;
+#endif
     }
+    if (!p.from && load_payload(&p))
+        goto out;
+    /* as a worker: no 50 us timer slack added to the backend's timed sleeps */
+    prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
     if (p.child) {
         rc = child_main(&p);
         goto out;
     }
-    if (p.green) {
-        if (measure_here(&p, p.n_s))
-            goto out;
-    } else {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n <= 0) {
-            fprintf(stderr, "loki profile: cannot find own executable\n");
-            goto out;
-        }
-        self[n] = 0;
-        if (measure_children(&p, self))
-            goto out;
-    }
-#endif
-report:
-    print_profile(&p, stdout);
-    if (p.out && write_topology(&p))
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) {
+        fprintf(stderr, "loki profile: cannot find own executable\n");
         goto out;
-    if (p.out)
+    }
+    self[n] = 0;
+    int failed = 0;
+    for (int i = 0; i < p.n_tg; i++) {
+        struct target *g = &p.tg[i];
+        char lb[3 * LOKI_NAME_MAX + 3];
+        if (p.from ? read_measured(&p, g) : measure(&p, g, self)) {
+            failed++;
+            continue;
+        }
+        printf("%s# %s\n", i ? "\n" : "", label(&p, g, lb, sizeof(lb)));
+        loki__profile_emit(&p, g, stdout, 0);
+        fflush(stdout);
+    }
+    if (failed) {
+        if (p.out)
+            fprintf(stderr, "loki profile: %d of %d variants failed; %s not written\n", failed,
+                    p.n_tg, p.out);
+        goto out;
+    }
+    if (p.out) {
+        if (loki__profile_write(&p))
+            goto out;
         fprintf(stderr, "loki profile: wrote %s\n", p.out);
+    }
     rc = 0;
 out:
+    for (int a = 0; a < LOKI_MAX_PIPELINES; a++)
+        for (int b = 0; b < LOKI_MAX_TASKS; b++) {
+            free(p.pools[a][b].buf);
+            free(p.pools[a][b].off);
+            free(p.pools[a][b].len);
+        }
+    free(p.payload);
+    free(p.tg);
     free(p.t);
     return rc;
 }

@@ -340,8 +340,8 @@ int loki_cli_replay(int argc, char **argv)
 
     struct loki_replay_result res[8];
     int ok = 0;
-    if (json)
-        printf("[");
+    json_t *all = json ? json_array() : NULL;
+    bool oom = false;
     for (int i = 0; i < np; i++) {
         struct loki_replay_config cfg = {
             .policy = pols[i],
@@ -368,8 +368,7 @@ int loki_cli_replay(int argc, char **argv)
             continue;
         }
         if (json) {
-            printf(ok ? ",\n" : "");
-            loki_replay_write_json(stdout, &res[ok]);
+            loki_json_push(all, loki_replay_json(&res[ok]), &oom);
         } else {
             print_text(topo, &res[ok]);
         }
@@ -386,8 +385,14 @@ int loki_cli_replay(int argc, char **argv)
         }
         ok++;
     }
-    if (json)
-        printf("]\n");
+    if (json) {
+        if (oom)
+            json_decref(all);
+        if (oom || loki_json_print(stdout, all)) {
+            fprintf(stderr, "loki replay: cannot print the summary\n");
+            status = 1;
+        }
+    }
     if (plot && ok) {
         const struct loki_replay_result *rp[8];
         for (int i = 0; i < ok; i++)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The logger (loki/log.h). Process-wide state: the level and the journal flag
+ * The logger (loki/log.h): JSON lines built with jansson (loki/json.h), or
+ * "<N>message" lines for the journal. Process-wide state: the level and the journal flag
  * are set once before threads start and only read afterwards; the per-query
  * rate limit belongs to the one thread that calls loki_log_query().
  */
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "loki/clock.h"
+#include "loki/json.h"
 
 static const char *const level_name[] = {"debug", "info", "warn", "error"};
 static const int level_prio[] = {7, 6, 4, 3}; /* syslog priorities for journald */
@@ -84,21 +86,22 @@ static void vlog(enum loki_log_level lvl, const char *fmt, va_list ap)
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    char esc[2100];
-    size_t k = 0;
-    for (const char *c = msg; *c && k + 7 < sizeof(esc); c++) {
-        if (*c == '"' || *c == '\\') {
-            esc[k++] = '\\';
-            esc[k++] = *c;
-        } else if ((unsigned char)*c < 0x20) {
-            k += (size_t)snprintf(esc + k, sizeof(esc) - k, "\\u%04x", (unsigned char)*c);
-        } else {
-            esc[k++] = *c;
-        }
-    }
-    esc[k] = 0;
-    fprintf(stderr, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"msg\":\"%s\"}\n", (long long)ts.tv_sec,
-            ts.tv_nsec / 1000000, level_name[lvl], esc);
+    /* {"ts":seconds.millis,"level":"info","msg":"..."}, through jansson (loki/json.h) */
+    bool oom = false;
+    json_t *line = json_object();
+    loki_json_set(line, "ts",
+                  loki_json_fixed((double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1e3, 3),
+                  &oom);
+    loki_json_set(line, "level", json_string(level_name[lvl]), &oom);
+    loki_json_set(line, "msg", loki_json_str(msg), &oom);
+    char out[8192]; /* a 1 KiB message escapes to at most 6 KiB */
+    size_t n = oom ? 0 : json_dumpb(line, out, sizeof(out), LOKI_JSON_FLAGS);
+    if (n && n < sizeof(out))
+        fprintf(stderr, "%.*s\n", (int)n, out);
+    else /* no memory for the line: still say something */
+        fprintf(stderr, "{\"level\":\"%s\",\"msg\":\"(log line lost: out of memory)\"}\n",
+                level_name[lvl]);
+    json_decref(line);
 }
 
 void loki_log(enum loki_log_level lvl, const char *fmt, ...)

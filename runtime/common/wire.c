@@ -258,7 +258,9 @@ int loki_wire_read_int(struct loki_wire_reader *r, int64_t min, int64_t max, int
     if (v.kind != LOKI_WIRE_UINT && v.kind != LOKI_WIRE_INT)
         return loki_wire_fail(r, r->malformed, "expected int, got %s at offset %zu",
                               loki_wire_val_name(&v), off);
-    if (v.kind == LOKI_WIRE_UINT ? max < 0 || v.u > (uint64_t)max : v.i < min)
+    if (v.kind == LOKI_WIRE_UINT
+            ? max < 0 || v.u > (uint64_t)max || (min > 0 && v.u < (uint64_t)min)
+            : v.i < min || v.i > max)
         return loki_wire_fail(r, r->malformed, "integer out of range at offset %zu", off);
     *out = v.kind == LOKI_WIRE_UINT ? (int64_t)v.u : v.i;
     return 0;

@@ -208,8 +208,8 @@ int loki_config_load_sealed(int fd, const char *name, struct loki_topology **out
 #ifdef __LP64__
 _Static_assert(sizeof(struct loki_frontend_cfg) == 976, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_http_cfg) == 616, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_runtime_cfg) == 8, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_config) == 984, "snapshot.c: compare the new section");
+_Static_assert(sizeof(struct loki_runtime_cfg) == 80, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_config) == 1056, "snapshot.c: compare the new section");
 _Static_assert(sizeof(struct loki_gpus) == 32, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_variant) == 1656, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_task) == 26608, "snapshot.c: compare the new field");
@@ -352,6 +352,12 @@ int loki_config_reload_check(const struct loki_topology *cur, const struct loki_
         /* bound and sized at start (loki_config_defaults zeroes the padding memcmp sees) */
         differs(&d, memcmp(&fa->http, &fb->http, sizeof(fa->http)) != 0, "frontend.http");
         differs(&d, cur_cfg->runtime.spin_us != next_cfg->runtime.spin_us, "runtime.spin_us");
+        /* the metrics endpoint is bound once, at start */
+        differs(&d,
+                strcmp(cur_cfg->runtime.metrics_address, next_cfg->runtime.metrics_address) != 0,
+                "runtime.metrics_address");
+        differs(&d, cur_cfg->runtime.metrics_port != next_cfg->runtime.metrics_port,
+                "runtime.metrics_port");
     }
     return d.found ? LOKI_ETOPOLOGY : 0;
 }

@@ -59,11 +59,16 @@ static void errorf(struct ctx *c, const struct node *at, const char *key, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    size_t from = c->used + (c->used > 0); /* after the newline that separates errors */
     int n = snprintf(c->err + c->used, c->errlen - c->used, "%s%s:%d:%d: %s%s%s",
                      c->used ? "\n" : "", c->file, at ? at->line : 0, at ? at->col : 0,
                      key ? key : "", key ? ": " : "", msg);
     if (n > 0)
         c->used += (size_t)n < c->errlen - c->used ? (size_t)n : c->errlen - c->used - 1;
+    /* one error per line: a value's or key's newlines and terminal escapes show as '?' */
+    for (size_t i = from; i < c->used; i++)
+        if ((unsigned char)c->err[i] < 0x20 || c->err[i] == 0x7f)
+            c->err[i] = '?';
 }
 
 /* ---- pass 1: events to a node tree -------------------------------------------------------- */
@@ -690,15 +695,29 @@ static void load_frontend(struct ctx *c, const struct node *m)
 
 static void load_runtime(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"spin_us", NULL};
+    static const char *const keys[] = {"spin_us", "metrics_address", "metrics_port", NULL};
+    struct loki_runtime_cfg *r = &c->cfg->runtime;
     const struct node *v;
+    long long i;
     double d;
     if (!want(c, m, N_MAP, "runtime"))
         return;
     check_keys(c, m, "runtime", keys);
     if ((v = map_get(m, "spin_us")) && get_double(c, v, "spin_us", &d) &&
         in_range(c, v, "spin_us", d, 0, 10000, false))
-        c->cfg->runtime.spin_us = d;
+        r->spin_us = d;
+    if ((v = map_get(m, "metrics_address")) &&
+        get_str(c, v, "metrics_address", r->metrics_address, sizeof(r->metrics_address))) {
+        unsigned char a[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, r->metrics_address, a) != 1 &&
+            inet_pton(AF_INET6, r->metrics_address, a) != 1)
+            errorf(c, v, "metrics_address",
+                   "expected an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\", got '%s'",
+                   r->metrics_address);
+    }
+    if ((v = map_get(m, "metrics_port")) && get_int(c, v, "metrics_port", &i) &&
+        in_range(c, v, "metrics_port", (double)i, 0, 65535, false))
+        r->metrics_port = (int)i;
 }
 
 /*
@@ -1235,6 +1254,8 @@ void loki_config_defaults(struct loki_config *c)
     h->request_timeout_s = 60;
     h->lokid_connections = 2;
     c->runtime.spin_us = 50;
+    snprintf(c->runtime.metrics_address, sizeof(c->runtime.metrics_address), "127.0.0.1");
+    c->runtime.metrics_port = -1;
 }
 
 int loki_config_parse(const char *text, size_t len, const char *name, struct loki_topology **out,

@@ -14,12 +14,14 @@
  *
  * This file holds what only the daemon does: building the actors from the topology file,
  * feeding arrivals to the planner actor, the status view the reports render
- * (runtime/metrics), readiness, drain on SIGTERM (new requests get "draining" while
- * in-flight ones finish) and, on SIGHUP, reloading the topology and re-planning.
+ * (runtime/metrics) and the HTTP endpoint (/metrics, /healthz, /readyz; loopback by
+ * default), readiness, drain on SIGTERM (new requests get "draining" while in-flight ones
+ * finish) and, on SIGHUP, reloading the topology and re-planning.
  *
  * Start-up order: descriptors (the soft limit raised to the hard one), the topology
- * (validated, and sealed for the workers: they never read the file), the socket and the
- * metrics port (a bad path fails before any worker), then the initial plan's workers.
+ * (validated, and sealed for the workers: they never read the file), the socket, the
+ * metrics port and the opt-in HTTP front door (lokid_front.c; a bad path or a taken port fails
+ * before any worker), then the initial plan's workers.
  * SIGHUP re-reads the file and takes it only if valid and limited to what may change
  * while serving (loki_config_reload_check()).
  */
@@ -36,12 +38,10 @@
 #include <uv.h>
 
 #include "frontend.h"
-#ifdef LOKI_HAVE_HTTP_FRONT
-#include "http_front.h" /* actors/: the opt-in HTTP front door */
-#endif
 #include "loki/arena.h"
 #include "loki/clock.h"
 #include "loki/error.h"
+#include "loki/gpu.h"
 #include "loki/http.h"
 #include "loki/log.h"
 #include "loki/metrics.h"
@@ -51,47 +51,11 @@
 #include "loki/router.h"
 #include "loki/status.h"
 #include "loki/topology.h"
-#include "loki/version.h"
 #include "lokid.h"
+#include "lokid_internal.h"
 #include "lokid_sd.h"
 #include "router_actor.h"
 #include "supervisor.h"
-
-#define RETRY_AFTER_MS 100 /* hint in "overloaded" replies: about one admission refill */
-
-struct lokid {
-    uv_loop_t *loop;
-    struct lokid_options opt;
-    struct loki_topology *topo;
-    struct loki_config cfg; /* the topology file's deployment sections */
-    struct loki_frontend *fe;
-    struct loki_router_actor *ra;
-    struct loki_router *router; /* the router actor's */
-    struct loki_sup *sup;
-    struct loki_planner_actor *pa;
-    struct loki_planner_uv *pu; /* its solves on libuv's thread pool */
-    uv_timer_t plan_timer, drain_timer, tick_timer;
-    uv_signal_t sig_term, sig_int, sig_hup;
-    bool ready, draining, stopping;
-    uint64_t t0_ns;
-    struct loki_metrics *metrics;
-    struct loki_report rep; /* the last rendered report, kept until the next one */
-    struct loki_http *http; /* GET /metrics; NULL without --metrics-port or once stopped */
-#ifdef LOKI_HAVE_HTTP_FRONT
-    struct loki_http_front *front; /* the HTTP front door; NULL when off */
-#endif
-    size_t arena_bytes; /* the payload arena's */
-    int exit_code;
-    uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
-    /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
-    struct loki_topology *reload_topo;
-    int reload_fd;
-};
-
-static double now_s(struct lokid *d)
-{
-    return (double)(loki_now_ns() - d->t0_ns) / 1e9;
-}
 
 /* ---- frontend and router actor: requests in, arrivals to the planner ------------------------ */
 
@@ -119,171 +83,6 @@ static bool fe_ready(void *ctx)
 }
 
 /* ---- reports: status (table, json), Prometheus, /metrics (runtime/metrics) ---------------- */
-
-/*
- * What the reports show, gathered from the router, the frontend and the planner actor: the one
- * place the reports read the planner's state (its plan, demand estimates and counters).
- */
-static void status_view(struct lokid *d, struct loki_status_view *v)
-{
-    const struct loki_planner_actor_stats *ps = loki_planner_actor_stats(d->pa);
-    struct loki_frontend_stats fs;
-    loki_frontend_stats(d->fe, &fs);
-    memset(v, 0, sizeof(*v));
-    v->topo = d->topo;
-    v->metrics = d->metrics;
-    v->plan = loki_planner_actor_plan(d->pa);
-    v->router = loki_router_stats(d->router);
-    for (int p = 0; p < d->topo->n_pipelines; p++)
-        v->demand_est[p] = loki_planner_actor_estimate(d->pa, p);
-    v->planner = (struct loki_status_planner){.plans_applied = ps->plans_applied,
-                                              .plans_kept = ps->plans_kept,
-                                              .solves = ps->solves,
-                                              .solve_errors = ps->solve_errors,
-                                              .solve_ms_sum = ps->solve_ms_sum,
-                                              .last_solve_ms = ps->last_solve_ms,
-                                              .last_change_s = ps->last_change_s};
-    v->frontend = (struct loki_status_frontend){.connections = fs.connections,
-                                                .inflight = fs.inflight,
-                                                .requests = fs.requests,
-                                                .bad_requests = fs.bad_requests,
-                                                .overloaded = fs.overloaded,
-                                                .draining = fs.draining};
-    const struct loki_sup_stats *ss = loki_sup_stats(d->sup);
-    v->workers = (struct loki_status_workers){.alive = loki_sup_alive(d->sup),
-                                              .started = ss->started,
-                                              .start_failed = ss->start_failed,
-                                              .last_start_error = ss->last_start_error};
-    v->instances = loki_router_instances(d->router, &v->gpus_in_use);
-    v->transitioning = loki_router_is_transitioning(d->router);
-    v->ready = d->ready;
-    v->draining = d->draining;
-    v->uptime_s = now_s(d);
-    v->metrics_port = d->http ? loki_http_port(d->http) : -1;
-    struct loki_arena *a = loki_sup_arena(d->sup);
-    loki_arena_reclaim(a); /* what workers freed counts as free */
-    v->arena_bytes = (double)d->arena_bytes;
-    v->arena_used_bytes = (double)(d->arena_bytes - loki_arena_free_bytes(a));
-}
-
-static void on_tick(uv_timer_t *tm)
-{
-    struct lokid *d = tm->data;
-    loki_metrics_tick(d->metrics, now_s(d), loki_router_stats(d->router));
-    loki_log_query_tick();
-}
-
-static int fe_metrics(void *ctx, struct loki_metric *out, int max)
-{
-    struct lokid *d = ctx;
-    struct loki_status_view v;
-    status_view(d, &v);
-    return loki_status_summary(&v, out, max);
-}
-
-/* The report goes into d->rep, kept until the next one. */
-static int fe_report(void *ctx, enum loki_msg_type type, struct loki_bytes format,
-                     struct loki_bytes *out, char *err, size_t errlen)
-{
-    struct lokid *d = ctx;
-    struct loki_status_view v;
-    status_view(d, &v);
-    int rc = loki_status_render(&v, type, format, &d->rep, err, errlen);
-    if (rc)
-        return rc;
-    out->ptr = (const uint8_t *)d->rep.text;
-    out->len = (uint32_t)d->rep.len;
-    return 0;
-}
-
-static int http_render(void *ctx, const char **body, size_t *len)
-{
-    struct lokid *d = ctx;
-    struct loki_status_view v;
-    status_view(d, &v);
-    int rc = loki_status_prometheus(&v, &d->rep);
-    *body = d->rep.text;
-    *len = d->rep.len;
-    return rc;
-}
-
-static void http_stop(struct lokid *d)
-{
-    loki_http_destroy(d->http);
-    d->http = NULL;
-}
-
-/* ---- the HTTP front door (frontend.http, --http-port): a client of lokid's own socket ----------
- */
-
-/*
- * Start it where frontend.http asks (after the socket listens, before any worker, so a taken
- * port fails now). It submits through the C client library over lokid's socket: the same
- * limits as every client, no second way into the router (actors/http_front.c says why).
- * Returns 0 or lokid's exit status.
- */
-static int front_start(struct lokid *d)
-{
-    const struct loki_http_cfg *h = &d->cfg.frontend.http;
-    if (!h->enabled)
-        return 0;
-#ifdef LOKI_HAVE_HTTP_FRONT
-    char err[512];
-    const struct loki_frontend_cfg *f = &d->cfg.frontend;
-    bool self = f->n_uids == 0;
-    for (int i = 0; i < f->n_uids; i++)
-        self |= f->uids[i] == (unsigned)geteuid();
-    if (!self) {
-        fprintf(stderr,
-                "lokid: frontend.http submits through lokid's own socket, but "
-                "frontend.allowed_uids does not list lokid's uid %u\n",
-                (unsigned)geteuid());
-        return 2;
-    }
-    struct loki_http_front_opts o = {.cfg = h,
-                                     .socket_path = f->socket_path,
-                                     .topo = d->topo,
-                                     .max_payload = f->max_payload,
-                                     .lokid_idle_timeout_s = f->idle_timeout_s,
-                                     .server_version = LOKI_VERSION};
-    int rc = loki_http_front_create(&o, &d->front, err, sizeof(err));
-    if (!rc)
-        rc = loki_http_front_start(d->front, err, sizeof(err));
-    if (rc) {
-        fprintf(stderr, "lokid: cannot serve HTTP on %s port %d: %s\n", h->address, h->port, err);
-        return 1;
-    }
-    const char *v6 = strchr(h->address, ':') ? "[" : "";
-    loki_log(LOKI_LOG_INFO, "http front door (KServe v2) on http%s://%s%s%s:%d/v2",
-             h->tls_cert[0] ? "s" : "", v6, h->address, v6[0] ? "]" : "",
-             loki_http_front_port(d->front));
-    return 0;
-#else
-    fprintf(stderr, "lokid: frontend.http is enabled, but this lokid was built without the HTTP "
-                    "front door (libmicrohttpd and jansson were not found)\n");
-    return 2;
-#endif
-}
-
-/* After loki_frontend_stop(): a write it blocked on this loop fails instead of waiting. */
-static void front_stop(struct lokid *d)
-{
-#ifdef LOKI_HAVE_HTTP_FRONT
-    if (!d->front)
-        return;
-    loki_http_front_stop(d->front);
-    struct loki_http_front_stats s;
-    loki_http_front_stats(d->front, &s);
-    loki_log(LOKI_LOG_INFO,
-             "http front door stopped: %llu requests answered (%llu 2xx, %llu 4xx, %llu 5xx), "
-             "%llu infer requests handed to lokid, %llu connections to lokid made",
-             (unsigned long long)s.requests, (unsigned long long)s.status_2xx,
-             (unsigned long long)s.status_4xx, (unsigned long long)s.status_5xx,
-             (unsigned long long)s.infers, (unsigned long long)s.lokid_connects);
-#else
-    (void)d;
-#endif
-}
 
 /* ---- planner actor: lokid's clock, router and thread pool ---------------------------------- */
 
@@ -345,14 +144,12 @@ static int pa_offload(void *ctx)
     return loki_planner_uv_offload(((struct lokid *)ctx)->pu);
 }
 
-static void reload_apply(struct lokid *d);
-
-static void on_plan_timer(uv_timer_t *t)
+void lokid__on_plan_timer(uv_timer_t *t)
 {
     struct lokid *d = t->data;
     /* a solve reads the topology on the thread pool: a reload waits until none runs */
     if (d->reload_topo && !loki_planner_uv_is_busy(d->pu))
-        reload_apply(d);
+        lokid__reload_apply(d);
     loki_planner_actor_tick(d->pa); /* errors are logged by pa_solved and pa_apply */
 }
 
@@ -400,8 +197,8 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&ready_timer);
     lokid_sd_watchdog_stop();
     loki_frontend_stop(d->fe);
-    front_stop(d);
-    http_stop(d);
+    lokid__front_stop(d);
+    lokid__http_stop(d);
     uv_signal_stop(&d->sig_term);
     uv_signal_stop(&d->sig_int);
     uv_signal_stop(&d->sig_hup);
@@ -442,96 +239,6 @@ static void on_signal(uv_signal_t *s, int sig)
     loki_frontend_drain(d->fe, on_drained, d);
 }
 
-/*
- * The topology file @opt names, validated, with the command line's overrides (--socket,
- * --policy), and *@fd the sealed snapshot of the bytes validated, which is all a worker ever
- * loads (runtime/config/snapshot.c). Returns 0 or the error, its message in @err.
- */
-static int load_config(const struct lokid_options *opt, struct loki_topology **topo,
-                       struct loki_config *cfg, int *fd, char *err, size_t errlen)
-{
-    struct stat st;
-    int rc = loki_config_load_snapshot(opt->topology, topo, cfg, fd, &st, err, errlen);
-    if (rc)
-        return rc;
-    if (opt->socket)
-        snprintf(cfg->frontend.socket_path, sizeof(cfg->frontend.socket_path), "%s", opt->socket);
-    if (opt->policy_set)
-        (*topo)->planner.policy = opt->policy;
-    if (opt->http_port >= 0) {
-        cfg->frontend.http.enabled = true;
-        cfg->frontend.http.port = opt->http_port;
-    }
-    if (opt->http_address)
-        snprintf(cfg->frontend.http.address, sizeof(cfg->frontend.http.address), "%s",
-                 opt->http_address);
-    if (st.st_mode & (S_IWGRP | S_IWOTH))
-        loki_log(LOKI_LOG_WARN,
-                 "%s is writable by its %s: whoever can write it chooses what lokid's workers "
-                 "load (plugin paths) at the next reload; chmod go-w it",
-                 opt->topology, st.st_mode & S_IWOTH ? "group and others" : "group");
-    return 0;
-}
-
-/* The reload waiting in d->reload_topo takes effect (no solve may be in flight). */
-static void reload_apply(struct lokid *d)
-{
-    int rc = loki_sup_set_config(d->sup, d->reload_fd);
-    if (rc) {
-        loki_log(LOKI_LOG_ERROR, "reload of %s: %s; keeping the running configuration",
-                 d->opt.topology, loki_strerror(rc));
-    } else {
-        /* only plugin paths and per-solve planner settings differ (loki_config_reload_check):
-         * the router, the planner and the reports read those afresh where they use them */
-        memcpy(d->topo, d->reload_topo, sizeof(*d->topo));
-        loki_log(LOKI_LOG_INFO,
-                 "reloaded %s: the planner uses it from its next solve, and workers started "
-                 "from now on load it (running ones keep what they loaded)",
-                 d->opt.topology);
-    }
-    free(d->reload_topo);
-    d->reload_topo = NULL;
-    close(d->reload_fd);
-    d->reload_fd = -1;
-}
-
-/*
- * SIGHUP: re-read and validate the topology file, take it if it changes only what may change
- * while serving (loki_config_reload_check()), else keep the running configuration and say
- * why; then re-estimate and solve now instead of at the next interval.
- */
-static void on_sighup(uv_signal_t *s, int sig)
-{
-    struct lokid *d = s->data;
-    static char err[8192];
-    struct loki_topology *t;
-    struct loki_config c;
-    int fd;
-    loki_log(LOKI_LOG_INFO, "SIGHUP: reloading %s and re-planning now", d->opt.topology);
-    if (load_config(&d->opt, &t, &c, &fd, err, sizeof(err))) {
-        loki_log(LOKI_LOG_ERROR, "reload refused, keeping the running configuration: %s", err);
-    } else if (loki_config_reload_check(d->topo, &d->cfg, t, &c, err, sizeof(err))) {
-        loki_log(LOKI_LOG_ERROR,
-                 "reload refused, keeping the running configuration: %s: %s, which takes a "
-                 "restart",
-                 d->opt.topology, err);
-        free(t);
-        close(fd);
-    } else {
-        if (d->reload_topo) { /* an earlier one still waiting: this one replaces it */
-            free(d->reload_topo);
-            close(d->reload_fd);
-        }
-        d->reload_topo = t;
-        d->reload_fd = fd;
-        if (loki_planner_uv_is_busy(d->pu))
-            loki_log(LOKI_LOG_INFO,
-                     "reload of %s validated; it takes effect when the solve in flight ends",
-                     d->opt.topology);
-    }
-    on_plan_timer(&d->plan_timer);
-}
-
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 /*
@@ -569,7 +276,7 @@ int lokid_run(const struct lokid_options *opt)
     d->loop = uv_default_loop();
     raise_nofile();
     int config_fd; /* the workers' sealed snapshot of what was validated here */
-    if ((rc = load_config(opt, &d->topo, &d->cfg, &config_fd, err, sizeof(err)))) {
+    if ((rc = lokid__load_config(opt, &d->topo, &d->cfg, &config_fd, err, sizeof(err)))) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
@@ -628,6 +335,9 @@ int lokid_run(const struct lokid_options *opt)
     }
     loki_planner_uv_bind(d->pu, d->pa);
     loki_report_init(&d->rep);
+    /* GPU metrics where NVML is there (the driver's library); none otherwise */
+    if (loki_gpu_open(NULL, &d->gpu) == 0)
+        loki_log(LOKI_LOG_INFO, "NVML found: GPU utilisation and memory in the metrics");
     const char *names[LOKI_MAX_PIPELINES];
     double initial[LOKI_MAX_PIPELINES];
     for (int p = 0; p < d->topo->n_pipelines; p++) {
@@ -640,8 +350,8 @@ int lokid_run(const struct lokid_options *opt)
                                     .on_request = fe_request,
                                     .on_cancel = fe_cancel,
                                     .is_ready = fe_ready,
-                                    .on_metrics = fe_metrics,
-                                    .on_report = fe_report,
+                                    .on_metrics = lokid__fe_metrics,
+                                    .on_report = lokid__fe_report,
                                     .retry_after_ms = RETRY_AFTER_MS,
                                     .ctx = d,
                                     .server_name = "lokid"};
@@ -658,16 +368,7 @@ int lokid_run(const struct lokid_options *opt)
         return 1;
     }
 
-    if (opt->metrics_port >= 0) {
-        if ((rc = loki_http_create(d->loop, opt->metrics_port, http_render, d, &d->http))) {
-            fprintf(stderr, "lokid: cannot serve metrics on 127.0.0.1:%d: %s\n", opt->metrics_port,
-                    uv_strerror(rc));
-            return 1;
-        }
-        loki_log(LOKI_LOG_INFO, "metrics on http://127.0.0.1:%d/metrics", loki_http_port(d->http));
-    }
-
-    if ((rc = front_start(d)))
+    if ((rc = lokid__http_start(d)) || (rc = lokid__front_start(d)))
         return rc;
 
     /* the initial plan, for the initial demand guess, solved before serving */
@@ -680,14 +381,14 @@ int lokid_run(const struct lokid_options *opt)
 
     uv_timer_init(d->loop, &d->plan_timer);
     d->plan_timer.data = d;
-    uv_timer_start(&d->plan_timer, on_plan_timer, (uint64_t)d->topo->planner.interval_ms,
+    uv_timer_start(&d->plan_timer, lokid__on_plan_timer, (uint64_t)d->topo->planner.interval_ms,
                    (uint64_t)d->topo->planner.interval_ms);
     uv_timer_init(d->loop, &d->drain_timer);
     d->drain_timer.data = d;
     uv_timer_init(d->loop, &d->tick_timer);
     d->tick_timer.data = d;
-    on_tick(&d->tick_timer); /* the zero baseline of the first minute */
-    uv_timer_start(&d->tick_timer, on_tick, 1000, 1000);
+    lokid__on_tick(&d->tick_timer); /* the zero baseline of the first minute */
+    uv_timer_start(&d->tick_timer, lokid__on_tick, 1000, 1000);
     uv_timer_init(d->loop, &ready_timer);
     ready_timer.data = d;
     uv_timer_start(&ready_timer, check_ready, 5, 5);
@@ -700,7 +401,7 @@ int lokid_run(const struct lokid_options *opt)
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_init(d->loop, &d->sig_hup);
     d->sig_hup.data = d;
-    uv_signal_start(&d->sig_hup, on_sighup, SIGHUP);
+    uv_signal_start(&d->sig_hup, lokid__on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
 
     uv_run(d->loop, UV_RUN_DEFAULT);
@@ -716,17 +417,16 @@ int lokid_run(const struct lokid_options *opt)
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
-    http_stop(d);
+    lokid__http_stop(d);
     while (uv_run(d->loop, UV_RUN_NOWAIT))
         ;
     loki_frontend_destroy(d->fe);
-#ifdef LOKI_HAVE_HTTP_FRONT
-    loki_http_front_destroy(d->front);
-#endif
+    lokid__front_destroy(d);
     loki_router_actor_destroy(d->ra);
     loki_planner_actor_destroy(d->pa);
     loki_planner_uv_destroy(d->pu);
     loki_metrics_destroy(d->metrics);
+    loki_gpu_close(d->gpu);
     uv_loop_close(d->loop);
     loki_report_fini(&d->rep);
     free(d->reload_topo);

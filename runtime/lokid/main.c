@@ -17,26 +17,28 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lokid --topology FILE [options]\n"
-            "  --socket PATH          listen here instead of frontend.socket\n"
-            "  --policy P             loki | inferline | proteus | static (overrides the file)\n"
-            "  --initial-demand QPS   demand the first plan is solved for (default 10)\n"
-            "  --fixed-plan           keep the initial plan (no re-planning)\n"
-            "  --seed N               seed of the sim backends (default 1)\n"
-            "  --arena-mb N           payload arena size, power of two (default 64)\n"
-            "  --ready-fd FD          write \"ready\" to FD once serving\n"
-            "  --quiet                log warnings and errors only (--log-level warn)\n"
-            "  --log-level L          debug | info | warn | error (default info)\n"
-            "  --metrics-port N       serve Prometheus GET /metrics on 127.0.0.1:N (0: any port)\n"
-            "  --http-port N          serve the HTTP front door (KServe v2) on port N (0: any),\n"
-            "                         overriding frontend.http.port and .enabled\n"
-            "  --http-address A       ... on address A (default frontend.http.address, 127.0.0.1)\n"
-            "  --version              print the version and exit\n"
-            "  -h, --help             print this help and exit\n"
-            "logs: JSON lines on stderr; \"<N>message\" lines when stderr is the journal\n"
-            "SIGHUP re-reads the topology (validated; what cannot change while serving is\n"
-            "refused) and re-plans now; SIGTERM/SIGINT drain and stop\n");
+    fprintf(
+        f,
+        "usage: lokid --topology FILE [options]\n"
+        "  --socket PATH          listen here instead of frontend.socket\n"
+        "  --policy P             loki | inferline | proteus | static (overrides the file)\n"
+        "  --initial-demand QPS   demand the first plan is solved for (default 10)\n"
+        "  --fixed-plan           keep the initial plan (no re-planning)\n"
+        "  --seed N               seed of the sim backends (default 1)\n"
+        "  --arena-mb N           payload arena size, power of two (default 64)\n"
+        "  --ready-fd FD          write \"ready\" to FD once serving\n"
+        "  --quiet                log warnings and errors only (--log-level warn)\n"
+        "  --log-level L          debug | info | warn | error (default info)\n"
+        "  --metrics-port N       serve GET /metrics, /healthz, /readyz on port N (0: any)\n"
+        "  --metrics-address A    ... on address A (default runtime.metrics_address, 127.0.0.1)\n"
+        "  --http-port N          serve the HTTP front door (KServe v2) on port N (0: any),\n"
+        "                         overriding frontend.http.port and .enabled\n"
+        "  --http-address A       ... on address A (default frontend.http.address, 127.0.0.1)\n"
+        "  --version              print the version and exit\n"
+        "  -h, --help             print this help and exit\n"
+        "logs: JSON lines on stderr; \"<N>message\" lines when stderr is the journal\n"
+        "SIGHUP re-reads the topology (validated; what cannot change while serving is\n"
+        "refused) and re-plans now; SIGTERM/SIGINT drain and stop\n");
 }
 
 int main(int argc, char **argv)
@@ -62,12 +64,13 @@ int main(int argc, char **argv)
                                        {"log-level", required_argument, 0, 'l'},
                                        {"metrics-port", required_argument, 0, 'm'},
                                        {"version", no_argument, 0, 'V'},
+                                       {"metrics-address", required_argument, 0, 'A'},
                                        {"http-port", required_argument, 0, 'H'},
                                        {"http-address", required_argument, 0, 'B'},
                                        {0, 0, 0, 0}};
     int c;
     opterr = 0; /* bad options are reported below, on one line */
-    while ((c = getopt_long(argc, argv, ":t:s:p:d:fS:a:r:qhl:m:H:B:", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":t:s:p:d:fS:a:r:qhl:m:A:H:B:", lo, NULL)) != -1) {
         switch (c) {
         case 't':
             o.topology = optarg;
@@ -134,6 +137,18 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.http_address = optarg;
+            break;
+        }
+        case 'A': {
+            unsigned char a[16];
+            if (inet_pton(AF_INET, optarg, a) != 1 && inet_pton(AF_INET6, optarg, a) != 1) {
+                fprintf(stderr,
+                        "lokid: --metrics-address wants an IPv4 or IPv6 address, got '%s' (try "
+                        "--help)\n",
+                        optarg);
+                return 2;
+            }
+            o.metrics_address = optarg;
             break;
         }
         case 'h':

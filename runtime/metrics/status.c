@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The reports, rendered from a struct loki_status_view: the status report
- * (JSON, table) and the Prometheus exposition. Every byte here is read by
+ * (JSON, built with jansson through loki/json.h; table) and the Prometheus
+ * exposition. Every byte here is read by
  * something (loki status, tests/lokid, tests/python, tools/tour.sh,
  * bench/crosscheck, Prometheus): keep field names, orders and number
  * formats, and document a change in docs/operator.md and docs/protocol.md.
@@ -16,7 +17,9 @@
 
 #include "internal.h"
 #include "loki/error.h"
+#include "loki/json.h"
 #include "loki/planner.h"
+#include "loki/version.h"
 
 void loki_report_init(struct loki_report *r)
 {
@@ -70,8 +73,11 @@ static void sb_printf(struct loki_report *b, const char *fmt, ...)
     }
 }
 
-/* @s as a JSON string or a Prometheus label value (same escapes for our names). */
-static void sb_quoted(struct loki_report *b, const char *s)
+/*
+ * @s as a Prometheus label value: the text format's escapes (backslash, double quote, line
+ * feed); other control characters are left out. Not JSON: JSON goes through jansson.
+ */
+static void prom_quoted(struct loki_report *b, const char *s)
 {
     sb_printf(b, "\"");
     for (; *s; s++) {
@@ -83,6 +89,23 @@ static void sb_quoted(struct loki_report *b, const char *s)
             sb_printf(b, "%c", *s);
     }
     sb_printf(b, "\"");
+}
+
+/* Worker crashes of variant (p, t, v), 0 when the view has no count. */
+static uint64_t view_crashes(const struct loki_status_view *sv, int p, int t, int v)
+{
+    return sv->worker_crashes ? sv->worker_crashes(sv->worker_crashes_ctx, p, t, v) : 0;
+}
+
+/* Worker crashes of every variant of the topology. */
+static uint64_t view_crashes_total(const struct loki_status_view *sv)
+{
+    uint64_t n = 0;
+    for (int p = 0; p < sv->topo->n_pipelines; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++)
+                n += view_crashes(sv, p, t, v);
+    return n;
 }
 
 /* The plan to show: an empty one (all zeros: mode hardware, no instances) before the first. */
@@ -113,138 +136,182 @@ static int variant_fallback(const struct loki_plan *plan, int p, int t, int v)
     return -1;
 }
 
-/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out. */
-static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap,
-                         bool json)
+/* Which of the first 256 GPUs host an instance of (p, t, v) in @plan, into @on. */
+static void variant_gpu_set(const struct loki_plan *plan, int p, int t, int v, bool on[256])
 {
-    bool on[256] = {0};
-    size_t k = 0;
-    out[0] = 0;
+    memset(on, 0, 256 * sizeof(bool));
     for (int i = 0; i < plan->n_instances; i++) {
         const struct loki_plan_instance *pi = &plan->inst[i];
         if (pi->pipeline == p && pi->task == t && pi->variant == v && pi->gpu >= 0 && pi->gpu < 256)
             on[pi->gpu] = true;
     }
+}
+
+/* GPU indexes hosting instances of (p, t, v) in @plan, as "0,1" into @out ("-": none). */
+static void variant_gpus(const struct loki_plan *plan, int p, int t, int v, char *out, size_t cap)
+{
+    bool on[256];
+    size_t k = 0;
+    variant_gpu_set(plan, p, t, v, on);
+    out[0] = 0;
     for (int g = 0; g < 256 && k + 8 < cap; g++)
         if (on[g])
             k += (size_t)snprintf(out + k, cap - k, "%s%d", k ? "," : "", g);
-    if (!k && !json)
+    if (!k)
         snprintf(out, cap, "-");
 }
 
+/* Append @n bytes to @b (a jansson dump callback: called once per token, so no printf). */
+static int sb_append(const char *buf, size_t n, void *data)
+{
+    struct loki_report *b = data;
+    if (b->oom)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->text, cap);
+        if (!np) {
+            b->oom = true;
+            return -1;
+        }
+        b->text = np;
+        b->cap = cap;
+    }
+    memcpy(b->text + b->len, buf, n);
+    b->len += n;
+    b->text[b->len] = 0;
+    return 0;
+}
+
+#define SET(o, k, v) loki_json_set(o, k, v, &oom)
+#define PUSH(a, v) loki_json_push(a, v, &oom)
+#define FIX(x, d) loki_json_fixed(x, d)
+#define U64(x) loki_json_u64((uint64_t)(x))
+
+/* The status report as one JSON document (docs/protocol.md, "Reports"). */
 static void status_json(const struct loki_status_view *sv, struct loki_report *b)
 {
     const struct loki_plan *pl_ = view_plan(sv);
-    double gpus = sv->gpus_in_use;
-    int n_inst = sv->instances;
-    sb_printf(b,
-              "{\"ready\":%s,\"draining\":%s,\"uptime_s\":%.3f,\"policy\":\"%s\",\"mode\":\"%s\","
-              "\"transitioning\":%s,\"plans_applied\":%llu,\"plans_kept\":%llu,"
-              "\"plan_age_s\":%.3f,\"solves\":%llu,\"solve_ms\":%.3f,\"metrics_port\":%d,"
-              "\"instances\":%d,\"instances_planned\":%d,\"workers\":{\"alive\":%d,"
-              "\"started\":%llu,\"start_failures\":%llu,\"last_start_error\":",
-              sv->ready && !sv->draining ? "true" : "false", sv->draining ? "true" : "false",
-              sv->uptime_s, loki_policy_name(pl_->policy), loki_plan_mode_name(pl_->mode),
-              sv->transitioning ? "true" : "false", (unsigned long long)sv->planner.plans_applied,
-              (unsigned long long)sv->planner.plans_kept, sv->uptime_s - sv->planner.last_change_s,
-              (unsigned long long)sv->planner.solves, sv->planner.last_solve_ms, sv->metrics_port,
-              n_inst, pl_->n_instances, sv->workers.alive, (unsigned long long)sv->workers.started,
-              (unsigned long long)sv->workers.start_failed);
-    if (sv->workers.last_start_error)
-        sb_quoted(b, loki_strerror(sv->workers.last_start_error));
-    else
-        sb_printf(b, "null");
-    sb_printf(b, "},\"gpus\":{\"count\":%d,\"in_use\":%.4f,\"active\":%d},\"pipelines\":[",
-              sv->topo->gpus.count, gpus, pl_->gpus_active);
-    for (int p = 0; p < sv->topo->n_pipelines; p++) {
+    bool oom = false;
+    json_t *root = json_object();
+    SET(root, "ready", json_boolean(sv->ready && !sv->draining));
+    SET(root, "draining", json_boolean(sv->draining));
+    SET(root, "uptime_s", FIX(sv->uptime_s, 3));
+    SET(root, "policy", json_string(loki_policy_name(pl_->policy)));
+    SET(root, "mode", json_string(loki_plan_mode_name(pl_->mode)));
+    SET(root, "transitioning", json_boolean(sv->transitioning));
+    SET(root, "plans_applied", U64(sv->planner.plans_applied));
+    SET(root, "plans_kept", U64(sv->planner.plans_kept));
+    SET(root, "plan_age_s", FIX(sv->uptime_s - sv->planner.last_change_s, 3));
+    SET(root, "solves", U64(sv->planner.solves));
+    SET(root, "solve_ms", FIX(sv->planner.last_solve_ms, 3));
+    SET(root, "metrics_port", json_integer(sv->metrics_port));
+    SET(root, "instances", json_integer(sv->instances));
+    SET(root, "instances_planned", json_integer(pl_->n_instances));
+    json_t *w = SET(root, "workers", json_object());
+    SET(w, "alive", json_integer(sv->workers.alive));
+    SET(w, "started", U64(sv->workers.started));
+    SET(w, "start_failures", U64(sv->workers.start_failed));
+    SET(w, "last_start_error",
+        sv->workers.last_start_error ? loki_json_str(loki_strerror(sv->workers.last_start_error))
+                                     : json_null());
+    SET(w, "crashes", U64(view_crashes_total(sv)));
+    json_t *g = SET(root, "gpus", json_object());
+    SET(g, "count", json_integer(sv->topo->gpus.count));
+    SET(g, "in_use", FIX(sv->gpus_in_use, 4));
+    SET(g, "active", json_integer(pl_->gpus_active));
+    json_t *pipes = SET(root, "pipelines", json_array());
+    for (int p = 0; p < sv->topo->n_pipelines && !oom; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
         struct loki_metrics_counts m;
         double win = loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
-        sb_printf(b, "%s{\"name\":", p ? "," : "");
-        sb_quoted(b, pl->name);
-        sb_printf(
-            b,
-            ",\"slo_ms\":%.3f,\"demand\":{\"estimate_qps\":%.3f,\"planned_qps\":%.3f,"
-            "\"served_fraction\":%.4f},\"accuracy\":{\"predicted\":%.3f,"
-            "\"predicted_subquery\":%.3f,\"served\":%.3f,\"served_subquery\":%.3f},"
-            "\"last_minute\":{\"window_s\":%.3f,\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,"
-            "\"late\":%llu,\"error\":%llu,\"overloaded\":%llu,\"violations\":%llu,"
-            "\"violation_ratio\":%.6f,\"sub_queries\":%llu,\"sub_violations\":%llu,"
-            "\"drops_by_stage\":{",
-            pl->slo_ms, sv->demand_est[p], pl_->demand_qps[p], pl_->served_fraction[p],
-            100 * pl_->accuracy[p], 100 * pl_->accuracy_subquery[p],
-            m.ok ? m.acc_sum / (double)m.ok : 0, m.ok ? m.acc_sub_sum / (double)m.ok : 0, win,
-            (unsigned long long)m.arrived, (unsigned long long)m.ok, (unsigned long long)m.dropped,
-            (unsigned long long)m.late, (unsigned long long)m.error,
-            (unsigned long long)m.overloaded, (unsigned long long)(m.dropped + m.late + m.error),
-            loki_metrics_violation_ratio(&m), (unsigned long long)m.sub,
-            (unsigned long long)m.sub_viol);
-        for (int t = 0; t < pl->n_tasks; t++) {
-            sb_printf(b, "%s", t ? "," : "");
-            sb_quoted(b, pl->tasks[t].name);
-            sb_printf(b, ":%llu", (unsigned long long)m.stage_drop[t]);
-        }
-        sb_printf(b, "}},\"variants\":[");
-        bool first = true;
+        json_t *po = PUSH(pipes, json_object());
+        SET(po, "name", loki_json_str(pl->name));
+        SET(po, "slo_ms", FIX(pl->slo_ms, 3));
+        json_t *dm = SET(po, "demand", json_object());
+        SET(dm, "estimate_qps", FIX(sv->demand_est[p], 3));
+        SET(dm, "planned_qps", FIX(pl_->demand_qps[p], 3));
+        SET(dm, "served_fraction", FIX(pl_->served_fraction[p], 4));
+        json_t *ac = SET(po, "accuracy", json_object());
+        SET(ac, "predicted", FIX(100 * pl_->accuracy[p], 3));
+        SET(ac, "predicted_subquery", FIX(100 * pl_->accuracy_subquery[p], 3));
+        SET(ac, "served", FIX(m.ok ? m.acc_sum / (double)m.ok : 0, 3));
+        SET(ac, "served_subquery", FIX(m.ok ? m.acc_sub_sum / (double)m.ok : 0, 3));
+        json_t *lm = SET(po, "last_minute", json_object());
+        SET(lm, "window_s", FIX(win, 3));
+        SET(lm, "arrived", U64(m.arrived));
+        SET(lm, "ok", U64(m.ok));
+        SET(lm, "dropped", U64(m.dropped));
+        SET(lm, "late", U64(m.late));
+        SET(lm, "error", U64(m.error));
+        SET(lm, "overloaded", U64(m.overloaded));
+        SET(lm, "violations", U64(m.dropped + m.late + m.error));
+        SET(lm, "violation_ratio", FIX(loki_metrics_violation_ratio(&m), 6));
+        SET(lm, "sub_queries", U64(m.sub));
+        SET(lm, "sub_violations", U64(m.sub_viol));
+        json_t *ds = SET(lm, "drops_by_stage", json_object());
+        for (int t = 0; t < pl->n_tasks; t++)
+            SET(ds, pl->tasks[t].name, U64(m.stage_drop[t]));
+        json_t *vars = SET(po, "variants", json_array());
         const struct loki_router_stats *st = sv->router;
         for (int t = 0; t < pl->n_tasks; t++)
             for (int v = 0; v < pl->tasks[t].n_variants; v++) {
                 const struct loki_plan_variant *pv = &pl_->var[p][t][v];
                 if (!pv->instances)
                     continue;
-                char g[512];
-                variant_gpus(pl_, p, t, v, g, sizeof(g), true);
-                sb_printf(b, "%s{\"task\":", first ? "" : ",");
-                sb_quoted(b, pl->tasks[t].name);
-                sb_printf(b, ",\"variant\":");
-                sb_quoted(b, pl->tasks[t].variants[v].name);
-                sb_printf(b,
-                          ",\"accuracy\":%.3f,\"instances\":%d,\"batch\":%d,\"share\":%.4f,"
-                          "\"gpus\":[%s],\"capacity_qps\":%.3f,\"load_qps\":%.3f,"
-                          "\"dropped_total\":%llu,\"fallback_total\":%llu,\"fallback\":",
-                          pl->tasks[t].variants[v].accuracy, pv->instances, pv->batch, pv->share, g,
-                          pv->capacity_qps, pv->load_qps,
-                          (unsigned long long)st->var[p][t][v].dropped,
-                          (unsigned long long)st->var[p][t][v].fallback);
+                json_t *vo = PUSH(vars, json_object());
+                SET(vo, "task", loki_json_str(pl->tasks[t].name));
+                SET(vo, "variant", loki_json_str(pl->tasks[t].variants[v].name));
+                SET(vo, "accuracy", FIX(pl->tasks[t].variants[v].accuracy, 3));
+                SET(vo, "instances", json_integer(pv->instances));
+                SET(vo, "batch", json_integer(pv->batch));
+                SET(vo, "share", FIX(pv->share, 4));
+                json_t *ga = SET(vo, "gpus", json_array());
+                bool on[256];
+                variant_gpu_set(pl_, p, t, v, on);
+                for (int gi = 0; gi < 256; gi++)
+                    if (on[gi])
+                        PUSH(ga, json_integer(gi));
+                SET(vo, "capacity_qps", FIX(pv->capacity_qps, 3));
+                SET(vo, "load_qps", FIX(pv->load_qps, 3));
+                SET(vo, "dropped_total", U64(st->var[p][t][v].dropped));
+                SET(vo, "fallback_total", U64(st->var[p][t][v].fallback));
                 int fv = variant_fallback(pl_, p, t, v);
-                if (fv >= 0)
-                    sb_quoted(b, pl->tasks[t].variants[fv].name);
-                else
-                    sb_printf(b, "null");
-                sb_printf(b, "}");
-                first = false;
+                SET(vo, "fallback",
+                    fv >= 0 ? loki_json_str(pl->tasks[t].variants[fv].name) : json_null());
             }
-        sb_printf(b, "],\"splits\":[");
-        first = true;
+        json_t *splits = SET(po, "splits", json_array());
         for (int t = 0; t < pl->n_tasks; t++) {
             int par = parent_task(pl, t);
             int nu = par < 0 ? 1 : pl->tasks[par].n_variants;
             for (int u = 0; u < nu; u++) {
                 if (par >= 0 && !pl_->var[p][par][u].instances)
                     continue;
-                sb_printf(b, "%s{\"task\":", first ? "" : ",");
-                sb_quoted(b, pl->tasks[t].name);
-                sb_printf(b, ",\"from\":");
-                sb_quoted(b, par < 0 ? "" : pl->tasks[par].variants[u].name);
-                sb_printf(b, ",\"to\":{");
-                bool f2 = true;
+                json_t *so = PUSH(splits, json_object());
+                SET(so, "task", loki_json_str(pl->tasks[t].name));
+                SET(so, "from", loki_json_str(par < 0 ? "" : pl->tasks[par].variants[u].name));
+                json_t *to = SET(so, "to", json_object());
                 for (int v = 0; v < pl->tasks[t].n_variants; v++) {
                     float x = pl_->split[p][t][u][v];
-                    if (x <= 0)
-                        continue;
-                    sb_printf(b, "%s", f2 ? "" : ",");
-                    sb_quoted(b, pl->tasks[t].variants[v].name);
-                    sb_printf(b, ":%.4f", x);
-                    f2 = false;
+                    if (x > 0)
+                        SET(to, pl->tasks[t].variants[v].name, FIX(x, 4));
                 }
-                sb_printf(b, "}}");
-                first = false;
             }
         }
-        sb_printf(b, "]}");
     }
-    sb_printf(b, "]}\n");
+    if (oom || json_dump_callback(root, sb_append, b, LOKI_JSON_FLAGS))
+        b->oom = true;
+    else
+        sb_printf(b, "\n");
+    json_decref(root);
 }
+
+#undef SET
+#undef PUSH
+#undef FIX
+#undef U64
 
 static void status_table(const struct loki_status_view *sv, struct loki_report *b)
 {
@@ -267,6 +334,8 @@ static void status_table(const struct loki_status_view *sv, struct loki_report *
         sb_printf(b, "; %llu worker starts failed (last: %s)",
                   (unsigned long long)sv->workers.start_failed,
                   loki_strerror(sv->workers.last_start_error));
+    if (view_crashes_total(sv))
+        sb_printf(b, "; %llu worker crashes", (unsigned long long)view_crashes_total(sv));
     sb_printf(b, "\n");
     for (int p = 0; p < sv->topo->n_pipelines; p++) {
         const struct loki_pipeline *pl = &sv->topo->pipelines[p];
@@ -298,7 +367,7 @@ static void status_table(const struct loki_status_view *sv, struct loki_report *
                 if (!pv->instances)
                     continue;
                 char g[512];
-                variant_gpus(pl_, p, t, v, g, sizeof(g), false);
+                variant_gpus(pl_, p, t, v, g, sizeof(g));
                 int fv = variant_fallback(pl_, p, t, v);
                 sb_printf(b, "  %-16s %-20s %5d %5d %6.2f %-10s %10.1f %10.1f  %s\n",
                           pl->tasks[t].name, pl->tasks[t].variants[v].name, pv->instances,
@@ -336,14 +405,14 @@ static void prom_labels(struct loki_report *b, const struct loki_status_view *sv
 {
     const struct loki_pipeline *pl = &sv->topo->pipelines[p];
     sb_printf(b, "{pipeline=");
-    sb_quoted(b, pl->name);
+    prom_quoted(b, pl->name);
     if (t >= 0) {
         sb_printf(b, ",task=");
-        sb_quoted(b, pl->tasks[t].name);
+        prom_quoted(b, pl->tasks[t].name);
     }
     if (v >= 0) {
         sb_printf(b, ",variant=");
-        sb_quoted(b, pl->tasks[t].variants[v].name);
+        prom_quoted(b, pl->tasks[t].variants[v].name);
     }
     sb_printf(b, "%s%s}", extra ? "," : "", extra ? extra : "");
 }
@@ -368,6 +437,61 @@ static void prom_hist(struct loki_report *b, const struct loki_status_view *sv, 
     sb_printf(b, " %.9g\n%s_count", h->sum, name);
     prom_labels(b, sv, p, t, v, NULL);
     sb_printf(b, " %llu\n", (unsigned long long)h->count);
+}
+
+/* The process metrics every Prometheus client library exports, under their usual names. */
+static void prom_process(struct loki_report *b, const struct loki_process_stats *ps)
+{
+    if (!ps)
+        return;
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } g[] = {
+        {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+         ps->cpu_seconds},
+        {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+         (double)ps->resident_bytes},
+        {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+         (double)ps->virtual_bytes},
+        {"process_open_fds", "gauge", "Number of open file descriptors.", (double)ps->open_fds},
+        {"process_max_fds", "gauge", "Maximum number of open file descriptors.",
+         (double)ps->max_fds},
+        {"process_start_time_seconds", "gauge",
+         "Start time of the process since unix epoch in seconds.", ps->start_time_seconds},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+        prom_head(b, g[i].name, g[i].type, g[i].help);
+        sb_printf(b, "%s %.17g\n", g[i].name, g[i].v);
+    }
+}
+
+/* NVML's figures per device ({gpu="NVML index",uuid="GPU-..."}); none without NVML. */
+static void prom_gpus(struct loki_report *b, const struct loki_gpu_stats *gs, int n)
+{
+    static const char *const name[][2] = {
+        {"loki_gpu_utilization_ratio",
+         "Fraction of NVML's last sample period in which a kernel ran on the GPU, 0..1."},
+        {"loki_gpu_memory_used_bytes", "GPU memory in use (all processes), bytes."},
+        {"loki_gpu_memory_total_bytes", "GPU memory, bytes."},
+    };
+    if (!gs || n <= 0)
+        return;
+    for (int k = 0; k < 3; k++) {
+        prom_head(b, name[k][0], "gauge", name[k][1]);
+        for (int i = 0; i < n; i++) {
+            if (!gs[i].ok)
+                continue;
+            sb_printf(b, "%s{gpu=\"%d\",uuid=", name[k][0], gs[i].index);
+            prom_quoted(b, gs[i].uuid);
+            if (k == 0)
+                sb_printf(b, "} %.9g\n", gs[i].utilization);
+            else
+                sb_printf(
+                    b, "} %llu\n",
+                    (unsigned long long)(k == 1 ? gs[i].mem_used_bytes : gs[i].mem_total_bytes));
+        }
+    }
 }
 
 static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
@@ -475,10 +599,10 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
                           loki__batch_bounds, LOKI__HIST_B);
     static const char *const vg[][2] = {
         {"loki_variant_instances", "Instances of this variant in the current plan."},
-        {"loki_variant_share", "GPU share of each instance of this variant."},
+        {"loki_variant_share_ratio", "GPU share of each instance of this variant, 0..1."},
         {"loki_variant_batch_max", "Planned (maximum) batch size of this variant."},
-        {"loki_variant_capacity_qps", "Planned capacity of this variant."},
-        {"loki_variant_load_qps", "Predicted load on this variant under the plan."},
+        {"loki_variant_capacity_queries_per_second", "Planned capacity of this variant."},
+        {"loki_variant_load_queries_per_second", "Predicted load on this variant under the plan."},
     };
     for (int i = 0; i < 5; i++) {
         prom_head(b, vg[i][0], "gauge", vg[i][1]);
@@ -496,24 +620,39 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
                     sb_printf(b, " %.9g\n", x);
                 }
     }
+    prom_head(b, "loki_worker_crashes_total", "counter",
+              "Worker processes of this variant that exited unasked (crash, kill, OOM kill); "
+              "each is restarted with backoff.");
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < sv->topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < sv->topo->pipelines[p].tasks[t].n_variants; v++) {
+                sb_printf(b, "loki_worker_crashes_total");
+                prom_labels(b, sv, p, t, v, NULL);
+                sb_printf(b, " %llu\n", (unsigned long long)view_crashes(sv, p, t, v));
+            }
+    /* per pipeline; served accuracy only where the last minute served a query: no sample,
+     * not 0, when idle */
     static const char *const pg[][2] = {
-        {"loki_demand_estimate_qps", "EWMA estimate of root demand."},
-        {"loki_demand_planned_qps", "Root demand the current plan was solved for."},
-        {"loki_plan_served_fraction", "Fraction of demand the plan serves (admission control)."},
-        {"loki_accuracy_predicted", "Predicted pipeline accuracy of the plan, 0..100."},
-        {"loki_accuracy_served", "Mean accuracy of the queries served in the last minute."},
-        {"loki_violation_ratio", "Dropped, late or failed among answered, last minute."},
+        {"loki_demand_estimate_queries_per_second", "EWMA estimate of root demand."},
+        {"loki_demand_planned_queries_per_second", "Root demand the current plan was solved for."},
+        {"loki_plan_served_ratio", "Fraction of demand the plan serves (admission control), 0..1."},
+        {"loki_accuracy_predicted_ratio", "Predicted pipeline accuracy of the plan, 0..1."},
+        {"loki_accuracy_served_ratio",
+         "Mean accuracy of the queries served in the last minute, 0..1; absent when none were."},
+        {"loki_violation_ratio", "Dropped, late or failed among answered, last minute, 0..1."},
     };
     for (int i = 0; i < 6; i++) {
         prom_head(b, pg[i][0], "gauge", pg[i][1]);
         for (int p = 0; p < np; p++) {
             struct loki_metrics_counts m;
             loki_metrics_last_minute(sv->metrics, sv->router, sv->uptime_s, p, &m);
+            if (i == 4 && !m.ok)
+                continue;
             double x = i == 0   ? sv->demand_est[p]
                        : i == 1 ? pl_->demand_qps[p]
                        : i == 2 ? pl_->served_fraction[p]
-                       : i == 3 ? 100 * pl_->accuracy[p]
-                       : i == 4 ? (m.ok ? m.acc_sum / (double)m.ok : 0)
+                       : i == 3 ? pl_->accuracy[p]
+                       : i == 4 ? m.acc_sum / (double)m.ok / 100
                                 : loki_metrics_violation_ratio(&m);
             sb_printf(b, "%s", pg[i][0]);
             prom_labels(b, sv, p, -1, -1, NULL);
@@ -540,8 +679,6 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
         {"loki_gpus", "gauge", "GPUs in the topology.", sv->topo->gpus.count},
         {"loki_planner_last_solve_seconds", "gauge", "Duration of the last solve.",
          sv->planner.last_solve_ms / 1e3},
-        {"loki_planner_solve_seconds_sum", "counter", "Total time spent solving.",
-         sv->planner.solve_ms_sum / 1e3},
         {"loki_planner_solves_total", "counter", "Solves completed.", (double)sv->planner.solves},
         {"loki_planner_errors_total", "counter", "Solves that failed.",
          (double)sv->planner.solve_errors},
@@ -574,10 +711,22 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
         prom_head(b, g[i].name, g[i].type, g[i].help);
         sb_printf(b, "%s %.9g\n", g[i].name, g[i].v);
     }
+    prom_head(b, "loki_planner_solve_seconds", "summary",
+              "Time the completed solves took (the planner's own measure).");
+    sb_printf(b, "loki_planner_solve_seconds_sum %.9g\nloki_planner_solve_seconds_count %llu\n",
+              sv->planner.solve_ms_sum / 1e3, (unsigned long long)sv->planner.solves);
     prom_head(b, "loki_planner_mode", "gauge", "1 for the mode of the current plan.");
     for (int m = LOKI_MODE_HARDWARE; m <= LOKI_MODE_STATIC; m++)
         sb_printf(b, "loki_planner_mode{mode=\"%s\"} %d\n",
                   loki_plan_mode_name((enum loki_plan_mode)m), (int)pl_->mode == m);
+    prom_head(b, "loki_build_info", "gauge", "1, labelled with the version of the running lokid.");
+    sb_printf(b, "loki_build_info{version=");
+    prom_quoted(b, LOKI_VERSION);
+    sb_printf(b, ",git=");
+    prom_quoted(b, LOKI_GIT_DESCRIBE);
+    sb_printf(b, "} 1\n");
+    prom_process(b, sv->process);
+    prom_gpus(b, sv->gpus, sv->n_gpus);
 }
 
 int loki_status_json(const struct loki_status_view *v, struct loki_report *out)
@@ -641,10 +790,10 @@ int loki_status_summary(const struct loki_status_view *v, struct loki_metric *ou
         {"loki_fallback_total", (double)p->fallback},
         {"loki_instances", (double)v->instances},
         {"loki_gpus_in_use", v->gpus_in_use},
-        {"loki_demand_qps", v->demand_est[0]},
-        {"loki_plan_accuracy", plan ? 100 * plan->accuracy[0] : 0},
+        {"loki_demand_queries_per_second", v->demand_est[0]},
+        {"loki_plan_accuracy_ratio", plan ? plan->accuracy[0] : 0},
         {"loki_plan_mode", plan ? (double)plan->mode : -1},
-        {"loki_planner_solve_ms", plan ? plan->solve_ms : 0},
+        {"loki_plan_solve_seconds", plan ? plan->solve_ms / 1e3 : 0},
         {"loki_plans_applied_total", (double)v->planner.plans_applied},
         {"loki_roots_inflight", (double)v->router->roots_inflight},
     };

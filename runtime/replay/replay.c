@@ -799,29 +799,62 @@ int loki_replay_write_csv(FILE *f, const struct loki_replay_result *res)
     return ferror(f) ? -EIO : 0;
 }
 
+json_t *loki_replay_json(const struct loki_replay_result *r)
+{
+    bool oom = false;
+    json_t *o = json_object();
+#define S(k, v) loki_json_set(o, k, v, &oom)
+#define U(k) S(#k, loki_json_u64(r->k))
+#define F(k, d) S(#k, loki_json_fixed(r->k, d))
+    S("policy", loki_json_str(r->policy));
+    S("seed", loki_json_u64(r->seed));
+    F(replay_s, 1);
+    F(wall_s, 3);
+    U(arrived);
+    U(ok);
+    U(dropped);
+    U(late);
+    U(error);
+    U(overloaded);
+    U(sub_created);
+    U(sub_violations);
+    U(rerouted);
+    U(fallback);
+    U(events);
+    F(viol_ratio, 6);
+    F(viol_ratio_sub, 6);
+    F(accuracy, 3);
+    F(accuracy_sub, 3);
+    F(gpu_seconds, 1);
+    F(gpus_mean, 3);
+    F(gpus_max, 2);
+    F(gpus_offpeak, 3);
+    F(gpus_peak, 3);
+    F(latency_ms_mean, 2);
+    F(latency_ms_p50, 3);
+    F(latency_ms_p99, 3);
+    F(accuracy_ok_late, 3);
+    F(gpus_time_mean, 3);
+    S("replans", json_integer(r->replans));
+    S("plan_changes", json_integer(r->plan_changes));
+    F(solve_ms_mean, 3);
+    F(solve_ms_max, 3);
+    F(sim_qps, 0);
+    F(sim_subqps, 0);
+#undef S
+#undef U
+#undef F
+    if (oom) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 int loki_replay_write_json(FILE *f, const struct loki_replay_result *r)
 {
-    fprintf(f,
-            "{\"policy\":\"%s\",\"seed\":%llu,\"replay_s\":%.1f,\"wall_s\":%.3f,"
-            "\"arrived\":%llu,\"ok\":%llu,\"dropped\":%llu,\"late\":%llu,\"error\":%llu,"
-            "\"overloaded\":%llu,\"sub_created\":%llu,\"sub_violations\":%llu,"
-            "\"rerouted\":%llu,\"fallback\":%llu,\"events\":%llu,\"viol_ratio\":%.6f,\"viol_ratio_"
-            "sub\":%.6f,"
-            "\"accuracy\":%.3f,\"accuracy_sub\":%.3f,\"gpu_seconds\":%.1f,\"gpus_mean\":%.3f,"
-            "\"gpus_max\":%.2f,\"gpus_offpeak\":%.3f,\"gpus_peak\":%.3f,"
-            "\"latency_ms_mean\":%.2f,\"latency_ms_p50\":%.3f,\"latency_ms_p99\":%.3f,"
-            "\"accuracy_ok_late\":%.3f,\"gpus_time_mean\":%.3f,\"replans\":%d,\"plan_changes\":%d,"
-            "\"solve_ms_mean\":%.3f,\"solve_ms_max\":%.3f,\"sim_qps\":%.0f,\"sim_subqps\":%.0f}",
-            r->policy, (unsigned long long)r->seed, r->replay_s, r->wall_s,
-            (unsigned long long)r->arrived, (unsigned long long)r->ok,
-            (unsigned long long)r->dropped, (unsigned long long)r->late,
-            (unsigned long long)r->error, (unsigned long long)r->overloaded,
-            (unsigned long long)r->sub_created, (unsigned long long)r->sub_violations,
-            (unsigned long long)r->rerouted, (unsigned long long)r->fallback,
-            (unsigned long long)r->events, r->viol_ratio, r->viol_ratio_sub, r->accuracy,
-            r->accuracy_sub, r->gpu_seconds, r->gpus_mean, r->gpus_max, r->gpus_offpeak,
-            r->gpus_peak, r->latency_ms_mean, r->latency_ms_p50, r->latency_ms_p99,
-            r->accuracy_ok_late, r->gpus_time_mean, r->replans, r->plan_changes, r->solve_ms_mean,
-            r->solve_ms_max, r->sim_qps, r->sim_subqps);
-    return ferror(f) ? -EIO : 0;
+    json_t *o = loki_replay_json(r);
+    int rc = o ? json_dumpf(o, f, LOKI_JSON_FLAGS) : -1;
+    json_decref(o);
+    return !o ? -ENOMEM : rc || ferror(f) ? -EIO : 0;
 }

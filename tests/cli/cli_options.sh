@@ -80,6 +80,8 @@ if [ -n "$lokid" ]; then
     expect_bad lokid-bogus "unknown option '--bogus'" "$lokid" --bogus
     expect_bad lokid-novalue "option '--topology' needs a value" "$lokid" --topology
     expect_bad lokid-notopo "--topology FILE is required" "$lokid" --quiet
+    expect_bad lokid-metrics-address "--metrics-address wants an IPv4 or IPv6 address" \
+        "$lokid" --metrics-address localhost --topology examples/traffic_analysis.yaml
 fi
 
 [ $fails -eq 0 ] || { echo "cli_options: $fails failures" >&2; exit 1; }

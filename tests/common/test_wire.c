@@ -450,6 +450,38 @@ static void test_wrong_types(void **st)
     loki_wire_reader_init(&r, huge, sizeof(huge), LOKI_EPROTO, msg, MSG_MAX);
     assert_int_equal(loki_wire_read_int(&r, INT64_MIN, INT64_MAX, &i), LOKI_EPROTO);
     assert_string_equal(msg, "integer out of range at offset 0");
+    /*
+     * Both ends of a read_int range hold for both signs (fuzz_wire found -1 read as in
+     * [INT64_MIN, INT64_MIN] and 3 as in [5, 128]: corpus/wire/read_int_*).
+     */
+    static const struct {
+        uint8_t byte; /* a fixint: 0x03 is 3, 0xff is -1 */
+        int64_t min, max;
+        bool ok;
+    } ranges[] = {
+        {0xff, INT64_MIN, INT64_MIN, false},
+        {0xff, -5, -2, false},
+        {0xff, -1, -1, true},
+        {0xff, 0, 10, false},
+        {0x03, 5, 128, false},
+        {0x03, 3, 3, true},
+        {0x03, -10, -1, false},
+        {0x03, -10, 2, false},
+        {0x03, -10, 10, true},
+    };
+    for (size_t k = 0; k < sizeof(ranges) / sizeof(ranges[0]); k++) {
+        loki_wire_reader_init(&r, &ranges[k].byte, 1, LOKI_EPROTO, msg, MSG_MAX);
+        i = 99;
+        int err = loki_wire_read_int(&r, ranges[k].min, ranges[k].max, &i);
+        if (ranges[k].ok) {
+            assert_int_equal(err, 0);
+            assert_int_equal(i, ranges[k].byte == 0xff ? -1 : 3);
+        } else {
+            assert_int_equal(err, LOKI_EPROTO);
+            assert_string_equal(msg, "integer out of range at offset 0");
+            assert_int_equal(i, 99);
+        }
+    }
 }
 
 static void test_nesting(void **st)

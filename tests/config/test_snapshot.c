@@ -184,6 +184,12 @@ static void test_reload_refused(void **state)
     snprintf(renamed, sizeof(renamed), "%s", BASE);
     memcpy(strstr(renamed, "name: b1"), "name: bx", 8);
     check(renamed, "variant b1: name differs");
+    /* the metrics endpoint is bound at start */
+    char metrics[4096];
+    snprintf(metrics, sizeof(metrics), "%sruntime: {metrics_port: 9464}\n", BASE);
+    check(metrics, "runtime.metrics_port");
+    snprintf(metrics, sizeof(metrics), "%sruntime: {metrics_address: \"::1\"}\n", BASE);
+    check(metrics, "runtime.metrics_address");
     /* the first difference is the one named */
     check(DOC("interval_ms: 400", "mode: \"0600\"", "3", "sim", "2"), "fanout");
 }

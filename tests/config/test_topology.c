@@ -156,6 +156,32 @@ static void test_runtime_keys(void **state)
                  "spin: unknown key in runtime");
 }
 
+/* Where the metrics endpoint listens: loopback and no endpoint by default; IP literals only. */
+static void test_runtime_metrics_keys(void **state)
+{
+    struct loki_topology *t;
+    struct loki_config cfg;
+    char doc[4096];
+    assert_int_equal(parse_cfg(GOOD, &t, &cfg), 0);
+    assert_string_equal(cfg.runtime.metrics_address, "127.0.0.1");
+    assert_int_equal(cfg.runtime.metrics_port, -1);
+    free(t);
+    snprintf(doc, sizeof(doc), "%sruntime: {metrics_address: \"::\", metrics_port: 9464}\n", GOOD);
+    assert_int_equal(parse_cfg(doc, &t, &cfg), 0);
+    assert_string_equal(cfg.runtime.metrics_address, "::");
+    assert_int_equal(cfg.runtime.metrics_port, 9464);
+    free(t);
+    snprintf(doc, sizeof(doc), "%sruntime: {metrics_address: 10.1.2.3, metrics_port: 0}\n", GOOD);
+    assert_int_equal(parse_cfg(doc, &t, &cfg), 0);
+    assert_string_equal(cfg.runtime.metrics_address, "10.1.2.3");
+    assert_int_equal(cfg.runtime.metrics_port, 0);
+    free(t);
+    expect_error("pipelines:\n", "runtime: {metrics_address: localhost}\npipelines:\n",
+                 "metrics_address: expected an IPv4 or IPv6 address");
+    expect_error("pipelines:\n", "runtime: {metrics_port: 70000}\npipelines:\n",
+                 "metrics_port: 70000 is out of range [0, 65535]");
+}
+
 /* The frontend's connection knobs: defaults (0 = sized from RLIMIT_NOFILE by the frontend),
  * values and range checks. */
 static void test_frontend_conn_keys(void **state)
@@ -284,6 +310,22 @@ static void test_nul_in_strings(void **state)
     assert_int_equal(parse(doc, &t), LOKI_ETOPOLOGY);
     assert_non_null(strstr(err, "t.yaml:3:12: name: \"x\\0\" contains a NUL byte"));
     assert_non_null(strstr(err, "t.yaml:3:45: name: \"y\\0\" contains a NUL byte"));
+}
+
+/*
+ * A value or key with a newline or a terminal escape went into its message raw, so one error
+ * read as several lines (found by fuzz_topology: corpus/topology/yaml_features.yaml's block
+ * scalar). Control characters show as '?'.
+ */
+static void test_one_error_per_line(void **state)
+{
+    expect_error("slo_ms: 100", "slo_ms: \"1\\n0\\e[2J\"",
+                 "t.yaml:6:13: slo_ms: expected a number, got '1?0?[2J'");
+    assert_null(strchr(err, '\n'));
+    expect_error("accuracy: 80", "\"acc\\nuracy\": 80",
+                 "t.yaml:12:13: acc?uracy: unknown key in variant");
+    for (const char *l = err; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        assert_int_equal(strncmp(l, "t.yaml:", 7), 0);
 }
 
 /*
@@ -547,6 +589,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good),
         cmocka_unit_test(test_runtime_keys),
+        cmocka_unit_test(test_runtime_metrics_keys),
         cmocka_unit_test(test_frontend_conn_keys),
         cmocka_unit_test(test_json_accepted),
         cmocka_unit_test(test_unknown_child),
@@ -554,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_no_profile),
         cmocka_unit_test(test_bad_latency),
         cmocka_unit_test(test_nul_in_strings),
+        cmocka_unit_test(test_one_error_per_line),
         cmocka_unit_test(test_value_bounds),
         cmocka_unit_test(test_batch_zero),
         cmocka_unit_test(test_slo_too_short),

@@ -45,24 +45,73 @@ static void check_request(const struct loki_request *a, const struct loki_proto_
         CHECK(a->has_deadline == b.has_deadline && a->has_priority == b.has_priority);
         CHECK(!a->has_deadline || a->deadline_ms == b.deadline_ms);
         CHECK(!a->has_priority || a->priority == b.priority);
+    } else if (a->type == LOKI_MSG_HELLO) {
+        CHECK(a->version == b.version && bytes_same(a->name, b.name));
+    } else if (a->type == LOKI_MSG_STATUS || a->type == LOKI_MSG_METRICS) {
+        CHECK(bytes_same(a->format, b.format));
     }
+    CHECK(a->has_id == b.has_id && (!a->has_id || a->id == b.id));
 }
+
+static bool list_same(const struct loki_bytes *a, const struct loki_bytes *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (!bytes_same(a[i], b[i]))
+            return false;
+    return true;
+}
+
+#define NODES 256 /* result-tree nodes decoded; a reply with more is only decoded */
 
 static void check_reply(const struct loki_reply *a)
 {
     static uint8_t buf[1 << 18];
     static struct loki_reply b;
+    static struct loki_reply_node nodes[NODES];
     char err[LOKI_PROTO_ERR_MAX];
+    b.node_buf = nodes;
+    b.node_cap = NODES;
     ssize_t n = loki_proto_encode_reply(buf, sizeof(buf), a);
     CHECK(n > 0 && (size_t)n <= loki_proto_reply_size(a));
     CHECK(loki_proto_decode_reply(buf + 4, (size_t)n - 4, &b, err, sizeof(err)) == 0);
     CHECK(a->type == b.type && a->status == b.status && a->has_id == b.has_id);
     CHECK(!a->has_id || a->id == b.id);
     CHECK(bytes_same(a->error, b.error));
+    CHECK(a->has_retry_after == b.has_retry_after);
+    CHECK(!a->has_retry_after || a->retry_after_ms == b.retry_after_ms);
     if (a->type == LOKI_MSG_INFER) {
         CHECK(a->n_outputs == b.n_outputs && a->n_paths == b.n_paths);
-        for (uint32_t i = 0; i < a->n_outputs; i++)
-            CHECK(bytes_same(a->outputs[i], b.outputs[i]));
+        CHECK(list_same(a->outputs, b.outputs, a->n_outputs));
+        CHECK(list_same(a->paths, b.paths, a->n_paths));
+        CHECK(a->accuracy == b.accuracy && a->latency_ms == b.latency_ms);
+        CHECK(a->n_nodes == b.n_nodes);
+        for (uint32_t i = 0; i < a->n_nodes; i++) {
+            const struct loki_reply_node *x = &a->nodes[i], *y = &b.nodes[i];
+            CHECK(bytes_same(x->task, y->task) && bytes_same(x->variant, y->variant));
+            CHECK(x->parent == y->parent && x->status == y->status);
+            CHECK(bytes_same(x->output, y->output));
+        }
+    }
+    if (a->type == LOKI_MSG_HELLO || a->type == LOKI_MSG_STATUS) {
+        CHECK(a->version == b.version && a->n_pipelines == b.n_pipelines);
+        CHECK(list_same(a->pipelines, b.pipelines, a->n_pipelines));
+    }
+    if (a->type == LOKI_MSG_HELLO) {
+        CHECK(bytes_same(a->server, b.server));
+        CHECK(a->max_payload == b.max_payload && a->max_outstanding == b.max_outstanding);
+    }
+    if (a->type == LOKI_MSG_STATUS) {
+        CHECK(a->ready == b.ready && a->draining == b.draining);
+        CHECK(a->connections == b.connections && a->inflight == b.inflight);
+    }
+    if (a->type == LOKI_MSG_STATUS || a->type == LOKI_MSG_METRICS)
+        CHECK(bytes_same(a->report, b.report));
+    if (a->type == LOKI_MSG_METRICS) {
+        CHECK(a->n_metrics == b.n_metrics);
+        for (uint32_t i = 0; i < a->n_metrics; i++) {
+            CHECK(bytes_same(a->metrics[i].name, b.metrics[i].name));
+            CHECK(a->metrics[i].value == b.metrics[i].value);
+        }
     }
 }
 
@@ -87,9 +136,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(rc == 0 || err[0]);
         if (rc == 0)
             check_request(&req, &lim);
+        static struct loki_reply_node nodes[NODES];
+        rep.node_buf = nodes;
+        rep.node_cap = NODES;
         rc = loki_proto_decode_reply(body, blen, &rep, err, sizeof(err));
         CHECK(rc == 0 || err[0]);
-        if (rc == 0)
+        if (rc == 0 && rep.n_nodes <= NODES)
             check_reply(&rep);
         off += (size_t)n;
     }

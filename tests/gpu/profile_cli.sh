@@ -8,7 +8,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 topo=examples/h200x8.yaml
 
-if out=$("$loki" profile --topology $topo --variant yolov5s --batches 1,4 2>&1); then
+if out=$("$loki" profile --topology $topo --variant yolov5s --backend cuda --batches 1,4 2>&1); then
     if [ -e /dev/nvidia0 ]; then exit 0; fi # a GPU machine measures: covered by gpu-check.sh
     echo "profile without a GPU succeeded: $out" >&2
     exit 1

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """examples/k8s/ holds manifests no test here can apply (no cluster, no Envoy): this checks
 that they agree with lokid and with each other. Every lokid flag in the DaemonSet is one this
-lokid knows (but --metrics-address, which issue 19 item 10 adds); its probes are the front
+lokid knows; its probes are the front
 door's health paths on its HTTP port; Prometheus' annotations name the metrics port; the GPU
 limit is the pool topology's gpus.count; the Service selects the pods; Envoy's routes name
 clusters that exist, and each cluster health-checks /v2/health/ready on the front door's port of
@@ -20,8 +20,6 @@ except ImportError:
     print("no PyYAML (python3-yaml): skipped")
     sys.exit(77)
 
-# flags the manifests may use before this branch's lokid has them, and why
-LATER = {"--metrics-address": "issue 19 item 10 (metrics bind address)"}
 
 fails = []
 
@@ -57,7 +55,7 @@ def main():
     args = c["args"]
     for a in args:
         flag = a.split("=", 1)[0]
-        check(flag in known or flag in LATER, "lokid does not know %s" % flag)
+        check(flag in known, "lokid does not know %s" % flag)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     check(str(ports.get("http")) == arg(args, "--http-port"),
           "port http %s is not --http-port %s" % (ports.get("http"), arg(args, "--http-port")))
@@ -107,8 +105,7 @@ def main():
     if fails:
         print("%d checks failed" % len(fails), file=sys.stderr)
         sys.exit(1)
-    print("examples/k8s: consistent with lokid and with each other (%s from later: %s)" %
-          (", ".join(LATER), "; ".join(LATER.values())))
+    print("examples/k8s: consistent with lokid and with each other")
 
 
 if __name__ == "__main__":

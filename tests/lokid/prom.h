@@ -23,6 +23,19 @@ static inline double prom_value(const char *text, const char *series)
     return NAN;
 }
 
+/* Sum of the samples of every series whose line starts with @prefix (a name and "{"). */
+static inline double prom_sum(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    double sum = 0;
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *sp = strchr(p, ' ');
+        if (!strncmp(p, prefix, n) && sp)
+            sum += strtod(sp + 1, NULL);
+    }
+    return sum;
+}
+
 /* The metrics text lokid on @sock serves (the caller frees it); fails the test otherwise. */
 static inline char *metrics_text(const char *sock)
 {

@@ -337,6 +337,12 @@ static void test_worker_sigkill(void **state)
         after = children(r.pid, kids, 64);
     }
     assert_true(after >= before);
+    /* each kill counted once against its variant; they add up to the two */
+    char *m = metrics_text(r.sock);
+    double crashed = prom_sum(m, "loki_worker_crashes_total{");
+    free(m);
+    fprintf(stderr, "worker crashes counted: %.0f\n", crashed);
+    assert_true(crashed == 2);
     loki_client_close(s.c);
     int st = stop(&r, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -519,7 +519,7 @@ static void test_admission(void **state)
     char *m = metrics_text(r.sock);
     double arrived = prom_value(m, "loki_request_total{pipeline=\"scale\"}");
     double refused = prom_value(m, "loki_request_overloaded_total{pipeline=\"scale\"}");
-    double frac = prom_value(m, "loki_plan_served_fraction{pipeline=\"scale\"}");
+    double frac = prom_value(m, "loki_plan_served_ratio{pipeline=\"scale\"}");
     double at_root = prom_value(m, "loki_variant_request_total{pipeline=\"scale\",task=\"detect\","
                                    "variant=\"det-fast\"}") +
                      prom_value(m, "loki_variant_request_total{pipeline=\"scale\",task=\"detect\","
@@ -612,6 +612,27 @@ static void test_ops(void **state)
     assert_true(prom_value(body + 4, "loki_gpus_in_use") == 2);
     assert_true(prom_value(body + 4, "loki_planner_mode{mode=\"hardware\"}") == 1);
     assert_non_null(strstr(body, "# TYPE loki_compute_duration_seconds histogram"));
+    /* what an on-call engineer alerts on: restarts, the build, the process */
+    assert_true(prom_value(body + 4, "loki_worker_crashes_total{pipeline=\"scale\",task=\"detect\","
+                                     "variant=\"det-best\"}") == 0);
+    assert_non_null(strstr(body, "\nloki_build_info{version=\""));
+    assert_true(prom_value(body + 4, "process_resident_memory_bytes") > 1e6);
+    assert_true(prom_value(body + 4, "process_open_fds") >= 5);
+    assert_true(prom_value(body + 4, "process_max_fds") >=
+                prom_value(body + 4, "process_open_fds"));
+    assert_true(prom_value(body + 4, "process_start_time_seconds") > 1.5e9);
+    assert_true(prom_value(body + 4, "process_cpu_seconds_total") >= 0);
+    /* idle so far: no served accuracy, a predicted one */
+    assert_null(strstr(body, "loki_accuracy_served_ratio{"));
+    assert_true(prom_value(body + 4, "loki_accuracy_predicted_ratio{pipeline=\"scale\"}") <= 1);
+    free(h);
+    /* the probes on the same port: live, and ready (serving, plan applied, workers up) */
+    h = http_get(port, "/healthz");
+    assert_int_equal(strncmp(h, "HTTP/1.1 200 OK", 15), 0);
+    free(h);
+    h = http_get(port, "/readyz");
+    assert_int_equal(strncmp(h, "HTTP/1.1 200 OK", 15), 0);
+    assert_non_null(strstr(h, "\r\n\r\nready\n"));
     free(h);
     h = http_get(port, "/nope");
     assert_int_equal(strncmp(h, "HTTP/1.1 404", 12), 0);
@@ -635,6 +656,9 @@ static void test_ops(void **state)
     assert_true(after == all.sent);
     assert_true(ok_after == all.ok);
     assert_true(batches >= 1 && queued == all.sent && e2e_inf == all.ok + all.late);
+    /* traffic was served: its accuracy is there now, as a ratio */
+    double served = prom_value(body, "loki_accuracy_served_ratio{pipeline=\"scale\"}");
+    assert_true(served > 0 && served <= 1);
     free(h);
 
     /* the CLI: same exposition over the socket; status table, json, --live, --ready */

@@ -268,6 +268,8 @@ static void test_worker_exits(void **state)
     assert_int_equal(f.seen.status[0], 0);
     assert_int_equal(f.seen.sig[0], 0);
     assert_int_equal(loki_sup_pid(f.sup, 0), -1);
+    /* an exit that was asked for is no crash */
+    assert_int_equal(loki_sup_crashes(f.sup, pi0.pipeline, pi0.task, pi0.variant), 0);
 
     /* killed: reported with its signal, not expected */
     assert_int_equal(kill(loki_sup_pid(f.sup, 1), SIGKILL), 0);
@@ -275,6 +277,10 @@ static void test_worker_exits(void **state)
     assert_false(f.seen.expected[1]);
     assert_int_equal(f.seen.sig[1], SIGKILL);
     assert_int_equal(loki_sup_alive(f.sup), 1);
+    /* counted against its variant, and no other */
+    assert_int_equal(loki_sup_crashes(f.sup, pi0.pipeline, pi0.task, pi0.variant), 1);
+    assert_int_equal(loki_sup_crashes(f.sup, pi0.pipeline, pi0.task, pi0.variant + 1), 0);
+    assert_int_equal(loki_sup_crashes(f.sup, -1, 0, 0), 0);
 
     /* the same id starts again (a restart) */
     assert_int_equal(loki_sup_start(f.sup, 1, &pi0), 0);

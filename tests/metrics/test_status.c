@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The reports rendered from a hand-filled view, without a daemon: the JSON
- * and table status reports byte for byte, and the Prometheus exposition's
+ * status report as the document it was before it went through jansson
+ * (parsed: the same keys in the same order, the same values; and equal to
+ * what the hand-written printer, bench/json_legacy.c, renders from the same
+ * view), the table byte for byte, and the Prometheus exposition's
  * figures a user alerts on (counters, cumulative histogram buckets with
  * _sum and _count, last-minute gauges, planner and frontend figures).
  */
@@ -12,7 +15,10 @@
 
 #include "fixture.h"
 #include "harness.h"
+#include "json_legacy.h"
+#include "loki/json.h"
 #include "loki/status.h"
+#include "loki/version.h"
 
 struct fx {
     struct loki_topology *topo;
@@ -114,7 +120,7 @@ static const char json_want[] =
     "\"mode\":\"accuracy\",\"transitioning\":false,\"plans_applied\":2,\"plans_kept\":1,"
     "\"plan_age_s\":20.400,\"solves\":3,\"solve_ms\":12.500,\"metrics_port\":9464,"
     "\"instances\":4,\"instances_planned\":4,\"workers\":{\"alive\":4,\"started\":7,"
-    "\"start_failures\":2,\"last_start_error\":\"Too many open files\"},"
+    "\"start_failures\":2,\"last_start_error\":\"Too many open files\",\"crashes\":0},"
     "\"gpus\":{\"count\":8,\"in_use\":2.5000,\"active\":3},"
     "\"pipelines\":[{\"name\":\"tiny\",\"slo_ms\":250.000,"
     "\"demand\":{\"estimate_qps\":42.500,\"planned_qps\":180.000,\"served_fraction\":1.0000},"
@@ -139,12 +145,122 @@ static const char json_want[] =
     "{\"task\":\"cls\",\"from\":\"fast\",\"to\":{\"c0\":1.0000}},"
     "{\"task\":\"cls\",\"from\":\"slow\",\"to\":{\"c0\":1.0000}}]}]}\n";
 
+/* Whether @a and @b hold the same keys in the same order (recursively). */
+static bool same_key_order(json_t *a, json_t *b)
+{
+    if (json_is_array(a) && json_is_array(b)) {
+        for (size_t i = 0; i < json_array_size(a) && i < json_array_size(b); i++)
+            if (!same_key_order(json_array_get(a, i), json_array_get(b, i)))
+                return false;
+        return true;
+    }
+    if (!json_is_object(a) || !json_is_object(b))
+        return true;
+    void *ia = json_object_iter(a), *ib = json_object_iter(b);
+    for (; ia && ib; ia = json_object_iter_next(a, ia), ib = json_object_iter_next(b, ib))
+        if (strcmp(json_object_iter_key(ia), json_object_iter_key(ib)) ||
+            !same_key_order(json_object_iter_value(ia), json_object_iter_value(ib)))
+            return false;
+    return !ia && !ib;
+}
+
+/* @text is one line of JSON, parsed equal to @want with its keys in @want's order. */
+static void assert_json_doc(const char *text, const char *want)
+{
+    json_error_t e;
+    size_t n = strlen(text);
+    if (!n || text[n - 1] != '\n' || strchr(text, '\n') != text + n - 1)
+        fail_msg("not one line: %s", text);
+    json_t *a = json_loads(text, 0, &e);
+    if (!a)
+        fail_msg("not JSON (%s): %s", e.text, text);
+    json_t *b = json_loads(want, 0, &e);
+    assert_non_null(b);
+    if (!json_equal(a, b) || !same_key_order(a, b))
+        fail_msg("JSON differs:\n got %s\nwant %s", text, want);
+    json_decref(a);
+    json_decref(b);
+}
+
+/* What the hand-written printer renders from the same view, parsed, equals the report less the
+ * keys added since (workers.crashes). */
+static void assert_as_legacy(const struct loki_status_view *v, const char *text)
+{
+    struct loki_report old;
+    json_error_t e;
+    loki_report_init(&old);
+    assert_int_equal(loki_bench_status_json_legacy(v, &old), 0);
+    json_t *now = json_loads(text, 0, &e);
+    assert_non_null(now);
+    assert_int_equal(json_object_del(json_object_get(now, "workers"), "crashes"), 0);
+    char *less = json_dumps(now, LOKI_JSON_FLAGS);
+    assert_non_null(less);
+    size_t n = strlen(less);
+    less = realloc(less, n + 2);
+    assert_non_null(less);
+    memcpy(less + n, "\n", 2);
+    assert_json_doc(less, old.text);
+    free(less);
+    json_decref(now);
+    loki_report_fini(&old);
+}
+
 static void test_json(void **state)
 {
     struct fx *f = *state;
     assert_int_equal(loki_status_json(&f->v, &f->r), 0);
-    assert_string_equal(f->r.text, json_want);
-    assert_int_equal(f->r.len, strlen(json_want));
+    assert_int_equal(f->r.len, strlen(f->r.text));
+    assert_json_doc(f->r.text, json_want);
+    assert_as_legacy(&f->v, f->r.text);
+    /* numbers keep their decimals' value; integral reals stay reals */
+    assert_non_null(strstr(f->r.text, "\"uptime_s\":70.4,"));
+    assert_non_null(strstr(f->r.text, "\"served_fraction\":1.0}"));
+}
+
+/* Values that need rounding, huge counters and odd names stay what the old printer said. */
+static void test_json_as_legacy(void **state)
+{
+    struct fx *f = *state;
+    f->v.uptime_s = 1234567.891249999;
+    f->v.gpus_in_use = 2.00005;
+    f->v.demand_est[0] = 1.0 / 3;
+    f->v.planner.last_solve_ms = 0.0005;
+    f->st.pipe[0].ok += 1ull << 40;
+    f->plan->var[0][0][0].share = 0.33333;
+    strcpy(f->topo->pipelines[0].tasks[1].name, "cl\"s/\u00e9");
+    assert_int_equal(loki_status_json(&f->v, &f->r), 0);
+    assert_as_legacy(&f->v, f->r.text);
+    f->v.draining = true;
+    f->v.plan = NULL;
+    assert_int_equal(loki_status_json(&f->v, &f->r), 0);
+    assert_as_legacy(&f->v, f->r.text);
+}
+
+/* A fixed-decimals number parses to what printf's text parses to, for any value. */
+static void test_json_fixed_is_printf(void **state)
+{
+    unsigned long long s = 88172645463325252ull;
+    char buf[512];
+    for (int i = 0; i < 200000; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        int d = (int)(s % 10);
+        double x = (double)(s >> 11) / (double)(1ull << 53) * (i % 7 == 0 ? 1e12 : 1e3);
+        if (i % 3 == 0) /* ties in decimal: k + 0.5 at the last digit */
+            x = ((double)(s % 100000) + 0.5) / (d ? 1e1 * d : 1);
+        if (i % 5 == 0)
+            x = -x;
+        json_t *j = loki_json_fixed(x, d);
+        snprintf(buf, sizeof(buf), "%.*f", d, x);
+        /* 0 decimals: an integer, as the text "%.0f" prints is */
+        if (json_number_value(j) != strtod(buf, NULL) || json_is_integer(j) != (d == 0))
+            fail_msg("%.17g at %d decimals: %.17g, printf %s", x, d, json_number_value(j), buf);
+        json_decref(j);
+    }
+    json_t *j = loki_json_fixed(0.0 / 0.0, 3);
+    assert_true(json_is_null(j));
+    json_decref(j);
 }
 
 static const char table_want[] =
@@ -255,14 +371,15 @@ static void test_prometheus_counters_and_gauges(void **state)
     /* the plan */
     assert_line(t, "# TYPE loki_variant_instances gauge");
     assert_line(t, "loki_variant_instances{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 2");
-    assert_line(t, "loki_variant_share{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 0.5");
+    assert_line(t, "loki_variant_share_ratio{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 0.5");
     assert_line(t, "loki_variant_batch_max{pipeline=\"tiny\",task=\"cls\",variant=\"c0\"} 8");
-    assert_line(t, "loki_variant_load_qps{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 150");
+    assert_line(t, "loki_variant_load_queries_per_second{pipeline=\"tiny\",task=\"det\",variant="
+                   "\"fast\"} 150");
     /* demand, accuracy and violations over the last minute */
-    assert_line(t, "loki_demand_estimate_qps{pipeline=\"tiny\"} 42.5");
-    assert_line(t, "loki_demand_planned_qps{pipeline=\"tiny\"} 180");
-    assert_line(t, "loki_accuracy_predicted{pipeline=\"tiny\"} 85");
-    assert_line(t, "loki_accuracy_served{pipeline=\"tiny\"} 90");
+    assert_line(t, "loki_demand_estimate_queries_per_second{pipeline=\"tiny\"} 42.5");
+    assert_line(t, "loki_demand_planned_queries_per_second{pipeline=\"tiny\"} 180");
+    assert_line(t, "loki_accuracy_predicted_ratio{pipeline=\"tiny\"} 0.85");
+    assert_line(t, "loki_accuracy_served_ratio{pipeline=\"tiny\"} 0.9");
     assert_line(t, "loki_violation_ratio{pipeline=\"tiny\"} 0.3");
     /* daemon-wide: router, planner, frontend */
     assert_line(t, "loki_instances 4");
@@ -274,7 +391,9 @@ static void test_prometheus_counters_and_gauges(void **state)
     assert_line(t, "loki_gpus_active 3");
     assert_line(t, "loki_gpus 8");
     assert_line(t, "loki_planner_last_solve_seconds 0.0125");
+    assert_line(t, "# TYPE loki_planner_solve_seconds summary");
     assert_line(t, "loki_planner_solve_seconds_sum 0.04");
+    assert_line(t, "loki_planner_solve_seconds_count 3");
     assert_line(t, "loki_planner_solves_total 3");
     assert_line(t, "loki_planner_errors_total 1");
     assert_line(t, "loki_plans_applied_total 2");
@@ -394,7 +513,7 @@ static void test_render_dispatch(void **state)
     assert_int_equal(
         loki_status_render(&f->v, LOKI_MSG_STATUS, loki_bytes_str("json"), &f->r, err, sizeof(err)),
         0);
-    assert_string_equal(f->r.text, json_want);
+    assert_json_doc(f->r.text, json_want);
     assert_int_equal(loki_status_render(&f->v, LOKI_MSG_METRICS, loki_bytes_str("prometheus"),
                                         &f->r, err, sizeof(err)),
                      0);
@@ -409,6 +528,132 @@ static void test_render_dispatch(void **state)
                                         sizeof(err)),
                      -EINVAL);
     assert_string_equal(err, "field 'format': metrics reports are \"prometheus\"");
+}
+
+static uint64_t crashes(const void *ctx, int p, int t, int v)
+{
+    return t == 0 && v == 1 ? 3 : t == 1 ? 1 : 0; /* det/slow 3, cls/c0 1 */
+}
+
+/* Restarts, build, process and GPU figures, where the view has them. */
+static void test_prometheus_ops(void **state)
+{
+    struct fx *f = *state;
+    const struct loki_process_stats ps = {.cpu_seconds = 12.5,
+                                          .start_time_seconds = 1700000000.25,
+                                          .resident_bytes = 50u << 20,
+                                          .virtual_bytes = 900u << 20,
+                                          .open_fds = 42,
+                                          .max_fds = 65536};
+    const struct loki_gpu_stats gs[2] = {
+        {.index = 0,
+         .uuid = "GPU-aa",
+         .ok = true,
+         .utilization = 0.37,
+         .mem_used_bytes = 1ull << 30,
+         .mem_total_bytes = 80ull << 30},
+        {.index = 1, .uuid = "GPU-bb", .ok = false},
+    };
+    const char *t;
+    /* without them: no samples, but the build */
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    t = f->r.text;
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 0");
+    assert_null(strstr(t, "process_"));
+    assert_null(strstr(t, "loki_gpu_"));
+    char build[256];
+    snprintf(build, sizeof(build), "loki_build_info{version=\"%s\",git=\"%s\"} 1", LOKI_VERSION,
+             LOKI_GIT_DESCRIBE);
+    assert_line(t, build);
+    f->v.worker_crashes = crashes;
+    f->v.process = &ps;
+    f->v.gpus = gs;
+    f->v.n_gpus = 2;
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    t = f->r.text;
+    assert_line(t, "# TYPE loki_worker_crashes_total counter");
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"det\",variant=\"slow\"} 3");
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"det\",variant=\"fast\"} 0");
+    assert_line(t, "loki_worker_crashes_total{pipeline=\"tiny\",task=\"cls\",variant=\"c0\"} 1");
+    assert_line(t, "# TYPE process_cpu_seconds_total counter");
+    assert_line(t, "process_cpu_seconds_total 12.5");
+    assert_line(t, "process_resident_memory_bytes 52428800");
+    assert_line(t, "process_virtual_memory_bytes 943718400");
+    assert_line(t, "process_open_fds 42");
+    assert_line(t, "process_max_fds 65536");
+    assert_line(t, "process_start_time_seconds 1700000000.25");
+    assert_line(t, "# TYPE loki_gpu_utilization_ratio gauge");
+    assert_line(t, "loki_gpu_utilization_ratio{gpu=\"0\",uuid=\"GPU-aa\"} 0.37");
+    assert_line(t, "loki_gpu_memory_used_bytes{gpu=\"0\",uuid=\"GPU-aa\"} 1073741824");
+    assert_line(t, "loki_gpu_memory_total_bytes{gpu=\"0\",uuid=\"GPU-aa\"} 85899345920");
+    assert_null(strstr(t, "GPU-bb")); /* its queries failed this time: no samples */
+    /* the status reports total them */
+    assert_int_equal(loki_status_json(&f->v, &f->r), 0);
+    assert_non_null(
+        strstr(f->r.text, "\"last_start_error\":\"Too many open files\",\"crashes\":4}"));
+    assert_int_equal(loki_status_table(&f->v, &f->r), 0);
+    assert_non_null(strstr(f->r.text, "(last: Too many open files); 4 worker crashes\n"));
+}
+
+/* Served accuracy is absent, not 0, over a minute without a served query. */
+static void test_prometheus_idle_accuracy(void **state)
+{
+    struct fx *f = *state;
+    for (int t = 71; t <= 140; t++) /* no traffic since second 70 */
+        loki_metrics_tick(f->m, t, &f->st);
+    f->v.uptime_s = 140.4;
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    assert_null(strstr(f->r.text, "loki_accuracy_served_ratio{"));
+    assert_line(f->r.text, "# TYPE loki_accuracy_served_ratio gauge");
+    assert_line(f->r.text, "loki_accuracy_predicted_ratio{pipeline=\"tiny\"} 0.85");
+    assert_line(f->r.text, "loki_violation_ratio{pipeline=\"tiny\"} 0");
+}
+
+/*
+ * Names and units as Prometheus wants them: every _sum has its _count with the same labels,
+ * no _qps or _ms names, ratios between 0 and 1, every sample under a # TYPE of its family.
+ */
+static void test_prometheus_conventions(void **state)
+{
+    struct fx *f = *state;
+    struct loki_process_stats ps = {.cpu_seconds = 1};
+    f->v.process = &ps;
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    char family[128] = "";
+    int sums = 0;
+    for (const char *l = f->r.text; *l; l = strchr(l, '\n') + 1) {
+        const char *nl = strchr(l, '\n');
+        size_t nlen = strcspn(l, "{ \n");
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)nlen, l);
+        if (!strncmp(l, "# TYPE ", 7)) {
+            snprintf(family, sizeof(family), "%.*s", (int)strcspn(l + 7, " "), l + 7);
+            continue;
+        }
+        if (l[0] == '#')
+            continue;
+        if (strstr(name, "_qps") || strstr(name, "_ms") || strstr(name, "_fraction"))
+            fail_msg("not a base unit: %s", name);
+        if (strncmp(name, family, strlen(family)))
+            fail_msg("%s outside its family %s", name, family);
+        if (nlen > 6 && !strcmp(name + nlen - 6, "_ratio")) {
+            double x = strtod(strchr(l, ' ') + 1, NULL);
+            if (x < 0 || x > 1)
+                fail_msg("%.*s: a ratio out of 0..1", (int)(nl - l), l);
+        }
+        if (nlen > 4 && !strcmp(name + nlen - 4, "_sum")) {
+            /* name_sum{labels} v  ->  name_count{labels} */
+            char want[512];
+            const char *rest = l + nlen, *sp = memrchr(l, ' ', (size_t)(nl - l));
+            snprintf(want, sizeof(want), "%.*s_count%.*s ", (int)nlen - 4, l, (int)(sp - rest),
+                     rest);
+            const char *c = strstr(f->r.text, want);
+            if (!c || (c != f->r.text && c[-1] != '\n'))
+                fail_msg("no %s beside %.*s", want, (int)(nl - l), l);
+            sums++;
+        }
+    }
+    assert_true(sums >= 9); /* 8 histograms and the planner's summary */
 }
 
 static double summary_value(const struct loki_metric *m, int n, const char *name)
@@ -429,8 +674,8 @@ static void test_summary(void **state)
     assert_true(summary_value(m, n, "loki_queries_arrived_total") == 840);
     assert_true(summary_value(m, n, "loki_queries_ok_total") == 490);
     assert_true(summary_value(m, n, "loki_instances") == 4);
-    assert_true(summary_value(m, n, "loki_demand_qps") == 42.5);
-    assert_true(summary_value(m, n, "loki_plan_accuracy") == 100 * 0.85);
+    assert_true(summary_value(m, n, "loki_demand_queries_per_second") == 42.5);
+    assert_true(summary_value(m, n, "loki_plan_accuracy_ratio") == 0.85);
     assert_true(summary_value(m, n, "loki_plan_mode") == LOKI_MODE_ACCURACY);
     assert_true(summary_value(m, n, "loki_plans_applied_total") == 2);
     assert_true(summary_value(m, n, "loki_roots_inflight") == 6);
@@ -438,7 +683,7 @@ static void test_summary(void **state)
     f->v.plan = NULL;
     n = loki_status_summary(&f->v, m, 64);
     assert_true(summary_value(m, n, "loki_plan_mode") == -1);
-    assert_true(summary_value(m, n, "loki_plan_accuracy") == 0);
+    assert_true(summary_value(m, n, "loki_plan_accuracy_ratio") == 0);
     /* a short array gets the first ones */
     assert_int_equal(loki_status_summary(&f->v, m, 2), 2);
     assert_true(loki_bytes_eq(m[1].name, "loki_queries_ok_total"));
@@ -449,6 +694,8 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_json),
+        T(test_json_as_legacy),
+        T(test_json_fixed_is_printf),
         T(test_table),
         T(test_draining),
         T(test_no_plan_yet),
@@ -457,6 +704,9 @@ int main(void)
         T(test_prometheus_histograms),
         T(test_prometheus_buckets_cumulative),
         T(test_render_dispatch),
+        T(test_prometheus_ops),
+        T(test_prometheus_idle_accuracy),
+        T(test_prometheus_conventions),
         T(test_summary),
     };
 #undef T

@@ -273,10 +273,12 @@ static void test_burst_spares(void **state)
 }
 
 /*
- * A pipeline whose all-variant option set overflows the MILP's path cap even
- * after thinning (4 tasks x 6 variants x 3 shares x 7 batches): at a demand
- * hardware scaling cannot carry, the planner still serves a fraction with the
- * best variants instead of returning the serve-nothing plan.
+ * A pipeline whose all-variant option set overflows the path formulation's
+ * cap even after thinning (4 tasks x 6 variants x 3 shares x 7 batches): at a
+ * demand hardware scaling cannot carry, the path formulation still serves a
+ * fraction with the best variants instead of returning the serve-nothing
+ * plan; the flow formulation (the default) has no cap and scales accuracy,
+ * serving all of it.
  */
 static void test_path_cap_fallback(void **state)
 {
@@ -326,6 +328,12 @@ static void test_path_cap_fallback(void **state)
     assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
     assert_int_equal(a->mode, LOKI_MODE_HARDWARE);
     d = 150;
+    assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
+    assert_int_equal(a->mode, LOKI_MODE_ACCURACY);
+    assert_false(a->truncated);
+    assert_true(a->served_fraction[0] > 1 - 1e-9);
+    assert_int_equal(loki_plan_check(t, a, &d, NULL, 0), 0);
+    t->planner.formulation = LOKI_FORMULATION_PATHS;
     assert_int_equal(loki_planner_solve(pl, &d, NULL, 0, a), 0);
     assert_int_equal(a->mode, LOKI_MODE_SERVED);
     assert_true(a->truncated);

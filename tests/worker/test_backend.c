@@ -4,7 +4,8 @@
  * backend takes the profiled time, draws fan-outs with the right means reproducibly and moves
  * data of the sizes its args name; the example plugin cuts child payloads from its input; a
  * version-1 plugin runs through the adapter; a missing or wrong plugin is refused with a
- * clear message.
+ * clear message; a topology variant's config (loki_backend_setup_init) is what the worker
+ * and `loki profile` hand init().
  */
 #include "harness.h"
 
@@ -14,7 +15,9 @@
 #include <string.h>
 
 #include "loki/backend.h"
+#include "loki/backend_setup.h"
 #include "loki/clock.h"
+#include "loki/topology.h"
 
 static const int batches[] = {1, 4};
 static const double lat[] = {2.0, 6.0};
@@ -260,6 +263,87 @@ static void test_v1_adapter(void **state)
     free(k);
 }
 
+/* A topology variant's backend and config as a worker (and `loki profile`) loads it: args,
+ * max_output_bytes (given and default), the task's input and child names, the fan-out, the
+ * profile at the share asked for; a share without a profile is refused. */
+static void test_setup(void **state)
+{
+    static const char yaml[] =
+        "gpus: {count: 1, share_granularity: 0.5}\n"
+        "pipelines:\n"
+        "  - name: p\n"
+        "    slo_ms: 100\n"
+        "    tasks:\n"
+        "      - name: det\n"
+        "        children: [cls, ocr]\n"
+        "        input: \"RGB frame\"\n"
+        "        variants:\n"
+        "          - name: a\n"
+        "            accuracy: 100\n"
+        "            batch_sizes: [1, 4]\n"
+        "            latency_ms: {1: [2, 6], 0.5: [3, 9]}\n"
+        "            fanout: {cls: 2.5, ocr: {mean: 1, dist: constant}}\n"
+        "            args: {model: /m/a.pt, threshold: 0.25}\n"
+        "            max_output_bytes: 4096\n"
+        "          - {name: b, accuracy: 90, batch_sizes: [1], latency_ms: [1],\n"
+        "             fanout: {cls: 1, ocr: 0}, backend: /nonexistent/b.so}\n"
+        "      - name: cls\n"
+        "        variants: [{name: c, accuracy: 100, batch_sizes: [1], latency_ms: [1]}]\n"
+        "      - name: ocr\n"
+        "        variants: [{name: o, accuracy: 100, batch_sizes: [1], latency_ms: [1]}]\n";
+    struct loki_topology *t;
+    char err[1024];
+    assert_int_equal(loki_topology_parse(yaml, strlen(yaml), "t.yaml", &t, err, sizeof(err)), 0);
+    int det = loki_pipeline_task_index(&t->pipelines[0], "det");
+    struct loki_backend_setup *su = malloc(sizeof(*su));
+    assert_non_null(su);
+    assert_int_equal(loki_backend_setup_init(su, t, 0, det, 0, 8, 0.5, 2, 42, err, sizeof(err)), 0);
+    const struct loki_backend_config *c = &su->cfg;
+    assert_string_equal(c->pipeline, "p");
+    assert_string_equal(c->task, "det");
+    assert_string_equal(c->variant, "a");
+    assert_int_equal(c->max_batch, 8);
+    assert_true(c->share == 0.5 && c->gpu == 2 && c->seed == 42);
+    assert_int_equal(c->n_batches, 2);
+    assert_true(c->latency_ms[0] == 3 && c->latency_ms[1] == 9); /* the share-0.5 row */
+    assert_int_equal(c->n_children, 2);
+    assert_string_equal(c->child_tasks[0], "cls");
+    assert_string_equal(c->child_tasks[1], "ocr");
+    assert_true(c->fanout_mean[0] == 2.5 && c->fanout_mean[1] == 1);
+    assert_int_equal(c->fanout_dist[1], LOKI_FANOUT_CONSTANT);
+    assert_int_equal(c->n_args, 2);
+    assert_string_equal(loki_backend_arg(c, "model"), "/m/a.pt");
+    assert_string_equal(loki_backend_arg(c, "threshold"), "0.25");
+    assert_null(loki_backend_arg(c, "other"));
+    assert_int_equal(c->max_output_bytes, 4096);
+    assert_string_equal(c->input, "RGB frame");
+    struct loki_backend_handle h;
+    assert_int_equal(
+        loki_backend_select(&t->pipelines[0].tasks[det].variants[0], &h, err, sizeof(err)), 0);
+    assert_true(h.be == loki_backend_sim() && !h.v1);
+    assert_string_equal(loki_backend_name(&h), "sim");
+
+    /* variant b: no args, the default max_output_bytes, a plugin that is not there */
+    assert_int_equal(loki_backend_setup_init(su, t, 0, det, 1, 1, 1, -1, 1, err, sizeof(err)), 0);
+    assert_int_equal(su->cfg.n_args, 0);
+    assert_int_equal(su->cfg.max_output_bytes, LOKI_DEFAULT_OUTPUT_BYTES);
+    assert_int_equal(
+        loki_backend_select(&t->pipelines[0].tasks[det].variants[1], &h, err, sizeof(err)),
+        -ENOENT);
+    assert_non_null(strstr(err, "/nonexistent/b.so"));
+    /* b has no profile at share 0.5 */
+    assert_int_equal(loki_backend_setup_init(su, t, 0, det, 1, 1, 0.5, -1, 1, err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "variant b has no profile at share 0.5"));
+    /* a leaf task: no children, no input */
+    int cls = loki_pipeline_task_index(&t->pipelines[0], "cls");
+    assert_int_equal(loki_backend_setup_init(su, t, 0, cls, 0, 1, 1, -1, 1, err, sizeof(err)), 0);
+    assert_int_equal(su->cfg.n_children, 0);
+    assert_null(su->cfg.input);
+    free(su);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_sim_sizes),
         cmocka_unit_test(test_plugin),
         cmocka_unit_test(test_v1_adapter),
+        cmocka_unit_test(test_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The deployment half of a topology file: how lokid serves (its socket, who
- * may connect, the size caps) and how it and its workers wait for each other.
+ * may connect, the size caps), how it and its workers wait for each other, and
+ * where its metrics endpoint listens.
  * The planner never sees it: it plans from the pipeline model alone
  * (planner/loki/model.h). loki_config_load() (loki/topology.h) fills both.
  */
@@ -51,9 +52,12 @@ struct loki_frontend_cfg {
 
 /* How lokid and its workers wait for each other (the shared-memory rings). */
 struct loki_runtime_cfg {
-    double spin_us; /* poll this long before sleeping (worker: its next batch, adaptive
-                     * below it; lokid: a fast worker's result, up to twice it); 0 sleeps
-                     * at once; default 50 */
+    double spin_us;           /* poll this long before sleeping (worker: its next batch, adaptive
+                               * below it; lokid: a fast worker's result, up to twice it); 0 sleeps
+                               * at once; default 50 */
+    char metrics_address[64]; /* IPv4 or IPv6 literal the HTTP /metrics endpoint listens on;
+                               * default "127.0.0.1" */
+    int metrics_port;         /* its port; 0: any free one; -1 (default): no endpoint */
 };
 
 struct loki_config {

@@ -15,8 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loki/gpu.h"
 #include "loki/metrics.h"
 #include "loki/plan.h"
+#include "loki/process.h"
 #include "loki/proto.h"
 #include "loki/router.h"
 
@@ -60,6 +62,13 @@ struct loki_status_view {
     double uptime_s;                      /* now, on the clock given to loki_metrics_tick() */
     int metrics_port;                     /* port of the HTTP endpoint; -1 when there is none */
     double arena_bytes, arena_used_bytes; /* the payload arena: size, held by queries now */
+    /* worker processes of variant (p, t, v) that exited unasked (the supervisor's count);
+     * NULL: no loki_worker_crashes_total, 0 in the reports */
+    uint64_t (*worker_crashes)(const void *ctx, int p, int t, int v);
+    const void *worker_crashes_ctx;
+    const struct loki_process_stats *process; /* the daemon's; NULL: no process_ metrics */
+    const struct loki_gpu_stats *gpus;        /* NVML's devices; none: no loki_gpu_ metrics */
+    int n_gpus;
 };
 
 /* A rendered report: NUL-terminated @text of @len bytes; the buffer grows and is reused. */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "loki/json.h"
 #include "loki/model.h"
 
 /* A demand trace: one rate (root queries/s) per step. */
@@ -164,7 +165,10 @@ void loki_replay_result_free(struct loki_replay_result *res);
 /* Per-second CSV (header + one row per replay second). Returns 0 or -EIO. */
 int loki_replay_write_csv(FILE *f, const struct loki_replay_result *res);
 
-/* Summary as one JSON object (no trailing newline). Returns 0 or -EIO. */
+/* The summary as a JSON object (jansson): a new reference, or NULL when out of memory. */
+json_t *loki_replay_json(const struct loki_replay_result *res);
+
+/* Summary as one JSON object (no trailing newline). Returns 0, -ENOMEM or -EIO. */
 int loki_replay_write_json(FILE *f, const struct loki_replay_result *res);
 
 /*
