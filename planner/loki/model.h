@@ -128,7 +128,7 @@ struct loki_planner_cfg {
     bool reroute;         /* default true */
     /* loki: fewest GPUs over all variants at planned accuracy >= this %; default 0 (off) */
     double accuracy_floor;
-    /* loki and inferline: the MILP's formulation; default flow (not read from YAML yet) */
+    /* loki and inferline: the MILP's formulation (planner.formulation); default flow */
     enum loki_formulation formulation;
     int n_static;
     struct loki_static_entry static_plan[LOKI_MAX_STATIC];

@@ -459,10 +459,11 @@ static void load_gpus(struct ctx *c, const struct node *m)
 static void load_planner(struct ctx *c, const struct node *m)
 {
     static const char *const keys[] = {
-        "policy",        "interval_ms",    "headroom",    "beta",          "ewma_alpha",
-        "ewma_windows",  "hysteresis",     "min_dwell_s", "time_limit_ms", "mip_gap",
-        "early_drop",    "reroute",        "static_plan", "burst_spares",  "fallback",
-        "demand_sigmas", "accuracy_floor", NULL};
+        "policy",         "interval_ms",  "headroom",   "beta",
+        "ewma_alpha",     "ewma_windows", "hysteresis", "min_dwell_s",
+        "time_limit_ms",  "mip_gap",      "early_drop", "reroute",
+        "static_plan",    "burst_spares", "fallback",   "demand_sigmas",
+        "accuracy_floor", "formulation",  NULL};
     struct loki_planner_cfg *p = &c->t->planner;
     const struct node *v;
     double d;
@@ -500,6 +501,14 @@ static void load_planner(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "accuracy_floor")) && get_double(c, v, "accuracy_floor", &d) &&
         in_range(c, v, "accuracy_floor", d, 0, 100, false))
         p->accuracy_floor = d;
+    if ((v = map_get(m, "formulation")) && want(c, v, N_SCALAR, "formulation")) {
+        if (!strcmp(v->str, "flow"))
+            p->formulation = LOKI_FORMULATION_FLOW;
+        else if (!strcmp(v->str, "paths"))
+            p->formulation = LOKI_FORMULATION_PATHS;
+        else
+            errorf(c, v, "formulation", "expected flow or paths, got '%s'", v->str);
+    }
     if ((v = map_get(m, "fallback")))
         get_bool(c, v, "fallback", &p->fallback);
     if ((v = map_get(m, "reroute")))
