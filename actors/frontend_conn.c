@@ -355,18 +355,36 @@ static void reply_metrics(struct loki_frontend_conn *c, const struct loki_reques
     loki__frontend_send_local(c, &r);
 }
 
+/*
+ * The client's bytes @b as text for an error: a byte outside printable ASCII as \xNN, so a NUL
+ * cannot cut the text short in a C client and a control byte reaches no terminal or log raw.
+ */
+static void printable(struct loki_bytes b, char *out, size_t n)
+{
+    size_t o = 0;
+    for (uint32_t i = 0; i < b.len && o + 5 < n; i++) {
+        uint8_t ch = b.ptr[i];
+        if (ch >= 0x20 && ch < 0x7f)
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, n - o, "\\x%02x", ch);
+    }
+    out[o] = '\0';
+}
+
 static void handle_infer(struct loki_frontend_conn *c, struct loki_request *req)
 {
     struct loki_frontend *fe = c->fe;
-    char msg[160];
+    char msg[320];
     int p;
     for (p = 0; p < fe->o.n_pipelines; p++)
         if (loki_bytes_eq(req->pipeline, fe->names[p]))
             break;
     if (p == fe->o.n_pipelines) {
+        char name[4 * LOKI_PROTO_NAME_MAX + 1];
         STAT_ADD(fe, unknown_pipeline, 1);
-        snprintf(msg, sizeof(msg), "unknown pipeline '%.*s'", (int)req->pipeline.len,
-                 (const char *)req->pipeline.ptr);
+        printable(req->pipeline, name, sizeof(name));
+        snprintf(msg, sizeof(msg), "unknown pipeline '%s'", name);
         send_error(c, LOKI_MSG_INFER, true, req->id, LOKI_STATUS_UNKNOWN_PIPELINE, msg, false);
         return;
     }
@@ -418,8 +436,12 @@ static void handle_frame(struct loki_frontend_conn *c, const uint8_t *body, uint
     int rc = loki_proto_decode_request(body, len, &lim, &req, err, sizeof(err));
     if (rc < 0) {
         STAT_ADD(fe, bad_requests, 1);
-        send_error(c, req.has_id ? LOKI_MSG_INFER : LOKI_MSG_NONE, req.has_id, req.id,
-                   LOKI_STATUS_BAD_REQUEST, err, false);
+        /* an error tied to a request carries its type (an absent "type" means infer) */
+        send_error(c,
+                   !req.has_id                 ? LOKI_MSG_NONE
+                   : req.type != LOKI_MSG_NONE ? req.type
+                                               : LOKI_MSG_INFER,
+                   req.has_id, req.id, LOKI_STATUS_BAD_REQUEST, err, false);
         return;
     }
     switch (req.type) {

@@ -63,9 +63,9 @@ int loki_worker_run(const struct loki_worker_args *a, char *err, unsigned errlen
  * The worker process's main (`lokid --worker --pipeline P ... [--log-level L]`,
  * spawned by the supervisor): parse the arguments, start the logger at lokid's
  * level (default info), load the configuration from descriptor 7 (closed once
- * loaded), run loki_worker_run() on descriptors 3..6. Returns the process exit
- * status: 0 detached, 1 failed, 2 bad arguments or configuration,
- * LOKI_WORKER_EXIT_MPS refused by the MPS server. The process's one thread.
+ * loaded), run loki_worker_run() on descriptors 3..6 and 8 (its output arena). Returns the process
+ * exit status: 0 detached, 1 failed, 2 bad arguments or configuration, LOKI_WORKER_EXIT_MPS refused
+ * by the MPS server. The process's one thread.
  */
 int loki_worker_process_main(int argc, char **argv);
 

@@ -5,7 +5,7 @@
  * line. It starts the logger at the level lokid passed (--log-level; lokid
  * sets it to its own), loads the configuration lokid validated from the sealed
  * snapshot on descriptor 7 (never the topology file, which may have changed
- * since), checks the instance against it, and hands descriptors 3..6 to
+ * since), checks the instance against it, and hands descriptors 3..6 and 8 (the output arena) to
  * loki_worker_run() (worker.c).
  */
 #include "worker.h"

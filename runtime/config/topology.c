@@ -901,7 +901,8 @@ static void load_variant(struct ctx *c, const struct node *m, struct loki_task *
         if (v->n > LOKI_MAX_ARGS) {
             errorf(c, v, "args", "has %d entries, at most %d", v->n, LOKI_MAX_ARGS);
         } else {
-            var->args_off = c->t->strings_used;
+            /* offset 0 is the pool's empty string, "none" (add_string() starts after it) */
+            var->args_off = c->t->strings_used ? c->t->strings_used : 1;
             for (int k = 0; k < v->n; k++) {
                 for (int j = 0; j < k; j++)
                     if (!strcmp(v->keys[j]->str, v->keys[k]->str))

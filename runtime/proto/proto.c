@@ -252,6 +252,8 @@ int loki_proto_decode_request(const uint8_t *body, size_t len, const struct loki
             if (dup(&r, &seen, F_TYPE, "type") || !want(&r, "type", &v, LOKI_WIRE_STR))
                 continue;
             type = parse_type(&v, false);
+            if (type >= 0)
+                req->type = (enum loki_msg_type)type; /* known even if decoding fails later */
             if (type < 0) {
                 char t[32];
                 field_name(&v, t, sizeof(t));

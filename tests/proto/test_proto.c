@@ -212,6 +212,27 @@ static void test_bad_msgpack(void **st)
     assert_string_equal(err, "msgpack nested deeper than 16 levels");
 }
 
+/* A request refused as malformed still says what it was, when it said so: its error reply
+ * carries its type (a bad "status" request was answered as an "infer"). */
+static void test_type_known_on_error(void **st)
+{
+    struct loki_request req;
+    char err[LOKI_PROTO_ERR_MAX];
+    /* {"id": 3, "format": 1, "type": "status"}: the type comes after the bad field */
+    const uint8_t late[] = {0x83, 0xa2, 'i', 'd', 0x03, 0xa6, 'f', 'o', 'r', 'm', 'a', 't', 0x01,
+                            0xa4, 't',  'y', 'p', 'e',  0xa6, 's', 't', 'a', 't', 'u', 's'};
+    assert_int_equal(loki_proto_decode_request(late, sizeof(late), &lim, &req, err, sizeof(err)),
+                     LOKI_EPROTO);
+    assert_string_equal(err, "field 'format': expected str, got int");
+    assert_true(req.has_id && req.id == 3);
+    assert_int_equal(req.type, LOKI_MSG_STATUS);
+    /* no type field: unknown (the frontend answers it as the default, infer) */
+    const uint8_t none[] = {0x82, 0xa2, 'i', 'd', 0x03, 0xa6, 'f', 'o', 'r', 'm', 'a', 't', 0x01};
+    assert_int_equal(loki_proto_decode_request(none, sizeof(none), &lim, &req, err, sizeof(err)),
+                     LOKI_EPROTO);
+    assert_int_equal(req.type, LOKI_MSG_NONE);
+}
+
 /* Every truncation of a valid request is an error, never a crash or a success. */
 static void test_truncated(void **st)
 {
@@ -527,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_report_roundtrip),
         cmocka_unit_test(test_truncated_offsets),
         cmocka_unit_test(test_msgpackc_same_bytes),
+        cmocka_unit_test(test_type_known_on_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -182,7 +182,8 @@ ssize_t loki_proto_frame_next(const uint8_t *buf, size_t len, uint32_t max_body,
 /*
  * Decode one request body (the bytes after the length prefix).
  * @req: out; slices point into @body. @has_id/@id are set whenever the id could be read,
- *       even when decoding fails, so an error reply can name the request.
+ *       and @type whenever the "type" field could (else it stays LOKI_MSG_NONE), even when
+ *       decoding fails, so an error reply can name the request and carry its type.
  * @err, @errlen: out: what is wrong, e.g. "field 'pipeline': expected str, got int".
  * Returns 0; LOKI_EPROTO for malformed msgpack, wrong types, missing or out-of-range
  * fields; LOKI_ETOOBIG for a payload over @lim->max_payload or a pipeline name over
