@@ -354,11 +354,11 @@ int loki_frontend_create(uv_loop_t *loop, const struct loki_frontend_opts *o,
         fe->o.server_name = "lokid";
     fe->max_body = fe->cfg.max_payload + LOKI_PROTO_OVERHEAD;
     if (!fe->o.max_write_queue) {
-        /* 4 MiB plus the largest frame either way: one request echoed, or one reply carrying
-         * a whole result tree (frontend.max_result_bytes of outputs) */
-        uint64_t reply = (uint64_t)fe->cfg.max_result + LOKI_PROTO_OVERHEAD;
-        fe->o.max_write_queue =
-            (4u << 20) + (reply > fe->max_body ? reply : fe->max_body) + LOKI_PROTO_HDR;
+        /* 4 MiB plus one frame, and never less than one reply carrying a whole result tree
+         * (frontend.max_result_bytes of outputs), which could otherwise never be sent */
+        uint64_t reply = (uint64_t)fe->cfg.max_result + LOKI_PROTO_OVERHEAD + LOKI_PROTO_HDR;
+        uint64_t q = (4u << 20) + (uint64_t)fe->max_body + LOKI_PROTO_HDR;
+        fe->o.max_write_queue = q > reply ? q : reply;
     }
     fe->idle_ms = IDLE_DEFAULT_MS;
     if (fe->cfg.idle_timeout_s > 0)

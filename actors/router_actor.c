@@ -417,7 +417,7 @@ int loki_router_actor_create(struct uv_loop_s *loop, const struct loki_router_ac
         !ra->packed || !ra->failed || !ra->nodes || !ra->inputs || !ra->rnodes)
         goto fail;
     if (!ra->cfg.max_result)
-        ra->cfg.max_result = 16u << 20;
+        ra->cfg.max_result = 4u << 20;
     for (uint32_t i = 0; i < ra->n_pool; i++) {
         ra->nodes[i].next = i + 1 < ra->n_pool ? i + 1 : NIL;
         ra->inputs[i].next = i + 1 < ra->n_pool ? i + 1 : NIL;

@@ -33,7 +33,7 @@ struct loki_router_actor_config {
     const struct loki_topology *topo; /* borrowed; outlives the actor */
     uint32_t max_roots;           /* accepted queries not yet answered (frontend.max_inflight) */
     uint32_t retry_after_ms;      /* the hint in "overloaded" replies */
-    uint32_t max_result;          /* bytes of outputs one reply may carry; 0: 16 MiB */
+    uint32_t max_result;          /* bytes of outputs one reply may carry; 0: 4 MiB */
     size_t arena_bytes;           /* the payload arena's size: new roots are refused
                                    * (overloaded) while less than a quarter of it is free, so
                                    * the roots in flight have room for their children */

@@ -1253,7 +1253,7 @@ void loki_config_defaults(struct loki_config *c)
     c->frontend.mode = 0660;
     c->frontend.max_payload = 1u << 20;
     c->frontend.max_inflight = 65536;
-    c->frontend.max_result = 16u << 20;
+    c->frontend.max_result = 4u << 20;
     c->frontend.idle_timeout_s = 60;
     /* field by field: the memset's zero padding stays (the reload check memcmps it) */
     struct loki_http_cfg *h = &c->frontend.http;
