@@ -39,6 +39,11 @@
  * lokid does not answer; a request that finds no live connection waits for one (2 s at most,
  * then 503) instead of failing at once.
  *
+ * Loading. libmicrohttpd is opened (dlopen) when a front door is created, not linked: lokid is
+ * also its workers' executable, and linking would load it and GnuTLS's eight libraries into
+ * every lokid and every worker at each exec (3.5 ms more a process start, measured), for a
+ * feature that is off by default; a host without libmicrohttpd runs lokid all the same.
+ *
  * Memory. Each HTTP request allocates its body buffer and its rendered response: the front door
  * is an adapter at the edge, sized by libmicrohttpd's connection limit, not lokid's hot path
  * (which starts at the Unix socket, as for every client).
@@ -46,6 +51,7 @@
 #include "http_front.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -70,6 +76,74 @@
 #include "loki/compiler.h"
 #include "loki/error.h"
 #include "loki/log.h"
+
+/* ---- libmicrohttpd, opened at run time ----------------------------------------------------- */
+
+#define MHD_FNS(X)                                                                                 \
+    X(MHD_add_response_header)                                                                     \
+    X(MHD_create_response_from_buffer)                                                             \
+    X(MHD_destroy_response)                                                                        \
+    X(MHD_get_daemon_info)                                                                         \
+    X(MHD_get_timeout)                                                                             \
+    X(MHD_is_feature_supported)                                                                    \
+    X(MHD_lookup_connection_value)                                                                 \
+    X(MHD_queue_response)                                                                          \
+    X(MHD_quiesce_daemon)                                                                          \
+    X(MHD_resume_connection)                                                                       \
+    X(MHD_run)                                                                                     \
+    X(MHD_start_daemon)                                                                            \
+    X(MHD_stop_daemon)                                                                             \
+    X(MHD_suspend_connection)
+
+static struct {
+#define MHD_FIELD(n) __typeof__(&n) n;
+    MHD_FNS(MHD_FIELD)
+#undef MHD_FIELD
+} mhd;
+static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
+static char mhd_error[256]; /* empty once loaded */
+
+static void mhd_load(void)
+{
+    static const char *const names[] = {"libmicrohttpd.so.12", "libmicrohttpd.so"};
+    void *h = NULL;
+    for (size_t i = 0; !h && i < sizeof(names) / sizeof(names[0]); i++)
+        h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL); /* kept for the process's life */
+    if (!h) {
+        snprintf(mhd_error, sizeof(mhd_error), "cannot load libmicrohttpd: %s", dlerror());
+        return;
+    }
+#define MHD_SYM(n)                                                                                 \
+    if (!(*(void **)&mhd.n = dlsym(h, #n))) {                                                      \
+        snprintf(mhd_error, sizeof(mhd_error), "libmicrohttpd has no %s", #n);                     \
+        return;                                                                                    \
+    }
+    MHD_FNS(MHD_SYM)
+#undef MHD_SYM
+}
+
+/* Load libmicrohttpd once (any thread); NULL, or why it cannot be used. */
+static const char *mhd_open(void)
+{
+    pthread_once(&mhd_once, mhd_load);
+    return mhd_error[0] ? mhd_error : NULL;
+}
+
+/* from here on, every MHD_ call goes through the table */
+#define MHD_add_response_header (mhd.MHD_add_response_header)
+#define MHD_create_response_from_buffer (mhd.MHD_create_response_from_buffer)
+#define MHD_destroy_response (mhd.MHD_destroy_response)
+#define MHD_get_daemon_info (mhd.MHD_get_daemon_info)
+#define MHD_get_timeout (mhd.MHD_get_timeout)
+#define MHD_is_feature_supported (mhd.MHD_is_feature_supported)
+#define MHD_lookup_connection_value (mhd.MHD_lookup_connection_value)
+#define MHD_queue_response (mhd.MHD_queue_response)
+#define MHD_quiesce_daemon (mhd.MHD_quiesce_daemon)
+#define MHD_resume_connection (mhd.MHD_resume_connection)
+#define MHD_run (mhd.MHD_run)
+#define MHD_start_daemon (mhd.MHD_start_daemon)
+#define MHD_stop_daemon (mhd.MHD_stop_daemon)
+#define MHD_suspend_connection (mhd.MHD_suspend_connection)
 
 #define MAX_LOKID_CONNS 64
 #define CONNECT_TIMEOUT_MS 2000
@@ -834,6 +908,9 @@ int loki_http_front_create(const struct loki_http_front_opts *o, struct loki_htt
     if (inet_pton(AF_INET, cfg->address, a) != 1 && inet_pton(AF_INET6, cfg->address, a) != 1)
         return fail(err, errlen, -EINVAL, "http: '%s' is not an IPv4 or IPv6 address",
                     cfg->address);
+    const char *why = mhd_open();
+    if (why)
+        return fail(err, errlen, -ENOTSUP, "http: %s", why);
     if ((cfg->tls_cert[0] || cfg->tls_key[0]) &&
         MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
         return fail(err, errlen, -ENOTSUP,

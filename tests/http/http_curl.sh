@@ -3,7 +3,8 @@
 # The HTTP front door with curl, against a live lokid on tests/lokid/small.yaml (sim backend,
 # detect -> classify, fan-out 3): health, metadata, infer in JSON and with the binary-data
 # extension (a payload file sent as is), unknown model 404, an oversized body 413, and
-# lokid's exit after SIGTERM. Loopback only; every curl has --max-time.
+# lokid's exit after SIGTERM; and that lokid does not link libmicrohttpd (it opens it when the
+# front door is on). Loopback only; every curl has --max-time.
 # usage: http_curl.sh LOKID   (run from the source tree)
 set -u
 lokid=$1
@@ -20,6 +21,12 @@ fail() {
     echo "FAIL: $*" >&2
     fails=$((fails + 1))
 }
+
+# off by default, so it costs nothing then: lokid (also every worker's executable) does not
+# load libmicrohttpd, or GnuTLS with it, until a front door is made
+if command -v ldd >/dev/null && ldd "$lokid" | grep -q 'microhttpd\|gnutls'; then
+    fail "lokid links libmicrohttpd or GnuTLS: every worker exec would load them"
+fi
 
 # small.yaml with a 5 s SLO: a loaded machine must not turn a check into a drop
 sed 's/slo_ms: 200/slo_ms: 5000/' tests/lokid/small.yaml >"$tmp/small.yaml"
