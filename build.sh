@@ -47,6 +47,9 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libhwloc-dev libglpk-dev libms
     # the torchscript backend (docs/vision.md): libtorch (CPU), JPEG and PNG decoding, and
     # Debian's torch and torchvision for the scripts that make its models
     libtorch-dev libturbojpeg0-dev libpng-dev python3-torch python3-torchvision)
+# the opt-in HTTP front door (actors/http_front.c: built only when libmicrohttpd is found), its
+# tests and the check of examples/k8s
+pkgs+=(libmicrohttpd-dev curl openssl python3-yaml)
 
 deps() {
     local missing=()

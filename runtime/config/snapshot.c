@@ -206,9 +206,10 @@ int loki_config_load_sealed(int fd, const char *name, struct loki_topology **out
  * decide whether a reload may change it, compare it below, then update the size (LP64).
  */
 #ifdef __LP64__
-_Static_assert(sizeof(struct loki_frontend_cfg) == 360, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_frontend_cfg) == 976, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_http_cfg) == 616, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_runtime_cfg) == 80, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_config) == 440, "snapshot.c: compare the new section");
+_Static_assert(sizeof(struct loki_config) == 1056, "snapshot.c: compare the new section");
 _Static_assert(sizeof(struct loki_gpus) == 32, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_variant) == 1656, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_task) == 26608, "snapshot.c: compare the new field");
@@ -348,6 +349,8 @@ int loki_config_reload_check(const struct loki_topology *cur, const struct loki_
         differs(&d, fa->max_conns_per_uid != fb->max_conns_per_uid,
                 "frontend.max_connections_per_uid");
         differs(&d, fa->idle_timeout_s != fb->idle_timeout_s, "frontend.idle_timeout_s");
+        /* bound and sized at start (loki_config_defaults zeroes the padding memcmp sees) */
+        differs(&d, memcmp(&fa->http, &fb->http, sizeof(fa->http)) != 0, "frontend.http");
         differs(&d, cur_cfg->runtime.spin_us != next_cfg->runtime.spin_us, "runtime.spin_us");
         /* the metrics endpoint is bound once, at start */
         differs(&d,

@@ -580,13 +580,72 @@ static void load_static_plan(struct ctx *c, const struct node *seq)
     }
 }
 
+/* frontend.http: the opt-in HTTP front door (loki/config.h struct loki_http_cfg). */
+static void load_frontend_http(struct ctx *c, const struct node *m)
+{
+    static const char *const keys[] = {"enabled",
+                                       "address",
+                                       "port",
+                                       "tls_cert",
+                                       "tls_key",
+                                       "max_connections",
+                                       "max_connections_per_ip",
+                                       "connection_timeout_s",
+                                       "request_timeout_s",
+                                       "lokid_connections",
+                                       NULL};
+    struct loki_http_cfg *h = &c->cfg->frontend.http;
+    const struct node *v;
+    long long i;
+    double d;
+    unsigned char a[16];
+    if (!want(c, m, N_MAP, "http"))
+        return;
+    check_keys(c, m, "frontend.http", keys);
+    if ((v = map_get(m, "enabled")))
+        get_bool(c, v, "enabled", &h->enabled);
+    if ((v = map_get(m, "address")) && get_str(c, v, "address", h->address, sizeof(h->address)) &&
+        inet_pton(AF_INET, h->address, a) != 1 && inet_pton(AF_INET6, h->address, a) != 1)
+        errorf(c, v, "address", "expected an IPv4 or IPv6 address such as 127.0.0.1, got '%s'",
+               h->address);
+    if ((v = map_get(m, "port")) && get_int(c, v, "port", &i) &&
+        in_range(c, v, "port", (double)i, 0, 65535, false))
+        h->port = (int)i;
+    if ((v = map_get(m, "tls_cert")))
+        get_str(c, v, "tls_cert", h->tls_cert, sizeof(h->tls_cert));
+    if ((v = map_get(m, "tls_key")))
+        get_str(c, v, "tls_key", h->tls_key, sizeof(h->tls_key));
+    if (!h->tls_cert[0] != !h->tls_key[0])
+        errorf(c, m, "http", "tls_cert and tls_key go together (HTTPS needs both)");
+#define U32(key, field, lo, hi)                                                                    \
+    if ((v = map_get(m, key)) && get_int(c, v, key, &i) &&                                         \
+        in_range(c, v, key, (double)i, lo, hi, false))                                             \
+        h->field = (uint32_t)i;
+    U32("max_connections", max_connections, 1, 65536)
+    U32("max_connections_per_ip", max_connections_per_ip, 0, 65536)
+    U32("lokid_connections", lokid_connections, 1, 64)
+#undef U32
+    if ((v = map_get(m, "connection_timeout_s")) && get_double(c, v, "connection_timeout_s", &d) &&
+        in_range(c, v, "connection_timeout_s", d, 1, 86400, false))
+        h->connection_timeout_s = d;
+    if ((v = map_get(m, "request_timeout_s")) && get_double(c, v, "request_timeout_s", &d) &&
+        in_range(c, v, "request_timeout_s", d, 0.001, 86400, false))
+        h->request_timeout_s = d;
+}
+
 static void load_frontend(struct ctx *c, const struct node *m)
 {
-    static const char *const keys[] = {"socket",          "mode",
-                                       "allowed_uids",    "max_payload_bytes",
-                                       "max_inflight",    "max_result_bytes",
-                                       "max_connections", "max_connections_per_uid",
-                                       "idle_timeout_s",  NULL};
+    static const char *const keys[] = {"socket",
+                                       "mode",
+                                       "allowed_uids",
+                                       "max_payload_bytes",
+                                       "max_inflight",
+                                       "max_result_bytes",
+                                       "max_connections",
+                                       "max_connections_per_uid",
+                                       "idle_timeout_s",
+                                       "http",
+                                       NULL};
     struct loki_frontend_cfg *f = &c->cfg->frontend;
     const struct node *v, *per_uid = NULL;
     long long i;
@@ -639,6 +698,8 @@ static void load_frontend(struct ctx *c, const struct node *m)
     if ((v = map_get(m, "idle_timeout_s")) && get_double(c, v, "idle_timeout_s", &d) &&
         in_range(c, v, "idle_timeout_s", d, 0, 86400, true))
         f->idle_timeout_s = d;
+    if ((v = map_get(m, "http")))
+        load_frontend_http(c, v);
 }
 
 static void load_runtime(struct ctx *c, const struct node *m)
@@ -1194,6 +1255,14 @@ void loki_config_defaults(struct loki_config *c)
     c->frontend.max_inflight = 65536;
     c->frontend.max_result = 4u << 20;
     c->frontend.idle_timeout_s = 60;
+    /* field by field: the memset's zero padding stays (the reload check memcmps it) */
+    struct loki_http_cfg *h = &c->frontend.http;
+    snprintf(h->address, sizeof(h->address), "127.0.0.1");
+    h->port = 8000;
+    h->max_connections = 256;
+    h->connection_timeout_s = 30;
+    h->request_timeout_s = 60;
+    h->lokid_connections = 2;
     c->runtime.spin_us = 50;
     snprintf(c->runtime.metrics_address, sizeof(c->runtime.metrics_address), "127.0.0.1");
     c->runtime.metrics_port = -1;

@@ -19,8 +19,9 @@
  * finish) and, on SIGHUP, reloading the topology and re-planning.
  *
  * Start-up order: descriptors (the soft limit raised to the hard one), the topology
- * (validated, and sealed for the workers: they never read the file), the socket and the
- * metrics port (a bad path fails before any worker), then the initial plan's workers.
+ * (validated, and sealed for the workers: they never read the file), the socket, the
+ * metrics port and the opt-in HTTP front door (lokid_front.c; a bad path or a taken port fails
+ * before any worker), then the initial plan's workers.
  * SIGHUP re-reads the file and takes it only if valid and limited to what may change
  * while serving (loki_config_reload_check()).
  */
@@ -196,6 +197,7 @@ static void shutdown_now(struct lokid *d)
     uv_timer_stop(&ready_timer);
     lokid_sd_watchdog_stop();
     loki_frontend_stop(d->fe);
+    lokid__front_stop(d);
     lokid__http_stop(d);
     uv_signal_stop(&d->sig_term);
     uv_signal_stop(&d->sig_int);
@@ -366,7 +368,7 @@ int lokid_run(const struct lokid_options *opt)
         return 1;
     }
 
-    if ((rc = lokid__http_start(d)))
+    if ((rc = lokid__http_start(d)) || (rc = lokid__front_start(d)))
         return rc;
 
     /* the initial plan, for the initial demand guess, solved before serving */
@@ -419,6 +421,7 @@ int lokid_run(const struct lokid_options *opt)
     while (uv_run(d->loop, UV_RUN_NOWAIT))
         ;
     loki_frontend_destroy(d->fe);
+    lokid__front_destroy(d);
     loki_router_actor_destroy(d->ra);
     loki_planner_actor_destroy(d->pa);
     loki_planner_uv_destroy(d->pu);

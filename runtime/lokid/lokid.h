@@ -23,6 +23,9 @@ struct lokid_options {
     int ready_fd;                  /* write "ready\n" here once serving; -1 none */
     int metrics_port; /* serve GET /metrics on port; 0 any free port; -1: runtime.metrics_port */
     const char *metrics_address; /* listen there; NULL: runtime.metrics_address (127.0.0.1) */
+    int http_port;               /* >= 0: the HTTP front door on this port (0: any), on
+                                  * whatever frontend.http says; -1: as frontend.http says */
+    const char *http_address;    /* overrides frontend.http.address; NULL: the file's */
 };
 
 /* Run the daemon until SIGTERM/SIGINT has drained it. Returns the exit status. */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * lokid's state, shared by its files: lokid.c (building and wiring the actors, readiness,
- * drain, signals), lokid_status.c (the status view, the reports and the metrics endpoint) and
- * lokid_reload.c (reading the topology file, SIGHUP reloads). Internal to runtime/lokid.
+ * drain, signals), lokid_status.c (the status view, the reports and the metrics endpoint),
+ * lokid_reload.c (reading the topology file, SIGHUP reloads) and lokid_front.c (the opt-in
+ * HTTP front door). Internal to runtime/lokid.
  */
 #ifndef LOKID_INTERNAL_H
 #define LOKID_INTERNAL_H
@@ -26,6 +27,8 @@
 
 #define RETRY_AFTER_MS 100 /* hint in "overloaded" replies: about one admission refill */
 
+struct loki_http_front; /* actors/http_front.h, when built */
+
 struct lokid {
     uv_loop_t *loop;
     struct lokid_options opt;
@@ -47,6 +50,7 @@ struct lokid {
     size_t arena_bytes;             /* the payload arena's */
     struct loki_process_stats proc; /* the last sample, shown by the reports */
     struct loki_gpu *gpu;           /* NVML; NULL without the driver */
+    struct loki_http_front *front;  /* the HTTP front door; NULL when off */
     int exit_code;
     uint64_t start_failed_seen; /* worker starts that failed, as of the last plan applied */
     /* SIGHUP: a validated configuration waiting for the solve in flight to end (reload_apply) */
@@ -75,6 +79,13 @@ int lokid__load_config(const struct lokid_options *opt, struct loki_topology **t
                        struct loki_config *cfg, int *fd, char *err, size_t errlen);
 void lokid__on_sighup(uv_signal_t *s, int sig);
 void lokid__reload_apply(struct lokid *d);
+
+/* lokid_front.c: the HTTP front door where frontend.http (or --http-port) asks for it, started
+ * after the socket listens and before any worker (returns 0 or lokid's exit status); stopped
+ * after the frontend (a write it blocked on the loop then fails), logging its counters */
+int lokid__front_start(struct lokid *d);
+void lokid__front_stop(struct lokid *d);
+void lokid__front_destroy(struct lokid *d);
 
 /* lokid.c: the planner actor's timer (a reload re-plans at once) */
 void lokid__on_plan_timer(uv_timer_t *t);

@@ -22,8 +22,9 @@
 
 /*
  * The topology file @opt names, validated, with the command line's overrides (--socket,
- * --policy), and *@fd the sealed snapshot of the bytes validated, which is all a worker ever
- * loads (runtime/config/snapshot.c). Returns 0 or the error, its message in @err.
+ * --policy, --http-port, --http-address), and *@fd the sealed snapshot of the bytes validated,
+ * which is all a worker ever loads (runtime/config/snapshot.c). Returns 0 or the error, its message
+ * in @err.
  */
 int lokid__load_config(const struct lokid_options *opt, struct loki_topology **topo,
                        struct loki_config *cfg, int *fd, char *err, size_t errlen)
@@ -36,6 +37,13 @@ int lokid__load_config(const struct lokid_options *opt, struct loki_topology **t
         snprintf(cfg->frontend.socket_path, sizeof(cfg->frontend.socket_path), "%s", opt->socket);
     if (opt->policy_set)
         (*topo)->planner.policy = opt->policy;
+    if (opt->http_port >= 0) {
+        cfg->frontend.http.enabled = true;
+        cfg->frontend.http.port = opt->http_port;
+    }
+    if (opt->http_address)
+        snprintf(cfg->frontend.http.address, sizeof(cfg->frontend.http.address), "%s",
+                 opt->http_address);
     if (st.st_mode & (S_IWGRP | S_IWOTH))
         loki_log(LOKI_LOG_WARN,
                  "%s is writable by its %s: whoever can write it chooses what lokid's workers "

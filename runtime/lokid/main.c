@@ -31,6 +31,9 @@ static void usage(FILE *f)
         "  --log-level L          debug | info | warn | error (default info)\n"
         "  --metrics-port N       serve GET /metrics, /healthz, /readyz on port N (0: any)\n"
         "  --metrics-address A    ... on address A (default runtime.metrics_address, 127.0.0.1)\n"
+        "  --http-port N          serve the HTTP front door (KServe v2) on port N (0: any),\n"
+        "                         overriding frontend.http.port and .enabled\n"
+        "  --http-address A       ... on address A (default frontend.http.address, 127.0.0.1)\n"
         "  --version              print the version and exit\n"
         "  -h, --help             print this help and exit\n"
         "logs: JSON lines on stderr; \"<N>message\" lines when stderr is the journal\n"
@@ -46,7 +49,8 @@ int main(int argc, char **argv)
                               .seed = 1,
                               .ready_fd = -1,
                               .log_level = LOKI_LOG_INFO,
-                              .metrics_port = -1};
+                              .metrics_port = -1,
+                              .http_port = -1};
     static const struct option lo[] = {{"topology", required_argument, 0, 't'},
                                        {"socket", required_argument, 0, 's'},
                                        {"policy", required_argument, 0, 'p'},
@@ -61,10 +65,12 @@ int main(int argc, char **argv)
                                        {"metrics-port", required_argument, 0, 'm'},
                                        {"version", no_argument, 0, 'V'},
                                        {"metrics-address", required_argument, 0, 'A'},
+                                       {"http-port", required_argument, 0, 'H'},
+                                       {"http-address", required_argument, 0, 'B'},
                                        {0, 0, 0, 0}};
     int c;
     opterr = 0; /* bad options are reported below, on one line */
-    while ((c = getopt_long(argc, argv, ":t:s:p:d:fS:a:r:qhl:m:A:", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":t:s:p:d:fS:a:r:qhl:m:A:H:B:", lo, NULL)) != -1) {
         switch (c) {
         case 't':
             o.topology = optarg;
@@ -111,6 +117,26 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.metrics_port = (int)port;
+            break;
+        }
+        case 'H': {
+            char *end;
+            long port = strtol(optarg, &end, 10);
+            if (*optarg == 0 || *end || port < 0 || port > 65535) {
+                fprintf(stderr, "lokid: --http-port wants 0..65535\n");
+                return 2;
+            }
+            o.http_port = (int)port;
+            break;
+        }
+        case 'B': {
+            unsigned char a[16];
+            if (inet_pton(AF_INET, optarg, a) != 1 && inet_pton(AF_INET6, optarg, a) != 1) {
+                fprintf(stderr, "lokid: --http-address wants an IPv4 or IPv6 address, got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            o.http_address = optarg;
             break;
         }
         case 'A': {

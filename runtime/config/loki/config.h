@@ -9,12 +9,31 @@
 #ifndef LOKI_CONFIG_H
 #define LOKI_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "loki/model.h"
 
 #define LOKI_MAX_UIDS 16
 #define LOKI_FRONTEND_MAX_CONNS (1u << 20) /* upper bound of frontend.max_connections */
+
+/*
+ * frontend.http: the opt-in HTTP/1.1 front door (KServe v2 inference protocol; actors/http_front.c,
+ * docs/protocol.md "HTTP"). Off unless enabled (or lokid --http-port).
+ */
+struct loki_http_cfg {
+    bool enabled;                    /* default false */
+    char address[64];                /* IPv4 or IPv6 literal; default 127.0.0.1 */
+    int port;                        /* default 8000; 0: any free port (logged) */
+    char tls_cert[LOKI_PATH_MAX];    /* PEM files, both or neither: HTTPS when set */
+    char tls_key[LOKI_PATH_MAX];     /* (libmicrohttpd's GnuTLS) */
+    uint32_t max_connections;        /* open HTTP connections; default 256 */
+    uint32_t max_connections_per_ip; /* of one client address; 0: no cap (default) */
+    double connection_timeout_s;     /* close a connection silent this long; default 30 */
+    double request_timeout_s;        /* an infer waits this long for lokid's answer, then
+                                      * 504; default 60 */
+    uint32_t lokid_connections;      /* connections to lokid's own socket; default 2 */
+};
 
 struct loki_frontend_cfg {
     char socket_path[LOKI_PATH_MAX]; /* default /run/loki/loki.sock */
@@ -28,6 +47,7 @@ struct loki_frontend_cfg {
     uint32_t max_conns_per_uid; /* open connections of one peer uid; 0: half of max_conns */
     double idle_timeout_s;      /* close a connection with nothing in flight and nothing received
                                  * for this long; <= 0: the default, 60 */
+    struct loki_http_cfg http;  /* frontend.http */
 };
 
 /* How lokid and its workers wait for each other (the shared-memory rings). */
