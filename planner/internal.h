@@ -178,6 +178,15 @@ int loki__plan_finish(const struct loki_topology *topo, const double *demand,
 bool loki__plan_fits(const struct loki_topology *topo, const struct loki_plan *plan,
                      const double *demand, const struct loki_fanout_est *fan);
 
+/* ---- explanations (explain.c) ---- */
+
+/*
+ * Fill @pl->why and why_text for every pipeline @pl serves less than all of (demand > 0,
+ * served_fraction < 1) under @policy; clear them for the others.
+ */
+void loki__plan_explain(const struct loki_topology *topo, enum loki_policy policy,
+                        const double *demand, struct loki_plan *pl);
+
 /* ---- MILP helpers (milp.c) ---- */
 
 /* Path accuracy (0..1) of variant assignment @var (per task, -1 off chain) on @chain. */

@@ -421,12 +421,9 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
 #define FORCED_MARGIN 0.05
 #endif
 
-int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
-                              const double *demand, const struct loki_plan *current, double now_s,
-                              struct loki_plan *out)
+static int solve_policy(struct loki_planner *pl, enum loki_policy policy, const double *demand,
+                        const struct loki_plan *current, double now_s, struct loki_plan *out)
 {
-    if (!pl || !demand || !out || out == current)
-        return -EINVAL;
     const struct loki_topology *topo = pl->topo;
     double t0 = loki__now_ms();
     const struct loki_plan *warm = current && current->policy == policy ? current : NULL;
@@ -511,6 +508,18 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
     loki__set_fallbacks(topo, policy, out);
     out->solve_ms = loki__now_ms() - t0;
     return 0;
+}
+
+int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
+                              const double *demand, const struct loki_plan *current, double now_s,
+                              struct loki_plan *out)
+{
+    if (!pl || !demand || !out || out == current)
+        return -EINVAL;
+    int rc = solve_policy(pl, policy, demand, current, now_s, out);
+    if (rc == 0)
+        loki__plan_explain(pl->topo, policy, demand, out);
+    return rc;
 }
 
 int loki_planner_solve(struct loki_planner *pl, const double *demand,

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "loki/planner.h"
 #include "loki/topology.h"
 
 /* Per-chain summary of one variant choice per task (fastest or most accurate). */
@@ -74,6 +75,48 @@ static void summarise(const struct loki_topology *t)
     }
 }
 
+/*
+ * Warnings on stderr, "FILE: warning: ...": every variant that can never be used and every
+ * pipeline a policy cannot serve (loki_topology_lint()), and per-share latencies that were not
+ * measured. Returns the number of warnings.
+ */
+static int warn(const struct loki_topology *t)
+{
+    int n = loki_topology_lint(t, NULL, 0);
+    struct loki_lint *l = n > 0 ? calloc((size_t)n, sizeof(*l)) : NULL;
+    if (l)
+        loki_topology_lint(t, l, n);
+    for (int i = 0; l && i < n; i++)
+        fprintf(stderr, "%s: warning: %s\n", t->source, l[i].text);
+    free(l);
+    int derived = 0, formula = 0;
+    char shares[128] = "";
+    for (int p = 0; p < t->n_pipelines; p++)
+        for (int k = 0; k < t->pipelines[p].n_tasks; k++)
+            for (int v = 0; v < t->pipelines[p].tasks[k].n_variants; v++) {
+                const struct loki_variant *va = &t->pipelines[p].tasks[k].variants[v];
+                if (va->share_derived && !derived++) {
+                    size_t u = 0;
+                    for (int s = 1; s < va->n_shares && u < sizeof(shares); s++)
+                        u += (size_t)snprintf(shares + u, sizeof(shares) - u, "%s%g",
+                                              s > 1 ? ", " : "", va->shares[s]);
+                }
+                formula += va->share_scaled && !va->share_derived;
+            }
+    if (derived)
+        fprintf(stderr,
+                "%s: note: %d variant%s profiled on whole GPUs only: shares %s are NOT MEASURED; "
+                "the planner assumes latency at share s = latency at share 1 / s (no gain from "
+                "sharing). `loki profile --shares` measures them\n",
+                t->source, derived, derived > 1 ? "s are" : " is", shares);
+    if (formula)
+        fprintf(stderr,
+                "%s: note: %d variant%s per-share latencies marked share_scaled: derived by a "
+                "formula, NOT MEASURED. `loki profile --shares` measures them\n",
+                t->source, formula, formula > 1 ? "s have" : " has");
+    return n;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: loki topology check FILE...\n"
@@ -119,6 +162,7 @@ static int check(int argc, char **argv)
             continue;
         }
         summarise(t);
+        warn(t);
         free(t);
     }
     return bad;
