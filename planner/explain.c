@@ -363,10 +363,11 @@ void loki__plan_explain(const struct loki_topology *topo, enum loki_policy polic
             }
             if (bt >= 0)
                 why(pl, p, LOKI_WHY_STATIC,
-                    "the static plan serves %.1f %% of %.1f qps: %s/%s has %.1f qps of capacity "
-                    "for %.1f qps of load",
+                    "the static plan serves %.1f %% of %.1f qps: its bottleneck %s/%s has %.1f "
+                    "qps of capacity for %.1f qps of load",
                     100 * f, demand[p], pp->tasks[bt].name, pp->tasks[bt].variants[bv].name,
-                    pl->var[p][bt][bv].capacity_qps, pl->var[p][bt][bv].load_qps);
+                    pl->var[p][bt][bv].capacity_qps,
+                    f > 1e-9 ? pl->var[p][bt][bv].load_qps / f : pl->var[p][bt][bv].load_qps);
             else if (bt == -1)
                 why(pl, p, LOKI_WHY_STATIC, "the static plan serves %.1f %% of %.1f qps",
                     100 * f, demand[p]);

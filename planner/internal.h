@@ -106,6 +106,13 @@ int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res
 /* One planner (loki_planner_create()): owned by the planner thread. */
 struct loki_planner {
     const struct loki_topology *topo;
+    /*
+     * What the MILP solves over: @topo, or (owned) a copy of it in which every variant larger
+     * than one GPU's memory is priced out of every path by its latency. The MILP bounds memory
+     * only in aggregate, so such a variant could win a solve whose plan then never places.
+     */
+    const struct loki_topology *milp_topo;
+    struct loki_topology *own_topo;
     struct loki_fanout_est fan;
     struct loki__milp_res res; /* the last MILP answer; keeps its LP bases across solves */
     struct loki_plan scratch;  /* a plan's worth of room for one policy at a time */

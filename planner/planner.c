@@ -17,6 +17,9 @@
 #include "internal.h"
 #include "loki/error.h"
 
+/* Latency that breaks any SLO (at most an hour, topology.c): the MILP's path search drops it. */
+#define UNPLACEABLE_MS 1e9
+
 int loki_planner_create(const struct loki_topology *topo, struct loki_planner **out)
 {
     if (!topo || !out || topo->n_pipelines <= 0 || topo->gpus.count <= 0)
@@ -25,6 +28,32 @@ int loki_planner_create(const struct loki_topology *topo, struct loki_planner **
     if (!pl)
         return -ENOMEM;
     pl->topo = topo;
+    pl->milp_topo = topo;
+    bool big = false;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++)
+                big |= topo->gpus.mem_mb > 0 &&
+                       topo->pipelines[p].tasks[t].variants[v].mem_mb > topo->gpus.mem_mb + 1e-6;
+    if (big) {
+        /* price what can never be placed out of the MILP (internal.h, milp_topo) */
+        if (!(pl->own_topo = malloc(sizeof(*pl->own_topo)))) {
+            free(pl);
+            return -ENOMEM;
+        }
+        memcpy(pl->own_topo, topo, sizeof(*pl->own_topo));
+        for (int p = 0; p < topo->n_pipelines; p++)
+            for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                    struct loki_variant *va = &pl->own_topo->pipelines[p].tasks[t].variants[v];
+                    if (va->mem_mb <= topo->gpus.mem_mb + 1e-6)
+                        continue;
+                    for (int s = 0; s < va->n_shares; s++)
+                        for (int b = 0; b < va->n_batches; b++)
+                            va->latency_ms[s][b] = UNPLACEABLE_MS;
+                }
+        pl->milp_topo = pl->own_topo;
+    }
     loki_fanout_est_init(&pl->fan, 0, 0);
     *out = pl;
     return 0;
@@ -32,6 +61,8 @@ int loki_planner_create(const struct loki_topology *topo, struct loki_planner **
 
 void loki_planner_destroy(struct loki_planner *pl)
 {
+    if (pl)
+        free(pl->own_topo);
     free(pl);
 }
 
@@ -134,7 +165,7 @@ int loki__solve_ladder(struct loki_planner *pl, enum loki_policy policy, const d
     const struct loki_topology *topo = pl->topo;
     struct loki__milp_req rq;
     memset(&rq, 0, sizeof(rq));
-    rq.topo = topo;
+    rq.topo = pl->milp_topo;
     rq.fan = &pl->fan;
     for (int p = 0; p < topo->n_pipelines; p++)
         rq.demand[p] = demand[p] > 0 ? demand[p] : 0;
