@@ -203,9 +203,9 @@ int loki_topology_lint(const struct loki_topology *topo, struct loki_lint *out, 
                         tk->name, va->name, va->mem_mb, topo->gpus.mem_mb);
             }
             if (usable == 0 && fast <= total + 1e-9)
-                add(&o, LOKI_LINT_TASK, p, t, -1, lat1(&tk->variants[fastest_variant(tk)]),
-                    budget, "task %s has no usable variant: pipeline %s cannot be planned",
-                    tk->name, pp->name);
+                add(&o, LOKI_LINT_TASK, p, t, -1, lat1(&tk->variants[fastest_variant(tk)]), budget,
+                    "task %s has no usable variant: pipeline %s cannot be planned", tk->name,
+                    pp->name);
             /* proteus: an equal slice per task */
             double slice = loki_task_proteus_budget_ms(topo, p, t);
             double fv = INFINITY;
@@ -220,8 +220,7 @@ int loki_topology_lint(const struct loki_topology *topo, struct loki_lint *out, 
                     "proteus cannot serve pipeline %s: it gives task %s an equal slice of the "
                     "budget, %.3g ms (%.3g / %d tasks deep), and its fastest variant %s needs "
                     "%.3g ms at batch 1",
-                    pp->name, tk->name, slice, total, task_depth(pp, t), tk->variants[fi].name,
-                    fv);
+                    pp->name, tk->name, slice, total, task_depth(pp, t), tk->variants[fi].name, fv);
         }
         /* inferline: only the most accurate variant of every task */
         double bl = best_chain(pp, chain, sizeof(chain));
@@ -291,8 +290,8 @@ static bool explain_static_limits(const struct loki_topology *topo, enum loki_po
     for (int t = 0; t < pp->n_tasks; t++) {
         const struct loki_task *tk = &pp->tasks[t];
         bool proteus = policy == LOKI_POLICY_PROTEUS;
-        double budget = proteus ? loki_task_proteus_budget_ms(topo, p, t)
-                                : loki_task_budget_ms(topo, p, t);
+        double budget =
+            proteus ? loki_task_proteus_budget_ms(topo, p, t) : loki_task_budget_ms(topo, p, t);
         int nl = 0, nlm = 0;
         for (int v = 0; v < tk->n_variants; v++) {
             bool l = lat1(&tk->variants[v]) <= budget + 1e-9;
@@ -369,8 +368,8 @@ void loki__plan_explain(const struct loki_topology *topo, enum loki_policy polic
                     pl->var[p][bt][bv].capacity_qps,
                     f > 1e-9 ? pl->var[p][bt][bv].load_qps / f : pl->var[p][bt][bv].load_qps);
             else if (bt == -1)
-                why(pl, p, LOKI_WHY_STATIC, "the static plan serves %.1f %% of %.1f qps",
-                    100 * f, demand[p]);
+                why(pl, p, LOKI_WHY_STATIC, "the static plan serves %.1f %% of %.1f qps", 100 * f,
+                    demand[p]);
             continue;
         }
         if (explain_static_limits(topo, policy, p, pl))
@@ -387,8 +386,7 @@ void loki__plan_explain(const struct loki_topology *topo, enum loki_policy polic
             continue;
         }
         if (f <= 1e-9 && (pl->truncated || pl->time_limited)) {
-            why(pl, p, LOKI_WHY_SOLVER,
-                "the solver found no plan: %s",
+            why(pl, p, LOKI_WHY_SOLVER, "the solver found no plan: %s",
                 pl->truncated ? "the options were thinned to the MILP's path cap"
                               : "it stopped at planner.time_limit_ms");
             continue;

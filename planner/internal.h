@@ -150,6 +150,14 @@ int loki__solve_static(struct loki_planner *pl, const double *demand, struct lok
 /* ---- placement (placement.c) ---- */
 
 /*
+ * Fewer, larger instances for the same GPUs: where a variant runs n instances at share s < 1
+ * and n x s is a whole number m of a larger allowed share s' it is profiled at, run m at s'
+ * instead, when that keeps the capacity and does not slow a batch (with latency / share, always:
+ * the same capacity, each batch faster, fewer processes). The MILP prices both the same.
+ */
+void loki__coalesce_shares(const struct loki_topology *topo, struct loki_plan *pl);
+
+/*
  * Build @pl's instance list from its per-variant counts and pack it onto GPUs
  * first-fit decreasing (share, then memory). Returns 0, -ENOSPC (does not
  * fit) or -ENOMEM.

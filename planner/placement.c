@@ -57,6 +57,35 @@ static int packing_active(const struct packing *k)
     return n;
 }
 
+void loki__coalesce_shares(const struct loki_topology *topo, struct loki_plan *pl)
+{
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                const struct loki_variant *va = &topo->pipelines[p].tasks[t].variants[v];
+                struct loki_plan_variant *pv = &pl->var[p][t][v];
+                if (pv->instances <= 0 || pv->share >= 1 - 1e-9)
+                    continue;
+                double total = pv->instances * pv->share;
+                double cap = pv->instances * loki_variant_throughput(va, pv->batch, pv->share);
+                double lat = loki_variant_latency(va, pv->batch, pv->share);
+                for (int s = 0; s < va->n_shares; s++) { /* shares descending: largest first */
+                    double sh = va->shares[s];
+                    double m = total / sh;
+                    if (sh <= pv->share + 1e-9 || fabs(m - round(m)) > 1e-6 || round(m) < 1 ||
+                        !loki__share_allowed(topo, sh))
+                        continue;
+                    double l = loki_variant_latency(va, pv->batch, sh);
+                    if (!(l > 0) || l > lat + 1e-9 ||
+                        round(m) * loki_variant_throughput(va, pv->batch, sh) < cap - 1e-6)
+                        continue;
+                    pv->instances = (int)round(m);
+                    pv->share = sh;
+                    break;
+                }
+            }
+}
+
 /* First-fit decreasing by share, then memory. Returns 0 or -ENOSPC. */
 int loki__place(const struct loki_topology *topo, struct loki_plan *pl)
 {

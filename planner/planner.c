@@ -93,6 +93,7 @@ void loki__plan_from_res(const struct loki_topology *topo, const struct loki__mi
     memcpy(pl->split, r->split, sizeof(pl->split));
     pl->objective = r->objective;
     pl->gap = r->gap;
+    loki__coalesce_shares(topo, pl);
 }
 
 void loki__plan_reset(struct loki_plan *pl, enum loki_policy policy)
@@ -452,6 +453,54 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
 #define FORCED_MARGIN 0.05
 #endif
 
+/*
+ * Shares that stay. The router matches instances by variant, share and GPU, so a variant whose
+ * share changes restarts every instance, and it holds the whole current plan until the new
+ * instances are ready: a scale-down that also moves one small task from a whole GPU to a half
+ * keeps every GPU it frees busy for that start-up. Where @out runs a variant at another share
+ * than @cur, run it at @cur's share instead (as many instances as keep its capacity at the same
+ * batch) when that costs no GPU: @out still fits its demand within the latency budget, places,
+ * and holds no more GPUs than before. Returns 0 or -ENOMEM.
+ */
+static int keep_shares(struct loki_planner *pl, const struct loki_plan *cur, const double *demand,
+                       struct loki_plan *out)
+{
+    const struct loki_topology *topo = pl->topo;
+    int rc = 0;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                const struct loki_variant *va = &topo->pipelines[p].tasks[t].variants[v];
+                struct loki_plan_variant *pv = &out->var[p][t][v], saved = *pv;
+                const struct loki_plan_variant *cv = &cur->var[p][t][v];
+                if (pv->instances <= 0 || cv->instances <= 0 || pv->spares || cv->spares ||
+                    fabs(pv->share - cv->share) < 1e-9)
+                    continue;
+                double need = pv->instances * loki_variant_throughput(va, pv->batch, pv->share);
+                double thr = loki_variant_throughput(va, pv->batch, cv->share);
+                if (!(thr > 0))
+                    continue;
+                int m = (int)ceil(need / thr - 1e-9);
+                double used = out->gpus_used + m * cv->share - pv->instances * pv->share;
+                if (used > topo->gpus.count + 1e-9)
+                    continue;
+                int active = out->gpus_active;
+                pv->instances = m;
+                pv->share = cv->share;
+                if ((rc = loki__plan_finish(topo, demand, &pl->fan, out)) < 0)
+                    return rc;
+                if (loki__plan_fits(topo, out, demand, &pl->fan) && loki__place(topo, out) == 0 &&
+                    out->gpus_active <= active)
+                    continue;
+                *pv = saved;
+                if ((rc = loki__plan_finish(topo, demand, &pl->fan, out)) < 0)
+                    return rc;
+                if (loki__place(topo, out) != 0)
+                    return LOKI_EINFEASIBLE; /* placed before: cannot happen */
+            }
+    return 0;
+}
+
 static int solve_policy(struct loki_planner *pl, enum loki_policy policy, const double *demand,
                         const struct loki_plan *current, double now_s, struct loki_plan *out)
 {
@@ -535,6 +584,8 @@ static int solve_policy(struct loki_planner *pl, enum loki_policy policy, const 
         }
         free(alt);
     }
+    if (warm && policy != LOKI_POLICY_STATIC && (rc = keep_shares(pl, warm, demand, out)) < 0)
+        return rc;
     loki__place_stably(topo, current, out);
     loki__set_fallbacks(topo, policy, out);
     out->solve_ms = loki__now_ms() - t0;

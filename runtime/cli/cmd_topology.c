@@ -124,13 +124,14 @@ static int warn(const struct loki_topology *t)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loki topology check FILE...\n"
-               "       loki topology import-loki ...\n"
-               "  check            load and validate each topology file (every error at once, as\n"
-               "                   file:line:column) and summarise it; exit 1 if any fails\n"
-               "  import-loki      convert the Loki artifact's profiles into a topology\n"
-               "                   (runs tools/import_loki.py; import-loki --help for its options)\n"
-               "  -h, --help       this help\n");
+    fprintf(f,
+            "usage: loki topology check FILE...\n"
+            "       loki topology import-loki ...\n"
+            "  check            load and validate each topology file (every error at once, as\n"
+            "                   file:line:column) and summarise it; exit 1 if any fails\n"
+            "  import-loki      convert the Loki artifact's profiles into a topology\n"
+            "                   (runs tools/import_loki.py; import-loki --help for its options)\n"
+            "  -h, --help       this help\n");
 }
 
 /* getopt_long over @argv for a command that takes only -h/--help: -1 after --help (exit 0),
