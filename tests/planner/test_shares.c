@@ -21,6 +21,7 @@ static char err[8192];
 /* Root a (two variants) -> b; whole-GPU profiles; %s: extra gpus keys. */
 static const char *const doc_fmt =
     "gpus: {count: %d, memory_mb: %g, share_granularity: %g}\n"
+    "planner: {time_limit_ms: 60000}\n" /* the answer, not what a loaded machine reaches */
     "pipelines:\n"
     "  - name: p\n"
     "    slo_ms: 400\n"
@@ -258,6 +259,7 @@ static void test_example_shares(void **state)
                                         err, sizeof(err)),
                      0);
     assert_true(q->gpus.share_granularity == 0.25);
+    w->planner.time_limit_ms = q->planner.time_limit_ms = 60000; /* as above */
     const struct loki_variant *x = &q->pipelines[0].tasks[0].variants[4];
     assert_true(x->share_derived && x->n_shares == 3);
     struct loki_planner *pw, *pq;
