@@ -10,8 +10,12 @@
  * Every figure is the mean over --seeds seeds (default 5: seed, seed+1, ...), with the range of
  * the violation ratio across them: one seed's bursts decide too much on their own. The CSVs and
  * plots are the first seed's.
+ * --front: instead, the off-peak front (issue 18.4): Loki at share granularity 1, 1/2 and 1/4
+ * (shares derived as latency / share: the topology's profiles are whole-GPU ones) crossed with
+ * the planning margins (beta, demand_sigmas), against proteus and inferline at whole GPUs, on
+ * both traces; writes front.md and front.json.
  * Usage: eval_paper [--topology F] [--traces DIR] [--out DIR] [--beta B (default 1.35; 0: the
- * topology's)] [--seed N] [--seeds K] [--quick]
+ * topology's)] [--seed N] [--seeds K] [--quick] [--front]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -34,6 +38,7 @@ struct opts {
     unsigned long long seed;
     int seeds;
     bool quick;
+    bool front;
 };
 
 /* Means over seeds of one run configuration. */
@@ -199,6 +204,134 @@ static int gpu_floor(const struct loki_topology *t, double demand)
     return g;
 }
 
+/* Granularity @g on a copy of @t whose variants keep only their whole-GPU rows, shares derived. */
+static struct loki_topology *with_granularity(const struct loki_topology *t, double g)
+{
+    struct loki_topology *c = malloc(sizeof(*c));
+    if (!c)
+        return NULL;
+    memcpy(c, t, sizeof(*c));
+    c->gpus.share_granularity = g;
+    for (int p = 0; p < c->n_pipelines; p++)
+        for (int k = 0; k < c->pipelines[p].n_tasks; k++)
+            for (int v = 0; v < c->pipelines[p].tasks[k].n_variants; v++) {
+                struct loki_variant *va = &c->pipelines[p].tasks[k].variants[v];
+                va->n_shares = 1;
+                va->share_scaled = va->share_derived = false;
+            }
+    loki_topology_derive_shares(c);
+    return c;
+}
+
+/*
+ * The off-peak front: Loki's off-peak GPUs, violations and accuracy at each share granularity
+ * and planning margin, against proteus and inferline (whole GPUs, default margins), with the
+ * issue's three targets per point: off-peak GPUs <= proteus's / 2.67, >= 10x fewer violations
+ * than both baselines, accuracy within 1 point of proteus's.
+ */
+static int front(struct loki_topology *t, const struct opts *o, const char *const traces[2][2])
+{
+    static const double grans[] = {1, 0.5, 0.25};
+    static const double betas[] = {1.35, 1.2, 1.1, 1.0}, sigmas[] = {2, 1, 1, 0};
+    const int ng = 3, nm = 4;
+    char path[1024], err[2048];
+    snprintf(path, sizeof(path), "%s/front.md", o->out);
+    FILE *md = fopen(path, "w");
+    snprintf(path, sizeof(path), "%s/front.json", o->out);
+    FILE *js = fopen(path, "w");
+    if (!md || !js) {
+        fprintf(stderr, "eval_paper: cannot write into %s\n", o->out);
+        return 1;
+    }
+    double dur = o->quick ? 240 : 0;
+    fprintf(md,
+            "# Off-peak front (replay)\n\n%s, %d GPUs, seeds %llu-%llu (means; violation range "
+            "across seeds)%s. Loki at share granularity 1, 1/2, 1/4 (shares below 1 derived as "
+            "latency / share: not measured) crossed with the planning margins; baselines at "
+            "whole GPUs and the default margins. Targets: off-peak GPUs <= proteus's / 2.67, "
+            "violations >= 10x fewer than both baselines, accuracy >= proteus's - 1.\n\n",
+            t->pipelines[0].name, t->gpus.count, o->seed,
+            o->seed + (unsigned long long)o->seeds - 1,
+            o->quick ? ", first 240 s of each trace" : "");
+    fprintf(js, "{\"seeds\":%d,\"quick\":%s,\"traces\":{", o->seeds, o->quick ? "true" : "false");
+    for (int k = 0; k < 2; k++) {
+        struct loki_trace tr;
+        snprintf(path, sizeof(path), "%s/%s", o->traces, traces[k][1]);
+        if (loki_trace_load(path, &tr, err, sizeof(err)) || loki_trace_rescale(&tr, 50, 425)) {
+            fprintf(stderr, "eval_paper: %s\n", err);
+            return 1;
+        }
+        struct agg P, I;
+        if (runs(t, &tr, LOKI_POLICY_PROTEUS, -1, -1, -1, -1, 1.35, 2, dur, o, &P, NULL) ||
+            runs(t, &tr, LOKI_POLICY_INFERLINE, -1, -1, -1, -1, 1.35, 2, dur, o, &I, NULL))
+            return 1;
+        fprintf(stderr, "eval_paper: front %s baselines done\n", traces[k][0]);
+        fprintf(md,
+                "## (%c) %s\n\nproteus: %.3f %% violations (%.3f-%.3f), accuracy %.2f, %.2f GPUs "
+                "off-peak; inferline: %.3f %% (%.3f-%.3f), accuracy %.2f, %.2f GPUs off-peak. "
+                "Off-peak demand %.1f qps.\n\n"
+                "| granularity | beta | demand_sigmas | viol %% (range) | accuracy | GPUs mean | "
+                "GPUs off-peak | proteus / loki off-peak | proteus / loki viol | inferline / loki "
+                "viol | accuracy - proteus | solve ms | targets met |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+                'a' + k, traces[k][0], P.viol, P.viol_min, P.viol_max, P.acc, P.gpus_off, I.viol,
+                I.viol_min, I.viol_max, I.acc, I.gpus_off, P.demand_off);
+        fprintf(js, "%s\"%s\":{\"baselines\":[", k ? "," : "", traces[k][0]);
+        agg_json(js, "proteus", &P);
+        fprintf(js, ",");
+        agg_json(js, "inferline", &I);
+        fprintf(js, "],\"front\":[");
+        for (int gi = 0; gi < ng; gi++) {
+            struct loki_topology *c = with_granularity(t, grans[gi]);
+            if (!c)
+                return 1;
+            for (int mi = 0; mi < nm; mi++) {
+                struct agg L;
+                if (runs(c, &tr, LOKI_POLICY_LOKI, -1, -1, -1, -1, betas[mi], sigmas[mi], dur, o,
+                         &L, NULL)) {
+                    free(c);
+                    return 1;
+                }
+                double ro = L.gpus_off > 0 ? P.gpus_off / L.gpus_off : 0;
+                double vp = L.viol > 0 ? P.viol / L.viol : INFINITY;
+                double vi = L.viol > 0 ? I.viol / L.viol : INFINITY;
+                int met = (ro >= 2.67) + (vp >= 10 && vi >= 10) + (L.acc >= P.acc - 1);
+                fprintf(md,
+                        "| %g | %.2f | %g | %.3f (%.3f-%.3f) | %.2f | %.2f | %.2f | %.2fx | %.1fx "
+                        "| %.1fx | %+.2f | %.1f | %d of 3%s |\n",
+                        grans[gi], betas[mi], sigmas[mi], L.viol, L.viol_min, L.viol_max, L.acc,
+                        L.gpus_mean, L.gpus_off, ro, vp, vi, L.acc - P.acc, L.solve_ms, met,
+                        ro >= 2.67 ? "" : " (not off-peak)");
+                fflush(md);
+                char label[96];
+                snprintf(label, sizeof(label), "loki g%g beta%.2f sigmas%g", grans[gi], betas[mi],
+                         sigmas[mi]);
+                fprintf(js, "%s", gi || mi ? "," : "");
+                agg_json(js, label, &L);
+                fprintf(stderr, "eval_paper: front %s %s done (%.1f s per seed)\n", traces[k][0],
+                        label, L.wall_s);
+            }
+            free(c);
+        }
+        fprintf(js, "]}");
+        fprintf(md, "\n");
+        loki_trace_free(&tr);
+    }
+    fprintf(js, "}}\n");
+    fclose(md);
+    fclose(js);
+    snprintf(path, sizeof(path), "%s/front.md", o->out);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+            fwrite(buf, 1, n, stdout);
+        fclose(f);
+    }
+    return 0;
+}
+
 /* Largest constant demand with <= 1 % violations and accuracy >= 90 (binary search). */
 static double capacity(const struct loki_topology *t, enum loki_policy p, const struct opts *o,
                        double *acc_at)
@@ -234,13 +367,23 @@ static double capacity(const struct loki_topology *t, enum loki_policy p, const 
 
 int main(int argc, char **argv)
 {
-    struct opts o = {
-        "examples/traffic_analysis.yaml", "examples/traces", "build/bench/eval", 1.35, 1, 5, false};
-    static const struct option lo[] = {
-        {"topology", required_argument, 0, 't'}, {"traces", required_argument, 0, 'T'},
-        {"out", required_argument, 0, 'o'},      {"beta", required_argument, 0, 'b'},
-        {"seed", required_argument, 0, 's'},     {"seeds", required_argument, 0, 'n'},
-        {"quick", no_argument, 0, 'q'},          {0, 0, 0, 0}};
+    struct opts o = {"examples/traffic_analysis.yaml",
+                     "examples/traces",
+                     "build/bench/eval",
+                     1.35,
+                     1,
+                     5,
+                     false,
+                     false};
+    static const struct option lo[] = {{"topology", required_argument, 0, 't'},
+                                       {"traces", required_argument, 0, 'T'},
+                                       {"out", required_argument, 0, 'o'},
+                                       {"beta", required_argument, 0, 'b'},
+                                       {"seed", required_argument, 0, 's'},
+                                       {"seeds", required_argument, 0, 'n'},
+                                       {"quick", no_argument, 0, 'q'},
+                                       {"front", no_argument, 0, 'f'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -269,9 +412,12 @@ int main(int argc, char **argv)
         case 'q':
             o.quick = true;
             break;
+        case 'f':
+            o.front = true;
+            break;
         default:
             fprintf(stderr, "usage: eval_paper [--topology F] [--traces DIR] [--out DIR] "
-                            "[--beta B] [--seed N] [--seeds K] [--quick]\n");
+                            "[--beta B] [--seed N] [--seeds K] [--quick] [--front]\n");
             return 2;
         }
     }
@@ -288,6 +434,15 @@ int main(int argc, char **argv)
     if (system(cmd) != 0) {
         fprintf(stderr, "eval_paper: cannot create %s\n", o.out);
         return 1;
+    }
+    static const char *const traces[2][2] = {
+        {"azure", "azure2019_1350fn_day_per_minute.csv"},
+        {"twitter", "twitter_2021-08-02_per_minute.csv"},
+    };
+    if (o.front) {
+        int rc = front(t, &o, traces);
+        free(t);
+        return rc;
     }
     char path[1024];
     snprintf(path, sizeof(path), "%s/results.md", o.out);
@@ -312,10 +467,6 @@ int main(int argc, char **argv)
             o.seed, o.seed + (unsigned long long)o.seeds - 1);
     fprintf(js, "{\"beta\":%.3f,\"traces\":{", t->planner.beta);
 
-    static const char *const traces[2][2] = {
-        {"azure", "azure2019_1350fn_day_per_minute.csv"},
-        {"twitter", "twitter_2021-08-02_per_minute.csv"},
-    };
     struct loki_replay_result res[2][NPOL];
     struct agg ag[2][NPOL];
     memset(res, 0, sizeof(res));

@@ -86,10 +86,14 @@ install(FILES ${CMAKE_SOURCE_DIR}/cmake/lokiConfig.cmake
 install(FILES ${CMAKE_SOURCE_DIR}/dist/systemd/lokid.service
         DESTINATION ${CMAKE_INSTALL_DATADIR}/loki/systemd)
 install(FILES ${CMAKE_SOURCE_DIR}/examples/traffic_analysis.yaml
+              ${CMAKE_SOURCE_DIR}/examples/traffic_analysis_shares.yaml
               ${CMAKE_SOURCE_DIR}/examples/h200x8.yaml
         DESTINATION ${CMAKE_INSTALL_DATADIR}/loki/examples)
 install(FILES ${CMAKE_SOURCE_DIR}/examples/plugin/echo_backend.c
         DESTINATION ${CMAKE_INSTALL_DATADIR}/loki/examples/plugin)
+# `loki topology import-loki` runs it from here (share/loki/tools beside bin/)
+install(PROGRAMS ${CMAKE_SOURCE_DIR}/tools/import_loki.py
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/loki/tools)
 install(FILES ${CMAKE_SOURCE_DIR}/docs/deploy.md ${CMAKE_SOURCE_DIR}/docs/operator.md
               ${CMAKE_SOURCE_DIR}/docs/protocol.md ${CMAKE_SOURCE_DIR}/docs/topology.md
               ${CMAKE_SOURCE_DIR}/docs/backend.md

@@ -29,7 +29,7 @@ int loki__solve_proteus(struct loki_planner *pl, const double *demand,
     const struct loki_topology *topo = pl->topo;
     struct loki__milp_req rq;
     memset(&rq, 0, sizeof(rq));
-    rq.topo = topo;
+    rq.topo = pl->milp_topo;
     rq.fan = &pl->fan;
     rq.decoupled = true;
     rq.time_limit_ms = topo->planner.time_limit_ms;

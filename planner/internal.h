@@ -106,6 +106,13 @@ int loki__milp_solve(const struct loki__milp_req *rq, struct loki__milp_res *res
 /* One planner (loki_planner_create()): owned by the planner thread. */
 struct loki_planner {
     const struct loki_topology *topo;
+    /*
+     * What the MILP solves over: @topo, or (owned) a copy of it in which every variant larger
+     * than one GPU's memory is priced out of every path by its latency. The MILP bounds memory
+     * only in aggregate, so such a variant could win a solve whose plan then never places.
+     */
+    const struct loki_topology *milp_topo;
+    struct loki_topology *own_topo;
     struct loki_fanout_est fan;
     struct loki__milp_res res; /* the last MILP answer; keeps its LP bases across solves */
     struct loki_plan scratch;  /* a plan's worth of room for one policy at a time */
@@ -143,6 +150,14 @@ int loki__solve_static(struct loki_planner *pl, const double *demand, struct lok
 /* ---- placement (placement.c) ---- */
 
 /*
+ * Fewer, larger instances for the same GPUs: where a variant runs n instances at share s < 1
+ * and n x s is a whole number m of a larger allowed share s' it is profiled at, run m at s'
+ * instead, when that keeps the capacity and does not slow a batch (with latency / share, always:
+ * the same capacity, each batch faster, fewer processes). The MILP prices both the same.
+ */
+void loki__coalesce_shares(const struct loki_topology *topo, struct loki_plan *pl);
+
+/*
  * Build @pl's instance list from its per-variant counts and pack it onto GPUs
  * first-fit decreasing (share, then memory). Returns 0, -ENOSPC (does not
  * fit) or -ENOMEM.
@@ -177,6 +192,15 @@ int loki__plan_finish(const struct loki_topology *topo, const double *demand,
  */
 bool loki__plan_fits(const struct loki_topology *topo, const struct loki_plan *plan,
                      const double *demand, const struct loki_fanout_est *fan);
+
+/* ---- explanations (explain.c) ---- */
+
+/*
+ * Fill @pl->why and why_text for every pipeline @pl serves less than all of (demand > 0,
+ * served_fraction < 1) under @policy; clear them for the others.
+ */
+void loki__plan_explain(const struct loki_topology *topo, enum loki_policy policy,
+                        const double *demand, struct loki_plan *pl);
 
 /* ---- MILP helpers (milp.c) ---- */
 

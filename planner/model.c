@@ -68,6 +68,38 @@ double loki_variant_throughput(const struct loki_variant *v, int batch, double s
     return batch * 1000.0 / ms;
 }
 
+int loki_topology_derive_shares(struct loki_topology *t)
+{
+    double g = t->gpus.share_granularity;
+    if (!(g > 0) || g >= 1 - 1e-9)
+        return 0;
+    /* g, 2g, 4g, ... below 1, largest first (the model stores shares descending) */
+    double sh[LOKI_MAX_SHARES];
+    int n = 0;
+    for (double s = g; s < 1 - 1e-9 && n < LOKI_MAX_SHARES - 1; s *= 2)
+        n++;
+    for (int i = 0; i < n; i++)
+        sh[i] = g * (double)(1 << (n - 1 - i));
+    int changed = 0;
+    for (int p = 0; p < t->n_pipelines; p++)
+        for (int k = 0; k < t->pipelines[p].n_tasks; k++)
+            for (int v = 0; v < t->pipelines[p].tasks[k].n_variants; v++) {
+                struct loki_variant *var = &t->pipelines[p].tasks[k].variants[v];
+                if (var->n_shares != 1 || fabs(var->shares[0] - 1) > 1e-9 || n == 0)
+                    continue;
+                for (int i = 0; i < n; i++) {
+                    var->shares[1 + i] = sh[i];
+                    for (int b = 0; b < var->n_batches; b++)
+                        var->latency_ms[1 + i][b] = var->latency_ms[0][b] / sh[i];
+                }
+                var->n_shares = 1 + n;
+                var->share_scaled = true;
+                var->share_derived = true;
+                changed++;
+            }
+    return changed;
+}
+
 double loki_task_min_latency(const struct loki_task *t)
 {
     double best = -1;

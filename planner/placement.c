@@ -57,6 +57,35 @@ static int packing_active(const struct packing *k)
     return n;
 }
 
+void loki__coalesce_shares(const struct loki_topology *topo, struct loki_plan *pl)
+{
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                const struct loki_variant *va = &topo->pipelines[p].tasks[t].variants[v];
+                struct loki_plan_variant *pv = &pl->var[p][t][v];
+                if (pv->instances <= 0 || pv->share >= 1 - 1e-9)
+                    continue;
+                double total = pv->instances * pv->share;
+                double cap = pv->instances * loki_variant_throughput(va, pv->batch, pv->share);
+                double lat = loki_variant_latency(va, pv->batch, pv->share);
+                for (int s = 0; s < va->n_shares; s++) { /* shares descending: largest first */
+                    double sh = va->shares[s];
+                    double m = total / sh;
+                    if (sh <= pv->share + 1e-9 || fabs(m - round(m)) > 1e-6 || round(m) < 1 ||
+                        !loki__share_allowed(topo, sh))
+                        continue;
+                    double l = loki_variant_latency(va, pv->batch, sh);
+                    if (!(l > 0) || l > lat + 1e-9 ||
+                        round(m) * loki_variant_throughput(va, pv->batch, sh) < cap - 1e-6)
+                        continue;
+                    pv->instances = (int)round(m);
+                    pv->share = sh;
+                    break;
+                }
+            }
+}
+
 /* First-fit decreasing by share, then memory. Returns 0 or -ENOSPC. */
 int loki__place(const struct loki_topology *topo, struct loki_plan *pl)
 {
@@ -111,15 +140,61 @@ int loki__place(const struct loki_topology *topo, struct loki_plan *pl)
     return rc;
 }
 
+/* Scratch of loki__place_stably(): one packing attempt at a time. */
+struct stable {
+    struct packing k;
+    struct loki_plan_instance saved[LOKI_MAX_INSTANCES];
+    int twin[LOKI_MAX_INSTANCES]; /* per new instance: its twin in the current plan, or -1 */
+    bool busy_cur[LOKI_MAX_INSTANCES], allowed[LOKI_MAX_INSTANCES];
+    double weight[LOKI_MAX_INSTANCES]; /* per GPU: shares of twins running there */
+};
+
 /*
- * Keep running instances where they run. loki__place() packs each plan from scratch, so a variant
- * kept from the current plan could land on another GPU number; the router matches instances by
- * variant, share and GPU, so that would restart it, and a new instance could be put on a GPU a
- * kept one still occupies. Here an instance of the new plan that has a twin in the current plan
- * (same variant and share) takes the twin's GPU; the others go first-fit to GPUs the new plan
- * already uses, then to GPUs the current plan leaves idle (a clean start, no co-location with an
- * instance that is retiring), then anywhere. If that packing fails, the solve's own placement
- * stays (valid, at the price of restarts).
+ * One attempt: twins on their GPUs, then first fit to GPUs the new plan already uses, to GPUs
+ * the current plan leaves idle (a clean start, no co-location with an instance that is
+ * retiring), then any; only on GPUs in w->allowed. Returns the active GPUs, or -1 when an
+ * instance found no room (@pl's GPUs are then partly set).
+ */
+static int place_attempt(const struct loki_topology *topo, const struct loki_plan *cur,
+                         struct loki_plan *pl, struct stable *w)
+{
+    struct packing *k = &w->k;
+    packing_init(k, topo);
+    int n = pl->n_instances;
+    for (int i = 0; i < n; i++)
+        pl->inst[i].gpu = -1;
+    for (int i = 0; i < n; i++) {
+        struct loki_plan_instance *x = &pl->inst[i];
+        int j = w->twin[i];
+        if (j >= 0 && w->allowed[cur->inst[j].gpu] && packing_fits(k, cur->inst[j].gpu, x))
+            packing_put(k, cur->inst[j].gpu, x);
+    }
+    for (int i = 0; i < n; i++) {
+        struct loki_plan_instance *x = &pl->inst[i];
+        for (int pref = 0; pref < 3 && x->gpu < 0; pref++)
+            for (int g = 0; g < k->G && x->gpu < 0; g++) {
+                bool want = pref == 0 ? k->used[g] > 0 : pref == 1 ? !w->busy_cur[g] : true;
+                if (want && w->allowed[g] && packing_fits(k, g, x))
+                    packing_put(k, g, x);
+            }
+        if (x->gpu < 0)
+            return -1;
+    }
+    return packing_active(k);
+}
+
+/*
+ * Keep running instances where they run, on the fewest GPUs. loki__place() packs each plan from
+ * scratch, so a variant kept from the current plan could land on another GPU number; the router
+ * matches instances by variant, share and GPU, so that would restart it, and a new instance could
+ * be put on a GPU a kept one still occupies. Here an instance of the new plan that has a twin in
+ * the current plan (same variant and share) takes the twin's GPU and the others go first fit
+ * (place_attempt()). That alone can spread a smaller plan over the GPUs a larger one held (after
+ * a scale-down, a few kept instances on many GPUs, most of each idle), so it is taken only when
+ * it holds no more GPUs than @pl's own packing (first-fit decreasing). Otherwise the attempt is
+ * repeated on just that many GPUs, those where the most twin share runs: the twins there stay,
+ * the others move (make-before-break: a start-up, not a lost query). If that does not fit either,
+ * the solve's own placement stays (valid, at the price of restarts).
  */
 void loki__place_stably(const struct loki_topology *topo, const struct loki_plan *cur,
                         struct loki_plan *pl)
@@ -127,50 +202,51 @@ void loki__place_stably(const struct loki_topology *topo, const struct loki_plan
     int n = pl->n_instances;
     if (!cur || topo->gpus.count <= 0 || n <= 0 || topo->gpus.count > LOKI_MAX_INSTANCES)
         return;
-    struct scratch {
-        struct packing k;
-        struct loki_plan_instance saved[LOKI_MAX_INSTANCES];
-        bool busy_cur[LOKI_MAX_INSTANCES], taken[LOKI_MAX_INSTANCES];
-    } *w = calloc(1, sizeof(*w));
+    struct stable *w = calloc(1, sizeof(*w));
     if (!w)
         return; /* the solve's own placement stays */
-    struct packing *k = &w->k;
-    packing_init(k, topo);
+    int G = topo->gpus.count, fresh = pl->gpus_active;
     memcpy(w->saved, pl->inst, (size_t)n * sizeof(w->saved[0]));
+    bool taken[LOKI_MAX_INSTANCES] = {false};
     for (int j = 0; j < cur->n_instances; j++)
-        if (cur->inst[j].gpu >= 0 && cur->inst[j].gpu < k->G)
+        if (cur->inst[j].gpu >= 0 && cur->inst[j].gpu < G)
             w->busy_cur[cur->inst[j].gpu] = true;
-    for (int i = 0; i < n; i++)
-        pl->inst[i].gpu = -1;
-    /* first the twins of running instances, on their GPUs */
     for (int i = 0; i < n; i++) {
-        struct loki_plan_instance *x = &pl->inst[i];
-        for (int j = 0; j < cur->n_instances && x->gpu < 0; j++) {
+        const struct loki_plan_instance *x = &pl->inst[i];
+        w->twin[i] = -1;
+        for (int j = 0; j < cur->n_instances && w->twin[i] < 0; j++) {
             const struct loki_plan_instance *y = &cur->inst[j];
-            if (!w->taken[j] && y->pipeline == x->pipeline && y->task == x->task &&
+            if (!taken[j] && y->pipeline == x->pipeline && y->task == x->task &&
                 y->variant == x->variant && fabs(y->share - x->share) < 1e-9 && y->gpu >= 0 &&
-                y->gpu < k->G && packing_fits(k, y->gpu, x)) {
-                w->taken[j] = true;
-                packing_put(k, y->gpu, x);
+                y->gpu < G) {
+                taken[j] = true;
+                w->twin[i] = j;
+                w->weight[y->gpu] += y->share;
             }
         }
     }
-    /* then first fit: GPUs the new plan already uses, then idle ones, then any */
-    for (int i = 0; i < n; i++) {
-        struct loki_plan_instance *x = &pl->inst[i];
-        for (int pref = 0; pref < 3 && x->gpu < 0; pref++)
-            for (int g = 0; g < k->G && x->gpu < 0; g++) {
-                bool want = pref == 0 ? k->used[g] > 0 : pref == 1 ? !w->busy_cur[g] : true;
-                if (want && packing_fits(k, g, x))
-                    packing_put(k, g, x);
-            }
-        if (x->gpu < 0) {
-            memcpy(pl->inst, w->saved, (size_t)n * sizeof(w->saved[0]));
-            free(w);
-            return;
+    for (int g = 0; g < G; g++)
+        w->allowed[g] = true;
+    int active = place_attempt(topo, cur, pl, w);
+    if (active < 0 || (fresh > 0 && active > fresh)) {
+        /* the @fresh GPUs with the most twin share (ties: the lower index) */
+        for (int g = 0; g < G; g++)
+            w->allowed[g] = false;
+        for (int c = 0; c < fresh; c++) {
+            int best = -1;
+            for (int g = 0; g < G; g++)
+                if (!w->allowed[g] && (best < 0 || w->weight[g] > w->weight[best] + 1e-12))
+                    best = g;
+            w->allowed[best] = true;
         }
+        active = place_attempt(topo, cur, pl, w);
     }
-    pl->gpus_active = packing_active(k);
+    if (active < 0) {
+        memcpy(pl->inst, w->saved, (size_t)n * sizeof(w->saved[0]));
+        free(w);
+        return;
+    }
+    pl->gpus_active = active;
     free(w);
 }
 

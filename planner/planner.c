@@ -17,6 +17,9 @@
 #include "internal.h"
 #include "loki/error.h"
 
+/* Latency that breaks any SLO (at most an hour, topology.c): the MILP's path search drops it. */
+#define UNPLACEABLE_MS 1e9
+
 int loki_planner_create(const struct loki_topology *topo, struct loki_planner **out)
 {
     if (!topo || !out || topo->n_pipelines <= 0 || topo->gpus.count <= 0)
@@ -25,6 +28,32 @@ int loki_planner_create(const struct loki_topology *topo, struct loki_planner **
     if (!pl)
         return -ENOMEM;
     pl->topo = topo;
+    pl->milp_topo = topo;
+    bool big = false;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++)
+                big |= topo->gpus.mem_mb > 0 &&
+                       topo->pipelines[p].tasks[t].variants[v].mem_mb > topo->gpus.mem_mb + 1e-6;
+    if (big) {
+        /* price what can never be placed out of the MILP (internal.h, milp_topo) */
+        if (!(pl->own_topo = malloc(sizeof(*pl->own_topo)))) {
+            free(pl);
+            return -ENOMEM;
+        }
+        memcpy(pl->own_topo, topo, sizeof(*pl->own_topo));
+        for (int p = 0; p < topo->n_pipelines; p++)
+            for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+                for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                    struct loki_variant *va = &pl->own_topo->pipelines[p].tasks[t].variants[v];
+                    if (va->mem_mb <= topo->gpus.mem_mb + 1e-6)
+                        continue;
+                    for (int s = 0; s < va->n_shares; s++)
+                        for (int b = 0; b < va->n_batches; b++)
+                            va->latency_ms[s][b] = UNPLACEABLE_MS;
+                }
+        pl->milp_topo = pl->own_topo;
+    }
     loki_fanout_est_init(&pl->fan, 0, 0);
     *out = pl;
     return 0;
@@ -32,6 +61,8 @@ int loki_planner_create(const struct loki_topology *topo, struct loki_planner **
 
 void loki_planner_destroy(struct loki_planner *pl)
 {
+    if (pl)
+        free(pl->own_topo);
     free(pl);
 }
 
@@ -62,6 +93,7 @@ void loki__plan_from_res(const struct loki_topology *topo, const struct loki__mi
     memcpy(pl->split, r->split, sizeof(pl->split));
     pl->objective = r->objective;
     pl->gap = r->gap;
+    loki__coalesce_shares(topo, pl);
 }
 
 void loki__plan_reset(struct loki_plan *pl, enum loki_policy policy)
@@ -134,7 +166,7 @@ int loki__solve_ladder(struct loki_planner *pl, enum loki_policy policy, const d
     const struct loki_topology *topo = pl->topo;
     struct loki__milp_req rq;
     memset(&rq, 0, sizeof(rq));
-    rq.topo = topo;
+    rq.topo = pl->milp_topo;
     rq.fan = &pl->fan;
     for (int p = 0; p < topo->n_pipelines; p++)
         rq.demand[p] = demand[p] > 0 ? demand[p] : 0;
@@ -421,12 +453,57 @@ static void stamp(const struct loki_topology *topo, const struct loki_plan *warm
 #define FORCED_MARGIN 0.05
 #endif
 
-int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
-                              const double *demand, const struct loki_plan *current, double now_s,
-                              struct loki_plan *out)
+/*
+ * Shares that stay. The router matches instances by variant, share and GPU, so a variant whose
+ * share changes restarts every instance, and it holds the whole current plan until the new
+ * instances are ready: a scale-down that also moves one small task from a whole GPU to a half
+ * keeps every GPU it frees busy for that start-up. Where @out runs a variant at another share
+ * than @cur, run it at @cur's share instead (as many instances as keep its capacity at the same
+ * batch) when that costs no GPU: @out still fits its demand within the latency budget, places,
+ * and holds no more GPUs than before. Returns 0 or -ENOMEM.
+ */
+static int keep_shares(struct loki_planner *pl, const struct loki_plan *cur, const double *demand,
+                       struct loki_plan *out)
 {
-    if (!pl || !demand || !out || out == current)
-        return -EINVAL;
+    const struct loki_topology *topo = pl->topo;
+    int rc = 0;
+    for (int p = 0; p < topo->n_pipelines; p++)
+        for (int t = 0; t < topo->pipelines[p].n_tasks; t++)
+            for (int v = 0; v < topo->pipelines[p].tasks[t].n_variants; v++) {
+                const struct loki_variant *va = &topo->pipelines[p].tasks[t].variants[v];
+                struct loki_plan_variant *pv = &out->var[p][t][v], saved = *pv;
+                const struct loki_plan_variant *cv = &cur->var[p][t][v];
+                if (pv->instances <= 0 || cv->instances <= 0 || pv->spares || cv->spares ||
+                    fabs(pv->share - cv->share) < 1e-9)
+                    continue;
+                double need = pv->instances * loki_variant_throughput(va, pv->batch, pv->share);
+                double thr = loki_variant_throughput(va, pv->batch, cv->share);
+                if (!(thr > 0))
+                    continue;
+                int m = (int)ceil(need / thr - 1e-9);
+                double used = out->gpus_used + m * cv->share - pv->instances * pv->share;
+                if (used > topo->gpus.count + 1e-9)
+                    continue;
+                int active = out->gpus_active;
+                pv->instances = m;
+                pv->share = cv->share;
+                if ((rc = loki__plan_finish(topo, demand, &pl->fan, out)) < 0)
+                    return rc;
+                if (loki__plan_fits(topo, out, demand, &pl->fan) && loki__place(topo, out) == 0 &&
+                    out->gpus_active <= active)
+                    continue;
+                *pv = saved;
+                if ((rc = loki__plan_finish(topo, demand, &pl->fan, out)) < 0)
+                    return rc;
+                if (loki__place(topo, out) != 0)
+                    return LOKI_EINFEASIBLE; /* placed before: cannot happen */
+            }
+    return 0;
+}
+
+static int solve_policy(struct loki_planner *pl, enum loki_policy policy, const double *demand,
+                        const struct loki_plan *current, double now_s, struct loki_plan *out)
+{
     const struct loki_topology *topo = pl->topo;
     double t0 = loki__now_ms();
     const struct loki_plan *warm = current && current->policy == policy ? current : NULL;
@@ -507,10 +584,24 @@ int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
         }
         free(alt);
     }
+    if (warm && policy != LOKI_POLICY_STATIC && (rc = keep_shares(pl, warm, demand, out)) < 0)
+        return rc;
     loki__place_stably(topo, current, out);
     loki__set_fallbacks(topo, policy, out);
     out->solve_ms = loki__now_ms() - t0;
     return 0;
+}
+
+int loki_planner_solve_policy(struct loki_planner *pl, enum loki_policy policy,
+                              const double *demand, const struct loki_plan *current, double now_s,
+                              struct loki_plan *out)
+{
+    if (!pl || !demand || !out || out == current)
+        return -EINVAL;
+    int rc = solve_policy(pl, policy, demand, current, now_s, out);
+    if (rc == 0)
+        loki__plan_explain(pl->topo, policy, demand, out);
+    return rc;
 }
 
 int loki_planner_solve(struct loki_planner *pl, const double *demand,

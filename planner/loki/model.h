@@ -61,7 +61,12 @@ struct loki_variant {
     double shares[LOKI_MAX_SHARES]; /* descending; shares[0] == 1.0 always */
     /* latency_ms[s][b]: ms per batch of batches[b] at shares[s]; > 0 */
     double latency_ms[LOKI_MAX_SHARES][LOKI_MAX_BATCHES];
-    bool share_scaled; /* shares other than 1 were derived, not measured */
+    /*
+     * Shares other than 1 were not measured: given by a formula in the file, or derived at load
+     * time (loki_topology_derive_shares(): latency at share s = latency at share 1 / s).
+     */
+    bool share_scaled;
+    bool share_derived; /* the shares below 1 were derived by loki_topology_derive_shares() */
     struct loki_fanout fanout[LOKI_MAX_CHILDREN]; /* indexed like task.children */
     enum loki_backend_kind backend;
     char backend_path[LOKI_PATH_MAX]; /* plugin .so for LOKI_BACKEND_PLUGIN */
@@ -161,6 +166,18 @@ int loki_variant_share_index(const struct loki_variant *v, double share);
 
 /* Throughput of one instance in queries/s at (batch, share); 0 if not allowed. */
 double loki_variant_throughput(const struct loki_variant *v, int batch, double share);
+
+/*
+ * Give every variant that was profiled on whole GPUs only (one latency row, share 1) the shares
+ * the granularity allows, with the conservative model latency(b, s) = latency(b, 1) / s (no free
+ * lunch: an instance at a quarter of a GPU is four times slower and has a quarter of the
+ * throughput), and mark it share_scaled. The shares derived are the granularity g doubled until
+ * 1 (g, 2g, 4g, ... < 1, at most LOKI_MAX_SHARES - 1 of them, the smallest first): with the
+ * conservative model a share of 3g is no better than one of 2g plus one of g. Variants with a
+ * per-share profile keep exactly the shares they list. Returns how many variants it changed.
+ * The topology loader calls it; pure, any thread.
+ */
+int loki_topology_derive_shares(struct loki_topology *t);
 
 /* Minimum batch-1 whole-GPU latency over the variants of @t (fastest). */
 double loki_task_min_latency(const struct loki_task *t);

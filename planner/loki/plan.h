@@ -18,6 +18,22 @@ enum loki_plan_mode {
     LOKI_MODE_STATIC,       /* fixed plan from the topology */
 };
 
+/*
+ * Why a plan does not serve all of a pipeline's demand (served_fraction < 1), most basic cause
+ * first; LOKI_WHY_NONE when it serves it all. loki_plan.why_text says it in words, naming the
+ * task, variant and numbers (loki_plan_why_name() gives the code's name).
+ */
+enum loki_plan_why {
+    LOKI_WHY_NONE = 0,
+    LOKI_WHY_LATENCY, /* no variant path the policy may use fits headroom x SLO at batch 1 */
+    LOKI_WHY_MEMORY,  /* a task has no variant (the policy may use) that fits one GPU's memory */
+    LOKI_WHY_GPUS,    /* the plans that fit the latency budget need more GPUs than there are */
+    LOKI_WHY_SOLVER,  /* the solver stopped (time limit, path cap) before it found a plan */
+    LOKI_WHY_STATIC,  /* the topology's fixed plan has too little capacity */
+};
+
+#define LOKI_WHY_TEXT 320
+
 struct loki_plan_instance {
     int pipeline, task, variant;
     int batch;    /* planned (maximum) batch size */
@@ -75,6 +91,9 @@ struct loki_plan {
     bool truncated;    /* some MILP solve thinned (batch, share) options to its path cap */
     bool time_limited; /* some MILP solve stopped at planner.time_limit_ms */
     bool kept;         /* hysteresis kept the current plan (re-evaluated for the new demand) */
+    /* per pipeline: why served_fraction < 1 (LOKI_WHY_NONE and "" when it is 1 or no demand) */
+    enum loki_plan_why why[LOKI_MAX_PIPELINES];
+    char why_text[LOKI_MAX_PIPELINES][LOKI_WHY_TEXT];
 };
 
 #endif

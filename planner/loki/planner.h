@@ -86,6 +86,47 @@ int loki_plan_loads(const struct loki_topology *topo, const struct loki_plan *pl
  */
 bool loki_plan_differs(const struct loki_plan *a, const struct loki_plan *b);
 
+/* "none", "latency", "memory", "gpus", "solver", "static". */
+const char *loki_plan_why_name(enum loki_plan_why w);
+
+/*
+ * The batch-1 latency budget of a variant of task @task of pipeline @p: headroom x SLO less the
+ * fastest the rest of the pipeline can be (over every root-to-leaf chain through @task, the
+ * batch-1 latency of the fastest variant of every other task that fits a GPU's memory). A
+ * variant slower than this at batch 1 on a whole GPU can never be planned. Pure; any thread.
+ */
+double loki_task_budget_ms(const struct loki_topology *topo, int p, int task);
+
+/* Proteus's budget for task @task: headroom x SLO / the length of the longest chain through it. */
+double loki_task_proteus_budget_ms(const struct loki_topology *topo, int p, int task);
+
+enum loki_lint_kind {
+    LOKI_LINT_PIPELINE = 0,    /* the fastest path breaks headroom x SLO: no policy plans it */
+    LOKI_LINT_TASK,            /* a task has no usable variant (latency and memory together) */
+    LOKI_LINT_VARIANT_LATENCY, /* a variant slower at batch 1 than its task's budget */
+    LOKI_LINT_VARIANT_MEMORY,  /* a variant larger than one GPU's memory */
+    LOKI_LINT_INFERLINE,       /* inferline (most accurate variants only) cannot serve it */
+    LOKI_LINT_PROTEUS,         /* proteus (an equal budget slice per task) cannot serve it */
+};
+
+/* One finding of loki_topology_lint(). */
+struct loki_lint {
+    enum loki_lint_kind kind;
+    int pipeline, task, variant; /* -1 where it is about the whole task or pipeline */
+    double latency_ms;           /* batch-1 latency concerned */
+    double budget_ms;            /* the budget it is compared with */
+    char text[LOKI_WHY_TEXT];    /* one line for people, naming everything */
+};
+
+/*
+ * What in @topo can never be used, or cannot be served by a policy: every variant slower at
+ * batch 1 than its task's budget (loki_task_budget_ms()) or larger than a GPU's memory, tasks
+ * left without a usable variant, pipelines whose fastest path breaks headroom x SLO, and
+ * pipelines inferline or proteus cannot serve. Writes at most @max findings to @out (may be
+ * NULL with @max 0) and returns how many there are. Pure; any thread.
+ */
+int loki_topology_lint(const struct loki_topology *topo, struct loki_lint *out, int max);
+
 /* "hardware", "accuracy", "served", "static". */
 const char *loki_plan_mode_name(enum loki_plan_mode m);
 

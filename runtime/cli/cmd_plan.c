@@ -132,6 +132,8 @@ static void print_table(const struct loki_topology *t, const struct loki_plan *p
                "%.2f%% per sub-query\n",
                pp->name, pl->demand_qps[p], 100 * pl->served_fraction[p], 100 * pl->accuracy[p],
                100 * pl->accuracy_subquery[p]);
+        if (pl->why[p] != LOKI_WHY_NONE)
+            printf("  why not all (%s): %s\n", loki_plan_why_name(pl->why[p]), pl->why_text[p]);
         printf("  %-22s %-18s %5s %5s %5s %10s %10s %6s\n", "task", "variant", "inst", "batch",
                "share", "cap qps", "load qps", "util");
         for (int k = 0; k < pp->n_tasks; k++)
@@ -229,6 +231,8 @@ static int print_json(const struct loki_topology *t, const struct loki_plan *pl,
         json_t *cl = SET(po, "chain_latency_ms", json_array());
         for (int c = 0; c < pl->n_chains[p] && c < LOKI_MAX_TASKS; c++)
             PUSH(cl, FIX(pl->chain_latency_ms[p][c], 3));
+        SET(po, "why", json_string(loki_plan_why_name(pl->why[p])));
+        SET(po, "why_text", loki_json_str(pl->why_text[p]));
         json_t *vars = SET(po, "variants", json_array());
         for (int k = 0; k < pp->n_tasks; k++)
             for (int v = 0; v < pp->tasks[k].n_variants; v++) {
@@ -357,9 +361,13 @@ out:
     return ret;
 }
 
-/* Whether @pol carries root demand @d on every pipeline at or above @floor. */
+/*
+ * Whether @pol carries root demand @d on every pipeline at or above @floor; when not and @why is
+ * not NULL, why not in words (@len bytes).
+ */
 static int carried(struct loki_planner *pl, const struct loki_topology *t, enum loki_policy pol,
-                   double d, double floor, struct loki_plan *a, struct loki_plan *b, bool *ok)
+                   double d, double floor, struct loki_plan *a, struct loki_plan *b, bool *ok,
+                   char *why, size_t len)
 {
     double demand[LOKI_MAX_PIPELINES];
     for (int p = 0; p < LOKI_MAX_PIPELINES; p++)
@@ -379,9 +387,28 @@ static int carried(struct loki_planner *pl, const struct loki_topology *t, enum 
     }
     if (rc < 0)
         return rc;
-    *ok = loki_plan_check(t, a, demand, NULL, 0) == 0;
-    for (int p = 0; p < t->n_pipelines && *ok; p++)
-        *ok = a->served_fraction[p] >= 1 - 1e-9 && a->accuracy[p] >= floor - 1e-9;
+    char chk[512] = "";
+    *ok = loki_plan_check(t, a, demand, chk, sizeof(chk)) == 0;
+    if (!*ok && why)
+        snprintf(why, len, "its plan fails the independent check: %s", chk);
+    for (int p = 0; p < t->n_pipelines && *ok; p++) {
+        const char *name = t->pipelines[p].name;
+        if (a->served_fraction[p] < 1 - 1e-9) {
+            *ok = false;
+            if (why && a->why[p] != LOKI_WHY_NONE)
+                snprintf(why, len, "pipeline %s: %s", name, a->why_text[p]);
+            else if (why)
+                snprintf(why, len, "pipeline %s: it serves %.1f %% of %g qps", name,
+                         100 * fmax(0, a->served_fraction[p]), d);
+        } else if (a->accuracy[p] < floor - 1e-9) {
+            *ok = false;
+            if (why)
+                snprintf(why, len,
+                         "pipeline %s: its plan for %g qps reaches %.2f %% accuracy, below the "
+                         "floor of %.2f %%",
+                         name, d, 100 * a->accuracy[p], 100 * floor);
+        }
+    }
     return 0;
 }
 
@@ -392,7 +419,7 @@ static int capacity_of(struct loki_planner *pl, const struct loki_topology *t, e
     double lo = 0, hi = 1;
     int rc;
     for (;;) {
-        if ((rc = carried(pl, t, pol, hi, floor, a, b, &ok)) < 0)
+        if ((rc = carried(pl, t, pol, hi, floor, a, b, &ok, NULL, 0)) < 0)
             return rc;
         if (!ok || hi > 1e7)
             break;
@@ -405,7 +432,7 @@ static int capacity_of(struct loki_planner *pl, const struct loki_topology *t, e
     }
     while (hi - lo > fmax(0.05, 1e-3 * lo)) {
         double mid = (lo + hi) / 2;
-        if ((rc = carried(pl, t, pol, mid, floor, a, b, &ok)) < 0)
+        if ((rc = carried(pl, t, pol, mid, floor, a, b, &ok, NULL, 0)) < 0)
             return rc;
         if (ok)
             lo = mid;
@@ -415,6 +442,9 @@ static int capacity_of(struct loki_planner *pl, const struct loki_topology *t, e
     *out = lo;
     return 0;
 }
+
+/* A capacity below this is reported as zero, with the reason (the bisection's resolution). */
+#define ZERO_QPS 0.05
 
 int loki_cli_capacity(int argc, char **argv)
 {
@@ -447,7 +477,9 @@ int loki_cli_capacity(int argc, char **argv)
     }
     double cap[4] = {0};
     bool have[4] = {false};
+    char why[4][LOKI_WHY_TEXT + 64];
     for (int i = 0; i < np; i++) {
+        why[i][0] = 0;
         if (pols[i] == LOKI_POLICY_STATIC && t->planner.n_static == 0)
             continue;
         rc = capacity_of(pl, t, pols[i], o.floor, a, b, &cap[i]);
@@ -457,6 +489,15 @@ int loki_cli_capacity(int argc, char **argv)
             goto out;
         }
         have[i] = true;
+        if (cap[i] < ZERO_QPS) {
+            /* a zero says why: the plan for a trickle of demand */
+            bool ok = false;
+            if ((rc = carried(pl, t, pols[i], ZERO_QPS, o.floor, a, b, &ok, why[i],
+                              sizeof(why[i]))) < 0)
+                goto out;
+            if (ok || !why[i][0])
+                snprintf(why[i], sizeof(why[i]), "it carries at most %g qps", cap[i]);
+        }
     }
     if (o.json) {
         bool oom = false;
@@ -471,7 +512,10 @@ int loki_cli_capacity(int argc, char **argv)
             json_t *po = PUSH(ps, json_object());
             SET(po, "policy", json_string(loki_policy_name(pols[i])));
             SET(po, "capacity_qps", FIX(cap[i], 3));
-            SET(po, "ratio_to_inferline", FIX(cap[0] > 0 ? cap[i] / cap[0] : 0, 4));
+            SET(po, "ratio_to_inferline",
+                cap[0] >= ZERO_QPS ? FIX(cap[i] / cap[0], 4) : json_null());
+            if (why[i][0])
+                SET(po, "why", loki_json_str(why[i]));
         }
         if (oom)
             json_decref(root);
@@ -483,10 +527,20 @@ int loki_cli_capacity(int argc, char **argv)
         printf("capacity of %s on %d GPUs, accuracy floor %.1f%% (root qps per pipeline)\n",
                o.topology, t->gpus.count, 100 * o.floor);
         printf("  %-10s %12s %10s\n", "policy", "qps", "ratio");
-        for (int i = 0; i < np; i++)
-            if (have[i])
+        for (int i = 0; i < np; i++) {
+            if (!have[i])
+                continue;
+            if (cap[0] >= ZERO_QPS)
                 printf("  %-10s %12.1f %9.2fx\n", loki_policy_name(pols[i]), cap[i],
-                       cap[0] > 0 ? cap[i] / cap[0] : 0);
+                       cap[i] / cap[0]);
+            else
+                printf("  %-10s %12.1f %10s\n", loki_policy_name(pols[i]), cap[i], "-");
+        }
+        for (int i = 0; i < np; i++)
+            if (have[i] && why[i][0])
+                printf("  %s carries nothing: %s\n", loki_policy_name(pols[i]), why[i]);
+        if (cap[0] < ZERO_QPS)
+            printf("  (no ratios: inferline, the reference, carries nothing)\n");
         if (t->planner.n_static == 0 && !o.policy)
             printf("  (static: the topology has no planner.static_plan)\n");
     }

@@ -2,14 +2,20 @@
 /*
  * `loki topology check FILE...`: load each file, print the errors or a
  * human summary (tasks, variants, fastest and most accurate variant paths
- * with their batch-1 latency and accuracy). Exit 0 when all files load.
+ * with their batch-1 latency and accuracy) and warnings about what can never
+ * be used. Exit 0 when all files load. `loki topology import-loki` runs the
+ * importer, tools/import_loki.py.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "loki/planner.h"
 #include "loki/topology.h"
 
 /* Per-chain summary of one variant choice per task (fastest or most accurate). */
@@ -74,14 +80,58 @@ static void summarise(const struct loki_topology *t)
     }
 }
 
+/*
+ * Warnings on stderr, "FILE: warning: ...": every variant that can never be used and every
+ * pipeline a policy cannot serve (loki_topology_lint()), and per-share latencies that were not
+ * measured. Returns the number of warnings.
+ */
+static int warn(const struct loki_topology *t)
+{
+    int n = loki_topology_lint(t, NULL, 0);
+    struct loki_lint *l = n > 0 ? calloc((size_t)n, sizeof(*l)) : NULL;
+    if (l)
+        loki_topology_lint(t, l, n);
+    for (int i = 0; l && i < n; i++)
+        fprintf(stderr, "%s: warning: %s\n", t->source, l[i].text);
+    free(l);
+    int derived = 0, formula = 0;
+    char shares[128] = "";
+    for (int p = 0; p < t->n_pipelines; p++)
+        for (int k = 0; k < t->pipelines[p].n_tasks; k++)
+            for (int v = 0; v < t->pipelines[p].tasks[k].n_variants; v++) {
+                const struct loki_variant *va = &t->pipelines[p].tasks[k].variants[v];
+                if (va->share_derived && !derived++) {
+                    size_t u = 0;
+                    for (int s = 1; s < va->n_shares && u < sizeof(shares); s++)
+                        u += (size_t)snprintf(shares + u, sizeof(shares) - u, "%s%g",
+                                              s > 1 ? ", " : "", va->shares[s]);
+                }
+                formula += va->share_scaled && !va->share_derived;
+            }
+    if (derived)
+        fprintf(stderr,
+                "%s: note: %d variant%s profiled on whole GPUs only: shares %s are NOT MEASURED; "
+                "the planner assumes latency at share s = latency at share 1 / s (no gain from "
+                "sharing). `loki profile --shares` measures them\n",
+                t->source, derived, derived > 1 ? "s are" : " is", shares);
+    if (formula)
+        fprintf(stderr,
+                "%s: note: %d variant%s per-share latencies marked share_scaled: derived by a "
+                "formula, NOT MEASURED. `loki profile --shares` measures them\n",
+                t->source, formula, formula > 1 ? "s have" : " has");
+    return n;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loki topology check FILE...\n"
-               "       loki topology import-loki ...\n"
-               "  check            load and validate each topology file (every error at once, as\n"
-               "                   file:line:column) and summarise it; exit 1 if any fails\n"
-               "  import-loki      see tools/import_loki.py --help\n"
-               "  -h, --help       this help\n");
+    fprintf(f,
+            "usage: loki topology check FILE...\n"
+            "       loki topology import-loki ...\n"
+            "  check            load and validate each topology file (every error at once, as\n"
+            "                   file:line:column) and summarise it; exit 1 if any fails\n"
+            "  import-loki      convert the Loki artifact's profiles into a topology\n"
+            "                   (runs tools/import_loki.py; import-loki --help for its options)\n"
+            "  -h, --help       this help\n");
 }
 
 /* getopt_long over @argv for a command that takes only -h/--help: -1 after --help (exit 0),
@@ -119,9 +169,65 @@ static int check(int argc, char **argv)
             continue;
         }
         summarise(t);
+        warn(t);
         free(t);
     }
     return bad;
+}
+
+/*
+ * The importer is tools/import_loki.py: installed under share/loki/tools next to bin/, else the
+ * source tree's (a build tree's loki). $LOKI_IMPORT_LOKI names another.
+ */
+static int find_importer(char *path, size_t len)
+{
+    const char *env = getenv("LOKI_IMPORT_LOKI");
+    if (env && *env) {
+        snprintf(path, len, "%s", env);
+        return access(path, R_OK) == 0 ? 0 : -1;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(path, len, "%s/../share/loki/tools/import_loki.py", exe);
+            if (access(path, R_OK) == 0)
+                return 0;
+        }
+    }
+#ifdef LOKI_SOURCE_TOOLS
+    snprintf(path, len, "%s/import_loki.py", LOKI_SOURCE_TOOLS);
+    if (access(path, R_OK) == 0)
+        return 0;
+#endif
+    return -1;
+}
+
+/* `loki topology import-loki ARGS...`: python3 tools/import_loki.py ARGS... (it has --help). */
+static int import_loki(int argc, char **argv)
+{
+    char path[PATH_MAX + 64];
+    if (find_importer(path, sizeof(path)) < 0) {
+        fprintf(stderr, "loki topology import-loki: cannot find import_loki.py (looked in "
+                        "$LOKI_IMPORT_LOKI, share/loki/tools beside the loki binary, the source "
+                        "tree)\n");
+        return 1;
+    }
+    char **args = calloc((size_t)argc + 2, sizeof(*args));
+    if (!args)
+        return 1;
+    args[0] = "python3";
+    args[1] = path;
+    for (int i = 1; i < argc; i++)
+        args[i + 1] = argv[i];
+    fflush(NULL);
+    execvp(args[0], args);
+    fprintf(stderr, "loki topology import-loki: cannot run python3: %s\n", strerror(errno));
+    free(args);
+    return 1;
 }
 
 int loki_cli_topology(int argc, char **argv)
@@ -133,11 +239,8 @@ int loki_cli_topology(int argc, char **argv)
     argv += optind - 1;
     if (argc >= 2 && !strcmp(argv[1], "check"))
         return check(argc - 1, argv + 1);
-    if (argc >= 2 && !strcmp(argv[1], "import-loki")) {
-        fprintf(stderr, "loki topology import-loki: run tools/import_loki.py --help (the converter "
-                        "from the Loki artifact's profile CSVs)\n");
-        return 2;
-    }
+    if (argc >= 2 && !strcmp(argv[1], "import-loki"))
+        return import_loki(argc - 1, argv + 1);
     if (argc < 2)
         return loki__cli_usage_error("topology", "no action given (check FILE...)");
     return loki__cli_usage_error("topology", "unknown action '%s'", argv[1]);

@@ -18,7 +18,7 @@ struct subcommand {
 static const struct subcommand cmds[] = {
     {"topology", loki_cli_topology,
      "topology check FILE...            validate topology files and summarise them\n"
-     "  topology import-loki ...        see tools/import_loki.py"},
+     "  topology import-loki ...        the Loki artifact's profiles to a topology (--help)"},
 #ifdef LOKI_HAVE_CMD_PLAN
     {"plan", loki_cli_plan,
      "plan --topology F --demand QPS [--policy P] [--json]   print the plan for a demand"},

@@ -461,11 +461,12 @@ int loki__profile_write(const struct prof *p)
     }
     for (int i = 0; i < p->n_tg && !rc; i++) {
         const struct loki_variant *v = var_of(p, &p->tg[i]);
-        if (v->n_shares > p->tg[i].n_s)
+        int had = v->share_derived ? 1 : v->n_shares; /* derived shares are not in the file */
+        if (had > p->tg[i].n_s)
             fprintf(stderr,
                     "loki profile: %s had latencies at %d shares; the copy keeps the %d "
                     "measured\n",
-                    v->name, v->n_shares, p->tg[i].n_s);
+                    v->name, had, p->tg[i].n_s);
         rc = rewrite_variant(&x, p, &p->tg[i]);
     }
     if (rc) {
@@ -501,7 +502,9 @@ int loki__profile_write(const struct prof *p)
     for (int i = 0; i < p->n_tg; i++) {
         const struct target *g = &p->tg[i];
         const struct loki_variant *v = &chk->pipelines[g->pi].tasks[g->ti].variants[g->vi];
-        same &= v->n_shares == g->n_s && v->n_batches == g->n_b && !v->share_scaled;
+        /* measured at share 1 only under a granularity below 1: the loader derives the rest */
+        int ns = v->share_derived ? 1 : v->n_shares;
+        same &= ns == g->n_s && v->n_batches == g->n_b && (!v->share_scaled || v->share_derived);
         for (int s = 0; same && s < g->n_s; s++)
             for (int b = 0; b < g->n_b; b++)
                 same &= fabs(v->shares[s] - g->shares[s]) < 1e-9 &&

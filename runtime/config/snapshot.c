@@ -211,11 +211,11 @@ _Static_assert(sizeof(struct loki_http_cfg) == 616, "snapshot.c: compare the new
 _Static_assert(sizeof(struct loki_runtime_cfg) == 80, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_config) == 1056, "snapshot.c: compare the new section");
 _Static_assert(sizeof(struct loki_gpus) == 32, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_variant) == 1656, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_task) == 26608, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_pipeline) == 462680, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_variant) == 4920, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_task) == 78832, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_pipeline) == 1298264, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_planner_cfg) == 2168, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_topology) == 1918728, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_topology) == 5261064, "snapshot.c: compare the new field");
 #endif
 
 struct diff {
@@ -276,7 +276,8 @@ static void cmp_variant(struct diff *d, const char *at, const struct loki_varian
     bool lat = false;
     for (int s = 0; s < a->n_shares && s < b->n_shares && !lat; s++)
         lat = ne_doubles(a->latency_ms[s], b->latency_ms[s], a->n_batches);
-    differs(d, lat || a->share_scaled != b->share_scaled, "%s: latency_ms", at);
+    differs(d, lat || a->share_scaled != b->share_scaled || a->share_derived != b->share_derived,
+            "%s: latency_ms", at);
     for (int c = 0; c < n_children; c++)
         differs(d, a->fanout[c].mean != b->fanout[c].mean || a->fanout[c].dist != b->fanout[c].dist,
                 "%s: fanout", at);

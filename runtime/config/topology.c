@@ -1224,6 +1224,13 @@ static void load_root(struct ctx *c, const struct node *root)
                 errorf(c, v->vals[k], "name", "duplicate pipeline name '%s'", p->name);
         c->t->n_pipelines++;
     }
+    /*
+     * Whole-GPU profiles under a share granularity below 1: derive the shares (latency / share,
+     * marked share_scaled) before the static plan refers to them. Derived shares are multiples
+     * of the granularity by construction; the check below is for the shares the file lists.
+     */
+    if (c->n_errors == 0)
+        loki_topology_derive_shares(c->t);
     const struct node *planner = map_get(root, "planner");
     if (planner && planner->type == N_MAP && (v = map_get(planner, "static_plan")))
         load_static_plan(c, v);

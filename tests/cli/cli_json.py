@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """`loki plan|capacity|replay --json` print one JSON document through jansson (loki/json.h)
 with the keys, key order and value types the hand-written printers had before (the shapes
-below were taken from those printers' output), and the numbers a reader parses: a topology
-path with a quote and bytes that are not UTF-8 still gives valid JSON.
+below were taken from those printers' output, plus each plan pipeline's "why" and "why_text"
+and a capacity's "why" when it is zero), and the numbers a reader parses: a topology path with
+a quote and bytes that are not UTF-8 still gives valid JSON.
 usage: cli_json.py LOKI (run from the source tree)"""
 import json
 import os
@@ -18,7 +19,7 @@ N, I, F, S, B = None, int, float, str, bool  # N: a value of any type
 PLAN = {"policy": S, "mode": S, "solve_ms": F, "gap": F, "kept": B, "gpus_used": F,
         "gpus_active": I, "check": S,
         "pipelines": [{"name": S, "demand_qps": F, "served_fraction": F, "accuracy": F,
-                       "accuracy_subquery": F, "chain_latency_ms": [F],
+                       "accuracy_subquery": F, "chain_latency_ms": [F], "why": S, "why_text": S,
                        "variants": [{"task": S, "variant": S, "instances": I, "spares": I,
                                      "batch": I, "share": F, "capacity_qps": F,
                                      "load_qps": F}],

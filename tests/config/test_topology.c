@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,6 +366,37 @@ static void test_batch_zero(void **state)
                  "t.yaml:13:27: batch_sizes: batch size must be 1..4096, got 0");
 }
 
+/* Every batch size 1..64 (what the Loki artifact profiles) loads; a 65th is refused. */
+static void test_batch_sizes_64(void **state)
+{
+    char bs[1024], lat[2048], doc[8192];
+    for (int n = 64; n <= 65; n++) {
+        size_t ub = 0, ul = 0;
+        for (int b = 1; b <= n; b++) {
+            ub += (size_t)snprintf(bs + ub, sizeof(bs) - ub, "%s%d", b > 1 ? ", " : "", b);
+            ul +=
+                (size_t)snprintf(lat + ul, sizeof(lat) - ul, "%s%g", b > 1 ? ", " : "", 0.001 * b);
+        }
+        snprintf(doc, sizeof(doc),
+                 "gpus: {count: 1}\npipelines:\n  - name: p\n    slo_ms: 100\n    tasks:\n"
+                 "      - name: a\n        variants:\n          - {name: a1, accuracy: 100, "
+                 "batch_sizes: [%s], latency_ms: [%s]}\n",
+                 bs, lat);
+        struct loki_topology *t;
+        int rc = parse(doc, &t);
+        if (n == 64) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(t->pipelines[0].tasks[0].variants[0].n_batches, 64);
+            assert_true(loki_variant_latency(&t->pipelines[0].tasks[0].variants[0], 64, 1) ==
+                        0.064);
+            free(t);
+        } else {
+            assert_int_equal(rc, LOKI_ETOPOLOGY);
+            assert_non_null(strstr(err, "batch_sizes: needs 1..64 entries, has 65"));
+        }
+    }
+}
+
 static void test_slo_too_short(void **state)
 {
     expect_error("slo_ms: 100", "slo_ms: 7",
@@ -435,8 +467,9 @@ static void test_many_errors_reported(void **state)
 
 static void test_examples_load(void **state)
 {
-    const char *files[] = {"examples/traffic_analysis.yaml", "examples/h200x8.yaml"};
-    for (size_t i = 0; i < 2; i++) {
+    const char *files[] = {"examples/traffic_analysis.yaml", "examples/h200x8.yaml",
+                           "examples/traffic_analysis_shares.yaml"};
+    for (size_t i = 0; i < 3; i++) {
         struct loki_topology *t;
         int rc = loki_topology_load(loki_test_src(files[i]), &t, err, sizeof(err));
         if (rc)
@@ -457,10 +490,15 @@ static void test_examples_load(void **state)
         int slot = loki_task_child_slot(od, car);
         assert_true(od->variants[x].fanout[slot].mean > 17.8 &&
                     od->variants[x].fanout[slot].mean < 17.9);
-        assert_int_equal(t->gpus.count, i == 0 ? 20 : 8);
-        if (i == 1) {
+        assert_int_equal(t->gpus.count, i == 1 ? 8 : 20);
+        if (i > 0) {
+            /* whole-GPU profiles, quarter granularity: 1/2 and 1/4 derived at latency / share */
             assert_int_equal(od->variants[x].n_shares, 3);
-            assert_true(od->variants[x].share_scaled);
+            assert_true(od->variants[x].share_scaled && od->variants[x].share_derived);
+            assert_true(fabs(loki_variant_latency(&od->variants[x], 2, 0.25) -
+                             4 * loki_variant_latency(&od->variants[x], 2, 1)) < 1e-9);
+        } else {
+            assert_int_equal(od->variants[x].n_shares, 1);
         }
         free(t);
     }
@@ -608,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_fanout_errors),
         cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_share_granularity),
+        cmocka_unit_test(test_batch_sizes_64),
         cmocka_unit_test(test_many_errors_reported),
         cmocka_unit_test(test_planner_keys),
         cmocka_unit_test(test_examples_load),

@@ -23,7 +23,8 @@ for f in bin/lokid bin/loki "$libdir/libloki_client.so" "$libdir/libloki_client.
     include/loki/client.h include/loki/proto.h include/loki/error.h \
     "$libdir/pkgconfig/loki-client.pc" "$libdir/cmake/loki/lokiConfig.cmake" \
     "$libdir/cmake/loki/lokiConfigVersion.cmake" "$libdir/cmake/loki/lokiTargets.cmake" \
-    share/loki/systemd/lokid.service; do
+    share/loki/systemd/lokid.service share/loki/tools/import_loki.py \
+    share/loki/examples/traffic_analysis_shares.yaml; do
     [ -e "$p/$f" ] || fail "not installed: $f"
 done
 # every installed header compiles on its own, with only the installed include folder
@@ -37,6 +38,13 @@ env -u LD_LIBRARY_PATH "$p/bin/loki" help >/dev/null || fail "installed loki doe
 used=$(ldd "$p/bin/loki" | awk '/libloki_client/ {print $3}')
 [ "$(readlink -f "$used")" = "$(readlink -f "$p/$libdir/libloki_client.so.0")" ] ||
     fail "installed loki uses '$used', not $p/$libdir/libloki_client.so.0"
+
+# `loki topology import-loki` runs the installed importer, not the source tree's
+if command -v python3 >/dev/null; then
+    env -u LOKI_IMPORT_LOKI "$p/bin/loki" topology import-loki --help >"$tmp/imp.out" ||
+        fail "installed loki topology import-loki --help"
+    grep -q "import_loki.py" "$tmp/imp.out" || fail "import-loki --help: $(cat "$tmp/imp.out")"
+fi
 
 echo "== pkg-config (shared)"
 export PKG_CONFIG_PATH=$p/$libdir/pkgconfig

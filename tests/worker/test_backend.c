@@ -331,10 +331,13 @@ static void test_setup(void **state)
         loki_backend_select(&t->pipelines[0].tasks[det].variants[1], &h, err, sizeof(err)),
         -ENOENT);
     assert_non_null(strstr(err, "/nonexistent/b.so"));
-    /* b has no profile at share 0.5 */
-    assert_int_equal(loki_backend_setup_init(su, t, 0, det, 1, 1, 0.5, -1, 1, err, sizeof(err)),
+    /* b was profiled on whole GPUs only: the loader derived its half share (latency / share) */
+    assert_int_equal(loki_backend_setup_init(su, t, 0, det, 1, 1, 0.5, -1, 1, err, sizeof(err)), 0);
+    assert_true(su->cfg.latency_ms[0] == 2);
+    /* a measured per-share profile keeps exactly its shares: a has none at 0.25 */
+    assert_int_equal(loki_backend_setup_init(su, t, 0, det, 0, 1, 0.25, -1, 1, err, sizeof(err)),
                      -EINVAL);
-    assert_non_null(strstr(err, "variant b has no profile at share 0.5"));
+    assert_non_null(strstr(err, "variant a has no profile at share 0.25"));
     /* a leaf task: no children, no input */
     int cls = loki_pipeline_task_index(&t->pipelines[0], "cls");
     assert_int_equal(loki_backend_setup_init(su, t, 0, cls, 0, 1, 1, -1, 1, err, sizeof(err)), 0);

@@ -17,7 +17,7 @@
 #define LOKI_MAX_TASKS 16    /* tasks per pipeline */
 #define LOKI_MAX_VARIANTS 16 /* variants per task */
 #define LOKI_MAX_CHILDREN 8  /* child tasks per task: fan-out counts per result query */
-#define LOKI_MAX_BATCHES 16  /* profiled batch sizes per variant */
+#define LOKI_MAX_BATCHES 64  /* profiled batch sizes per variant (the Loki artifact: 1..64) */
 #define LOKI_MAX_SHARES 8    /* profiled GPU shares per variant */
 #define LOKI_MAX_GPUS 1024   /* gpus.count */
 
