@@ -118,6 +118,7 @@ void loki__frontend_conn_finish(struct loki_frontend_conn *c)
 {
     if (!c->open || c->fin)
         return;
+    loki__frontend_conn_flush(c); /* the frames queued this turn go before the shutdown */
     c->fin = true;
     c->sreq.data = c;
     c->refs++; /* A3 */
