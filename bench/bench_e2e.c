@@ -59,11 +59,15 @@
 #define MAX_CONNS 64
 #define LAT_MAX (1 << 20)
 
+#define MAX_ROUNDS_KEPT 16 /* per-round figures printed and kept in the JSON, in round order */
+
 struct metric {
     char name[64];
     const char *unit;
     double median, p99;
     size_t n;
+    bool has_rounds;                /* 1 < n <= MAX_ROUNDS_KEPT: rounds[] holds the values */
+    double rounds[MAX_ROUNDS_KEPT]; /* as measured, in round order */
 };
 
 static struct metric metrics[MAX_METRICS];
@@ -87,13 +91,19 @@ static struct metric *record(const char *name, const char *unit, double *v, size
     if (n_metrics == MAX_METRICS)
         abort();
     struct metric *m = &metrics[n_metrics++];
+    m->has_rounds = n > 1 && n <= MAX_ROUNDS_KEPT;
+    if (m->has_rounds)
+        memcpy(m->rounds, v, n * sizeof(*v));
     qsort(v, n, sizeof(*v), loki_bench_cmp_double);
     snprintf(m->name, sizeof(m->name), "%s", name);
     m->unit = unit;
     m->median = loki_bench_pct(v, n, 0.5);
     m->p99 = loki_bench_pct(v, n, 0.99);
     m->n = n;
-    printf("%s %s %.6g %.6g %zu\n", m->name, m->unit, m->median, m->p99, m->n);
+    printf("%s %s %.6g %.6g %zu", m->name, m->unit, m->median, m->p99, m->n);
+    for (size_t i = 0; m->has_rounds && i < m->n; i++)
+        printf("%s%.4g", i ? " " : " # rounds: ", m->rounds[i]);
+    printf("\n");
     fflush(stdout);
     return m;
 }
@@ -109,7 +119,8 @@ static struct metric *record2(const char *name, const char *unit, double median,
     m->median = median;
     m->p99 = p99;
     m->n = n;
-    printf("%s %s %.6g %.6g %zu\n", m->name, m->unit, m->median, m->p99, m->n);
+    m->has_rounds = false; /* a difference of two quantiles: no rounds of its own */
+    printf("%s %s %.6g %.6g %zu\n", m->name, m->unit, m->median, m->p99, n);
     fflush(stdout);
     return m;
 }
@@ -782,12 +793,16 @@ int main(int argc, char **argv)
                "the same connections (the target's reference), and PING without pipelining "
                "for information\",\n");
     fprintf(f, "  \"metrics\": [\n");
-    for (size_t i = 0; i < n_metrics; i++)
+    for (size_t i = 0; i < n_metrics; i++) {
+        const struct metric *x = &metrics[i];
         fprintf(f,
                 "    {\"name\": \"%s\", \"unit\": \"%s\", \"median\": %.6g, \"p99\": %.6g, "
-                "\"n\": %zu}%s\n",
-                metrics[i].name, metrics[i].unit, metrics[i].median, metrics[i].p99, metrics[i].n,
-                i + 1 < n_metrics ? "," : "");
+                "\"n\": %zu",
+                x->name, x->unit, x->median, x->p99, x->n);
+        for (size_t k = 0; x->has_rounds && k < x->n; k++)
+            fprintf(f, "%s%.6g", k ? ", " : ", \"rounds\": [", x->rounds[k]);
+        fprintf(f, "%s}%s\n", x->has_rounds ? "]" : "", i + 1 < n_metrics ? "," : "");
+    }
     fprintf(f, "  ],\n  \"targets\": [\n");
     for (int i = 0; i < 2; i++)
         fprintf(f,
