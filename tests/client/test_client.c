@@ -202,8 +202,8 @@ static void test_concurrent_exactly_once(void **st)
 
 #define CHAINS 8
 #define STEPS 150
-#define BIG 20000 /* above the client's buffering limit: sent on its own, after what is buffered   \
-                   */
+/* above the client's buffering limit: sent on its own, after what is buffered */
+#define BIG 20000
 
 struct chain {
     struct loki_client *c;
