@@ -48,7 +48,8 @@
  * idle loop has none) writes each connection's frames just before the loop
  * polls, runs of small ones copied into one node and one uv_write(): a
  * worker's batch of 64 replies to one client is one write(2), not 64. A
- * connection shut down by the server writes its queued frames first.
+ * connection shut down or closed by the server writes its queued frames first
+ * (a close cancels only what the socket does not take at once, as before).
  *
  * Lifetime: a connection object is reference counted, on the loop thread only:
  * one reference for its open handles, one per delivered request (recorded in a
