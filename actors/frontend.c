@@ -43,6 +43,13 @@
  * a mutex-protected MPSC list; only the push that makes the list non-empty
  * calls uv_async_send() (under the lock, so it never races with the handle's
  * close in loki_frontend_stop()). The loop takes the whole list at once.
+ * Writing is per loop turn: a frame is queued on its connection, and a
+ * uv_prepare handle (started when the first connection gets a frame, so an
+ * idle loop has none) writes each connection's frames just before the loop
+ * polls, runs of small ones copied into one node and one uv_write(): a
+ * worker's batch of 64 replies to one client is one write(2), not 64. A
+ * connection shut down or closed by the server writes its queued frames first
+ * (a close cancels only what the socket does not take at once, as before).
  *
  * Lifetime: a connection object is reference counted, on the loop thread only:
  * one reference for its open handles, one per delivered request (recorded in a
@@ -499,7 +506,9 @@ int loki_frontend_start(struct loki_frontend *fe)
     if (rc < 0)
         return rc;
     fe->async.data = fe;
-    fe->open_handles++;
+    uv_prepare_init(fe->loop, &fe->flush);
+    fe->flush.data = fe;
+    fe->open_handles += 2;
     fe->lfd = listen_at(path, fe->cfg.mode, &st);
     if (fe->lfd < 0) {
         rc = fe->lfd;
@@ -533,6 +542,7 @@ close_async:
     fe->qclosed = true;
     pthread_mutex_unlock(&fe->qlock);
     uv_close((uv_handle_t *)&fe->async, on_fe_handle_closed);
+    uv_close((uv_handle_t *)&fe->flush, on_fe_handle_closed);
     fe->stopped = true;
     return rc;
 }
@@ -577,7 +587,9 @@ void loki_frontend_stop(struct loki_frontend *fe)
         loki__frontend_deliver_node(fe, n);
         n = next;
     }
+    loki__frontend_on_flush(&fe->flush); /* drops what closed connections had queued */
     uv_close((uv_handle_t *)&fe->async, on_fe_handle_closed);
+    uv_close((uv_handle_t *)&fe->flush, on_fe_handle_closed);
 }
 
 void loki_frontend_destroy(struct loki_frontend *fe)

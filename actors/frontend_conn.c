@@ -118,6 +118,7 @@ void loki__frontend_conn_finish(struct loki_frontend_conn *c)
 {
     if (!c->open || c->fin)
         return;
+    loki__frontend_conn_flush(c); /* the frames queued this turn go before the shutdown */
     c->fin = true;
     c->sreq.data = c;
     c->refs++; /* A3 */
@@ -186,6 +187,11 @@ void loki__frontend_conn_close(struct loki_frontend_conn *c)
 {
     if (!c->open)
         return;
+    /* frames queued this loop turn are written as they were before writes were batched: what
+     * the socket takes now goes out (a drain's last answers), the rest is cancelled below */
+    loki__frontend_conn_flush(c);
+    if (!c->open)
+        return; /* the flush failed and closed it */
     __atomic_store_n(&c->open, false, __ATOMIC_RELEASE);
     STAT_SUB(c->fe, connections, 1);
     loki__frontend_uid_del(c->fe, c->uid);

@@ -48,7 +48,11 @@ struct loki_frontend_conn {
     unsigned uid;
     uint8_t *rbuf;
     size_t rlen, rcap;
-    uint64_t wq_bytes;
+    uint64_t wq_bytes; /* queued here or handed to uv_write(), not yet written */
+    /* encoded frames not yet handed to uv_write(): written at the end of the loop turn */
+    struct node *wq_head, *wq_tail;
+    bool dirty;                            /* on fe->dirty (holds a reference) */
+    struct loki_frontend_conn *dirty_next; /* fe->dirty's list */
     /* in-flight id set: linear probing, backward-shift deletion */
     uint64_t *ids;
     uint64_t *tags; /* the owner's, per id (loki_frontend_conn_tag) */
@@ -74,13 +78,15 @@ struct loki_frontend {
     struct uid_slot *uidt; /* open connections per uid: linear probing */
     uint32_t uid_mask, uid_used;
     uv_async_t async;
+    uv_prepare_t flush;               /* runs while some connection has frames to write */
+    struct loki_frontend_conn *dirty; /* connections with queued frames */
     uv_thread_t loop_thread;
     struct loki_frontend_opts o;
     struct loki_frontend_cfg cfg;
     char names[LOKI_PROTO_MAX_PIPELINES][LOKI_PROTO_NAME_MAX + 1];
     uint32_t max_body;
     bool listening, started, stopped, draining;
-    int open_handles; /* listener poll, pause timer, async: for destroy */
+    int open_handles; /* listener poll, pause timer, async, flush: for destroy */
     dev_t sock_dev;
     ino_t sock_ino;
     loki_frontend_drained_cb drained_cb;
@@ -128,6 +134,10 @@ bool loki__frontend_ids_del(struct loki_frontend_conn *c, uint64_t id);
 
 /* Encode a reply built here (r->type, has_id, id set by the caller) and write it. */
 void loki__frontend_send_local(struct loki_frontend_conn *c, const struct loki_reply *r);
+/* Hand @c's queued frames to uv_write() now (before a shutdown, say). */
+void loki__frontend_conn_flush(struct loki_frontend_conn *c);
+/* The flush handle's callback: write every connection's queued frames, once per loop turn. */
+void loki__frontend_on_flush(uv_prepare_t *p);
 /* Route one owner reply (or release) to its connection. Takes @n. */
 void loki__frontend_deliver_node(struct loki_frontend *fe, struct node *n);
 /* The async handle's callback: deliver every queued node. */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The frontend's write side (see the essay in frontend.c): reply nodes from a
- * per-size-class cache, writes with the per-connection write-queue cap, and
- * the MPSC queue that carries owner replies from any thread to the loop.
+ * per-size-class cache, writes with the per-connection write-queue cap (queued
+ * per connection and written once per loop turn), and the MPSC queue that
+ * carries owner replies from any thread to the loop.
  * loki_frontend_reply() is the one function here any thread may call.
  */
 #include "frontend_internal.h"
@@ -10,9 +11,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <uv.h>
 
-#define NODE_CACHE 64 /* cached nodes per class */
+#define NODE_CACHE 64            /* cached nodes per class */
+#define COALESCE_MAX (16 * 1024) /* frames up to this size are joined into one write */
+#define WRITE_MAX (256 * 1024)   /* ... of at most this many bytes */
 
 /* ---- nodes -------------------------------------------------------------- */
 
@@ -74,10 +78,31 @@ static void on_write(uv_write_t *w, int status)
     else if (status == 0)
         STAT_ADD(fe, bytes_out, n->len);
     node_put(fe, n);
-    loki__frontend_conn_unref(c); /* R2: pairs with A2 in conn_write() */
+    loki__frontend_conn_unref(c); /* R2: pairs with A2 in submit_write() */
 }
 
-/* Queue @n on @c; takes ownership of @n. Loop thread. */
+/* Hand @n (queued on @c, counted in wq_bytes) to uv_write(); takes ownership of @n. */
+static void submit_write(struct loki_frontend_conn *c, struct node *n)
+{
+    struct loki_frontend *fe = c->fe;
+    uv_buf_t b = uv_buf_init((char *)n->data, (unsigned)n->len);
+    n->conn = c;
+    n->wreq.data = n;
+    c->refs++; /* A2: the write holds the conn until on_write() */
+    int rc = uv_write(&n->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+    if (rc < 0) {
+        c->wq_bytes -= n->len;
+        node_put(fe, n);
+        loki__frontend_conn_close(c);
+        loki__frontend_conn_unref(c); /* R2 on failure */
+    }
+}
+
+/*
+ * Queue @n on @c; takes ownership of @n. Loop thread. Frames are not written at once: the
+ * flush handle writes each connection's frames at the end of the loop turn, so the replies
+ * of one turn (a worker's batch) cost one write(2), not one each.
+ */
 static void conn_write(struct loki_frontend_conn *c, struct node *n)
 {
     struct loki_frontend *fe = c->fe;
@@ -91,17 +116,71 @@ static void conn_write(struct loki_frontend_conn *c, struct node *n)
         loki__frontend_conn_close(c);
         return;
     }
-    uv_buf_t b = uv_buf_init((char *)n->data, (unsigned)n->len);
+    n->next = NULL;
     n->conn = c;
-    n->wreq.data = n;
-    c->refs++; /* A2: the write holds the conn until on_write() */
+    if (c->wq_tail)
+        c->wq_tail->next = n;
+    else
+        c->wq_head = n;
+    c->wq_tail = n;
     c->wq_bytes += n->len;
-    int rc = uv_write(&n->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write);
-    if (rc < 0) {
-        c->wq_bytes -= n->len;
-        node_put(fe, n);
-        loki__frontend_conn_close(c);
-        loki__frontend_conn_unref(c); /* R2 on failure */
+    if (!c->dirty) {
+        c->dirty = true;
+        c->refs++; /* A5: the dirty list holds the conn until loki__frontend_on_flush() */
+        c->dirty_next = fe->dirty;
+        fe->dirty = c;
+        if (!uv_is_active((uv_handle_t *)&fe->flush))
+            uv_prepare_start(&fe->flush, loki__frontend_on_flush);
+    }
+}
+
+void loki__frontend_conn_flush(struct loki_frontend_conn *c)
+{
+    struct loki_frontend *fe = c->fe;
+    struct node *n = c->wq_head;
+    c->wq_head = c->wq_tail = NULL;
+    while (n) {
+        struct node *end = n->next;
+        if (!c->open) {
+            c->wq_bytes -= n->len;
+            node_put(fe, n);
+            n = end;
+            continue;
+        }
+        /* a run of small frames becomes one write: copying them is cheaper than a syscall */
+        size_t run = n->len;
+        int k = 1;
+        if (n->len <= COALESCE_MAX)
+            for (; end && end->len <= COALESCE_MAX && run + end->len <= WRITE_MAX; end = end->next)
+                run += end->len, k++;
+        struct node *w = k > 1 ? node_get(fe, run) : NULL;
+        if (!w) { /* one frame, or no memory to join them: this one alone */
+            end = n->next;
+            submit_write(c, n);
+            n = end;
+            continue;
+        }
+        while (n != end) {
+            struct node *next = n->next;
+            memcpy(w->data + w->len, n->data, n->len);
+            w->len += n->len;
+            node_put(fe, n);
+            n = next;
+        }
+        submit_write(c, w);
+    }
+}
+
+void loki__frontend_on_flush(uv_prepare_t *p)
+{
+    struct loki_frontend *fe = p->data;
+    struct loki_frontend_conn *c;
+    uv_prepare_stop(p);
+    while ((c = fe->dirty)) {
+        fe->dirty = c->dirty_next;
+        c->dirty = false;
+        loki__frontend_conn_flush(c);
+        loki__frontend_conn_unref(c); /* R5: pairs with A5 in conn_write() */
     }
 }
 

@@ -99,6 +99,7 @@ struct loki_router_actor {
     uv_timer_t stall_timer; /* every STALL_SCAN_MS: workers that stopped making progress */
     bool draining;
     struct loki_plan *plan_restart;
+    uint64_t now_hint;       /* set: the router's clock reads this (r_now) */
     struct loki_reply reply; /* scratch: large, encoded before reuse */
     char paths[LOKI_MAX_TASKS * 8][LOKI_PROTO_PATH_STR_MAX / 8];
 };

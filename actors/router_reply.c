@@ -16,7 +16,18 @@
 #include "loki/metrics.h"
 #include "router_actor_internal.h"
 
-/* The variant paths a completed root took, one string per chain ("det-a>cls-b|cls-c"). */
+/* Append @n bytes of @src to @s (length *@k, capacity @cap), truncating; keeps it terminated. */
+static void append(char *s, size_t cap, size_t *k, const char *src, size_t n)
+{
+    if (*k + n >= cap)
+        n = cap - 1 - *k;
+    memcpy(s + *k, src, n);
+    *k += n;
+    s[*k] = 0;
+}
+
+/* The variant paths a completed root took, one string per chain ("det-a>cls-b|cls-c"). Runs
+ * once per reply: plain copies, no formatting. */
 static void path_strings(struct loki_router_actor *ra, const struct loki_router_completion *c)
 {
     const struct loki_pipeline *p = &ra->topo->pipelines[c->pipeline];
@@ -32,16 +43,16 @@ static void path_strings(struct loki_router_actor *ra, const struct loki_router_
             int t = chains[ch][i];
             if (!c->variants[t])
                 break; /* this chain ended early (no sub-queries for it) */
-            if (i && k + 1 < cap)
-                s[k++] = '>';
+            if (i)
+                append(s, cap, &k, ">", 1);
             bool first = true;
             for (int v = 0; v < p->tasks[t].n_variants; v++) {
                 if (!(c->variants[t] & (1u << v)))
                     continue;
-                int w = snprintf(s + k, cap - k, "%s%s", first ? "" : "|",
-                                 p->tasks[t].variants[v].name);
-                if (w > 0)
-                    k = k + (size_t)w < cap ? k + (size_t)w : cap - 1;
+                const char *name = p->tasks[t].variants[v].name;
+                if (!first)
+                    append(s, cap, &k, "|", 1);
+                append(s, cap, &k, name, strlen(name));
                 first = false;
                 any = true;
             }
@@ -53,7 +64,8 @@ static void path_strings(struct loki_router_actor *ra, const struct loki_router_
         for (uint32_t j = 0; j < ra->reply.n_paths; j++)
             dup |= !strcmp(ra->paths[j], s);
         if (!dup) {
-            ra->reply.paths[ra->reply.n_paths] = loki_bytes_str(s);
+            ra->reply.paths[ra->reply.n_paths].ptr = (const uint8_t *)s;
+            ra->reply.paths[ra->reply.n_paths].len = (uint32_t)k;
             ra->reply.n_paths++;
         }
     }

@@ -112,6 +112,14 @@ static void make_messages(void)
             .n_fanout = 1,
             .fanout = {i % 4},
         };
+        if (i % 4) /* ABI v2: a child payload table wherever there are children */
+            results[i].children =
+                (struct loki_arena_ref){((uint64_t)i << 20) + 131072, (i % 4) * 16, 9 + i};
+        if (i % 7 == 3) { /* and a failure with its message now and then */
+            results[i].status = -5;
+            results[i].msg = "output too large";
+            results[i].msg_len = 16;
+        }
     }
     desc = (struct loki_batch_desc){0x1234567890ull, 3, 2, N_BATCH, queries};
     result = (struct loki_batch_result){0x1234567890ull, 3, N_BATCH, results};
@@ -220,7 +228,7 @@ static int mpc_result(const struct loki_batch_result *res, void *buf, size_t cap
               msgpack_pack_array(&pk, res->n_queries);
     for (uint32_t i = 0; i < res->n_queries && !bad; i++) {
         const struct loki_batch_result_query *q = &res->queries[i];
-        bad = msgpack_pack_array(&pk, 4) | msgpack_pack_uint64(&pk, q->query_id) |
+        bad = msgpack_pack_array(&pk, 6) | msgpack_pack_uint64(&pk, q->query_id) |
               msgpack_pack_int32(&pk, q->status);
         if (q->out_kind == LOKI_BATCH_OUT_NONE)
             bad |= msgpack_pack_nil(&pk);
@@ -233,6 +241,17 @@ static int mpc_result(const struct loki_batch_result *res, void *buf, size_t cap
         bad |= msgpack_pack_array(&pk, q->n_fanout);
         for (uint32_t k = 0; k < q->n_fanout; k++)
             bad |= msgpack_pack_uint32(&pk, q->fanout[k]);
+        /* ABI v2: the children's payload table and the failure message, nil when none */
+        if (q->children.len)
+            bad |= msgpack_pack_array(&pk, 3) | msgpack_pack_uint64(&pk, q->children.off) |
+                   msgpack_pack_uint32(&pk, q->children.len) |
+                   msgpack_pack_uint32(&pk, q->children.gen);
+        else
+            bad |= msgpack_pack_nil(&pk);
+        if (q->msg_len)
+            bad |= msgpack_pack_str_with_body(&pk, q->msg, q->msg_len);
+        else
+            bad |= msgpack_pack_nil(&pk);
     }
     if (bad)
         return -ENOBUFS;
@@ -429,7 +448,7 @@ static int walk_result(const msgpack_object *o, struct loki_batch_result_query *
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *q = &qs[i];
         struct loki_batch_result_query *r = &out[i];
-        if (q->type != MSGPACK_OBJECT_ARRAY || q->via.array.size != 4)
+        if (q->type != MSGPACK_OBJECT_ARRAY || q->via.array.size != 6)
             return LOKI_ECORRUPT;
         const msgpack_object *f = q->via.array.ptr;
         if (!obj_uint(&f[0], UINT64_MAX, &r->query_id))
@@ -460,6 +479,21 @@ static int walk_result(const msgpack_object *o, struct loki_batch_result_query *
             if (!obj_uint(&f[3].via.array.ptr[k], UINT32_MAX, &v))
                 return LOKI_ECORRUPT;
             r->fanout[k] = (uint32_t)v;
+        }
+        memset(&r->children, 0, sizeof(r->children));
+        if (f[4].type == MSGPACK_OBJECT_ARRAY && f[4].via.array.size == 3) {
+            if (!obj_ref(f[4].via.array.ptr, &r->children) || !r->children.len)
+                return LOKI_ECORRUPT;
+        } else if (f[4].type != MSGPACK_OBJECT_NIL) {
+            return LOKI_ECORRUPT;
+        }
+        r->msg = NULL;
+        r->msg_len = 0;
+        if (f[5].type == MSGPACK_OBJECT_STR && f[5].via.str.size <= LOKI_BATCH_MSG_MAX) {
+            r->msg = f[5].via.str.ptr;
+            r->msg_len = f[5].via.str.size;
+        } else if (f[5].type != MSGPACK_OBJECT_NIL) {
+            return LOKI_ECORRUPT;
         }
     }
     return (int)n;

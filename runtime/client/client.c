@@ -16,6 +16,13 @@
  * earlier than the reader's current wake-up pokes the eventfd. A send that
  * fails half way breaks the framing, so it shuts the socket down: the reader
  * then sees EOF and completes everything pending with LOKI_STATUS_CLOSED.
+ *
+ * Frames submitted by completion callbacks while the reader dispatches one
+ * recv()'s replies are not sent one by one: they are copied into the reader's
+ * out buffer (small frames only; a larger one first sends what is buffered,
+ * then goes as usual) and sent with one sendmsg once the batch is dispatched,
+ * the way a pipelining client writes. A send that fails then shuts the socket
+ * down as above, so those requests complete with LOKI_STATUS_CLOSED.
  */
 #include "loki/client.h"
 
@@ -36,6 +43,8 @@
 
 #define RBUF_INIT (64 * 1024)
 #define BATCH 64
+#define OBUF_SIZE (64 * 1024) /* the reader's out buffer */
+#define CORK_MAX (8 * 1024)   /* frames up to this size are buffered there */
 
 struct slot {
     uint32_t gen;
@@ -69,6 +78,9 @@ struct loki_client {
     uint32_t max_reply, max_payload;
     uint8_t *rbuf;
     size_t rlen, rcap;
+    /* reader thread only: frames its callbacks submitted during one dispatch (corked) */
+    uint8_t *obuf;
+    size_t olen;
     char last_error[LOKI_PROTO_ERR_MAX]; /* from an id-less error frame */
     struct loki_client_stats st;
     int n_pipelines;
@@ -198,6 +210,49 @@ static int send_all(struct loki_client *c, struct iovec *iov, int n)
     return 0;
 }
 
+/* The client whose reader is dispatching replies on this thread: its callbacks' frames are
+ * buffered. Thread-local, so no other thread ever sees it set. */
+static __thread struct loki_client *corked;
+
+/* Send the reader's buffered frames (reader thread). A failure ends the stream as a failed
+ * send does: the requests in it complete with LOKI_STATUS_CLOSED. */
+static void uncork(struct loki_client *c)
+{
+    if (!c->olen)
+        return;
+    struct iovec iov = {c->obuf, c->olen};
+    pthread_mutex_lock(&c->wlock);
+    int rc = send_all(c, &iov, 1);
+    pthread_mutex_unlock(&c->wlock);
+    c->olen = 0;
+    if (rc < 0)
+        shutdown(c->fd, SHUT_WR);
+}
+
+/* Send @iov[0..n) as one frame: buffered while the reader dispatches, else at once. */
+static int send_frame(struct loki_client *c, struct iovec *iov, int n)
+{
+    if (corked == c) {
+        size_t len = 0;
+        for (int i = 0; i < n; i++)
+            len += iov[i].iov_len;
+        if (len <= CORK_MAX) {
+            if (c->olen + len > OBUF_SIZE)
+                uncork(c);
+            for (int i = 0; i < n; i++) {
+                memcpy(c->obuf + c->olen, iov[i].iov_base, iov[i].iov_len);
+                c->olen += iov[i].iov_len;
+            }
+            return 0;
+        }
+        uncork(c); /* a big frame goes now, after what is buffered */
+    }
+    pthread_mutex_lock(&c->wlock);
+    int rc = send_all(c, iov, n);
+    pthread_mutex_unlock(&c->wlock);
+    return rc;
+}
+
 int loki_client_cancel(struct loki_client *c, uint64_t id)
 {
     uint8_t frame[64];
@@ -217,9 +272,7 @@ int loki_client_cancel(struct loki_client *c, uint64_t id)
     if (dead)
         return -EPIPE;
     struct iovec iov = {frame, (size_t)n};
-    pthread_mutex_lock(&c->wlock);
-    int rc = send_all(c, &iov, 1);
-    pthread_mutex_unlock(&c->wlock);
+    int rc = send_frame(c, &iov, 1); /* after the request it names, if that is buffered */
     return rc < 0 ? rc : 0;
 }
 
@@ -274,9 +327,7 @@ static int submit(struct loki_client *c, struct loki_request *rq, double timeout
     int rc = (int)hl;
     if (hl > 0) {
         struct iovec iov[2] = {{head, (size_t)hl}, {(void *)rq->payload.ptr, rq->payload.len}};
-        pthread_mutex_lock(&c->wlock);
-        rc = send_all(c, iov, rq->type == LOKI_MSG_INFER && rq->payload.len ? 2 : 1);
-        pthread_mutex_unlock(&c->wlock);
+        rc = send_frame(c, iov, rq->type == LOKI_MSG_INFER && rq->payload.len ? 2 : 1);
         if (rc < 0)
             shutdown(c->fd, SHUT_WR); /* framing may be broken: end it; the reader still
                                          reads what the server said, then EOF */
@@ -435,6 +486,7 @@ static bool read_some(struct loki_client *c)
         return false;
     c->rlen += (size_t)k;
     size_t off = 0;
+    corked = c; /* what the callbacks submit goes in one send, after the batch */
     for (;;) {
         const uint8_t *body;
         uint32_t blen;
@@ -446,11 +498,15 @@ static bool read_some(struct loki_client *c)
             c->st.proto_errors++;
             snprintf(c->last_error, sizeof(c->last_error), "reply frame of %u bytes too big", blen);
             pthread_mutex_unlock(&c->lock);
+            corked = NULL;
+            uncork(c);
             return false;
         }
         handle_reply(c, body, blen);
         off += (size_t)n;
     }
+    corked = NULL;
+    uncork(c);
     memmove(c->rbuf, c->rbuf + off, c->rlen - off);
     c->rlen -= off;
     return true;
@@ -809,6 +865,7 @@ static void client_free(struct loki_client *c)
     free(c->nodes);
     free(c->heap);
     free(c->rbuf);
+    free(c->obuf);
     free(c);
 }
 
@@ -845,10 +902,11 @@ int loki_client_connect(const char *path, const struct loki_client_opts *opts,
     c->heap = calloc(c->nslots, sizeof(*c->heap));
     c->rcap = RBUF_INIT;
     c->rbuf = malloc(c->rcap);
+    c->obuf = malloc(OBUF_SIZE);
     c->max_reply = o.max_reply_bytes;
     c->default_timeout_ms = o.default_timeout_ms;
     c->wake_at = UINT64_MAX;
-    if (!c->slots || !c->heap || !c->rbuf) {
+    if (!c->slots || !c->heap || !c->rbuf || !c->obuf) {
         rc = -ENOMEM;
         goto free_client;
     }

@@ -3,7 +3,8 @@
  * Client library end to end against the frontend with the echo owner, which
  * answers from its own thread through the MPSC reply path: blocking and
  * asynchronous requests, exactly-once completion under concurrent submitters
- * (while a bad client hammers the same server), timeouts with late replies
+ * (while a bad client hammers the same server), callbacks that submit (sent together after
+ * the replies of one read), timeouts with late replies
  * discarded, close with requests pending, the server going away, uid refusal
  * and local argument checks.
  */
@@ -197,6 +198,96 @@ static void test_concurrent_exactly_once(void **st)
     echo_stop(s);
 }
 
+/* ---- callbacks that submit: their requests go out together, after the batch ---- */
+
+#define CHAINS 8
+#define STEPS 150
+/* above the client's buffering limit: sent on its own, after what is buffered */
+#define BIG 20000
+
+struct chain {
+    struct loki_client *c;
+    int id, step, calls_at_step[STEPS];
+    int bad, submit_failed;
+    bool done; /* atomic */
+};
+
+static uint8_t chain_big[CHAINS][BIG];
+
+/* Step @k of chain @ch: every fifth one carries a big payload, the others a short text. */
+static int chain_submit(struct chain *ch);
+
+static void chain_payload(const struct chain *ch, int k, const void **p, uint32_t *len, char *small,
+                          size_t cap)
+{
+    if (k % 5 == 4) {
+        memset(chain_big[ch->id], 'a' + (k % 26), BIG);
+        *p = chain_big[ch->id];
+        *len = BIG;
+    } else {
+        *len = (uint32_t)snprintf(small, cap, "chain %d step %d", ch->id, k);
+        *p = small;
+    }
+}
+
+static void on_chain(void *ctx, const struct loki_reply *r)
+{
+    struct chain *ch = ctx;
+    int k = ch->step;
+    ch->calls_at_step[k]++;
+    char small[64];
+    const void *p;
+    uint32_t len;
+    chain_payload(ch, k, &p, &len, small, sizeof(small));
+    if (r->status != LOKI_STATUS_OK || r->n_outputs != 1 || r->outputs[0].len != len ||
+        memcmp(r->outputs[0].ptr, p, len))
+        ch->bad++;
+    if (++ch->step < STEPS) {
+        if (chain_submit(ch))
+            ch->submit_failed++;
+    } else {
+        __atomic_store_n(&ch->done, true, __ATOMIC_RELEASE);
+    }
+}
+
+static int chain_submit(struct chain *ch)
+{
+    char small[64];
+    struct loki_client_req r = {.pipeline = "traffic", .timeout_ms = 10000};
+    chain_payload(ch, ch->step, &r.payload, &r.payload_len, small, sizeof(small));
+    return loki_client_submit(ch->c, &r, on_chain, ch, NULL);
+}
+
+/* Chains of requests, each submitted by the previous one's callback, big and small mixed:
+ * every reply echoes the payload its own request carried, each completes once. */
+static void test_callback_submits(void **st)
+{
+    struct echo_opts o = {0};
+    struct echo_server *s = start(&o);
+    struct loki_client *c;
+    assert_int_equal(loki_client_connect(path, NULL, &c), 0);
+    static struct chain chains[CHAINS];
+    memset(chains, 0, sizeof(chains));
+    for (int i = 0; i < CHAINS; i++) {
+        chains[i].c = c;
+        chains[i].id = i;
+        assert_int_equal(chain_submit(&chains[i]), 0);
+    }
+    for (int i = 0; i < CHAINS; i++)
+        for (int w = 0; w < 2000 && !__atomic_load_n(&chains[i].done, __ATOMIC_ACQUIRE); w++)
+            usleep(5000);
+    assert_int_equal(loki_client_close(c), 0); /* joins the reader: the chains are quiet */
+    for (int i = 0; i < CHAINS; i++) {
+        assert_true(chains[i].done);
+        assert_int_equal(chains[i].bad, 0);
+        assert_int_equal(chains[i].submit_failed, 0);
+        for (int k = 0; k < STEPS; k++)
+            assert_int_equal(chains[i].calls_at_step[k], 1);
+    }
+    assert_int_equal(echo_answered(s), CHAINS * STEPS);
+    echo_stop(s);
+}
+
 /* ---- timeouts, close, server gone ---- */
 
 struct rec {
@@ -322,11 +413,9 @@ static void test_uid_refused(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blocking),
-        cmocka_unit_test(test_concurrent_exactly_once),
-        cmocka_unit_test(test_timeout_and_late_reply),
-        cmocka_unit_test(test_close_with_pending),
-        cmocka_unit_test(test_server_gone),
+        cmocka_unit_test(test_blocking),           cmocka_unit_test(test_concurrent_exactly_once),
+        cmocka_unit_test(test_callback_submits),   cmocka_unit_test(test_timeout_and_late_reply),
+        cmocka_unit_test(test_close_with_pending), cmocka_unit_test(test_server_gone),
         cmocka_unit_test(test_uid_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,7 +48,9 @@ struct loki_client_req {
  * during the call. reply->id is the id loki_client_submit() returned. Client-side
  * outcomes use LOKI_STATUS_TIMEOUT and LOKI_STATUS_CLOSED with reply->error set. The
  * callback may submit new requests; it must not call loki_client_close() or a blocking
- * function of the same handle (they return -EDEADLK).
+ * function of the same handle (they return -EDEADLK). Small requests it submits are sent
+ * together once the replies that arrived with its own have been dispatched (one write, as a
+ * pipelining client sends); should that write fail, they complete with LOKI_STATUS_CLOSED.
  */
 typedef void (*loki_client_cb)(void *ctx, const struct loki_reply *reply);
 
