@@ -336,6 +336,7 @@ void loki_router_actor_request(struct loki_router_actor *ra, struct loki_fronten
     r->n_nodes = 0;
     r->result_bytes = 0;
     r->why = NULL;
+    r->busy = false;
     memset(&r->payload, 0, sizeof(r->payload));
     if (req->payload.len) {
         void *p;

@@ -35,6 +35,7 @@ struct root {
     uint64_t result_bytes;                   /* outputs kept so far */
     uint32_t handle;                         /* the router's (loki_router_cancel) */
     const char *why;                         /* set: answer error with this (first wins) */
+    bool busy;                               /* why is a lack of room: answer overloaded */
 };
 
 /* One answered sub-query: a node of its root's result tree. */

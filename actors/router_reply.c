@@ -155,11 +155,14 @@ void loki__ra_complete(void *ctx, const struct loki_router_completion *c)
     bool served = c->status == LOKI_QUERY_OK || c->status == LOKI_QUERY_LATE;
     if (served)
         loki_metrics_e2e(ra->cfg.metrics, c->pipeline, c->latency_ms / 1e3);
-    if (c->status == LOKI_QUERY_ERROR && r->why)
+    if (c->status == LOKI_QUERY_ERROR && r->why && !r->busy)
         loki_log_query(LOKI_LOG_WARN, "query %llu: %s", (unsigned long long)r->id, r->why);
     const struct loki_pipeline *pl = &ra->topo->pipelines[c->pipeline];
     const char *stage = c->stage >= 0 && c->stage < pl->n_tasks ? pl->tasks[c->stage].name : "-";
-    if (c->status == LOKI_QUERY_ERROR)
+    if (c->status == LOKI_QUERY_ERROR && r->busy)
+        loki_log_query(LOKI_LOG_DEBUG, "query %llu (%s) refused at %s: %s",
+                       (unsigned long long)r->id, pl->name, stage, r->why);
+    else if (c->status == LOKI_QUERY_ERROR)
         loki_log_query(LOKI_LOG_WARN, "query %llu (%s) failed at %s", (unsigned long long)r->id,
                        pl->name, stage);
     else if (c->status == LOKI_QUERY_DROPPED)
@@ -202,7 +205,13 @@ void loki__ra_complete(void *ctx, const struct loki_router_completion *c)
         rep->nodes = ra->rnodes;
         path_strings(ra, c);
     }
-    if (c->status == LOKI_QUERY_OVERLOADED) {
+    if (r->why && r->busy) {
+        /* no room to keep what it made: refused like an overloaded admission, with why */
+        rep->status = LOKI_STATUS_OVERLOADED;
+        rep->has_retry_after = true;
+        rep->retry_after_ms = ra->cfg.retry_after_ms;
+        rep->error = loki_bytes_str(r->why);
+    } else if (c->status == LOKI_QUERY_OVERLOADED) {
         rep->has_retry_after = true;
         rep->retry_after_ms = ra->cfg.retry_after_ms;
         rep->error = loki_bytes_str("planned capacity exceeded; retry later");
@@ -255,6 +264,16 @@ static void root_why(struct root *r, const char *why)
 {
     if (!r->why)
         r->why = why;
+}
+
+/* Fail root @r for a lack of room that passes (the payload arena, the child pools): it is
+ * answered overloaded with the retry hint and @why, as admission would have answered it. */
+static void root_busy(struct root *r, const char *why)
+{
+    if (!r->why) {
+        r->why = why;
+        r->busy = true;
+    }
 }
 
 /*
@@ -319,7 +338,7 @@ static bool take_result(struct loki_router_actor *ra, struct loki_arena *wa, str
         nd->inline_len = (uint8_t)len;
     } else if (keep_bytes(ra, src, len, &nd->out)) {
         memset(&nd->out, 0, sizeof(nd->out));
-        root_why(r, "payload arena full while keeping an output");
+        root_busy(r, "payload arena full while keeping an output");
         return false;
     }
     if (q->status)
@@ -338,7 +357,7 @@ static bool take_result(struct loki_router_actor *ra, struct loki_arena *wa, str
             cap *= 2;
         uint32_t *w = realloc(ra->words, sizeof(*w) * cap);
         if (!w) {
-            root_why(r, "out of memory for child sub-queries");
+            root_busy(r, "out of memory for child sub-queries");
             return false;
         }
         ra->words = w;
@@ -363,13 +382,13 @@ static bool take_result(struct loki_router_actor *ra, struct loki_arena *wa, str
             return false;
         }
         if (ra->free_input == NIL) {
-            root_why(r, "too many child payloads in flight");
+            root_busy(r, "too many child payloads in flight");
             return false;
         }
         uint32_t ii = ra->free_input;
         struct input *in = &ra->inputs[ii];
         if (keep_bytes(ra, p, t[k].len, &in->ref)) {
-            root_why(r, "payload arena full while keeping a child payload");
+            root_busy(r, "payload arena full while keeping a child payload");
             return false;
         }
         ra->free_input = in->next;
