@@ -48,15 +48,10 @@
  * is an adapter at the edge, sized by libmicrohttpd's connection limit, not lokid's hot path
  * (which starts at the Unix socket, as for every client).
  */
-#include "http_front.h"
+#include "http_front_internal.h"
 
-#include <arpa/inet.h>
-#include <dlfcn.h>
 #include <errno.h>
-#include <jansson.h>
-#include <math.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -66,8 +61,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "http_kserve.h"
@@ -76,131 +69,6 @@
 #include "loki/compiler.h"
 #include "loki/error.h"
 #include "loki/log.h"
-
-/* ---- libmicrohttpd, opened at run time ----------------------------------------------------- */
-
-#define MHD_FNS(X)                                                                                 \
-    X(MHD_add_response_header)                                                                     \
-    X(MHD_create_response_from_buffer)                                                             \
-    X(MHD_destroy_response)                                                                        \
-    X(MHD_get_daemon_info)                                                                         \
-    X(MHD_get_timeout)                                                                             \
-    X(MHD_is_feature_supported)                                                                    \
-    X(MHD_lookup_connection_value)                                                                 \
-    X(MHD_queue_response)                                                                          \
-    X(MHD_quiesce_daemon)                                                                          \
-    X(MHD_resume_connection)                                                                       \
-    X(MHD_run)                                                                                     \
-    X(MHD_start_daemon)                                                                            \
-    X(MHD_stop_daemon)                                                                             \
-    X(MHD_suspend_connection)
-
-static struct {
-#define MHD_FIELD(n) __typeof__(&n) n;
-    MHD_FNS(MHD_FIELD)
-#undef MHD_FIELD
-} mhd;
-static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
-static char mhd_error[256]; /* empty once loaded */
-
-static void mhd_load(void)
-{
-    static const char *const names[] = {"libmicrohttpd.so.12", "libmicrohttpd.so"};
-    void *h = NULL;
-    for (size_t i = 0; !h && i < sizeof(names) / sizeof(names[0]); i++)
-        h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL); /* kept for the process's life */
-    if (!h) {
-        snprintf(mhd_error, sizeof(mhd_error), "cannot load libmicrohttpd: %s", dlerror());
-        return;
-    }
-#define MHD_SYM(n)                                                                                 \
-    if (!(*(void **)&mhd.n = dlsym(h, #n))) {                                                      \
-        snprintf(mhd_error, sizeof(mhd_error), "libmicrohttpd has no %s", #n);                     \
-        return;                                                                                    \
-    }
-    MHD_FNS(MHD_SYM)
-#undef MHD_SYM
-}
-
-/* Load libmicrohttpd once (any thread); NULL, or why it cannot be used. */
-static const char *mhd_open(void)
-{
-    pthread_once(&mhd_once, mhd_load);
-    return mhd_error[0] ? mhd_error : NULL;
-}
-
-/* from here on, every MHD_ call goes through the table */
-#define MHD_add_response_header (mhd.MHD_add_response_header)
-#define MHD_create_response_from_buffer (mhd.MHD_create_response_from_buffer)
-#define MHD_destroy_response (mhd.MHD_destroy_response)
-#define MHD_get_daemon_info (mhd.MHD_get_daemon_info)
-#define MHD_get_timeout (mhd.MHD_get_timeout)
-#define MHD_is_feature_supported (mhd.MHD_is_feature_supported)
-#define MHD_lookup_connection_value (mhd.MHD_lookup_connection_value)
-#define MHD_queue_response (mhd.MHD_queue_response)
-#define MHD_quiesce_daemon (mhd.MHD_quiesce_daemon)
-#define MHD_resume_connection (mhd.MHD_resume_connection)
-#define MHD_run (mhd.MHD_run)
-#define MHD_start_daemon (mhd.MHD_start_daemon)
-#define MHD_stop_daemon (mhd.MHD_stop_daemon)
-#define MHD_suspend_connection (mhd.MHD_suspend_connection)
-
-#define MAX_LOKID_CONNS 64
-#define CONNECT_TIMEOUT_MS 2000
-#define PING_TIMEOUT_MS 5000
-#define HEALTH_TIMEOUT_MS 2000 /* a health check waits this long for lokid's answer */
-#define FLUSH_MS 1000          /* stop sends the responses made for this long */
-#define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 2000
-#define RECONNECT_WAIT_MS 2000 /* a request waits this long for a connection to lokid */
-
-struct model {
-    char name[LOKI_NAME_MAX];
-    char *meta; /* GET /v2/models/{name}: rendered at create */
-    size_t meta_len;
-};
-
-/* One connection to lokid's socket. Front thread, except @dead (any thread). */
-struct lokid_conn {
-    struct loki_client *c;
-    atomic_bool dead; /* seen closed by a callback or a failed write: reconnect */
-    uint64_t retry_at_ns, backoff_ms, ping_at_ns;
-    bool warned; /* the first failed connect was logged (until one works) */
-};
-
-struct loki_http_front {
-    struct loki_http_cfg cfg;
-    char sock[LOKI_PATH_MAX];
-    int n_models;
-    struct model models[LOKI_MAX_PIPELINES];
-    char *server_meta; /* GET /v2 */
-    size_t server_meta_len;
-    uint32_t max_payload;
-    size_t body_max;
-    uint64_t ping_ns;
-    char *tls_key, *tls_cert; /* the PEM files' contents, or NULL */
-
-    struct MHD_Daemon *mhd;
-    int port;
-    pthread_t thread;
-    bool thread_started, stopped;
-    int wake_fd; /* eventfd: stop, and a resumed request (complete()) */
-    atomic_bool stop;
-    char *start_err; /* start: libmicrohttpd's messages go here; NULL after */
-    size_t start_errlen;
-
-    int n_conns;
-    unsigned rr; /* round robin over the connections (front thread) */
-    /* requests that found no live connection, waiting for one (front thread) */
-    struct req *pending_head, *pending_tail;
-    bool closing; /* stopping: the connections are gone, nothing waits for one (front thread) */
-    struct lokid_conn conns[MAX_LOKID_CONNS];
-
-    /* stats: relaxed atomics; waiting and responding also decide when stop's flush is over */
-    atomic_uint_fast64_t requests, infers, s2xx, s4xx, s5xx, connects;
-    atomic_uint_fast64_t waiting;    /* suspended on lokid */
-    atomic_uint_fast64_t responding; /* responses queued, not yet completed */
-};
 
 enum route { R_INFER, R_LIVE, R_READY, R_MODEL_READY };
 enum state { S_BODY, S_WAIT, S_SENT };
@@ -687,9 +555,9 @@ not_allowed:;
     return send_resp(hf, c, &rs);
 }
 
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
-                                 const char *method, const char *version, const char *upload,
-                                 size_t *upload_size, void **con_cls)
+enum MHD_Result loki__hf_on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                   const char *method, const char *version, const char *upload,
+                                   size_t *upload_size, void **con_cls)
 {
     struct loki_http_front *hf = cls;
     struct req *q = *con_cls;
@@ -722,8 +590,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     return MHD_YES;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+void loki__hf_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
 {
     struct loki_http_front *hf = cls;
     struct req *q = *con_cls;
@@ -743,7 +611,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 /* libmicrohttpd's messages: into start's @err while starting, else the log. */
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+void loki__hf_on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     struct loki_http_front *hf = cls;
     char msg[256];
@@ -759,7 +627,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- the front thread ------------------------------------------------------------------------ */
 
-static void *front_main(void *arg)
+void *loki__hf_front_main(void *arg)
 {
     struct loki_http_front *hf = arg;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(hf->mhd, MHD_DAEMON_INFO_EPOLL_FD);
@@ -799,281 +667,4 @@ static void *front_main(void *arg)
         MHD_run(hf->mhd);
     }
     return NULL;
-}
-
-/* ---- create, start, stop --------------------------------------------------------------------- */
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
-/* The whole of a (small) file, NUL-terminated. */
-static int read_file(const char *path, char **out)
-{
-    FILE *f = fopen(path, "rbe");
-    if (!f)
-        return -errno;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    for (;;) {
-        if (n + 4097 > cap) {
-            if (cap >= (1u << 20)) {
-                rc = -EFBIG;
-                break;
-            }
-            cap = cap ? 2 * cap : 8192;
-            char *b = realloc(buf, cap);
-            if (!b) {
-                rc = -ENOMEM;
-                break;
-            }
-            buf = b;
-        }
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) {
-            if (ferror(f))
-                rc = -EIO;
-            break;
-        }
-    }
-    fclose(f);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    buf[n] = 0;
-    *out = buf;
-    return 0;
-}
-
-static char *dump(json_t *j, size_t *len)
-{
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    *len = s ? strlen(s) : 0;
-    return s;
-}
-
-/* GET /v2/models/{name}: KServe's metadata (one BYTES input, one BYTES output) and, in "loki",
- * the pipeline: SLO, payload limit and its tasks with their variants. */
-static char *model_meta(const struct loki_topology *t, const struct loki_pipeline *p,
-                        uint32_t max_payload, size_t *len)
-{
-    json_t *tasks = json_array();
-    for (int i = 0; i < p->n_tasks; i++) {
-        const struct loki_task *tk = &p->tasks[i];
-        json_t *kids = json_array(), *vars = json_array();
-        for (int k = 0; k < tk->n_children; k++)
-            json_array_append_new(kids, json_string(p->tasks[tk->children[k]].name));
-        for (int v = 0; v < tk->n_variants; v++)
-            json_array_append_new(vars, json_pack("{s:s, s:f}", "name", tk->variants[v].name,
-                                                  "accuracy", tk->variants[v].accuracy));
-        json_t *task =
-            json_pack("{s:s, s:o, s:o}", "name", tk->name, "children", kids, "variants", vars);
-        if (task && tk->input_off)
-            json_object_set_new(task, "input", json_string(t->strings + tk->input_off));
-        json_array_append_new(tasks, task);
-    }
-    json_t *j = json_pack("{s:s, s:[], s:s, s:[{s:s, s:s, s:[i]}], s:[{s:s, s:s, s:[i]}],"
-                          " s:{s:f, s:I, s:s, s:o}}",
-                          "name", p->name, "versions", "platform", "loki", "inputs", "name",
-                          LOKI_KSERVE_INPUT, "datatype", "BYTES", "shape", 1, "outputs", "name",
-                          LOKI_KSERVE_OUTPUT, "datatype", "BYTES", "shape", -1, "loki", "slo_ms",
-                          p->slo_ms, "max_payload_bytes", (json_int_t)max_payload, "root",
-                          p->tasks[p->root].name, "tasks", tasks);
-    return dump(j, len);
-}
-
-int loki_http_front_create(const struct loki_http_front_opts *o, struct loki_http_front **out,
-                           char *err, size_t errlen)
-{
-    if (!o || !o->cfg || !o->socket_path || !o->topo || !out)
-        return fail(err, errlen, -EINVAL, "http: missing options");
-    const struct loki_http_cfg *cfg = o->cfg;
-    if (strlen(o->socket_path) >= LOKI_PATH_MAX)
-        return fail(err, errlen, -ENAMETOOLONG, "http: socket path too long");
-    unsigned char a[16];
-    if (inet_pton(AF_INET, cfg->address, a) != 1 && inet_pton(AF_INET6, cfg->address, a) != 1)
-        return fail(err, errlen, -EINVAL, "http: '%s' is not an IPv4 or IPv6 address",
-                    cfg->address);
-    const char *why = mhd_open();
-    if (why)
-        return fail(err, errlen, -ENOTSUP, "http: %s", why);
-    if ((cfg->tls_cert[0] || cfg->tls_key[0]) &&
-        MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
-        return fail(err, errlen, -ENOTSUP,
-                    "http: frontend.http.tls_cert asks for HTTPS, but this libmicrohttpd was built "
-                    "without TLS");
-    struct loki_http_front *hf = calloc(1, sizeof(*hf));
-    if (!hf)
-        return -ENOMEM;
-    int rc = -ENOMEM;
-    hf->cfg = *cfg;
-    if (!hf->cfg.lokid_connections)
-        hf->cfg.lokid_connections = 2;
-    if (hf->cfg.lokid_connections > MAX_LOKID_CONNS)
-        hf->cfg.lokid_connections = MAX_LOKID_CONNS;
-    if (!(hf->cfg.request_timeout_s > 0))
-        hf->cfg.request_timeout_s = 60;
-    snprintf(hf->sock, sizeof(hf->sock), "%s", o->socket_path);
-    hf->n_conns = (int)hf->cfg.lokid_connections;
-    hf->max_payload = o->max_payload;
-    hf->body_max = loki_kserve_body_max(o->max_payload);
-    double idle = o->lokid_idle_timeout_s > 0 ? o->lokid_idle_timeout_s : 60;
-    hf->ping_ns = (uint64_t)(fmin(idle / 3, 10) * 1e9);
-    hf->port = -1;
-    hf->wake_fd = -1;
-    for (int i = 0; i < o->topo->n_pipelines && i < LOKI_MAX_PIPELINES; i++) {
-        const struct loki_pipeline *p = &o->topo->pipelines[i];
-        struct model *m = &hf->models[hf->n_models++];
-        snprintf(m->name, sizeof(m->name), "%s", p->name);
-        if (!(m->meta = model_meta(o->topo, p, o->max_payload, &m->meta_len)))
-            goto free_hf;
-    }
-    hf->server_meta = dump(json_pack("{s:s, s:s, s:[s]}", "name", "lokid", "version",
-                                     o->server_version ? o->server_version : "", "extensions",
-                                     "binary_tensor_data"),
-                           &hf->server_meta_len);
-    if (!hf->server_meta)
-        goto free_hf;
-    if (cfg->tls_cert[0]) {
-        if ((rc = read_file(cfg->tls_cert, &hf->tls_cert)) ||
-            (rc = read_file(cfg->tls_key, &hf->tls_key))) {
-            fail(err, errlen, -EINVAL, "http: cannot read %s: %s",
-                 hf->tls_cert ? cfg->tls_key : cfg->tls_cert, strerror(-rc));
-            rc = -EINVAL;
-            goto free_hf;
-        }
-    }
-    *out = hf;
-    return 0;
-free_hf:
-    loki_http_front_destroy(hf);
-    return rc;
-}
-
-int loki_http_front_start(struct loki_http_front *hf, char *err, size_t errlen)
-{
-    const struct loki_http_cfg *cfg = &hf->cfg;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, cfg->address, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)cfg->port);
-    } else if (inet_pton(AF_INET6, cfg->address, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)cfg->port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        return fail(err, errlen, -EINVAL, "'%s' is not an IPv4 or IPv6 address", cfg->address);
-    }
-    if (hf->tls_cert)
-        flags |= MHD_USE_TLS;
-    hf->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (hf->wake_fd < 0)
-        return fail(err, errlen, -errno, "eventfd: %s", strerror(errno));
-    char mhd_err[256] = "";
-    hf->start_err = mhd_err;
-    hf->start_errlen = sizeof(mhd_err);
-    unsigned timeout_s =
-        (unsigned)ceil(cfg->connection_timeout_s > 0 ? cfg->connection_timeout_s : 30);
-    /* the TLS options last, and only with TLS: without it MHD_OPTION_END ends the list there */
-    hf->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, hf, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections ? cfg->max_connections : 256),
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, hf,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, hf,
-        hf->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, hf->tls_cert,
-        MHD_OPTION_HTTPS_MEM_KEY, hf->tls_key, MHD_OPTION_END);
-    hf->start_err = NULL;
-    if (!hf->mhd) {
-        int e = errno ? errno : EADDRNOTAVAIL;
-        if (strstr(mhd_err, "in use"))
-            e = EADDRINUSE;
-        /* its bind message names the port it was given in the options: 0 with SOCK_ADDR */
-        return fail(err, errlen, -e, "%s",
-                    mhd_err[0] && !strstr(mhd_err, "bind") ? mhd_err : strerror(e));
-    }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(hf->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    hf->port = di ? di->port : cfg->port;
-    int rc = pthread_create(&hf->thread, NULL, front_main, hf);
-    if (rc) {
-        MHD_stop_daemon(hf->mhd);
-        hf->mhd = NULL;
-        return fail(err, errlen, -rc, "cannot start the front thread: %s", strerror(rc));
-    }
-    hf->thread_started = true;
-    return 0;
-}
-
-int loki_http_front_port(const struct loki_http_front *hf)
-{
-    return hf->port;
-}
-
-void loki_http_front_stop(struct loki_http_front *hf)
-{
-    if (!hf || hf->stopped)
-        return;
-    hf->stopped = true;
-    if (hf->thread_started) {
-        /* S1: the front thread sees the flag after its poll wakes (pairs with its acquire) */
-        atomic_store_explicit(&hf->stop, true, memory_order_release);
-        uint64_t one = 1;
-        (void)!write(hf->wake_fd, &one, sizeof(one));
-        pthread_join(hf->thread, NULL);
-        hf->thread_started = false;
-    }
-    for (int i = 0; i < hf->n_conns; i++) { /* never started: nothing to answer */
-        loki_client_close(hf->conns[i].c);
-        hf->conns[i].c = NULL;
-    }
-    if (hf->mhd)
-        MHD_stop_daemon(hf->mhd); /* every request was resumed: none is left suspended */
-    hf->mhd = NULL;
-}
-
-void loki_http_front_destroy(struct loki_http_front *hf)
-{
-    if (!hf)
-        return;
-    loki_http_front_stop(hf);
-    if (hf->wake_fd >= 0)
-        close(hf->wake_fd);
-    for (int i = 0; i < hf->n_models; i++)
-        free(hf->models[i].meta);
-    free(hf->server_meta);
-    free(hf->tls_cert);
-    free(hf->tls_key);
-    free(hf);
-}
-
-void loki_http_front_stats(const struct loki_http_front *hf, struct loki_http_front_stats *out)
-{
-    struct loki_http_front *h = (struct loki_http_front *)hf;
-#define L(x) atomic_load_explicit(&h->x, memory_order_relaxed)
-    *out = (struct loki_http_front_stats){.requests = L(requests),
-                                          .infers = L(infers),
-                                          .status_2xx = L(s2xx),
-                                          .status_4xx = L(s4xx),
-                                          .status_5xx = L(s5xx),
-                                          .inflight = L(waiting),
-                                          .lokid_connects = L(connects)};
-#undef L
 }
