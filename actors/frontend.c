@@ -367,6 +367,15 @@ int loki_frontend_create(uv_loop_t *loop, const struct loki_frontend_opts *o,
         uint64_t q = (4u << 20) + (uint64_t)fe->max_body + LOKI_PROTO_HDR;
         fe->o.max_write_queue = q > reply ? q : reply;
     }
+    /* partial frames may hold this much beyond each connection's first RBUF_INIT bytes: the
+     * larger of 256 MiB and two largest frames, and never less than one (else it could
+     * never be received) */
+    uint64_t one = (uint64_t)fe->max_body + LOKI_PROTO_HDR + RBUF_SLACK;
+    fe->rb_budget = fe->cfg.max_read_buffer;
+    if (!fe->rb_budget)
+        fe->rb_budget = 2 * one > (256u << 20) ? 2 * one : (256u << 20);
+    if (fe->rb_budget < one)
+        fe->rb_budget = one;
     fe->idle_ms = IDLE_DEFAULT_MS;
     if (fe->cfg.idle_timeout_s > 0)
         fe->idle_ms = fe->cfg.idle_timeout_s >= 4e6 ? 4000000000u

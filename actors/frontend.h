@@ -90,13 +90,16 @@ struct loki_frontend_stats {
     uint64_t late_replies; /* replies for a connection that had gone (discarded) */
     uint64_t bad_requests; /* decode/validation failures answered with an error */
     uint64_t unknown_pipeline;
-    uint64_t overloaded;     /* answered "overloaded" (per-conn or global limit) */
-    uint64_t draining;       /* answered "draining" */
-    uint64_t frame_errors;   /* oversized frames (connection closed) */
-    uint64_t frame_timeouts; /* half frames timed out (connection closed) */
-    uint64_t slow_drops;     /* connections dropped for a full write queue */
-    uint64_t idle_timeouts;  /* idle connections closed (idle_timeout_s) */
-    uint64_t fd_exhausted;   /* accepts short of file descriptors (refused or paused) */
+    uint64_t overloaded;        /* answered "overloaded" (per-conn or global limit) */
+    uint64_t draining;          /* answered "draining" */
+    uint64_t frame_errors;      /* oversized frames (connection closed) */
+    uint64_t frame_timeouts;    /* half frames timed out (connection closed) */
+    uint64_t slow_drops;        /* connections dropped for a full write queue */
+    uint64_t idle_timeouts;     /* idle connections closed (idle_timeout_s) */
+    uint64_t fd_exhausted;      /* accepts short of file descriptors (refused or paused) */
+    uint64_t read_pauses;       /* connections paused: partial frames at max_read_buffer_bytes */
+    uint64_t read_buffer_bytes; /* gauge: partial frames' memory beyond each connection's
+                                   first 16 KiB (what max_read_buffer_bytes bounds) */
     uint64_t bytes_in, bytes_out;
 };
 

@@ -15,8 +15,7 @@
 
 #include "loki/compiler.h"
 
-#define RBUF_INIT (16 * 1024)
-#define RBUF_SLACK (64 * 1024)
+#define RBUF_KEEP (1024 * 1024) /* a read buffer larger than this shrinks once its frame is in */
 
 /* ---- in-flight id set ---------------------------------------------------- */
 
@@ -193,6 +192,7 @@ void loki__frontend_conn_close(struct loki_frontend_conn *c)
     if (!c->open)
         return; /* the flush failed and closed it */
     __atomic_store_n(&c->open, false, __ATOMIC_RELEASE);
+    loki__frontend_rb_release(c);
     STAT_SUB(c->fe, connections, 1);
     loki__frontend_uid_del(c->fe, c->uid);
     uv_close((uv_handle_t *)&c->pipe, on_conn_handle_closed);
@@ -263,18 +263,109 @@ void loki__frontend_conn_rearm(struct loki_frontend_conn *c, bool new_frame, boo
     }
 }
 
+/*
+ * The read-buffer budget. A connection's buffer starts at RBUF_INIT bytes and doubles while
+ * a frame needs it, up to one largest frame; what all buffers hold beyond RBUF_INIT is
+ * fe->rb_used, bounded by fe->rb_budget (frontend.max_read_buffer_bytes). A connection
+ * whose full buffer cannot grow within it stops reading and waits in fe->rb_wait_* (arrival
+ * order) until budget comes back: a buffer shrinks once its frame is in, a closing
+ * connection gives its share back. A waiting connection keeps its frame timer, so clients
+ * that hold partial frames and send nothing more are closed after frame_timeout_ms and free
+ * what they hold; nothing is lost to a pause, the bytes just stay in the socket meanwhile.
+ * Without the budget, every connection could pin one largest frame (1024 connections of a
+ * 256 MiB payload limit: 256 GiB) for the frame timeout.
+ */
+static size_t rb_step(const struct loki_frontend_conn *c)
+{
+    size_t max = (size_t)c->fe->max_body + LOKI_PROTO_HDR + RBUF_SLACK;
+    return c->rcap >= max ? 0 : (c->rcap * 2 < max ? c->rcap * 2 : max) - c->rcap;
+}
+
+static void rb_account(struct loki_frontend_conn *c, size_t cap)
+{
+    struct loki_frontend *fe = c->fe;
+    size_t held = cap > RBUF_INIT ? cap - RBUF_INIT : 0;
+    fe->rb_used = fe->rb_used - c->rb_held + held;
+    if (held > c->rb_held)
+        STAT_ADD(fe, read_buffer_bytes, held - c->rb_held);
+    else
+        STAT_SUB(fe, read_buffer_bytes, c->rb_held - held);
+    c->rb_held = held;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void rb_unwait(struct loki_frontend_conn *c)
+{
+    struct loki_frontend *fe = c->fe;
+    if (!c->rb_waiting)
+        return;
+    if (c->rb_prev)
+        c->rb_prev->rb_next = c->rb_next;
+    else
+        fe->rb_wait_head = c->rb_next;
+    if (c->rb_next)
+        c->rb_next->rb_prev = c->rb_prev;
+    else
+        fe->rb_wait_tail = c->rb_prev;
+    c->rb_prev = c->rb_next = NULL;
+    c->rb_waiting = false;
+}
+
+/* Resume the waiting connections, first come first, while the budget has their next step. */
+static void rb_resume(struct loki_frontend *fe)
+{
+    struct loki_frontend_conn *c;
+    while ((c = fe->rb_wait_head) && fe->rb_used + rb_step(c) <= fe->rb_budget) {
+        rb_unwait(c);
+        if (c->open && !c->shutting &&
+            uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
+            loki__frontend_conn_close(c);
+    }
+}
+
+void loki__frontend_rb_release(struct loki_frontend_conn *c)
+{
+    rb_unwait(c);
+    if (c->rb_held) {
+        rb_account(c, RBUF_INIT);
+        rb_resume(c->fe);
+    }
+}
+
+/* Once @c's frames are taken out: a large buffer, or any grown one while others wait for
+ * budget, goes back to RBUF_INIT when what is left of the next frame fits there. */
+static void rb_shrink(struct loki_frontend_conn *c)
+{
+    struct loki_frontend *fe = c->fe;
+    if (c->rcap <= RBUF_INIT || c->rlen > RBUF_INIT / 2 ||
+        (c->rcap <= RBUF_KEEP && !fe->rb_wait_head))
+        return;
+    uint8_t *p = realloc(c->rbuf, RBUF_INIT);
+    if (!p)
+        return;
+    c->rbuf = p;
+    c->rcap = RBUF_INIT;
+    rb_account(c, RBUF_INIT);
+    rb_resume(fe);
+}
+
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct loki_frontend_conn *c = h->data;
-    size_t max = (size_t)c->fe->max_body + LOKI_PROTO_HDR + RBUF_SLACK;
-    if (c->rcap - c->rlen < RBUF_INIT / 2 && c->rcap < max) {
-        size_t cap = c->rcap * 2 < max ? c->rcap * 2 : max;
-        uint8_t *p = realloc(c->rbuf, cap);
+    struct loki_frontend *fe = c->fe;
+    size_t step = rb_step(c);
+    (void)hint;
+    if (c->rcap - c->rlen < RBUF_INIT / 2 && step && fe->rb_used + step <= fe->rb_budget) {
+        uint8_t *p = realloc(c->rbuf, c->rcap + step);
         if (p) {
             c->rbuf = p;
-            c->rcap = cap;
+            rb_account(c, c->rcap + step);
+            c->rcap += step;
         }
     }
+    /* full and no budget to grow: a zero-length buffer, and on_read() pauses (UV_ENOBUFS) */
     *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
 }
 
@@ -339,10 +430,11 @@ static void reply_metrics(struct loki_frontend_conn *c, const struct loki_reques
         size_t off;
     } counters[] = {
 #define C(f) {"frontend_" #f, offsetof(struct loki_frontend_stats, f)}
-        C(accepted),  C(refused),       C(connections),    C(inflight),         C(requests),
-        C(replies),   C(late_replies),  C(bad_requests),   C(unknown_pipeline), C(overloaded),
-        C(draining),  C(frame_errors),  C(frame_timeouts), C(slow_drops),       C(bytes_in),
-        C(bytes_out), C(idle_timeouts), C(fd_exhausted),
+        C(accepted),         C(refused),      C(connections),  C(inflight),
+        C(requests),         C(replies),      C(late_replies), C(bad_requests),
+        C(unknown_pipeline), C(overloaded),   C(draining),     C(frame_errors),
+        C(frame_timeouts),   C(slow_drops),   C(bytes_in),     C(bytes_out),
+        C(idle_timeouts),    C(fd_exhausted), C(read_pauses),  C(read_buffer_bytes),
 #undef C
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
@@ -484,6 +576,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct loki_frontend_conn *c = s->data;
     struct loki_frontend *fe = c->fe;
+    (void)buf;
+    if (nread == UV_ENOBUFS) { /* on_alloc(): the budget for partial frames is spent */
+        uv_read_stop(s);
+        if (!c->rb_waiting) {
+            STAT_ADD(fe, read_pauses, 1);
+            c->rb_waiting = true;
+            c->rb_prev = fe->rb_wait_tail;
+            if (fe->rb_wait_tail)
+                fe->rb_wait_tail->rb_next = c;
+            else
+                fe->rb_wait_head = c;
+            fe->rb_wait_tail = c;
+        }
+        return;
+    }
     if (nread < 0) {
         loki__frontend_conn_close(c);
         return;
@@ -519,6 +626,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (off) {
             memmove(c->rbuf, c->rbuf + off, c->rlen - off);
             c->rlen -= off;
+            rb_shrink(c);
         }
         loki__frontend_conn_rearm(c, consumed, true);
     }

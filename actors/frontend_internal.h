@@ -16,7 +16,9 @@
 
 #include "frontend.h"
 
-#define NODE_CLASSES 12 /* 512 B .. 1 MiB */
+#define NODE_CLASSES 12        /* 512 B .. 1 MiB */
+#define RBUF_INIT (16 * 1024)  /* a connection's read buffer to begin with */
+#define RBUF_SLACK (64 * 1024) /* room past the largest frame: the next one's start */
 
 enum tmode { T_OFF, T_FRAME, T_IDLE, T_LINGER };
 
@@ -48,6 +50,10 @@ struct loki_frontend_conn {
     unsigned uid;
     uint8_t *rbuf;
     size_t rlen, rcap;
+    size_t rb_held; /* of fe->rb_used: rcap beyond RBUF_INIT, given back at close */
+    /* reading paused for the read-buffer budget (fe->rb_wait_*'s list) */
+    bool rb_waiting;
+    struct loki_frontend_conn *rb_prev, *rb_next;
     uint64_t wq_bytes; /* queued here or handed to uv_write(), not yet written */
     /* encoded frames not yet handed to uv_write(): written at the end of the loop turn */
     struct node *wq_head, *wq_tail;
@@ -92,6 +98,11 @@ struct loki_frontend {
     loki_frontend_drained_cb drained_cb;
     void *drained_ctx;
     struct loki_frontend_conn *conns;
+    /* partial frames' memory: what connections' read buffers hold beyond their first
+     * RBUF_INIT bytes, against frontend.max_read_buffer_bytes; connections that need more
+     * wait (reading paused) in arrival order */
+    uint64_t rb_budget, rb_used;
+    struct loki_frontend_conn *rb_wait_head, *rb_wait_tail;
     struct loki_frontend_stats st; /* atomics */
     /* shared with other threads, under qlock */
     pthread_mutex_t qlock;
@@ -125,6 +136,8 @@ void loki__frontend_conn_unref(struct loki_frontend_conn *c);
 void loki__frontend_conn_close(struct loki_frontend_conn *c);
 /* Pick @c's timer after bytes arrived or a query was answered (see frontend_conn.c). */
 void loki__frontend_conn_rearm(struct loki_frontend_conn *c, bool new_frame, bool got_bytes);
+/* Give @c's read-buffer budget back (at close) and resume the connections waiting for it. */
+void loki__frontend_rb_release(struct loki_frontend_conn *c);
 /* Half-close after the queued writes, then close. */
 void loki__frontend_conn_finish(struct loki_frontend_conn *c);
 /* Remove @id from @c's in-flight set; false when it was not there. */

@@ -206,10 +206,10 @@ int loki_config_load_sealed(int fd, const char *name, struct loki_topology **out
  * decide whether a reload may change it, compare it below, then update the size (LP64).
  */
 #ifdef __LP64__
-_Static_assert(sizeof(struct loki_frontend_cfg) == 976, "snapshot.c: compare the new field");
+_Static_assert(sizeof(struct loki_frontend_cfg) == 984, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_http_cfg) == 616, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_runtime_cfg) == 80, "snapshot.c: compare the new field");
-_Static_assert(sizeof(struct loki_config) == 1056, "snapshot.c: compare the new section");
+_Static_assert(sizeof(struct loki_config) == 1064, "snapshot.c: compare the new section");
 _Static_assert(sizeof(struct loki_gpus) == 32, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_variant) == 4920, "snapshot.c: compare the new field");
 _Static_assert(sizeof(struct loki_task) == 78832, "snapshot.c: compare the new field");
@@ -346,6 +346,7 @@ int loki_config_reload_check(const struct loki_topology *cur, const struct loki_
         differs(&d, fa->max_payload != fb->max_payload, "frontend.max_payload");
         differs(&d, fa->max_inflight != fb->max_inflight, "frontend.max_inflight");
         differs(&d, fa->max_result != fb->max_result, "frontend.max_result_bytes");
+        differs(&d, fa->max_read_buffer != fb->max_read_buffer, "frontend.max_read_buffer_bytes");
         differs(&d, fa->max_conns != fb->max_conns, "frontend.max_connections");
         differs(&d, fa->max_conns_per_uid != fb->max_conns_per_uid,
                 "frontend.max_connections_per_uid");

@@ -79,6 +79,27 @@ void lokid__front_stop(struct lokid *d)
 #endif
 }
 
+void lokid__front_status(const struct lokid *d, struct loki_status_http *out)
+{
+    memset(out, 0, sizeof(*out));
+#ifdef LOKI_HAVE_HTTP_FRONT
+    if (!d->front)
+        return;
+    struct loki_http_front_stats s;
+    loki_http_front_stats(d->front, &s);
+    *out = (struct loki_status_http){.enabled = true,
+                                     .requests = s.requests,
+                                     .infers = s.infers,
+                                     .status_2xx = s.status_2xx,
+                                     .status_4xx = s.status_4xx,
+                                     .status_5xx = s.status_5xx,
+                                     .lokid_connects = s.lokid_connects,
+                                     .waiting = s.inflight};
+#else
+    (void)d;
+#endif
+}
+
 void lokid__front_destroy(struct lokid *d)
 {
 #ifdef LOKI_HAVE_HTTP_FRONT

@@ -85,6 +85,8 @@ void lokid__reload_apply(struct lokid *d);
  * after the frontend (a write it blocked on the loop then fails), logging its counters */
 int lokid__front_start(struct lokid *d);
 void lokid__front_stop(struct lokid *d);
+/* The front door's counters for the status view (enabled false without one). */
+void lokid__front_status(const struct lokid *d, struct loki_status_http *out);
 void lokid__front_destroy(struct lokid *d);
 
 /* lokid.c: the planner actor's timer (a reload re-plans at once) */

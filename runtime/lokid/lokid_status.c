@@ -55,7 +55,14 @@ static void status_view(struct lokid *d, struct loki_status_view *v)
                                                 .requests = fs.requests,
                                                 .bad_requests = fs.bad_requests,
                                                 .overloaded = fs.overloaded,
-                                                .draining = fs.draining};
+                                                .draining = fs.draining,
+                                                .read_buffer_bytes = fs.read_buffer_bytes,
+                                                .frame_errors = fs.frame_errors,
+                                                .frame_timeouts = fs.frame_timeouts,
+                                                .slow_drops = fs.slow_drops,
+                                                .idle_timeouts = fs.idle_timeouts,
+                                                .read_pauses = fs.read_pauses};
+    lokid__front_status(d, &v->http);
     const struct loki_sup_stats *ss = loki_sup_stats(d->sup);
     v->workers = (struct loki_status_workers){.alive = loki_sup_alive(d->sup),
                                               .started = ss->started,

@@ -702,6 +702,21 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
          (double)sv->frontend.overloaded},
         {"loki_frontend_draining_total", "counter", "Requests refused while draining.",
          (double)sv->frontend.draining},
+        {"loki_frontend_frame_errors_total", "counter",
+         "Connections closed for a frame over the size limit.", (double)sv->frontend.frame_errors},
+        {"loki_frontend_frame_timeouts_total", "counter",
+         "Connections closed for a frame not completed in time.",
+         (double)sv->frontend.frame_timeouts},
+        {"loki_frontend_slow_reader_drops_total", "counter",
+         "Connections dropped for not reading their replies.", (double)sv->frontend.slow_drops},
+        {"loki_frontend_idle_timeouts_total", "counter", "Idle connections closed.",
+         (double)sv->frontend.idle_timeouts},
+        {"loki_frontend_read_buffer_bytes", "gauge",
+         "Memory partial frames hold (bounded by frontend.max_read_buffer_bytes).",
+         (double)sv->frontend.read_buffer_bytes},
+        {"loki_frontend_read_pauses_total", "counter",
+         "Connections paused reading: partial frames at frontend.max_read_buffer_bytes.",
+         (double)sv->frontend.read_pauses},
         {"loki_payload_arena_bytes", "gauge", "Size of the shared payload arena.", sv->arena_bytes},
         {"loki_payload_arena_used_bytes", "gauge",
          "Payload arena held by queries in flight (payloads, child payloads, outputs).",
@@ -725,6 +740,27 @@ static void prometheus(const struct loki_status_view *sv, struct loki_report *b)
     sb_printf(b, ",git=");
     prom_quoted(b, LOKI_GIT_DESCRIBE);
     sb_printf(b, "} 1\n");
+    if (sv->http.enabled) {
+        const struct loki_status_http *h = &sv->http;
+        prom_head(b, "loki_http_requests_total", "counter",
+                  "HTTP front door: requests answered, by status class.");
+        sb_printf(b,
+                  "loki_http_requests_total{code=\"2xx\"} %llu\n"
+                  "loki_http_requests_total{code=\"4xx\"} %llu\n"
+                  "loki_http_requests_total{code=\"5xx\"} %llu\n",
+                  (unsigned long long)h->status_2xx, (unsigned long long)h->status_4xx,
+                  (unsigned long long)h->status_5xx);
+        prom_head(b, "loki_http_infer_requests_total", "counter",
+                  "HTTP front door: infer requests handed to lokid.");
+        sb_printf(b, "loki_http_infer_requests_total %llu\n", (unsigned long long)h->infers);
+        prom_head(b, "loki_http_waiting", "gauge",
+                  "HTTP front door: infer requests waiting for lokid's answer.");
+        sb_printf(b, "loki_http_waiting %llu\n", (unsigned long long)h->waiting);
+        prom_head(b, "loki_http_lokid_connects_total", "counter",
+                  "HTTP front door: connections made to lokid's socket (reconnects included).");
+        sb_printf(b, "loki_http_lokid_connects_total %llu\n",
+                  (unsigned long long)h->lokid_connects);
+    }
     prom_process(b, sv->process);
     prom_gpus(b, sv->gpus, sv->n_gpus);
 }

@@ -311,8 +311,16 @@ def test_slow(d):
         import loki_client
         with loki_client.Client(d.sock, timeout=5) as c:
             m = c.metrics()
+            prom = c.call("metrics", format="prometheus").extra.get("report", "")
         check(m.get("frontend_idle_timeouts") == 0,
               "the front door's connection was closed idle: %s" % m)
+        # lokid's exposition carries the front door's counters: 2xx so far, 4xx none yet
+        ok2 = re.search(r'^loki_http_requests_total\{code="2xx"\} ([0-9]+)$', prom, re.M)
+        check(ok2 and int(ok2.group(1)) >= 1 and
+              re.search(r"^loki_http_infer_requests_total [1-9][0-9]*$", prom, re.M) and
+              re.search(r"^loki_http_lokid_connects_total [1-9][0-9]*$", prom, re.M),
+              "the front door's counters in lokid's Prometheus text: %s" %
+              [l for l in prom.splitlines() if l.startswith("loki_http")])
     except ImportError:
         print("slow: idle check through loki_client skipped (no msgpack)")
     # 413: a payload over max_payload_bytes (4096), and a body over the budget (read no further)

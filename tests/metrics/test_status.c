@@ -75,7 +75,13 @@ static int setup(void **state)
                      .requests = 900,
                      .bad_requests = 2,
                      .overloaded = 7,
-                     .draining = 0},
+                     .draining = 0,
+                     .read_buffer_bytes = 131072,
+                     .frame_errors = 1,
+                     .frame_timeouts = 2,
+                     .slow_drops = 3,
+                     .idle_timeouts = 4,
+                     .read_pauses = 5},
         .workers = {.alive = 4, .started = 7, .start_failed = 2, .last_start_error = -EMFILE},
         .instances = 4,
         .gpus_in_use = 2.5,
@@ -406,8 +412,33 @@ static void test_prometheus_counters_and_gauges(void **state)
     assert_line(t, "loki_frontend_requests_total 900");
     assert_line(t, "loki_frontend_bad_requests_total 2");
     assert_line(t, "loki_frontend_overloaded_total 7");
+    assert_line(t, "loki_frontend_frame_errors_total 1");
+    assert_line(t, "loki_frontend_frame_timeouts_total 2");
+    assert_line(t, "loki_frontend_slow_reader_drops_total 3");
+    assert_line(t, "loki_frontend_idle_timeouts_total 4");
+    assert_line(t, "loki_frontend_read_buffer_bytes 131072");
+    assert_line(t, "loki_frontend_read_pauses_total 5");
     assert_line(t, "loki_planner_mode{mode=\"hardware\"} 0");
     assert_line(t, "loki_planner_mode{mode=\"accuracy\"} 1");
+    /* no HTTP front door: none of its series */
+    assert_null(strstr(t, "loki_http_"));
+    f->v.http = (struct loki_status_http){.enabled = true,
+                                          .requests = 60,
+                                          .infers = 50,
+                                          .status_2xx = 45,
+                                          .status_4xx = 10,
+                                          .status_5xx = 5,
+                                          .lokid_connects = 3,
+                                          .waiting = 2};
+    assert_int_equal(loki_status_prometheus(&f->v, &f->r), 0);
+    t = f->r.text;
+    assert_line(t, "# TYPE loki_http_requests_total counter");
+    assert_line(t, "loki_http_requests_total{code=\"2xx\"} 45");
+    assert_line(t, "loki_http_requests_total{code=\"4xx\"} 10");
+    assert_line(t, "loki_http_requests_total{code=\"5xx\"} 5");
+    assert_line(t, "loki_http_infer_requests_total 50");
+    assert_line(t, "loki_http_waiting 2");
+    assert_line(t, "loki_http_lokid_connects_total 3");
 }
 
 static void test_prometheus_histograms(void **state)

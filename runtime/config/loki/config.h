@@ -43,6 +43,8 @@ struct loki_frontend_cfg {
     uint32_t max_payload;       /* bytes; default 1 MiB */
     uint32_t max_inflight;      /* accepted, unanswered queries; default 65536 */
     uint32_t max_result;        /* bytes of one reply's result tree (outputs); default 4 MiB */
+    uint64_t max_read_buffer;   /* bytes all connections' partial frames may hold beyond their
+                                 * first 64 KiB each; 0: the larger of 256 MiB and two frames */
     uint32_t max_conns;         /* open connections; 0: from RLIMIT_NOFILE (see frontend.h) */
     uint32_t max_conns_per_uid; /* open connections of one peer uid; 0: half of max_conns */
     double idle_timeout_s;      /* close a connection with nothing in flight and nothing received

@@ -33,8 +33,16 @@ struct loki_status_planner {
 
 /* The frontend's counters shown in the Prometheus exposition (struct loki_frontend_stats). */
 struct loki_status_frontend {
-    uint64_t connections, inflight; /* gauges */
+    uint64_t connections, inflight, read_buffer_bytes; /* gauges */
     uint64_t requests, bad_requests, overloaded, draining;
+    uint64_t frame_errors, frame_timeouts, slow_drops, idle_timeouts, read_pauses;
+};
+
+/* The HTTP front door's counters (struct loki_http_front_stats), when it runs. */
+struct loki_status_http {
+    bool enabled; /* false: no loki_http_ metrics */
+    uint64_t requests, infers, status_2xx, status_4xx, status_5xx, lokid_connects;
+    uint64_t waiting; /* gauge: infer requests waiting for lokid's answer */
 };
 
 /* Worker processes as the supervisor counts them (struct loki_sup_stats). */
@@ -54,6 +62,7 @@ struct loki_status_view {
     double demand_est[LOKI_MAX_PIPELINES];  /* per pipeline, root qps (EWMA) */
     struct loki_status_planner planner;
     struct loki_status_frontend frontend;
+    struct loki_status_http http;
     struct loki_status_workers workers;
     int instances;      /* worker instances live in the router */
     double gpus_in_use; /* distinct GPUs those occupy */
