@@ -277,8 +277,8 @@ void load_frontend(struct ctx *c, const struct node *m)
         in_range(c, v, "max_result_bytes", (double)i, 1024, 1024.0 * 1024 * 1024, false))
         f->max_result = (uint32_t)i;
     if ((v = map_get(m, "max_read_buffer_bytes")) && get_int(c, v, "max_read_buffer_bytes", &i) &&
-        in_range(c, v, "max_read_buffer_bytes", (double)i, 1024.0 * 1024,
-                 64.0 * 1024 * 1024 * 1024, false))
+        in_range(c, v, "max_read_buffer_bytes", (double)i, 1024.0 * 1024, 64.0 * 1024 * 1024 * 1024,
+                 false))
         f->max_read_buffer = (uint64_t)i;
     if ((v = map_get(m, "max_connections")) && get_int(c, v, "max_connections", &i) &&
         in_range(c, v, "max_connections", (double)i, 1, LOKI_FRONTEND_MAX_CONNS, false))
