@@ -96,6 +96,12 @@ void adv_lokid_kill(struct adv_lokid *d)
     }
 }
 
+int adv_teardown(void **state)
+{
+    adv_lokid_kill(*state);
+    return 0;
+}
+
 bool adv_lokid_alive(const struct adv_lokid *d)
 {
     char path[64], state = '?';

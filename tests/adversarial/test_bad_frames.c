@@ -44,13 +44,6 @@ static const char topology[] =
 
 static struct adv_lokid lokid;
 
-static int teardown(void **state)
-{
-    (void)state;
-    adv_lokid_kill(&lokid);
-    return 0;
-}
-
 /* ---- a msgpack writer that also writes what no encoder would ----------------------------- */
 
 #define MP_CAP 16384
@@ -1072,7 +1065,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_malformed_frames, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_malformed_frames, NULL, adv_teardown, &lokid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

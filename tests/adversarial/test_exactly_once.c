@@ -64,13 +64,6 @@ static const char topology[] =
 
 static struct adv_lokid lokid;
 
-static int teardown(void **state)
-{
-    (void)state;
-    adv_lokid_kill(&lokid);
-    return 0;
-}
-
 /* ---- client-library queries: counted per index (the callback's ctx) -------------------- */
 
 static struct loki_client *lib[N_LIB];
@@ -617,7 +610,8 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_exactly_once_under_attack, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_exactly_once_under_attack, NULL, adv_teardown,
+                                                 &lokid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

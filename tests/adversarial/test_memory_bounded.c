@@ -54,27 +54,7 @@ static const char topology[] =
     "          - {name: scls, accuracy: 90, startup_ms: 1, batch_sizes: [1, 32],\n"
     "             latency_ms: [1, 4], args: {output_bytes: 1000}}\n";
 
-/* A sanitizer's allocator keeps what is freed (ASan's quarantine holds up to 256 MiB), so
- * resident memory says nothing there: the bounds are checked in plain builds only. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
-
 static struct adv_lokid lokid;
-
-static int teardown(void **state)
-{
-    (void)state;
-    adv_lokid_kill(&lokid);
-    return 0;
-}
 
 static struct loki_client *lib[N_LIB];
 static atomic_long sent, answered, ok_full, refused;
@@ -111,16 +91,22 @@ static void *sender(void *p)
     return NULL;
 }
 
+/* An infer request of pipeline "sized" carrying @payload (raw connections send it). */
+static void sized_request(struct loki_request *q)
+{
+    loki_request_init(q);
+    q->type = LOKI_MSG_INFER;
+    q->pipeline = loki_bytes_str("sized");
+    q->payload.ptr = payload;
+    q->payload.len = sizeof(payload);
+}
+
 /* Raw connections that send and never read: lokid queues their replies, then drops them. */
 static void *deaf(void *p)
 {
     int *fds = p;
     struct loki_request q;
-    loki_request_init(&q);
-    q.type = LOKI_MSG_INFER;
-    q.pipeline = loki_bytes_str("sized");
-    q.payload.ptr = payload;
-    q.payload.len = sizeof(payload);
+    sized_request(&q);
     for (int i = 0; i < DEAF_QUERIES && !atomic_load(&stop); i++)
         for (int k = 0; k < N_DEAF; k++) {
             if (fds[k] < 0)
@@ -139,11 +125,7 @@ static void *leavers(void *p)
 {
     const char *sock = p;
     struct loki_request q;
-    loki_request_init(&q);
-    q.type = LOKI_MSG_INFER;
-    q.pipeline = loki_bytes_str("sized");
-    q.payload.ptr = payload;
-    q.payload.len = sizeof(payload);
+    sized_request(&q);
     for (int k = 0; k < N_LEAVERS && !atomic_load(&stop); k++) {
         int fd = adv_connect(sock);
         if (fd < 0)
@@ -171,11 +153,7 @@ static double deaf_probe(void)
     int fd = adv_connect(lokid.sock);
     assert_true(fd >= 0);
     struct loki_request q;
-    loki_request_init(&q);
-    q.type = LOKI_MSG_INFER;
-    q.pipeline = loki_bytes_str("sized");
-    q.payload.ptr = payload;
-    q.payload.len = sizeof(payload);
+    sized_request(&q);
     double drops = before;
     for (int g = 0; g < 25 && drops == before; g++) {
         bool gone = false;
@@ -320,13 +298,13 @@ static void test_memory_bounded(void **state)
         /* the heap is back near the baseline (the deaf connections' replies, up to 4 MiB
          * each, were freed when they were dropped); on top of it the shared memory lokid
          * maps, the arena first, which a burst touches in full */
-        if (RSS_MEANINGFUL) {
+        if (ADV_RSS_MEANINGFUL) {
             assert_true(after[r].anon < 2 * base.anon + 64 * 1024);
             assert_true(after[r].rss < 2 * base.rss + 64 * 1024 + ARENA_MB * 1024);
         }
     }
     /* a second round of the same does not add to the first: nothing accumulates */
-    if (RSS_MEANINGFUL)
+    if (ADV_RSS_MEANINGFUL)
         assert_true(after[1].anon < after[0].anon + 32 * 1024);
     else
         fprintf(stderr, "sanitizer build: resident memory not checked\n");
@@ -345,7 +323,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_memory_bounded, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_memory_bounded, NULL, adv_teardown, &lokid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,25 +50,7 @@ static const char topology[] =
     "          - {name: v, accuracy: 90, startup_ms: 1, batch_sizes: [1, 8],\n"
     "             latency_ms: [1, 2]}\n";
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
-
 static struct adv_lokid lokid;
-
-static int teardown(void **state)
-{
-    (void)state;
-    adv_lokid_kill(&lokid);
-    return 0;
-}
 
 /* Announce a FRAME-byte frame and send what the socket takes of its first HELD bytes. */
 static size_t hold(int fd, const uint8_t *junk)
@@ -155,7 +137,7 @@ static void test_partial_frames(void **state)
     assert_true(gauge <= BUDGET_MB * 1048576.0);
     assert_true(gauge > 0);
     assert_true(pauses >= N_HOLDERS / 2);
-    if (RSS_MEANINGFUL) /* without the budget: + ~72 MiB */
+    if (ADV_RSS_MEANINGFUL) /* without the budget: + ~72 MiB */
         assert_true(peak - base < (long)(BUDGET_MB + 20) * 1024);
 
     /* small queries are served while the budget is spent */
@@ -201,7 +183,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_partial_frames, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_partial_frames, NULL, adv_teardown, &lokid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
