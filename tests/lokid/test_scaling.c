@@ -16,6 +16,8 @@
  *   start      workers that take 8 s to start: demand counts from when lokid serves,
  *              so the estimate after 3 s of a steady load is that load (the seconds
  *              of start-up used to count as idle ones and pulled it down a quarter)
+ *   shares     MPS shares resized under load (whole -> halves -> quarters through a
+ *              reloaded static plan), make-before-break: nothing lost, all ok
  */
 #include "harness.h"
 
@@ -794,15 +796,129 @@ static void test_start(void **state)
     unlink(path);
 }
 
+/*
+ * MPS shares resized under load, make-before-break: a static plan (policy static, reloaded by
+ * SIGHUP, which takes static_plan) moves both tasks from one whole GPU each to two halves,
+ * then to four quarters, while 40 qps run (a whole instance carries 100 qps at batch 4, a
+ * half 50, a quarter 25 at batch 2: the shares below 1 are derived, latency / share). Each
+ * change starts instances at the new share before the old ones retire: every query is
+ * answered once and ok, and lokid's status shows each new share in turn.
+ */
+static const char shares_yaml[] =
+    "gpus: {count: 3, memory_mb: 16384, share_granularity: 0.25}\n"
+    "planner:\n"
+    "  policy: static\n"
+    "  interval_ms: 500\n"
+    "  static_plan:\n"
+    "    - {pipeline: scale, task: detect, variant: det-best, instances: %d, batch: %d, share: "
+    "%g}\n"
+    "    - {pipeline: scale, task: classify, variant: cls-best, instances: %d, batch: %d, share: "
+    "%g}\n"
+    "frontend: {max_inflight: 8192}\n"
+    "pipelines:\n"
+    "  - name: scale\n"
+    "    slo_ms: 300\n"
+    "    tasks:\n"
+    "      - name: detect\n"
+    "        children: [classify]\n"
+    "        variants:\n"
+    "          - {name: det-best, accuracy: 100, startup_ms: 100, batch_sizes: [1, 2, 4],\n"
+    "             latency_ms: [12, 20, 40], fanout: {classify: {mean: 1, dist: constant}}}\n"
+    "      - name: classify\n"
+    "        variants:\n"
+    "          - {name: cls-best, accuracy: 100, startup_ms: 100, batch_sizes: [1, 2, 4],\n"
+    "             latency_ms: [12, 20, 40]}\n";
+
+static void write_shares(const char *path, int n, int batch, double share)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, shares_yaml, n, batch, share, n, batch, share);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The share and instance count lokid's status gives det-best (-1 when it runs none). */
+static double det_share(struct loki_client *c, int *instances)
+{
+    char *js = status_json(c);
+    const char *v = strstr(js, "\"variant\":\"det-best\"");
+    double share = v ? jnum(v, "share") : -1;
+    *instances = v ? (int)jnum(v, "instances") : 0;
+    free(js);
+    return share;
+}
+
+static void test_shares(void **state)
+{
+    (void)state;
+    static char path[4096];
+    const char *tmp = loki_test_write_tmp("", ".yaml");
+    assert_non_null(tmp);
+    snprintf(path, sizeof(path), "%s", tmp);
+    write_shares(path, 1, 4, 1);
+    topo_path = path;
+    struct run r;
+    start(&r, NULL, false);
+    static struct load l;
+    static const struct phase ph[] = {{18, 40}};
+    l = (struct load){r.sock, ph, 1, false, 0x9e3779b97f4a7c15ull};
+    load_reset();
+    struct loki_client *c;
+    assert_int_equal(loki_client_connect(r.sock, NULL, &c), 0);
+    int inst = 0;
+    assert_true(det_share(c, &inst) == 1 && inst == 1);
+    t0 = mono();
+    pthread_t th;
+    pthread_create(&th, NULL, load_thread, &l);
+    /* at 5 s: halves; at 11 s: quarters; what status shows is sampled all along */
+    static const struct {
+        double at;
+        int n, batch;
+        double share;
+    } steps[] = {{5, 2, 4, 0.5}, {11, 4, 2, 0.25}};
+    bool seen[2] = {false, false};
+    int next = 0;
+    while (mono() - t0 < 18) {
+        double t = mono() - t0;
+        if (next < 2 && t >= steps[next].at) {
+            write_shares(path, steps[next].n, steps[next].batch, steps[next].share);
+            assert_int_equal(kill(r.pid, SIGHUP), 0);
+            next++;
+        }
+        double sh = det_share(c, &inst);
+        for (int k = 0; k < 2; k++)
+            if (sh == steps[k].share && inst == steps[k].n)
+                seen[k] = true;
+        sleep_ms(100);
+    }
+    pthread_join(th, NULL);
+    double sh_end = det_share(c, &inst);
+    loki_client_close(c);
+    assert_answered_once();
+    struct tally all = tally(0, 1e9);
+    fprintf(stderr, "shares seen: halves %d, quarters %d; at the end share %.2f x %d\n", seen[0],
+            seen[1], sh_end, inst);
+    assert_true(all.sent > 600);
+    assert_int_equal(all.ok, all.sent); /* nothing dropped, late, refused or failed */
+    assert_true(seen[0] && seen[1]);
+    assert_true(sh_end == 0.25 && inst == 4);
+    int st = stop(&r);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    topo_path = NULL;
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest all[] = {
-        cmocka_unit_test(test_step),  cmocka_unit_test(test_reconfig),
-        cmocka_unit_test(test_noisy), cmocka_unit_test(test_admission),
-        cmocka_unit_test(test_ops),   cmocka_unit_test(test_start),
+        cmocka_unit_test(test_step),   cmocka_unit_test(test_reconfig),
+        cmocka_unit_test(test_noisy),  cmocka_unit_test(test_admission),
+        cmocka_unit_test(test_ops),    cmocka_unit_test(test_start),
+        cmocka_unit_test(test_shares),
     };
-    static const char *const names[] = {"step", "reconfig", "noisy", "admission", "ops", "start"};
+    static const char *const names[] = {"step", "reconfig", "noisy", "admission",
+                                        "ops",  "start",    "shares"};
     int rc = 2;
     if (argc > 1) {
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
