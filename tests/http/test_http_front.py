@@ -311,7 +311,7 @@ def test_slow(d):
         import loki_client
         with loki_client.Client(d.sock, timeout=5) as c:
             m = c.metrics()
-            prom = c.call("metrics", format="prometheus").extra.get("report", "")
+            prom = c.call("metrics", timeout=30, format="prometheus").extra.get("report", "")
         check(m.get("frontend_idle_timeouts") == 0,
               "the front door's connection was closed idle: %s" % m)
         # lokid's exposition carries the front door's counters: 2xx so far, 4xx none yet
