@@ -627,6 +627,19 @@ void loki__hf_on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- the front thread ------------------------------------------------------------------------ */
 
+/* Requests (and pings) sent to lokid whose callback has not run yet. */
+static uint64_t lokid_outstanding(struct loki_http_front *hf)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < hf->n_conns; i++)
+        if (hf->conns[i].c) {
+            struct loki_client_stats st;
+            loki_client_stats(hf->conns[i].c, &st);
+            n += st.outstanding;
+        }
+    return n;
+}
+
 void *loki__hf_front_main(void *arg)
 {
     struct loki_http_front *hf = arg;
@@ -651,12 +664,25 @@ void *loki__hf_front_main(void *arg)
     if (l != MHD_INVALID_SOCKET)
         close(l);
     hf->closing = true; /* a request on a kept-alive connection now gets 503 at once */
+    /* lokid's frontend stopped first: the answers it wrote last are still in the sockets, and
+     * closing a client would discard them (its shutdown drops unread data). Its reader takes
+     * them, then EOF completes the rest "closed": wait for that, FLUSH_MS at most. */
+    uint64_t until = loki_now_ns() + FLUSH_MS * 1000000ull;
+    while (lokid_outstanding(hf) && loki_now_ns() < until) {
+        struct pollfd p[2] = {{.fd = epfd, .events = POLLIN},
+                              {.fd = hf->wake_fd, .events = POLLIN}};
+        if (poll(p, 2, 10) > 0 && (p[1].revents & POLLIN)) {
+            uint64_t n;
+            (void)!read(hf->wake_fd, &n, sizeof(n));
+        }
+        MHD_run(hf->mhd);
+    }
     for (int i = 0; i < hf->n_conns; i++) {
         loki_client_close(hf->conns[i].c);
         hf->conns[i].c = NULL;
     }
     retry_pending(hf, 0, true);
-    uint64_t until = loki_now_ns() + FLUSH_MS * 1000000ull;
+    until = loki_now_ns() + FLUSH_MS * 1000000ull;
     while ((atomic_load(&hf->waiting) || atomic_load(&hf->responding)) && loki_now_ns() < until) {
         struct pollfd p[2] = {{.fd = epfd, .events = POLLIN},
                               {.fd = hf->wake_fd, .events = POLLIN}};

@@ -56,11 +56,12 @@ int loki_http_front_start(struct loki_http_front *hf, char *err, size_t errlen);
 int loki_http_front_port(const struct loki_http_front *hf);
 
 /*
- * Stop: close the connections to lokid (whatever waited gets its response: 503, "closed"),
- * send the responses already made for at most a second, close every HTTP connection, join the
- * thread. Blocks that long. Call it after lokid's frontend has stopped (its sockets closed): a
- * write the thread has blocked on the loop that now calls this then fails instead of waiting
- * forever. Idempotent. The thread that started.
+ * Stop: take the answers lokid wrote before its frontend stopped (a second at most), close the
+ * connections to lokid (whatever still waited gets its response: 503, "closed"), send the
+ * responses already made for at most a second, close every HTTP connection, join the
+ * thread. Blocks two seconds at most. Call it after lokid's frontend has stopped (its sockets
+ * closed): a write the thread has blocked on the loop that now calls this then fails instead of
+ * waiting forever. Idempotent. The thread that started.
  */
 void loki_http_front_stop(struct loki_http_front *hf);
 
